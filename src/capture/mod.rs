@@ -1,0 +1,21 @@
+//! `capture`: the records the data plane produces and the bounded pipe that carries them away.
+//!
+//! Owns: [`Observation`], [`Pair`], the [`Capture`] handle the request path uses, the batch
+//! writer task, and the simple sinks (in-memory, JSONL). The database sink lives in `store`.
+//!
+//! Never: blocks the request path. [`Capture::record`] is a `try_send` into a bounded channel;
+//! when the channel is full the event is dropped and counted (`canarist_capture_dropped_total`).
+//! A sink that fails is retried with backoff; a batch that still fails is dropped and counted.
+//! Fails open: the gateway keeps serving whatever happens to capture.
+
+mod observation;
+mod pairing;
+mod sink;
+mod writer;
+
+pub use observation::{
+    CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Usage,
+};
+pub use pairing::PairSlot;
+pub use sink::{JsonlSink, MemorySink, Sink, SinkError};
+pub use writer::{Capture, CaptureStats, WriterConfig};

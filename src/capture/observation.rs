@@ -1,0 +1,174 @@
+//! The records the data plane captures: one [`Observation`] per side of a request, and a
+//! [`Pair`] when the same request was answered by stable and by a candidate.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Which role a variant plays in its deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Stable,
+    Candidate,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Stable => "stable",
+            Role::Candidate => "candidate",
+        }
+    }
+}
+
+/// Why a side of a request ended: whether it served the client or was a background call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// The answer the client received.
+    Served,
+    /// A background call whose answer nobody received (shadow mirror, live pair sample).
+    Mirrored,
+    /// A stable retry after the candidate failed in live mode (`fallback_to_stable`).
+    Fallback,
+}
+
+/// The OpenAI endpoint a request was made to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// How a call ended, as far as blame goes. `None` on an [`Observation`] means success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The upstream could not be reached (connect error, DNS, TLS).
+    Unreachable,
+    /// The upstream did not answer (or finish) in time.
+    Timeout,
+    /// The upstream answered with a 4xx status.
+    Upstream4xx,
+    /// The upstream answered with a 5xx status.
+    Upstream5xx,
+    /// The upstream answered 2xx, but the body or stream was not valid OpenAI output.
+    Malformed,
+    /// The stream ended before its end marker (`[DONE]` or a finish reason).
+    Truncated,
+    /// The client went away before the response was complete (the capture is partial).
+    ClientDisconnected,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Unreachable => "unreachable",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Upstream4xx => "upstream_4xx",
+            ErrorClass::Upstream5xx => "upstream_5xx",
+            ErrorClass::Malformed => "malformed",
+            ErrorClass::Truncated => "truncated",
+            ErrorClass::ClientDisconnected => "client_disconnected",
+        }
+    }
+}
+
+/// Token usage as reported by the upstream (`usage` object).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// One side of one request: what one variant did with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Unique per observation.
+    pub id: Uuid,
+    /// The gateway request id (`x-request-id`); both sides of a pair share it.
+    pub request_id: Uuid,
+    /// Set when this observation is one side of a matched pair.
+    pub pair_id: Option<Uuid>,
+    pub at: DateTime<Utc>,
+    pub deployment: String,
+    /// Variant name (`stable`, or the candidate's name).
+    pub variant: String,
+    pub role: Role,
+    pub purpose: Purpose,
+    /// The stage label the traffic config carried when the request was routed.
+    pub stage: String,
+    /// The traffic-config version the request was routed under.
+    pub config_version: u64,
+    pub endpoint: Endpoint,
+    /// The upstream model actually called.
+    pub upstream_model: String,
+    pub stream: bool,
+    /// 0..10000; `None` for unsticky requests.
+    pub bucket: Option<u16>,
+    pub unit_key: Option<String>,
+    pub sticky: bool,
+    /// Cohort labels (e.g. `tier=enterprise`), carried for per-cohort gating.
+    pub cohort: BTreeMap<String, String>,
+    /// HTTP status the upstream answered with; `None` when no response arrived.
+    pub status: Option<u16>,
+    pub error: Option<ErrorClass>,
+    /// Short, non-sensitive detail about the error (never shown to clients).
+    pub error_detail: Option<String>,
+    /// Time to first token (first content chunk for streams; the full body otherwise).
+    pub ttft_ms: Option<f64>,
+    pub latency_ms: f64,
+    pub usage: Option<Usage>,
+    /// Cost in USD from the configured prices; `None` when the model has no price.
+    pub cost_usd: Option<f64>,
+    pub finish_reason: Option<String>,
+    /// The assembled assistant answer (content, or concatenated text for completions).
+    pub response_text: Option<String>,
+    /// The request body as sent upstream, when the capture policy keeps bodies.
+    pub request_body: Option<serde_json::Value>,
+    /// The full response (streams reassembled into one chat.completion), when kept.
+    pub response_body: Option<serde_json::Value>,
+}
+
+impl Observation {
+    pub fn is_success(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Both sides of the same request: the unit the judge scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pair {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub deployment: String,
+    pub stage: String,
+    pub config_version: u64,
+    pub cohort: BTreeMap<String, String>,
+    pub stable: Observation,
+    pub candidate: Observation,
+}
+
+/// What flows from the data plane to a sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CaptureEvent {
+    Observation(Box<Observation>),
+    Pair(Box<Pair>),
+}

@@ -1,0 +1,118 @@
+//! Where captured events end up. The database sink is in `store`; here are the two that need
+//! no database: an in-memory sink for tests and a JSONL file sink.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use tokio::io::AsyncWriteExt;
+
+use super::CaptureEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("writing capture file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("capture database: {0}")]
+    Database(String),
+}
+
+/// A destination for batches of captured events. Implementations write the whole batch or
+/// return an error (the writer then retries the batch).
+pub trait Sink: Send + Sync + 'static {
+    fn write_batch<'a>(&'a self, batch: &'a [CaptureEvent]) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// Keeps every event in memory. For tests and `canarist demo`.
+#[derive(Debug, Clone, Default)]
+pub struct MemorySink {
+    events: Arc<Mutex<Vec<CaptureEvent>>>,
+}
+
+impl MemorySink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of everything written so far.
+    pub fn events(&self) -> Vec<CaptureEvent> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl Sink for MemorySink {
+    fn write_batch<'a>(&'a self, batch: &'a [CaptureEvent]) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            if let Ok(mut events) = self.events.lock() {
+                events.extend_from_slice(batch);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Appends one JSON object per line to a file (created if missing).
+pub struct JsonlSink {
+    path: PathBuf,
+    file: tokio::sync::Mutex<Option<tokio::fs::File>>,
+}
+
+impl JsonlSink {
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_path_buf(),
+            file: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn io_err(&self, source: std::io::Error) -> SinkError {
+        SinkError::File {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Sink for JsonlSink {
+    fn write_batch<'a>(&'a self, batch: &'a [CaptureEvent]) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let mut buf = Vec::with_capacity(batch.len() * 1024);
+            for event in batch {
+                serde_json::to_writer(&mut buf, event)
+                    .map_err(|e| self.io_err(std::io::Error::other(e)))?;
+                buf.push(b'\n');
+            }
+            let mut guard = self.file.lock().await;
+            if guard.is_none() {
+                if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    tokio::fs::create_dir_all(dir)
+                        .await
+                        .map_err(|e| self.io_err(e))?;
+                }
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .await
+                    .map_err(|e| self.io_err(e))?;
+                *guard = Some(file);
+            }
+            if let Some(file) = guard.as_mut() {
+                let result = async {
+                    file.write_all(&buf).await?;
+                    file.flush().await
+                }
+                .await;
+                if let Err(e) = result {
+                    // Reopen on the next batch: the file may have been rotated or removed.
+                    *guard = None;
+                    return Err(self.io_err(e));
+                }
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,72 @@
+//! `cli`: the `canarist` command line. Each subcommand's arguments and body live with the module
+//! that owns the work; this file only wires them together and sets up logging.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod serve;
+
+pub use serve::ServeArgs;
+
+/// canarist: an OpenAI-compatible LLM gateway that makes model and prompt rollouts safe.
+#[derive(Debug, Parser)]
+#[command(name = "canarist", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Run the built-in OpenAI-compatible mock upstream (for tests, benches and the demo).
+    MockUpstream(crate::mock::MockArgs),
+    /// Run the database migrations and exit.
+    Migrate(crate::store::MigrateArgs),
+    /// Work with rubric files.
+    #[command(subcommand)]
+    Rubric(crate::rubric::RubricCommand),
+    /// Run the gate on synthetic traffic, many times, and print its error rates.
+    Simulate(crate::gate::SimulateArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::MockUpstream(args) => crate::mock::run(args).await,
+        Command::Migrate(args) => crate::store::run_migrate(args).await,
+        Command::Rubric(cmd) => crate::rubric::run(cmd).await,
+        Command::Simulate(args) => crate::gate::run_simulate(args).await,
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CANARIST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,228 @@
+//! `config`: the YAML config file → a validated, typed [`Config`].
+//!
+//! Owns: parsing (`raw`), validation (`validate`) and the validated types below. Every problem
+//! in a file is reported at once, each naming the file and the field (`deployments[0].stable.provider`).
+//! Never: touches the network. Fails closed: a config with any problem is not used.
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::RawConfig;
+pub use validate::{ConfigError, Problem};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from (for messages).
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub providers: BTreeMap<String, Provider>,
+    pub prices: BTreeMap<String, Price>,
+    /// Provider for models that are no deployment; `None` answers them 404 `model_not_found`.
+    pub default_provider: Option<String>,
+    pub tenant_header: Option<http::HeaderName>,
+    pub deployments: Vec<Deployment>,
+    pub capture: CaptureConfig,
+    pub storage_url: Option<String>,
+}
+
+/// An OpenAI-compatible upstream.
+#[derive(Clone)]
+pub struct Provider {
+    pub name: String,
+    /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The key, read from `api_key_env` at load time.
+    pub api_key: Option<String>,
+    pub api_key_env: Option<String>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
+        (prompt_tokens as f64 * self.input_per_mtok + completion_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Stable serves everything; nothing is mirrored.
+    Off,
+    /// Stable serves everything; candidates are called in the background for their share.
+    Shadow,
+    /// Candidates serve their share.
+    Live,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Shadow => "shadow",
+            Mode::Live => "live",
+        }
+    }
+}
+
+/// A provider + model, with the request overrides that make it a distinct variant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    pub name: String,
+    pub provider: String,
+    pub model: String,
+    pub system_prompt: Option<String>,
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub variant: Variant,
+    /// Share of units in basis points of a percent: 0..=10000 (0.01% steps).
+    pub buckets: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub slug: String,
+    /// The `model` clients send.
+    pub model: String,
+    pub mode: Mode,
+    pub stage: String,
+    pub salt: String,
+    pub stable: Variant,
+    pub candidates: Vec<Candidate>,
+    pub shadow_timeout: Duration,
+    pub mirror_embeddings: bool,
+    /// Basis points (0..=10000) of candidate-served requests also sent to stable.
+    pub pair_sample_buckets: u16,
+    pub fallback_to_stable: bool,
+    pub spend_cap: SpendCap,
+    pub cohorts: Cohorts,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpendCap {
+    pub tokens: Option<u64>,
+    pub usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cohorts {
+    pub labels: Vec<(String, LabelSource)>,
+    pub rules: Vec<CohortRule>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelSource {
+    Header(http::HeaderName),
+    Metadata(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CohortRule {
+    pub matches: Vec<(String, String)>,
+    pub action: CohortAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CohortAction {
+    /// Only requests matching some include rule may be in the canary.
+    Include,
+    /// Matching requests stay out of the canary while the candidate's share is below
+    /// `until_buckets` (forever when `None`).
+    Exclude { until_buckets: Option<u16> },
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    Memory,
+    Jsonl(PathBuf),
+    /// The `storage` database.
+    Store,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub sink: SinkKind,
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub body_sample_rate: f64,
+    pub redact: Vec<regex::Regex>,
+    pub max_body_bytes: usize,
+}
+
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+pub fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+pub fn default_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+pub fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+pub fn default_read_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+pub fn default_shadow_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+pub fn default_stage() -> String {
+    "default".to_owned()
+}
+
+impl Config {
+    /// Reads and validates `path`, reading API keys from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::single(path, "", e))?;
+        Self::from_yaml(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates `text` as if read from `path`; `env` looks up environment variables.
+    pub fn from_yaml(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw = validate::parse(path, text)?;
+        validate::validate(path, raw, env)
+    }
+
+    pub fn deployment(&self, slug: &str) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.slug == slug)
+    }
+
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.prices.get(model).copied()
+    }
+}

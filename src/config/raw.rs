@@ -1,0 +1,209 @@
+//! The config file as written: `Raw*` structs that serde fills in. Nothing here is validated;
+//! [`super::load`] turns these into the types in [`super`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    /// USD per million tokens, per upstream model name.
+    #[serde(default)]
+    pub prices: BTreeMap<String, RawPrice>,
+    /// Provider that serves models that are no deployment; absent: such requests get 404.
+    #[serde(default)]
+    pub default_provider: Option<String>,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub deployments: Vec<RawDeployment>,
+    #[serde(default)]
+    pub capture: RawCapture,
+    #[serde(default)]
+    pub storage: Option<RawStorage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub base_url: String,
+    /// Name of the environment variable that holds the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Whole-request timeout (e.g. `600s`).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<std::time::Duration>,
+    /// Longest silence between two reads of a response body (streams included).
+    #[serde(default, with = "humantime_serde")]
+    pub read_timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// Header whose value is the unit key when neither `x-canarist-unit` nor `user` is present.
+    #[serde(default)]
+    pub tenant_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    pub slug: String,
+    /// The `model` clients send. Defaults to the slug.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Stage label carried on observations and the `x-canarist-stage` header.
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// Hash salt for bucket assignment; defaults to the slug.
+    #[serde(default)]
+    pub salt: Option<String>,
+    pub stable: RawVariant,
+    #[serde(default)]
+    pub candidates: Vec<RawCandidate>,
+    #[serde(default)]
+    pub shadow: RawShadow,
+    #[serde(default)]
+    pub live: RawLive,
+    #[serde(default)]
+    pub spend_cap: RawSpendCap,
+    #[serde(default)]
+    pub cohorts: RawCohorts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVariant {
+    pub provider: String,
+    pub model: String,
+    /// Replaces (or inserts) the system message, so that a prompt change can be canaried.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// Request fields set on every call to this variant (e.g. `temperature`, `max_tokens`).
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCandidate {
+    pub name: String,
+    pub provider: String,
+    pub model: String,
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Share of units (0–100, steps of 0.01) mirrored (shadow) or served (live).
+    #[serde(default)]
+    pub percent: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<std::time::Duration>,
+    #[serde(default)]
+    pub mirror_embeddings: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLive {
+    /// Percent of candidate-served requests also sent to stable in the background.
+    #[serde(default)]
+    pub pair_sample_percent: Option<f64>,
+    #[serde(default)]
+    pub fallback_to_stable: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpendCap {
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    #[serde(default)]
+    pub usd: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCohorts {
+    /// Label name → where its value comes from.
+    #[serde(default)]
+    pub labels: BTreeMap<String, RawLabelSource>,
+    #[serde(default)]
+    pub rules: Vec<RawCohortRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLabelSource {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCohortRule {
+    /// Label values that must all match (`tier: enterprise`).
+    #[serde(rename = "match")]
+    pub matches: BTreeMap<String, String>,
+    /// `include` (only matching requests may be in the canary) or `exclude`.
+    pub action: String,
+    /// For `exclude`: matching requests join the canary once the candidate's percent reaches this.
+    #[serde(default)]
+    pub until_percent: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    /// `memory`, `jsonl:<path>`, or `store` (the `storage` database).
+    #[serde(default)]
+    pub sink: Option<String>,
+    #[serde(default)]
+    pub queue_capacity: Option<usize>,
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub flush_interval: Option<std::time::Duration>,
+    /// Fraction (0–1) of observations that keep request and response bodies.
+    #[serde(default)]
+    pub body_sample_rate: Option<f64>,
+    /// Regular expressions whose matches are replaced by `[REDACTED]` in stored bodies.
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// Bodies larger than this (bytes) are not kept.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub url: String,
+}

@@ -1,0 +1,476 @@
+//! Turning a [`RawConfig`] into a [`Config`], collecting every problem on the way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::raw::{RawCandidate, RawCohorts, RawConfig, RawDeployment, RawVariant};
+use super::*;
+
+/// One thing wrong with a config file, at one field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Dotted path of the field, e.g. `deployments[0].candidates[1].percent`.
+    pub field: String,
+    pub message: String,
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    pub fn single(file: &Path, field: &str, message: impl fmt::Display) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            problems: vec![Problem {
+                field: field.to_owned(),
+                message: message.to_string(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            if p.field.is_empty() {
+                write!(f, "\n  - {}", p.message)?;
+            } else {
+                write!(f, "\n  - {}: {}", p.field, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// YAML → raw structs. A syntax or type error stops here, reported with its field path and line.
+pub(super) fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        ConfigError::single(path, &field, e.inner())
+    })
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn validate(
+    path: &Path,
+    raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut p = Problems(Vec::new());
+
+    let listen = match raw.listen.as_deref() {
+        None => default_listen(),
+        Some(s) => s.parse().unwrap_or_else(|_| {
+            p.push("listen", format!("`{s}` is not a socket address like 127.0.0.1:8080"));
+            default_listen()
+        }),
+    };
+
+    let max_body_bytes = match raw.max_body_bytes {
+        None => default_max_body_bytes(),
+        Some(0) => {
+            p.push("max_body_bytes", "must be greater than 0");
+            default_max_body_bytes()
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+
+    let mut providers = BTreeMap::new();
+    for (name, rp) in raw.providers {
+        let field = format!("providers.{name}");
+        let base_url = rp.base_url.trim_end_matches('/').to_owned();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            p.push(
+                format!("{field}.base_url"),
+                format!("`{}` must start with http:// or https://", rp.base_url),
+            );
+        } else if reqwest::Url::parse(&base_url).is_err() {
+            p.push(format!("{field}.base_url"), format!("`{}` is not a valid URL", rp.base_url));
+        }
+        let api_key = match &rp.api_key_env {
+            None => None,
+            Some(var) => match env(var) {
+                Some(key) if !key.is_empty() => Some(key),
+                _ => {
+                    p.push(
+                        format!("{field}.api_key_env"),
+                        format!("environment variable `{var}` is not set"),
+                    );
+                    None
+                }
+            },
+        };
+        providers.insert(
+            name.clone(),
+            Provider {
+                name,
+                base_url,
+                api_key,
+                api_key_env: rp.api_key_env,
+                timeout: rp.timeout.unwrap_or_else(default_timeout),
+                connect_timeout: rp.connect_timeout.unwrap_or_else(default_connect_timeout),
+                read_timeout: rp.read_timeout.unwrap_or_else(default_read_timeout),
+            },
+        );
+    }
+
+    let mut prices = BTreeMap::new();
+    for (model, rp) in raw.prices {
+        if !(rp.input_per_mtok >= 0.0 && rp.output_per_mtok >= 0.0) {
+            p.push(format!("prices.{model}"), "prices must be non-negative numbers");
+        }
+        prices.insert(
+            model,
+            Price {
+                input_per_mtok: rp.input_per_mtok,
+                output_per_mtok: rp.output_per_mtok,
+            },
+        );
+    }
+
+    if let Some(dp) = &raw.default_provider {
+        if !providers.contains_key(dp) {
+            p.push("default_provider", unknown_provider(dp, &providers));
+        }
+    }
+
+    let tenant_header = raw.routing.tenant_header.as_deref().and_then(|h| {
+        header_name(h).or_else(|| {
+            p.push("routing.tenant_header", format!("`{h}` is not a valid header name"));
+            None
+        })
+    });
+
+    let mut deployments = Vec::new();
+    let mut slugs = BTreeSet::new();
+    let mut aliases = BTreeSet::new();
+    for (i, rd) in raw.deployments.into_iter().enumerate() {
+        let field = format!("deployments[{i}]");
+        if let Some(d) = deployment(&field, rd, &providers, &mut p) {
+            if !slugs.insert(d.slug.clone()) {
+                p.push(format!("{field}.slug"), format!("`{}` is used by another deployment", d.slug));
+            }
+            if !aliases.insert(d.model.clone()) {
+                p.push(format!("{field}.model"), format!("`{}` is used by another deployment", d.model));
+            }
+            deployments.push(d);
+        }
+    }
+
+    let capture = capture(raw.capture, &mut p);
+    let storage_url = raw.storage.map(|s| s.url);
+    if let (SinkKind::Store, None) = (&capture.sink, &storage_url) {
+        p.push("capture.sink", "`store` needs a `storage.url`");
+    }
+
+    if !p.0.is_empty() {
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            problems: p.0,
+        });
+    }
+    Ok(Config {
+        source: path.to_path_buf(),
+        listen,
+        max_body_bytes,
+        providers,
+        prices,
+        default_provider: raw.default_provider,
+        tenant_header,
+        deployments,
+        capture,
+        storage_url,
+    })
+}
+
+fn unknown_provider(name: &str, providers: &BTreeMap<String, Provider>) -> String {
+    let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+    format!("unknown provider `{name}` (known: {})", known.join(", "))
+}
+
+fn header_name(s: &str) -> Option<http::HeaderName> {
+    http::HeaderName::from_bytes(s.as_bytes()).ok()
+}
+
+/// Percent (0–100, 0.01 steps) → buckets (0–10000).
+fn percent_to_buckets(field: &str, percent: f64, p: &mut Problems) -> u16 {
+    if !(0.0..=100.0).contains(&percent) {
+        p.push(field, format!("{percent} is not a percentage between 0 and 100"));
+        return 0;
+    }
+    let buckets = percent * 100.0;
+    if (buckets - buckets.round()).abs() > 1e-6 {
+        p.push(field, format!("{percent} is finer than the 0.01% bucket step"));
+    }
+    buckets.round() as u16
+}
+
+fn variant(
+    field: &str,
+    name: String,
+    rv: RawVariant,
+    providers: &BTreeMap<String, Provider>,
+    p: &mut Problems,
+) -> Variant {
+    check_variant(field, &rv.provider, &rv.model, &rv.params, providers, p);
+    Variant {
+        name,
+        provider: rv.provider,
+        model: rv.model,
+        system_prompt: rv.system_prompt,
+        params: rv.params,
+    }
+}
+
+fn check_variant(
+    field: &str,
+    provider: &str,
+    model: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    providers: &BTreeMap<String, Provider>,
+    p: &mut Problems,
+) {
+    if !providers.contains_key(provider) {
+        p.push(format!("{field}.provider"), unknown_provider(provider, providers));
+    }
+    if model.trim().is_empty() {
+        p.push(format!("{field}.model"), "must not be empty");
+    }
+    for key in ["model", "messages", "prompt", "input", "stream"] {
+        if params.contains_key(key) {
+            p.push(
+                format!("{field}.params.{key}"),
+                "cannot be overridden (it comes from the client's request)",
+            );
+        }
+    }
+}
+
+fn candidate(
+    field: &str,
+    rc: RawCandidate,
+    providers: &BTreeMap<String, Provider>,
+    p: &mut Problems,
+) -> Candidate {
+    check_variant(field, &rc.provider, &rc.model, &rc.params, providers, p);
+    if rc.name.trim().is_empty() || rc.name == "stable" {
+        p.push(format!("{field}.name"), "must be a non-empty name other than `stable`");
+    }
+    let buckets = percent_to_buckets(&format!("{field}.percent"), rc.percent, p);
+    Candidate {
+        variant: Variant {
+            name: rc.name,
+            provider: rc.provider,
+            model: rc.model,
+            system_prompt: rc.system_prompt,
+            params: rc.params,
+        },
+        buckets,
+    }
+}
+
+fn deployment(
+    field: &str,
+    rd: RawDeployment,
+    providers: &BTreeMap<String, Provider>,
+    p: &mut Problems,
+) -> Option<Deployment> {
+    if rd.slug.is_empty()
+        || !rd
+            .slug
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        p.push(
+            format!("{field}.slug"),
+            format!("`{}` must be non-empty and use only letters, digits, `-`, `_`, `.`", rd.slug),
+        );
+    }
+    let mode = match rd.mode.as_deref().unwrap_or("off") {
+        "off" => Mode::Off,
+        "shadow" => Mode::Shadow,
+        "live" => Mode::Live,
+        other => {
+            p.push(format!("{field}.mode"), format!("`{other}` is not one of off, shadow, live"));
+            Mode::Off
+        }
+    };
+    let stable = variant(&format!("{field}.stable"), "stable".to_owned(), rd.stable, providers, p);
+    let mut names = BTreeSet::new();
+    let candidates: Vec<Candidate> = rd
+        .candidates
+        .into_iter()
+        .enumerate()
+        .map(|(j, rc)| {
+            let cf = format!("{field}.candidates[{j}]");
+            let c = candidate(&cf, rc, providers, p);
+            if !names.insert(c.variant.name.clone()) {
+                p.push(format!("{cf}.name"), format!("`{}` is used twice", c.variant.name));
+            }
+            c
+        })
+        .collect();
+    let lane = crate::routing::lane_width(candidates.len());
+    for (j, c) in candidates.iter().enumerate() {
+        if c.buckets > lane {
+            p.push(
+                format!("{field}.candidates[{j}].percent"),
+                format!(
+                    "with {} candidates each may take at most {}% (the bucket space is split \
+                     evenly so that raising one never moves another's units)",
+                    candidates.len(),
+                    f64::from(lane) / 100.0
+                ),
+            );
+        }
+    }
+    if mode != Mode::Off && candidates.is_empty() {
+        p.push(format!("{field}.candidates"), format!("mode `{}` needs at least one candidate", mode.as_str()));
+    }
+    let pair_sample_buckets = percent_to_buckets(
+        &format!("{field}.live.pair_sample_percent"),
+        rd.live.pair_sample_percent.unwrap_or(0.0),
+        p,
+    );
+    if let Some(usd) = rd.spend_cap.usd {
+        if !(usd >= 0.0) {
+            p.push(format!("{field}.spend_cap.usd"), "must be a non-negative number");
+        }
+    }
+    let cohorts = cohorts(&format!("{field}.cohorts"), rd.cohorts, p);
+    Some(Deployment {
+        model: rd.model.unwrap_or_else(|| rd.slug.clone()),
+        salt: rd.salt.unwrap_or_else(|| rd.slug.clone()),
+        slug: rd.slug,
+        mode,
+        stage: rd.stage.unwrap_or_else(default_stage),
+        stable,
+        candidates,
+        shadow_timeout: rd.shadow.timeout.unwrap_or_else(default_shadow_timeout),
+        mirror_embeddings: rd.shadow.mirror_embeddings.unwrap_or(false),
+        pair_sample_buckets,
+        fallback_to_stable: rd.live.fallback_to_stable.unwrap_or(false),
+        spend_cap: SpendCap {
+            tokens: rd.spend_cap.tokens,
+            usd: rd.spend_cap.usd,
+        },
+        cohorts,
+    })
+}
+
+fn cohorts(field: &str, rc: RawCohorts, p: &mut Problems) -> Cohorts {
+    let mut labels = Vec::new();
+    for (name, src) in rc.labels {
+        let lf = format!("{field}.labels.{name}");
+        match (src.header, src.metadata) {
+            (Some(h), None) => match header_name(&h) {
+                Some(h) => labels.push((name, LabelSource::Header(h))),
+                None => p.push(format!("{lf}.header"), format!("`{h}` is not a valid header name")),
+            },
+            (None, Some(key)) => labels.push((name, LabelSource::Metadata(key))),
+            _ => p.push(lf, "set exactly one of `header` or `metadata`"),
+        }
+    }
+    let known: BTreeSet<&str> = labels.iter().map(|(n, _)| n.as_str()).collect();
+    let mut rules = Vec::new();
+    for (i, rule) in rc.rules.into_iter().enumerate() {
+        let rf = format!("{field}.rules[{i}]");
+        if rule.matches.is_empty() {
+            p.push(format!("{rf}.match"), "needs at least one `label: value`");
+        }
+        for label in rule.matches.keys() {
+            if !known.contains(label.as_str()) {
+                p.push(
+                    format!("{rf}.match.{label}"),
+                    format!("`{label}` is not a label declared under cohorts.labels"),
+                );
+            }
+        }
+        let action = match rule.action.as_str() {
+            "include" => {
+                if rule.until_percent.is_some() {
+                    p.push(format!("{rf}.until_percent"), "only applies to `exclude` rules");
+                }
+                CohortAction::Include
+            }
+            "exclude" => CohortAction::Exclude {
+                until_buckets: rule
+                    .until_percent
+                    .map(|pc| percent_to_buckets(&format!("{rf}.until_percent"), pc, p)),
+            },
+            other => {
+                p.push(format!("{rf}.action"), format!("`{other}` is not one of include, exclude"));
+                CohortAction::Include
+            }
+        };
+        rules.push(CohortRule {
+            matches: rule.matches.into_iter().collect(),
+            action,
+        });
+    }
+    Cohorts { labels, rules }
+}
+
+fn capture(rc: super::raw::RawCapture, p: &mut Problems) -> CaptureConfig {
+    let sink = match rc.sink.as_deref() {
+        None | Some("memory") => SinkKind::Memory,
+        Some("store") => SinkKind::Store,
+        Some(s) if s.starts_with("jsonl:") && s.len() > "jsonl:".len() => {
+            SinkKind::Jsonl(PathBuf::from(&s["jsonl:".len()..]))
+        }
+        Some(other) => {
+            p.push("capture.sink", format!("`{other}` is not one of memory, store, jsonl:<path>"));
+            SinkKind::Memory
+        }
+    };
+    let body_sample_rate = rc.body_sample_rate.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&body_sample_rate) {
+        p.push("capture.body_sample_rate", "must be between 0 and 1");
+    }
+    let mut redact = Vec::new();
+    for (i, pattern) in rc.redact.iter().enumerate() {
+        match regex::Regex::new(pattern) {
+            Ok(re) => redact.push(re),
+            Err(e) => p.push(format!("capture.redact[{i}]"), format!("invalid regex: {e}")),
+        }
+    }
+    let queue_capacity = rc.queue_capacity.unwrap_or(10_000);
+    if queue_capacity == 0 {
+        p.push("capture.queue_capacity", "must be greater than 0");
+    }
+    CaptureConfig {
+        sink,
+        queue_capacity,
+        batch_size: rc.batch_size.unwrap_or(500).max(1),
+        flush_interval: rc.flush_interval.unwrap_or(std::time::Duration::from_millis(200)),
+        body_sample_rate,
+        redact,
+        max_body_bytes: rc.max_body_bytes.unwrap_or(256 * 1024),
+    }
+}

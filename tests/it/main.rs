@@ -1,0 +1,1 @@
+//! canarist's integration tests: one binary so that it links once.
