@@ -1,7 +1,13 @@
-//! `canarist serve`.
+//! `canarist serve`: run the gateway until SIGINT/SIGTERM.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::capture::{JsonlSink, MemorySink, Sink};
+use crate::config::{Config, SinkKind};
+use crate::http::Server;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -13,6 +19,59 @@ pub struct ServeArgs {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-pub async fn run(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not wired yet")
+/// The sink the config asks for.
+pub fn sink_for(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
+    Ok(match &config.capture.sink {
+        SinkKind::Memory => Arc::new(MemorySink::new()),
+        SinkKind::Jsonl(path) => Arc::new(JsonlSink::new(path)),
+        SinkKind::Store => anyhow::bail!(
+            "{}: capture.sink `store` is not available in this build",
+            config.source.display()
+        ),
+    })
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let listen = args.listen.unwrap_or(config.listen);
+    let sink = sink_for(&config)?;
+    let deployments = config.deployments.len();
+    let mut server = Server::start(config, listen, sink).await?;
+    tracing::info!(addr = %server.addr(), deployments, "canarist gateway listening");
+    println!("canarist listening on {}", server.url());
+    tokio::select! {
+        result = server.wait() => result?,
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            server.shutdown(Duration::from_secs(30)).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
 }

@@ -1,1 +1,45 @@
-//! `http`
+//! `http`: the axum application: the OpenAI-compatible proxy routes, `/metrics`, `/healthz`.
+//!
+//! Owns: request handling, the per-request span, response headers, the one error type
+//! ([`ApiError`]) that becomes OpenAI-shaped JSON. Never: waits on capture, judging, storage or
+//! the controller — background calls are detached tasks and captured events go through a
+//! bounded channel. A shadow call never changes the client's response.
+
+mod error;
+mod mirror;
+mod proxy;
+mod side;
+mod spend;
+mod state;
+mod server;
+mod tee;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use error::{ApiError, Blame, error_body};
+pub use spend::SpendTracker;
+pub use server::Server;
+pub use state::{AppState, Gateway};
+
+/// Response header: the deployment that handled the request.
+pub const HEADER_DEPLOYMENT: &str = "x-canarist-deployment";
+/// Response header: the variant whose answer the client received.
+pub const HEADER_VARIANT: &str = "x-canarist-variant";
+/// Response header: the rollout stage the request was routed under.
+pub const HEADER_STAGE: &str = "x-canarist-stage";
+/// Response header: the gateway's request id (also on every captured observation).
+pub const HEADER_REQUEST_ID: &str = "x-request-id";
+
+/// The gateway's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(proxy::chat_completions))
+        .route("/v1/completions", post(proxy::completions))
+        .route("/v1/embeddings", post(proxy::embeddings))
+        .route("/v1/models", get(proxy::models))
+        .route("/metrics", get(proxy::metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(proxy::not_found)
+        .with_state(state)
+}

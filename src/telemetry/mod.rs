@@ -1,1 +1,227 @@
-//! `telemetry`
+//! `telemetry`: Prometheus metrics (names defined here and only here) and their text encoding.
+//!
+//! Owns: the metric families and their documentation. Never: decides anything from a metric.
+//! Fails open: a metric that cannot be encoded is skipped, the request path never waits on it.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::capture::CaptureStats;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub deployment: String,
+    pub variant: String,
+    pub status_class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VariantLabels {
+    pub deployment: String,
+    pub variant: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub deployment: String,
+    pub variant: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub deployment: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeploymentLabels {
+    pub deployment: String,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    ]
+    .into_iter()
+}
+
+fn overhead_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
+    ]
+    .into_iter()
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<VariantLabels, Histogram>,
+    pub ttft: Family<VariantLabels, Histogram>,
+    pub overhead: Histogram,
+    pub mirrored: Family<MirrorLabels, Counter>,
+    pub mirror_skipped: Family<SkipLabels, Counter>,
+    pub mirror_spend_tokens: Family<DeploymentLabels, Counter>,
+    pub mirror_spend_usd: Family<DeploymentLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub spend_cap_reached: Family<DeploymentLabels, Gauge>,
+    pub fallbacks: Family<DeploymentLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new(capture: Arc<CaptureStats>, capture_depth: Arc<dyn Fn() -> usize + Send + Sync>) -> Self {
+        let mut registry = Registry::with_prefix("canarist");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Proxied requests answered, by deployment, serving variant and status class",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<VariantLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register_with_unit(
+            "upstream_duration",
+            "Total time of each upstream call (served and mirrored), by variant",
+            prometheus_client::registry::Unit::Seconds,
+            request_duration.clone(),
+        );
+        let ttft =
+            Family::<VariantLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register_with_unit(
+            "time_to_first_token",
+            "Time to the first token of each upstream call (whole body when not streamed)",
+            prometheus_client::registry::Unit::Seconds,
+            ttft.clone(),
+        );
+        let overhead = Histogram::new(overhead_buckets());
+        registry.register_with_unit(
+            "gateway_overhead",
+            "Time the gateway adds before the response starts: request time minus time waiting on upstream",
+            prometheus_client::registry::Unit::Seconds,
+            overhead.clone(),
+        );
+        let mirrored = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "mirrored_calls",
+            "Background calls (shadow mirrors and live pair samples), by outcome",
+            mirrored.clone(),
+        );
+        let mirror_skipped = Family::<SkipLabels, Counter>::default();
+        registry.register(
+            "mirror_skipped",
+            "Mirrors not made, by reason (spend_cap)",
+            mirror_skipped.clone(),
+        );
+        let mirror_spend_tokens = Family::<DeploymentLabels, Counter>::default();
+        registry.register(
+            "mirror_spend_tokens",
+            "Tokens spent on background calls in the current stage",
+            mirror_spend_tokens.clone(),
+        );
+        let mirror_spend_usd = Family::<DeploymentLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "mirror_spend_usd",
+            "USD spent on background calls in the current stage (from configured prices)",
+            mirror_spend_usd.clone(),
+        );
+        let spend_cap_reached = Family::<DeploymentLabels, Gauge>::default();
+        registry.register(
+            "mirror_spend_cap_reached",
+            "1 when the stage's mirror spend cap is reached and mirroring has stopped",
+            spend_cap_reached.clone(),
+        );
+        let fallbacks = Family::<DeploymentLabels, Counter>::default();
+        registry.register(
+            "fallbacks",
+            "Live requests retried on stable after the candidate failed",
+            fallbacks.clone(),
+        );
+        registry.register_collector(Box::new(CaptureCollector {
+            stats: capture,
+            depth: capture_depth,
+        }));
+        Self {
+            registry,
+            requests,
+            request_duration,
+            ttft,
+            overhead,
+            mirrored,
+            mirror_skipped,
+            mirror_spend_tokens,
+            mirror_spend_usd,
+            spend_cap_reached,
+            fallbacks,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+/// Reads the capture pipeline's counters at scrape time.
+struct CaptureCollector {
+    stats: Arc<CaptureStats>,
+    depth: Arc<dyn Fn() -> usize + Send + Sync>,
+}
+
+impl std::fmt::Debug for CaptureCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureCollector").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+impl Collector for CaptureCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        let depth = ConstGauge::new(i64::try_from((self.depth)()).unwrap_or(i64::MAX));
+        depth.encode(encoder.encode_descriptor(
+            "capture_queue_depth",
+            "Captured events waiting to be written",
+            None,
+            depth.metric_type(),
+        )?)?;
+        let counters = [
+            ("capture_enqueued", "Captured events accepted into the queue", s.enqueued.load(Relaxed)),
+            ("capture_written", "Captured events written by the sink", s.written.load(Relaxed)),
+            ("capture_write_errors", "Failed capture write attempts", s.write_errors.load(Relaxed)),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let mut dropped = encoder.encode_descriptor(
+            "capture_dropped",
+            "Captured events dropped, by reason (queue_full, write_failed)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, value) in [
+            ("queue_full", s.dropped_full.load(Relaxed)),
+            ("write_failed", s.dropped_write_failed.load(Relaxed)),
+        ] {
+            let c = ConstCounter::new(value);
+            c.encode(dropped.encode_family(&ReasonLabel { reason })?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,176 @@
-//! `upstream`
+//! `upstream`: talking to OpenAI-compatible providers.
+//!
+//! Owns: one HTTP client per provider (connect/read/total timeouts), the request-body rewrite
+//! (`request`), SSE splitting and stream assembly (`sse`), and error classification: every
+//! failure says who is to blame and whether it is worth retrying.
+//! Never: decides routing or records anything; callers do. Fails closed per call: an error is
+//! returned to the caller, never swallowed.
+
+pub mod request;
+pub mod sse;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::capture::{Endpoint, ErrorClass};
+use crate::config::Provider;
+
+/// A call that produced no usable response.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{class:?} calling provider `{provider}`: {detail}")]
+pub struct UpstreamError {
+    pub provider: String,
+    pub class: ErrorClass,
+    /// Internal detail for logs and capture; never shown to clients.
+    pub detail: String,
+}
+
+impl UpstreamError {
+    /// Worth retrying on another variant (live fallback): the upstream is down or slow, or
+    /// answered 5xx/malformed. A 4xx is the request's fault and would fail on stable too.
+    pub fn retryable(&self) -> bool {
+        !matches!(self.class, ErrorClass::Upstream4xx | ErrorClass::ClientDisconnected)
+    }
+
+    pub(crate) fn from_reqwest(provider: &str, e: &reqwest::Error) -> Self {
+        let class = if e.is_timeout() {
+            ErrorClass::Timeout
+        } else if e.is_connect() {
+            ErrorClass::Unreachable
+        } else if e.is_body() || e.is_decode() {
+            ErrorClass::Truncated
+        } else {
+            ErrorClass::Unreachable
+        };
+        Self {
+            provider: provider.to_owned(),
+            class,
+            detail: error_chain(e),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+struct ProviderClient {
+    provider: Provider,
+    client: reqwest::Client,
+}
+
+/// HTTP clients for every configured provider.
+pub struct Upstreams {
+    by_name: HashMap<String, ProviderClient>,
+}
+
+impl Upstreams {
+    pub fn new<'a>(providers: impl IntoIterator<Item = &'a Provider>) -> Result<Self, reqwest::Error> {
+        let mut by_name = HashMap::new();
+        for p in providers {
+            let client = reqwest::Client::builder()
+                .connect_timeout(p.connect_timeout)
+                .read_timeout(p.read_timeout)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .tcp_nodelay(true)
+                .build()?;
+            by_name.insert(
+                p.name.clone(),
+                ProviderClient {
+                    provider: p.clone(),
+                    client,
+                },
+            );
+        }
+        Ok(Self { by_name })
+    }
+
+    /// Sends `body` to `endpoint` of `provider`. `timeout` bounds the whole call (for
+    /// non-streamed calls) or the wait for response headers (streams; the provider's read
+    /// timeout then bounds each silence). `client_auth` is forwarded when the provider has
+    /// no key of its own.
+    pub async fn send(
+        &self,
+        provider: &str,
+        endpoint: Endpoint,
+        body: Vec<u8>,
+        stream: bool,
+        timeout: Option<Duration>,
+        client_auth: Option<&http::HeaderValue>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let Some(pc) = self.by_name.get(provider) else {
+            return Err(UpstreamError {
+                provider: provider.to_owned(),
+                class: ErrorClass::Unreachable,
+                detail: "provider is not configured".to_owned(),
+            });
+        };
+        let url = format!("{}{}", pc.provider.base_url, endpoint.path());
+        let mut req = pc
+            .client
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if stream {
+            req = req.header(http::header::ACCEPT, "text/event-stream");
+        }
+        if let Some(key) = &pc.provider.api_key {
+            req = req.bearer_auth(key);
+        } else if let Some(auth) = client_auth {
+            req = req.header(http::header::AUTHORIZATION, auth.clone());
+        }
+        let total = timeout.unwrap_or(pc.provider.timeout).min(pc.provider.timeout);
+        let send = req.send();
+        let response = if stream {
+            tokio::time::timeout(total, send).await.map_err(|_| UpstreamError {
+                provider: provider.to_owned(),
+                class: ErrorClass::Timeout,
+                detail: format!("no response headers within {total:?}"),
+            })?
+        } else {
+            // reqwest's own timeout covers the body as well.
+            send.await
+        };
+        response.map_err(|e| UpstreamError::from_reqwest(provider, &e))
+    }
+
+    /// Reads a whole (non-streamed) body within `timeout`.
+    pub async fn read_body(
+        provider: &str,
+        response: reqwest::Response,
+        timeout: Duration,
+    ) -> Result<Bytes, UpstreamError> {
+        match tokio::time::timeout(timeout, response.bytes()).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(UpstreamError::from_reqwest(provider, &e)),
+            Err(_) => Err(UpstreamError {
+                provider: provider.to_owned(),
+                class: ErrorClass::Timeout,
+                detail: format!("body not complete within {timeout:?}"),
+            }),
+        }
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
+        self.by_name.get(name).map(|p| &p.provider)
+    }
+}
+
+/// The error class of a non-2xx status.
+pub fn class_of_status(status: u16) -> Option<ErrorClass> {
+    match status {
+        200..=299 => None,
+        400..=499 => Some(ErrorClass::Upstream4xx),
+        _ => Some(ErrorClass::Upstream5xx),
+    }
+}

@@ -1,0 +1,61 @@
+//! The gateway's shared state: static config, the live traffic table behind an `ArcSwap`, the
+//! upstream clients, the capture handle, metrics and the tracker of background tasks.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_util::task::TaskTracker;
+
+use crate::capture::Capture;
+use crate::config::{CaptureConfig, Config};
+use crate::routing::TrafficTable;
+use crate::telemetry::Metrics;
+use crate::upstream::Upstreams;
+
+use super::SpendTracker;
+
+/// Everything a request needs, shared by all requests.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    /// The live traffic configuration; replaced atomically on every change.
+    pub traffic: ArcSwap<TrafficTable>,
+    pub upstreams: Upstreams,
+    pub capture: Capture,
+    pub metrics: Metrics,
+    /// Background calls (mirrors); shutdown waits for them.
+    pub tasks: TaskTracker,
+    pub spend: SpendTracker,
+}
+
+pub type AppState = Arc<Gateway>;
+
+impl Gateway {
+    /// Builds the gateway state. `capture` must already be started.
+    pub fn new(config: Config, capture: Capture, tasks: TaskTracker) -> Result<Self, reqwest::Error> {
+        let upstreams = Upstreams::new(config.providers.values())?;
+        let traffic = TrafficTable::new(1, config.deployments.iter().cloned());
+        let depth_handle = capture.clone();
+        let metrics = Metrics::new(
+            capture.stats().clone(),
+            Arc::new(move || depth_handle.queue_depth()),
+        );
+        Ok(Self {
+            config: Arc::new(config),
+            traffic: ArcSwap::from_pointee(traffic),
+            upstreams,
+            capture,
+            metrics,
+            tasks,
+            spend: SpendTracker::default(),
+        })
+    }
+
+    pub fn capture_policy(&self) -> &CaptureConfig {
+        &self.config.capture
+    }
+
+    /// Replaces the traffic table (one atomic store).
+    pub fn set_traffic(&self, table: TrafficTable) {
+        self.traffic.store(Arc::new(table));
+    }
+}
