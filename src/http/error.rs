@@ -68,7 +68,11 @@ impl ApiError {
                 }),
             ),
             ApiError::TooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
-            ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
+            ApiError::ModelNotFound(_) => (
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
             ApiError::Unreachable => ("upstream_error", None, Some("upstream_unreachable")),
             ApiError::Timeout => ("upstream_error", None, Some("upstream_timeout")),
             ApiError::BadUpstream => ("upstream_error", None, Some("upstream_invalid_response")),

@@ -20,7 +20,8 @@ use super::tee::TeeStream;
 /// The outcome of a complete (non-streamed) upstream body.
 pub fn outcome_of_body(status: u16, body: &Bytes, keep_body: bool, ttft: Duration) -> Outcome {
     let parsed = sse::summarize_body(body);
-    let error = class_of_status(status).or_else(|| parsed.is_none().then_some(ErrorClass::Malformed));
+    let error =
+        class_of_status(status).or_else(|| parsed.is_none().then_some(ErrorClass::Malformed));
     let summary = parsed.as_ref().map(sse::summary_of).unwrap_or_default();
     Outcome {
         status: Some(status),
@@ -53,13 +54,22 @@ pub fn spawn(
         let provider = side.provider.clone();
         let sent = tokio::time::timeout_at(
             deadline,
-            gw.upstreams
-                .send(&provider, endpoint, body, stream, Some(timeout), client_auth.as_ref()),
+            gw.upstreams.send(
+                &provider,
+                endpoint,
+                body,
+                stream,
+                Some(timeout),
+                client_auth.as_ref(),
+            ),
         )
         .await;
         let response = match sent {
             Err(_) => {
-                side.finish(&gw, Outcome::failed(None, ErrorClass::Timeout, "mirror timeout before response"));
+                side.finish(
+                    &gw,
+                    Outcome::failed(None, ErrorClass::Timeout, "mirror timeout before response"),
+                );
                 return;
             }
             Ok(Err(e)) => {
@@ -84,12 +94,13 @@ pub fn spawn(
         }
         let chat = endpoint == Endpoint::ChatCompletions;
         let mut tee = TeeStream::new(response, side, gw.clone(), chat, false);
-        let drained = tokio::time::timeout_at(deadline, async {
-            while tee.next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout_at(deadline, async { while tee.next().await.is_some() {} }).await;
         if drained.is_err() {
-            tee.abort(ErrorClass::Timeout, "mirror stream did not finish within its timeout");
+            tee.abort(
+                ErrorClass::Timeout,
+                "mirror stream did not finish within its timeout",
+            );
         }
     });
 }

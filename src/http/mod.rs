@@ -8,18 +8,18 @@
 mod error;
 mod mirror;
 mod proxy;
+mod server;
 mod side;
 mod spend;
 mod state;
-mod server;
 mod tee;
 
 use axum::Router;
 use axum::routing::{get, post};
 
 pub use error::{ApiError, Blame, error_body};
-pub use spend::SpendTracker;
 pub use server::Server;
+pub use spend::SpendTracker;
 pub use state::{AppState, Gateway};
 
 /// Response header: the deployment that handled the request.

@@ -20,9 +20,16 @@ use crate::upstream::{Upstreams, class_of_status};
 
 use super::side::{Outcome, RequestCtx, Side};
 use super::tee::TeeStream;
-use super::{ApiError, AppState, Gateway, HEADER_DEPLOYMENT, HEADER_REQUEST_ID, HEADER_STAGE, HEADER_VARIANT, mirror};
+use super::{
+    ApiError, AppState, Gateway, HEADER_DEPLOYMENT, HEADER_REQUEST_ID, HEADER_STAGE,
+    HEADER_VARIANT, mirror,
+};
 
-pub async fn chat_completions(State(gw): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn chat_completions(
+    State(gw): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     handle(gw, Endpoint::ChatCompletions, headers, body).await
 }
 
@@ -68,7 +75,11 @@ pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ApiError> {
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -96,10 +107,11 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn handle(gw: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let request_id = Uuid::new_v4();
-    let mut response = match route_and_serve(&gw, endpoint, &headers, body, request_id, started).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
+    let mut response =
+        match route_and_serve(&gw, endpoint, &headers, body, request_id, started).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
     if let Ok(v) = HeaderValue::from_str(&request_id.to_string()) {
         response.headers_mut().insert(HEADER_REQUEST_ID, v);
     }
@@ -118,12 +130,28 @@ async fn route_and_serve(
     let req = request::parse(endpoint, &bytes)?;
     let traffic = gw.traffic.load_full();
     let Some(routed) = traffic.by_model(&req.model) else {
-        return passthrough(gw, &req.model, endpoint, bytes.to_vec(), req.stream, headers).await;
+        return passthrough(
+            gw,
+            &req.model,
+            endpoint,
+            bytes.to_vec(),
+            req.stream,
+            headers,
+        )
+        .await;
     };
     let dep = &routed.deployment;
 
-    let tenant = gw.config.tenant_header.as_ref().and_then(|h| header_str(headers, h.as_str()));
-    let unit = routing::unit_key(header_str(headers, UNIT_HEADER), req.user.as_deref(), tenant);
+    let tenant = gw
+        .config
+        .tenant_header
+        .as_ref()
+        .and_then(|h| header_str(headers, h.as_str()));
+    let unit = routing::unit_key(
+        header_str(headers, UNIT_HEADER),
+        req.user.as_deref(),
+        tenant,
+    );
     let unit_bucket = unit.map(|(key, _)| routing::bucket(routed.seed, key));
     let labels = routing::cohort_labels(
         &dep.cohorts,
@@ -150,7 +178,8 @@ async fn route_and_serve(
         unit_key: unit.map(|(k, _)| k.to_owned()),
         sticky: plan.sticky,
         cohort: labels,
-        keep_bodies: policy.body_sample_rate >= 1.0 || rand::random::<f64>() < policy.body_sample_rate,
+        keep_bodies: policy.body_sample_rate >= 1.0
+            || rand::random::<f64>() < policy.body_sample_rate,
     });
     let span = tracing::debug_span!("proxy", deployment = %dep.slug, stage = %dep.stage,
         bucket = plan.bucket, serve = ?plan.serve, mirror = ?plan.mirror, %request_id);
@@ -163,25 +192,84 @@ async fn route_and_serve(
         .map(|target| (target, PairSlot::new()));
     if let Some((target, slot)) = &pair {
         let variant = variant_of(dep, *target);
-        let (side, body) = new_side(&ctx, variant, role_of(*target), Purpose::Mirrored, &req, Some(slot.clone()));
-        mirror::spawn(gw.clone(), side, body, endpoint, req.stream, dep.shadow_timeout, client_auth.cloned());
+        let (side, body) = new_side(
+            &ctx,
+            variant,
+            role_of(*target),
+            Purpose::Mirrored,
+            &req,
+            Some(slot.clone()),
+        );
+        mirror::spawn(
+            gw.clone(),
+            side,
+            body,
+            endpoint,
+            req.stream,
+            dep.shadow_timeout,
+            client_auth.cloned(),
+        );
     }
 
     let serve_variant = variant_of(dep, plan.serve);
-    let (side, body) = new_side(&ctx, serve_variant, role_of(plan.serve), Purpose::Served, &req,
-        pair.as_ref().map(|(_, s)| s.clone()));
+    let (side, body) = new_side(
+        &ctx,
+        serve_variant,
+        role_of(plan.serve),
+        Purpose::Served,
+        &req,
+        pair.as_ref().map(|(_, s)| s.clone()),
+    );
     let strip_usage = req.stream && !req.client_wants_usage;
     let mut upstream_wait = Duration::ZERO;
     let mut served_by = serve_variant.name.as_str();
-    let mut response = match serve(gw, side, body, endpoint, req.stream, strip_usage, client_auth, &mut upstream_wait).await {
+    let mut response = match serve(
+        gw,
+        side,
+        body,
+        endpoint,
+        req.stream,
+        strip_usage,
+        client_auth,
+        &mut upstream_wait,
+    )
+    .await
+    {
         Served::Ok(r) => r,
-        Served::Failed { response, retryable } => {
-            let fallback = matches!(plan.serve, Target::Candidate(_)) && dep.fallback_to_stable && retryable;
+        Served::Failed {
+            response,
+            retryable,
+        } => {
+            let fallback =
+                matches!(plan.serve, Target::Candidate(_)) && dep.fallback_to_stable && retryable;
             if fallback {
-                gw.metrics.fallbacks.get_or_create(&DeploymentLabels { deployment: dep.slug.clone() }).inc();
+                gw.metrics
+                    .fallbacks
+                    .get_or_create(&DeploymentLabels {
+                        deployment: dep.slug.clone(),
+                    })
+                    .inc();
                 served_by = dep.stable.name.as_str();
-                let (side, body) = new_side(&ctx, &dep.stable, Role::Stable, Purpose::Fallback, &req, None);
-                match serve(gw, side, body, endpoint, req.stream, strip_usage, client_auth, &mut upstream_wait).await {
+                let (side, body) = new_side(
+                    &ctx,
+                    &dep.stable,
+                    Role::Stable,
+                    Purpose::Fallback,
+                    &req,
+                    None,
+                );
+                match serve(
+                    gw,
+                    side,
+                    body,
+                    endpoint,
+                    req.stream,
+                    strip_usage,
+                    client_auth,
+                    &mut upstream_wait,
+                )
+                .await
+                {
                     Served::Ok(r) | Served::Failed { response: r, .. } => r,
                 }
             } else {
@@ -200,7 +288,11 @@ async fn route_and_serve(
         })
         .inc();
     let h = response.headers_mut();
-    for (name, value) in [(HEADER_DEPLOYMENT, &dep.slug), (HEADER_VARIANT, &served_by.to_owned()), (HEADER_STAGE, &dep.stage)] {
+    for (name, value) in [
+        (HEADER_DEPLOYMENT, &dep.slug),
+        (HEADER_VARIANT, &served_by.to_owned()),
+        (HEADER_STAGE, &dep.stage),
+    ] {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
@@ -261,11 +353,16 @@ fn mirror_allowed(gw: &Gateway, dep: &Deployment, endpoint: Endpoint) -> bool {
         return false;
     }
     if gw.spend.get(&dep.slug, &dep.stage).reached(&dep.spend_cap) {
-        let labels = DeploymentLabels { deployment: dep.slug.clone() };
+        let labels = DeploymentLabels {
+            deployment: dep.slug.clone(),
+        };
         gw.metrics.spend_cap_reached.get_or_create(&labels).set(1);
         gw.metrics
             .mirror_skipped
-            .get_or_create(&SkipLabels { deployment: dep.slug.clone(), reason: "spend_cap" })
+            .get_or_create(&SkipLabels {
+                deployment: dep.slug.clone(),
+                reason: "spend_cap",
+            })
             .inc();
         return false;
     }
@@ -291,7 +388,10 @@ async fn serve(
 ) -> Served {
     let waited = Instant::now();
     let provider = side.provider.clone();
-    let sent = gw.upstreams.send(&provider, endpoint, body, stream, None, client_auth).await;
+    let sent = gw
+        .upstreams
+        .send(&provider, endpoint, body, stream, None, client_auth)
+        .await;
     let response = match sent {
         Ok(r) => r,
         Err(e) => {
@@ -299,20 +399,35 @@ async fn serve(
             let retryable = e.retryable();
             let client_error = ApiError::from_upstream(&e);
             side.finish(gw, Outcome::failed(None, e.class, e.detail));
-            return Served::Failed { response: client_error.into_response(), retryable };
+            return Served::Failed {
+                response: client_error.into_response(),
+                retryable,
+            };
         }
     };
     let status = response.status();
     if stream && status.is_success() {
         *upstream_wait += waited.elapsed();
-        let tee = TeeStream::new(response, side, gw.clone(), endpoint == Endpoint::ChatCompletions, strip_usage);
+        let tee = TeeStream::new(
+            response,
+            side,
+            gw.clone(),
+            endpoint == Endpoint::ChatCompletions,
+            strip_usage,
+        );
         let mut r = Response::new(Body::from_stream(tee));
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return Served::Ok(r);
     }
-    let timeout = gw.upstreams.provider(&provider).map_or(crate::config::default_timeout(), |p| p.timeout);
+    let timeout = gw
+        .upstreams
+        .provider(&provider)
+        .map_or(crate::config::default_timeout(), |p| p.timeout);
     let read = Upstreams::read_body(&provider, response, timeout).await;
     *upstream_wait += waited.elapsed();
     let bytes = match read {
@@ -320,28 +435,47 @@ async fn serve(
         Err(e) => {
             let retryable = e.retryable();
             let client_error = ApiError::from_upstream(&e);
-            side.finish(gw, Outcome::failed(Some(status.as_u16()), e.class, e.detail));
-            return Served::Failed { response: client_error.into_response(), retryable };
+            side.finish(
+                gw,
+                Outcome::failed(Some(status.as_u16()), e.class, e.detail),
+            );
+            return Served::Failed {
+                response: client_error.into_response(),
+                retryable,
+            };
         }
     };
-    let outcome = mirror::outcome_of_body(status.as_u16(), &bytes, side.ctx.keep_bodies, side.started.elapsed());
+    let outcome = mirror::outcome_of_body(
+        status.as_u16(),
+        &bytes,
+        side.ctx.keep_bodies,
+        side.started.elapsed(),
+    );
     let error = outcome.error;
     side.finish(gw, outcome);
     match (error, class_of_status(status.as_u16())) {
         (None, _) => Served::Ok(json_response(status, bytes)),
         // A provider's own error passes through with its status and body when it is JSON.
-        (_, Some(_)) if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() => Served::Failed {
-            response: json_response(status, bytes),
-            retryable: status.is_server_error(),
+        (_, Some(_)) if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() => {
+            Served::Failed {
+                response: json_response(status, bytes),
+                retryable: status.is_server_error(),
+            }
+        }
+        _ => Served::Failed {
+            response: ApiError::BadUpstream.into_response(),
+            retryable: true,
         },
-        _ => Served::Failed { response: ApiError::BadUpstream.into_response(), retryable: true },
     }
 }
 
 fn json_response(status: StatusCode, bytes: bytes::Bytes) -> Response {
     let mut r = Response::new(Body::from(bytes));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -359,7 +493,14 @@ async fn passthrough(
     };
     let response = gw
         .upstreams
-        .send(provider, endpoint, body, stream, None, headers.get(header::AUTHORIZATION))
+        .send(
+            provider,
+            endpoint,
+            body,
+            stream,
+            None,
+            headers.get(header::AUTHORIZATION),
+        )
         .await
         .map_err(|e| ApiError::from_upstream(&e))?;
     let status = response.status();

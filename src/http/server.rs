@@ -26,7 +26,11 @@ pub struct Server {
 
 impl Server {
     /// Binds `listen` (port 0 picks a free port) and starts serving `config`, capturing into `sink`.
-    pub async fn start(config: Config, listen: SocketAddr, sink: Arc<dyn Sink>) -> anyhow::Result<Self> {
+    pub async fn start(
+        config: Config,
+        listen: SocketAddr,
+        sink: Arc<dyn Sink>,
+    ) -> anyhow::Result<Self> {
         let writer_tasks = TaskTracker::new();
         let capture_cancel = CancellationToken::new();
         let writer = WriterConfig {
@@ -84,7 +88,10 @@ impl Server {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(grace, self.serve_task).await;
         self.gateway.tasks.close();
-        if tokio::time::timeout(grace, self.gateway.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.gateway.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("background calls still running at shutdown; their captures are lost");
         }
         self.capture_cancel.cancel();

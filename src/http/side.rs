@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::capture::{CaptureEvent, Endpoint, ErrorClass, Observation, PairSlot, Purpose, Role, Usage};
+use crate::capture::{
+    CaptureEvent, Endpoint, ErrorClass, Observation, PairSlot, Purpose, Role, Usage,
+};
 use crate::config::CaptureConfig;
 use crate::telemetry::{DeploymentLabels, MirrorLabels, VariantLabels};
 
@@ -80,9 +82,15 @@ impl Side {
             deployment: ctx.deployment.clone(),
             variant: self.variant.clone(),
         };
-        gw.metrics.request_duration.get_or_create(&labels).observe(latency.as_secs_f64());
+        gw.metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
         if let Some(t) = outcome.ttft {
-            gw.metrics.ttft.get_or_create(&labels).observe(t.as_secs_f64());
+            gw.metrics
+                .ttft
+                .get_or_create(&labels)
+                .observe(t.as_secs_f64());
         }
         let cost = outcome.usage.and_then(|u| {
             gw.config
@@ -164,8 +172,14 @@ impl Side {
         let dl = DeploymentLabels {
             deployment: ctx.deployment.clone(),
         };
-        gw.metrics.mirror_spend_tokens.get_or_create(&dl).inc_by(tokens);
-        gw.metrics.mirror_spend_usd.get_or_create(&dl).set(spent.usd);
+        gw.metrics
+            .mirror_spend_tokens
+            .get_or_create(&dl)
+            .inc_by(tokens);
+        gw.metrics
+            .mirror_spend_usd
+            .get_or_create(&dl)
+            .set(spent.usd);
     }
 }
 
@@ -198,7 +212,10 @@ mod tests {
             batch_size: 1,
             flush_interval: Duration::from_millis(1),
             body_sample_rate: 1.0,
-            redact: redact.iter().map(|r| regex::Regex::new(r).unwrap()).collect(),
+            redact: redact
+                .iter()
+                .map(|r| regex::Regex::new(r).unwrap())
+                .collect(),
             max_body_bytes: max,
         }
     }

@@ -38,7 +38,9 @@ impl SpendTracker {
         let Ok(mut m) = self.spent.lock() else {
             return Spent::default();
         };
-        let entry = m.entry((deployment.to_owned(), stage.to_owned())).or_default();
+        let entry = m
+            .entry((deployment.to_owned(), stage.to_owned()))
+            .or_default();
         entry.tokens += tokens;
         entry.usd += usd;
         *entry
@@ -58,7 +60,10 @@ mod tests {
         };
         assert!(!t.add("d", "s1", 60, 0.1).reached(&cap));
         assert!(t.add("d", "s1", 40, 0.1).reached(&cap));
-        assert!(!t.get("d", "s2").reached(&cap), "a new stage starts at zero");
+        assert!(
+            !t.get("d", "s2").reached(&cap),
+            "a new stage starts at zero"
+        );
         assert!(t.add("d", "s2", 0, 1.5).reached(&cap));
         assert!(!Spent::default().reached(&SpendCap::default()));
     }

@@ -31,7 +31,11 @@ pub type AppState = Arc<Gateway>;
 
 impl Gateway {
     /// Builds the gateway state. `capture` must already be started.
-    pub fn new(config: Config, capture: Capture, tasks: TaskTracker) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        config: Config,
+        capture: Capture,
+        tasks: TaskTracker,
+    ) -> Result<Self, reqwest::Error> {
         let upstreams = Upstreams::new(config.providers.values())?;
         let traffic = TrafficTable::new(1, config.deployments.iter().cloned());
         let depth_handle = capture.clone();

@@ -68,14 +68,22 @@ impl TeeStream {
         };
         let error = error.or_else(|| {
             if self.malformed {
-                Some((ErrorClass::Malformed, "stream held data that is not JSON".to_owned()))
+                Some((
+                    ErrorClass::Malformed,
+                    "stream held data that is not JSON".to_owned(),
+                ))
             } else if !self.assembler.complete() {
-                Some((ErrorClass::Truncated, "stream ended without [DONE] or a finish reason".to_owned()))
+                Some((
+                    ErrorClass::Truncated,
+                    "stream ended without [DONE] or a finish reason".to_owned(),
+                ))
             } else {
                 None
             }
         });
-        let ttft = self.first_token.map(|t| t.saturating_duration_since(side.started));
+        let ttft = self
+            .first_token
+            .map(|t| t.saturating_duration_since(side.started));
         let outcome = Outcome {
             status: Some(self.status),
             error: error.as_ref().map(|(c, _)| *c),
@@ -141,10 +149,8 @@ impl Stream for TeeStream {
                     return Poll::Ready(Some(Err(std::io::Error::other("upstream stream failed"))));
                 }
                 Poll::Ready(None) => {
-                    if self.strip_usage {
-                        if let Some(rest) = self.splitter.finish() {
-                            self.pending.push_back(rest);
-                        }
+                    if let Some(rest) = self.strip_usage.then(|| self.splitter.finish()).flatten() {
+                        self.pending.push_back(rest);
                     }
                     self.finish_with(None);
                 }

@@ -90,10 +90,16 @@ fn raising_the_percentage_only_adds_units() {
             .map(|u| route(&d, u).serve == Target::Candidate(0))
             .collect();
         for (i, (was, is)) in previous.iter().zip(&now).enumerate() {
-            assert!(!was || *is, "unit u{i} left the candidate when ramping to {percent}%");
+            assert!(
+                !was || *is,
+                "unit u{i} left the candidate when ramping to {percent}%"
+            );
         }
         let share = now.iter().filter(|b| **b).count() as f64 / units.len() as f64;
-        assert!((share * 100.0 - percent).abs() < percent.max(1.0) * 0.25 + 0.2, "{share} at {percent}%");
+        assert!(
+            (share * 100.0 - percent).abs() < percent.max(1.0) * 0.25 + 0.2,
+            "{share} at {percent}%"
+        );
         previous = now;
     }
 }
@@ -131,17 +137,42 @@ fn a_new_candidate_gets_a_new_salt() {
 
 #[test]
 fn unit_key_precedence_is_header_then_user_then_tenant() {
-    assert_eq!(unit_key(Some("h"), Some("u"), Some("t")), Some(("h", UnitSource::Header)));
-    assert_eq!(unit_key(None, Some("u"), Some("t")), Some(("u", UnitSource::User)));
-    assert_eq!(unit_key(Some(""), None, Some("t")), Some(("t", UnitSource::Tenant)));
+    assert_eq!(
+        unit_key(Some("h"), Some("u"), Some("t")),
+        Some(("h", UnitSource::Header))
+    );
+    assert_eq!(
+        unit_key(None, Some("u"), Some("t")),
+        Some(("u", UnitSource::User))
+    );
+    assert_eq!(
+        unit_key(Some(""), None, Some("t")),
+        Some(("t", UnitSource::Tenant))
+    );
     assert_eq!(unit_key(None, None, None), None);
 }
 
 #[test]
 fn requests_without_a_unit_are_random_and_unsticky() {
     let d = deployment(Mode::Live, &[50.0]);
-    let a = plan(&d, None, Draws { unsticky_bucket: 10, pair_roll: 0 }, |_| true);
-    let b = plan(&d, None, Draws { unsticky_bucket: 9_000, pair_roll: 0 }, |_| true);
+    let a = plan(
+        &d,
+        None,
+        Draws {
+            unsticky_bucket: 10,
+            pair_roll: 0,
+        },
+        |_| true,
+    );
+    let b = plan(
+        &d,
+        None,
+        Draws {
+            unsticky_bucket: 9_000,
+            pair_roll: 0,
+        },
+        |_| true,
+    );
     assert!(!a.sticky && !b.sticky);
     assert_eq!(a.serve, Target::Candidate(0));
     assert_eq!(b.serve, Target::Stable);
@@ -161,8 +192,24 @@ fn shadow_mirrors_and_stable_serves() {
 fn live_pair_sample_sends_stable_in_the_background() {
     let mut d = deployment(Mode::Live, &[100.0]);
     d.pair_sample_buckets = 1_000; // 10%
-    let sampled = plan(&d, Some(1), Draws { unsticky_bucket: 0, pair_roll: 999 }, |_| true);
-    let not = plan(&d, Some(1), Draws { unsticky_bucket: 0, pair_roll: 1_000 }, |_| true);
+    let sampled = plan(
+        &d,
+        Some(1),
+        Draws {
+            unsticky_bucket: 0,
+            pair_roll: 999,
+        },
+        |_| true,
+    );
+    let not = plan(
+        &d,
+        Some(1),
+        Draws {
+            unsticky_bucket: 0,
+            pair_roll: 1_000,
+        },
+        |_| true,
+    );
     assert_eq!(sampled.mirror, Some(Target::Stable));
     assert_eq!(not.mirror, None);
     assert_eq!(sampled.serve, Target::Candidate(0));
@@ -191,7 +238,9 @@ fn excluded_cohort_joins_only_from_its_percentage() {
     assert!(eligible(&cohorts, &BTreeMap::new(), 50));
 
     let mut d = deployment(Mode::Live, &[100.0]);
-    d.cohorts = tier_cohorts(CohortAction::Exclude { until_buckets: None });
+    d.cohorts = tier_cohorts(CohortAction::Exclude {
+        until_buckets: None,
+    });
     let p = plan(&d, Some(3), NO_DRAWS, |i| {
         eligible(&d.cohorts, &enterprise, d.candidates[i].buckets)
     });

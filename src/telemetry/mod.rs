@@ -76,7 +76,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(capture: Arc<CaptureStats>, capture_depth: Arc<dyn Fn() -> usize + Send + Sync>) -> Self {
+    pub fn new(
+        capture: Arc<CaptureStats>,
+        capture_depth: Arc<dyn Fn() -> usize + Send + Sync>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("canarist");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -84,16 +87,18 @@ impl Metrics {
             "Proxied requests answered, by deployment, serving variant and status class",
             requests.clone(),
         );
-        let request_duration =
-            Family::<VariantLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let request_duration = Family::<VariantLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
         registry.register_with_unit(
             "upstream_duration",
             "Total time of each upstream call (served and mirrored), by variant",
             prometheus_client::registry::Unit::Seconds,
             request_duration.clone(),
         );
-        let ttft =
-            Family::<VariantLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let ttft = Family::<VariantLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
         registry.register_with_unit(
             "time_to_first_token",
             "Time to the first token of each upstream call (whole body when not streamed)",
@@ -125,7 +130,8 @@ impl Metrics {
             "Tokens spent on background calls in the current stage",
             mirror_spend_tokens.clone(),
         );
-        let mirror_spend_usd = Family::<DeploymentLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let mirror_spend_usd =
+            Family::<DeploymentLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "mirror_spend_usd",
             "USD spent on background calls in the current stage (from configured prices)",
@@ -201,9 +207,21 @@ impl Collector for CaptureCollector {
             depth.metric_type(),
         )?)?;
         let counters = [
-            ("capture_enqueued", "Captured events accepted into the queue", s.enqueued.load(Relaxed)),
-            ("capture_written", "Captured events written by the sink", s.written.load(Relaxed)),
-            ("capture_write_errors", "Failed capture write attempts", s.write_errors.load(Relaxed)),
+            (
+                "capture_enqueued",
+                "Captured events accepted into the queue",
+                s.enqueued.load(Relaxed),
+            ),
+            (
+                "capture_written",
+                "Captured events written by the sink",
+                s.written.load(Relaxed),
+            ),
+            (
+                "capture_write_errors",
+                "Failed capture write attempts",
+                s.write_errors.load(Relaxed),
+            ),
         ];
         for (name, help, value) in counters {
             let c = ConstCounter::new(value);

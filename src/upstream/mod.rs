@@ -31,7 +31,10 @@ impl UpstreamError {
     /// Worth retrying on another variant (live fallback): the upstream is down or slow, or
     /// answered 5xx/malformed. A 4xx is the request's fault and would fail on stable too.
     pub fn retryable(&self) -> bool {
-        !matches!(self.class, ErrorClass::Upstream4xx | ErrorClass::ClientDisconnected)
+        !matches!(
+            self.class,
+            ErrorClass::Upstream4xx | ErrorClass::ClientDisconnected
+        )
     }
 
     pub(crate) fn from_reqwest(provider: &str, e: &reqwest::Error) -> Self {
@@ -74,7 +77,9 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new<'a>(providers: impl IntoIterator<Item = &'a Provider>) -> Result<Self, reqwest::Error> {
+    pub fn new<'a>(
+        providers: impl IntoIterator<Item = &'a Provider>,
+    ) -> Result<Self, reqwest::Error> {
         let mut by_name = HashMap::new();
         for p in providers {
             let client = reqwest::Client::builder()
@@ -129,14 +134,18 @@ impl Upstreams {
         } else if let Some(auth) = client_auth {
             req = req.header(http::header::AUTHORIZATION, auth.clone());
         }
-        let total = timeout.unwrap_or(pc.provider.timeout).min(pc.provider.timeout);
+        let total = timeout
+            .unwrap_or(pc.provider.timeout)
+            .min(pc.provider.timeout);
         let send = req.send();
         let response = if stream {
-            tokio::time::timeout(total, send).await.map_err(|_| UpstreamError {
-                provider: provider.to_owned(),
-                class: ErrorClass::Timeout,
-                detail: format!("no response headers within {total:?}"),
-            })?
+            tokio::time::timeout(total, send)
+                .await
+                .map_err(|_| UpstreamError {
+                    provider: provider.to_owned(),
+                    class: ErrorClass::Timeout,
+                    detail: format!("no response headers within {total:?}"),
+                })?
         } else {
             // reqwest's own timeout covers the body as well.
             send.await

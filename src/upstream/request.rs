@@ -126,7 +126,13 @@ impl ClientRequest<'_> {
     /// The body `variant` receives: the client's body with `model` replaced, the variant's
     /// overrides applied, and, for streams, usage requested from the upstream.
     pub fn body_for(&self, variant: &Variant) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.fields.values().map(|v| v.get().len() + 16).sum::<usize>() + 64);
+        let mut out = Vec::with_capacity(
+            self.fields
+                .values()
+                .map(|v| v.get().len() + 16)
+                .sum::<usize>()
+                + 64,
+        );
         out.push(b'{');
         let mut first = true;
         let mut put = |out: &mut Vec<u8>, key: &str, value: &[u8]| {
@@ -251,7 +257,10 @@ mod tests {
         );
         assert_eq!(out["temperature"], 0.1);
         assert_eq!(out["max_tokens"], 64);
-        assert_eq!(out["messages"][0], json!({"role": "system", "content": "Be brief."}));
+        assert_eq!(
+            out["messages"][0],
+            json!({"role": "system", "content": "Be brief."})
+        );
         assert_eq!(out["messages"][1]["content"], "q");
         let replaced = rewrite(
             json!({"model": "a", "messages": [{"role": "system", "content": "old"}, {"role": "user", "content": "q"}]}),
@@ -263,11 +272,19 @@ mod tests {
 
     #[test]
     fn streams_request_usage_upstream() {
-        let out = rewrite(json!({"model": "a", "messages": [], "stream": true}), &variant("m"));
+        let out = rewrite(
+            json!({"model": "a", "messages": [], "stream": true}),
+            &variant("m"),
+        );
         assert_eq!(out["stream_options"], json!({"include_usage": true}));
         let body = serde_json::to_vec(&json!({"model": "a", "messages": [], "stream": true,
-            "stream_options": {"include_usage": true}})).unwrap();
-        assert!(parse(Endpoint::ChatCompletions, &body).unwrap().client_wants_usage);
+            "stream_options": {"include_usage": true}}))
+        .unwrap();
+        assert!(
+            parse(Endpoint::ChatCompletions, &body)
+                .unwrap()
+                .client_wants_usage
+        );
         let plain = rewrite(json!({"model": "a", "messages": []}), &variant("m"));
         assert!(plain.get("stream_options").is_none());
     }
@@ -280,7 +297,10 @@ mod tests {
         assert_eq!(p(br#"{"messages": []}"#), RequestError::Missing("model"));
         assert_eq!(p(br#"{"model": "m"}"#), RequestError::Missing("messages"));
         assert_eq!(p(br#"{"model": 3, "messages": []}"#).param(), Some("model"));
-        assert_eq!(p(br#"{"model": "m", "messages": [], "stream": "yes"}"#).param(), Some("stream"));
+        assert_eq!(
+            p(br#"{"model": "m", "messages": [], "stream": "yes"}"#).param(),
+            Some("stream")
+        );
         let e = parse(Endpoint::Embeddings, br#"{"model": "m"}"#).unwrap_err();
         assert_eq!(e, RequestError::Missing("input"));
     }

@@ -278,8 +278,10 @@ impl StreamAssembler {
             message["tool_calls"] = self
                 .tool_calls
                 .iter()
-                .map(|t| json!({"id": t.id, "type": if t.kind.is_empty() { "function" } else { &t.kind },
-                                "function": {"name": t.name, "arguments": t.arguments}}))
+                .map(|t| {
+                    json!({"id": t.id, "type": if t.kind.is_empty() { "function" } else { &t.kind },
+                                "function": {"name": t.name, "arguments": t.arguments}})
+                })
                 .collect();
         }
         json!({
@@ -349,14 +351,32 @@ mod tests {
     fn assembler_rebuilds_content_tool_calls_and_usage() {
         let mut a = StreamAssembler::new(true);
         let feed = |a: &mut StreamAssembler, s: &str| a.feed(s.as_bytes());
-        assert_eq!(feed(&mut a, r#"{"id":"c1","model":"m","created":1,"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#), EventKind::Chunk);
-        assert!(!a.has_token());
-        feed(&mut a, r#"{"choices":[{"index":0,"delta":{"content":"Hel"}}]}"#);
-        assert!(a.has_token());
-        feed(&mut a, r#"{"choices":[{"index":0,"delta":{"content":"lo","tool_calls":[{"index":0,"id":"t","type":"function","function":{"name":"f","arguments":"{\"x\""}}]}}]}"#);
-        feed(&mut a, r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]},"finish_reason":"tool_calls"}]}"#);
         assert_eq!(
-            feed(&mut a, r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#),
+            feed(
+                &mut a,
+                r#"{"id":"c1","model":"m","created":1,"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#
+            ),
+            EventKind::Chunk
+        );
+        assert!(!a.has_token());
+        feed(
+            &mut a,
+            r#"{"choices":[{"index":0,"delta":{"content":"Hel"}}]}"#,
+        );
+        assert!(a.has_token());
+        feed(
+            &mut a,
+            r#"{"choices":[{"index":0,"delta":{"content":"lo","tool_calls":[{"index":0,"id":"t","type":"function","function":{"name":"f","arguments":"{\"x\""}}]}}]}"#,
+        );
+        feed(
+            &mut a,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]},"finish_reason":"tool_calls"}]}"#,
+        );
+        assert_eq!(
+            feed(
+                &mut a,
+                r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#
+            ),
             EventKind::UsageOnly
         );
         assert_eq!(feed(&mut a, "[DONE]"), EventKind::Done);
@@ -364,7 +384,10 @@ mod tests {
         assert!(a.complete());
         let r = a.to_response();
         assert_eq!(r["choices"][0]["message"]["content"], "Hello");
-        assert_eq!(r["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"x\":1}");
+        assert_eq!(
+            r["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"x\":1}"
+        );
         assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(r["usage"]["total_tokens"], 5);
     }
