@@ -177,3 +177,125 @@ async fn write_with_retry(
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     tracing::error!(batch = batch.len(), "capture batch dropped after retries");
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::capture::{MemorySink, SinkError};
+
+    /// A sink that never finishes a write until told to, then fails `failures` times.
+    struct Gate {
+        open: tokio::sync::Semaphore,
+        failures: AtomicU64,
+        inner: MemorySink,
+    }
+
+    impl Sink for Gate {
+        fn write_batch<'a>(
+            &'a self,
+            batch: &'a [CaptureEvent],
+        ) -> BoxFuture<'a, Result<(), SinkError>> {
+            Box::pin(async move {
+                let _permit = self.open.acquire().await;
+                if self.failures.load(Ordering::SeqCst) > 0 {
+                    self.failures.fetch_sub(1, Ordering::SeqCst);
+                    return Err(SinkError::Database("down".into()));
+                }
+                self.inner.write_batch(batch).await
+            })
+        }
+    }
+
+    fn event(i: u32) -> CaptureEvent {
+        let o: crate::capture::Observation = serde_json::from_value(serde_json::json!({
+            "id": uuid::Uuid::from_u128(u128::from(i)), "request_id": uuid::Uuid::nil(), "pair_id": null,
+            "at": "2026-01-01T00:00:00Z", "deployment": "d", "variant": "stable", "role": "stable",
+            "purpose": "served", "stage": "s", "config_version": 1, "endpoint": "chat_completions",
+            "upstream_model": "m", "stream": false, "bucket": 1, "unit_key": null, "sticky": false,
+            "cohort": {}, "status": 200, "error": null, "error_detail": null, "ttft_ms": 1.0,
+            "latency_ms": 2.0, "usage": null, "cost_usd": null, "finish_reason": "stop",
+            "response_text": null, "request_body": null, "response_body": null
+        }))
+        .unwrap();
+        CaptureEvent::Observation(Box::new(o))
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_blocking() {
+        let gate = Arc::new(Gate {
+            open: tokio::sync::Semaphore::new(0),
+            failures: AtomicU64::new(0),
+            inner: MemorySink::new(),
+        });
+        let tracker = TaskTracker::new();
+        let config = WriterConfig {
+            queue_capacity: 10,
+            batch_size: 5,
+            flush_interval: Duration::from_millis(1),
+            ..WriterConfig::default()
+        };
+        let capture = Capture::start(gate.clone(), config, &tracker, CancellationToken::new());
+        // The writer takes one batch (≤5) and blocks on the sink; the channel holds 10 more.
+        for i in 0..100 {
+            capture.record(event(i));
+        }
+        let stats = capture.stats();
+        assert_eq!(
+            stats.enqueued.load(Ordering::Relaxed) + stats.dropped_full.load(Ordering::Relaxed),
+            100
+        );
+        assert!(
+            stats.dropped_full.load(Ordering::Relaxed) >= 85,
+            "{stats:?}"
+        );
+        gate.open.add_permits(1_000);
+        for _ in 0..200 {
+            if stats.written.load(Ordering::Relaxed) == stats.enqueued.load(Ordering::Relaxed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            stats.written.load(Ordering::Relaxed),
+            stats.enqueued.load(Ordering::Relaxed)
+        );
+        assert_eq!(
+            gate.inner.events().len() as u64,
+            stats.written.load(Ordering::Relaxed)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_writes_are_retried_then_dropped_and_counted() {
+        let gate = Arc::new(Gate {
+            open: tokio::sync::Semaphore::new(1_000),
+            failures: AtomicU64::new(3),
+            inner: MemorySink::new(),
+        });
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let config = WriterConfig {
+            batch_size: 2,
+            max_attempts: 2,
+            ..WriterConfig::default()
+        };
+        let capture = Capture::start(gate.clone(), config, &tracker, cancel.clone());
+        for i in 0..2 {
+            capture.record(event(i)); // batch 1: fails twice → dropped
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for i in 2..4 {
+            capture.record(event(i)); // batch 2: fails once, then written
+        }
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        let stats = capture.stats();
+        assert_eq!(stats.dropped_write_failed.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.written.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.write_errors.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.dropped(), 2);
+    }
+}
