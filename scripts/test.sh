@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs canarist's whole test-suite. Storage tests also run against Postgres when DATABASE_URL
+# is set (e.g. postgres://postgres@127.0.0.1:5432/test); without it they run on SQLite only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/canarist-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast --all-targets
+  cargo test --doc --quiet
+else
+  cargo test --all-targets --no-fail-fast
+fi
