@@ -228,7 +228,12 @@ pub fn embedding(input: &str, dims: usize) -> Vec<f32> {
             (h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
         })
         .collect();
-    let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
+    let norm = raw
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
     raw.iter().map(|x| (x / norm) as f32).collect()
 }
 
@@ -276,7 +281,10 @@ mod tests {
             (k as f64 - n * p).abs() <= 3.29 * (n * p * (1.0 - p)).sqrt()
         };
         assert!(within(errors, n, 0.2), "errors {errors}");
-        assert!(within(degraded, answers, 0.3), "degraded {degraded}/{answers}");
+        assert!(
+            within(degraded, answers, 0.3),
+            "degraded {degraded}/{answers}"
+        );
     }
 
     #[test]
@@ -332,7 +340,10 @@ mod tests {
 
     #[test]
     fn tokens_and_embeddings() {
-        assert_eq!(estimate_tokens("one two three four five six seven eight nine ten"), 13);
+        assert_eq!(
+            estimate_tokens("one two three four five six seven eight nine ten"),
+            13
+        );
         assert_eq!(estimate_tokens(""), 0);
         let e = embedding("hello", 8);
         assert_eq!(e.len(), 8);

@@ -22,7 +22,7 @@ const BUILTIN_PROFILES_NAME: &str = "<builtin>/fixtures/mock/profiles.yaml";
 /// Everything that can go wrong setting up the mock.
 #[derive(Debug, thiserror::Error)]
 pub enum MockError {
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -43,7 +43,7 @@ pub enum MockError {
         line: usize,
         message: String,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -55,7 +55,10 @@ pub enum MockError {
 pub enum Latency {
     Fixed(Duration),
     /// Lognormal with the given median and 95th percentile.
-    LogNormal { median: Duration, p95: Duration },
+    LogNormal {
+        median: Duration,
+        p95: Duration,
+    },
 }
 
 impl Default for Latency {
@@ -326,7 +329,9 @@ impl RawProfile {
         let mut rate = |name: &str, value: Option<f64>| {
             let v = value.unwrap_or(0.0);
             if !(0.0..=1.0).contains(&v) {
-                problems.push(format!("{field}.{name}: {v} is not a probability in [0, 1]"));
+                problems.push(format!(
+                    "{field}.{name}: {v} is not a probability in [0, 1]"
+                ));
             }
             v
         };
@@ -409,7 +414,10 @@ mod tests {
             Latency::Fixed(Duration::from_millis(50))
         );
         assert!(c.models["mock-hang"].hang);
-        assert!(c.models["mock-candidate-bad"].degraded_rate > c.models["mock-stable"].degraded_rate * 4.0);
+        assert!(
+            c.models["mock-candidate-bad"].degraded_rate
+                > c.models["mock-stable"].degraded_rate * 4.0
+        );
         assert_eq!(c.embedding_dimensions, 8);
     }
 
@@ -446,7 +454,8 @@ mod tests {
 
     #[test]
     fn lognormal_and_defaults() {
-        let c = load("models:\n  m: {latency: {median_ms: 30, p95_ms: 60}, ttft: {fixed_ms: 5}}\n").unwrap();
+        let c = load("models:\n  m: {latency: {median_ms: 30, p95_ms: 60}, ttft: {fixed_ms: 5}}\n")
+            .unwrap();
         let p = &c.models["m"];
         assert_eq!(
             p.latency,

@@ -70,7 +70,10 @@ impl Dataset {
             let entry: DatasetEntry = serde_path_to_error::deserialize(&mut de)
                 .map_err(|e| err(format!("{}: {}", e.path(), e.inner())))?;
             if let Some(first) = ids.insert(entry.id.clone(), line_no) {
-                return Err(err(format!("id: {:?} already used on line {first}", entry.id)));
+                return Err(err(format!(
+                    "id: {:?} already used on line {first}",
+                    entry.id
+                )));
             }
             let key = normalize(&entry.prompt).to_owned();
             if out.by_prompt.insert(key, out.entries.len()).is_some() {
@@ -142,7 +145,8 @@ mod tests {
         assert!(e.starts_with("d.jsonl:3:"), "{e}");
         assert!(e.contains("degraded"), "{e}");
 
-        let text = "{\"id\":\"a\",\"prompt\":\"p\",\"good\":\"g\",\"degraded\":\"d\",\"extra\":1}\n";
+        let text =
+            "{\"id\":\"a\",\"prompt\":\"p\",\"good\":\"g\",\"degraded\":\"d\",\"extra\":1}\n";
         let e = Dataset::parse("d.jsonl", text).unwrap_err().to_string();
         assert!(e.contains("d.jsonl:1:") && e.contains("extra"), "{e}");
 

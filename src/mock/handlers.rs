@@ -81,7 +81,10 @@ fn admit(
     let body = Value::Object(body);
     st.record(path, headers, &body);
     let Value::Object(body) = body else {
-        return Err(MockHttpError::invalid("The request body must be a JSON object.", None));
+        return Err(MockHttpError::invalid(
+            "The request body must be a JSON object.",
+            None,
+        ));
     };
     let model = wire::model(&body)?.to_owned();
     if st.profile(&model).is_none() {
@@ -368,16 +371,20 @@ fn frames(spec: &StreamSpec, profile: &Profile, plan: &AnswerPlan) -> Vec<Frame>
         Kind::Text => "text_completion",
     };
     let mut out = Vec::with_capacity(total + 2);
-    let flat = pieces
-        .iter()
-        .flat_map(|(ci, p)| p.iter().enumerate().map(move |(pi, s)| (*ci, pi + 1 == p.len(), pi == 0, *s)));
+    let flat = pieces.iter().flat_map(|(ci, p)| {
+        p.iter()
+            .enumerate()
+            .map(move |(pi, s)| (*ci, pi + 1 == p.len(), pi == 0, *s))
+    });
     for (k, (choice, last, first, piece)) in flat.take(keep).enumerate() {
         let finish = (last && !plan.truncated).then_some("stop");
         let data = if malformed_at == Some(k) {
             wire::sse_malformed(&spec.head, object)
         } else {
             let chunk = match spec.kind {
-                Kind::Chat => wire::chat_chunk(&spec.head, piece, first, finish, spec.include_usage),
+                Kind::Chat => {
+                    wire::chat_chunk(&spec.head, piece, first, finish, spec.include_usage)
+                }
                 Kind::Text => wire::text_completion(
                     &spec.head,
                     vec![wire::text_choice(choice, piece, finish)],
@@ -386,7 +393,11 @@ fn frames(spec: &StreamSpec, profile: &Profile, plan: &AnswerPlan) -> Vec<Frame>
             };
             wire::sse(&chunk)
         };
-        let delay = if k == 0 { plan.ttft } else { profile.chunk_delay };
+        let delay = if k == 0 {
+            plan.ttft
+        } else {
+            profile.chunk_delay
+        };
         out.push(Frame {
             hold: false,
             delay,

@@ -102,7 +102,10 @@ pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
         let _ = tokio::signal::ctrl_c().await;
         token.cancel();
     });
-    println!("canarist mock-upstream listening on http://{addr}/v1 ({models} models, {entries} dataset prompts, seed {})", args.seed);
+    println!(
+        "canarist mock-upstream listening on http://{addr}/v1 ({models} models, {entries} dataset prompts, seed {})",
+        args.seed
+    );
     serve(listener, state).await?;
     Ok(ExitCode::SUCCESS)
 }

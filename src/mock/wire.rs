@@ -36,7 +36,10 @@ impl MockHttpError {
     pub fn missing(param: &'static str) -> Self {
         Self {
             code: Some("missing_required_parameter"),
-            ..Self::invalid(format!("Missing required parameter: '{param}'."), Some(param))
+            ..Self::invalid(
+                format!("Missing required parameter: '{param}'."),
+                Some(param),
+            )
         }
     }
 
@@ -357,7 +360,7 @@ pub fn sse_malformed(head: &Head, object: &str) -> bytes::Bytes {
     ))
 }
 
-/// `len` bytes of `body` cut at a char boundary near the middle: never valid JSON for an object.
+/// The first half of `body`, cut at a char boundary: never valid JSON for an object.
 pub fn cut_in_half(body: &str) -> String {
     let mut mid = body.len() / 2;
     while !body.is_char_boundary(mid) {
@@ -399,8 +402,14 @@ mod tests {
                 "type": "invalid_request_error", "param": "messages",
                 "code": "missing_required_parameter"}})
         );
-        assert_eq!(parse_object(b"{nope").unwrap_err().status, StatusCode::BAD_REQUEST);
-        assert_eq!(parse_object(b"[1]").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            parse_object(b"{nope").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse_object(b"[1]").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
         assert!(check_n(&obj(json!({"n": 2}))).is_err());
         assert!(check_n(&obj(json!({"n": 1}))).is_ok());
         assert_eq!(model(&obj(json!({}))).unwrap_err().param, Some("model"));
@@ -417,7 +426,10 @@ mod tests {
             created: 1,
         };
         let f = sse_malformed(&head, "chat.completion.chunk");
-        let data = std::str::from_utf8(&f).unwrap().strip_prefix("data: ").unwrap();
+        let data = std::str::from_utf8(&f)
+            .unwrap()
+            .strip_prefix("data: ")
+            .unwrap();
         assert!(serde_json::from_str::<Value>(data.trim()).is_err());
         let body = chat_completion(&head, "héllo wörld", usage(1, 2)).to_string();
         assert!(serde_json::from_str::<Value>(&cut_in_half(&body)).is_err());
