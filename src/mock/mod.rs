@@ -1,9 +1,111 @@
-//! `mock`: canarist's own OpenAI-compatible test server, driven by files in `fixtures/`.
+//! `mock`: canarist's own OpenAI-compatible upstream, for the integration tests, the load bench
+//! and the demo (`canarist mock-upstream`).
+//!
+//! Named models with profiles (`fixtures/mock/profiles.yaml`: latency, time to first token,
+//! inter-chunk delay, injected errors, truncated and malformed streams, hangs) answer prompts
+//! from a dataset (`fixtures/datasets/support.jsonl`) with a good or a degraded answer, so that
+//! a better and a worse model can be simulated reproducibly from a seed (what exactly is
+//! deterministic is documented in [`answer`]).
+//!
+//! Layout: `config` (profiles YAML → [`MockConfig`]), `dataset` (JSONL answers), `answer`
+//! (pure decisions), `wire` (OpenAI JSON shapes), `handlers` (routes and SSE), `server`
+//! (state, request log, [`MockServer`]).
+//!
+//! Owns: everything the mock does. Never: logs per request or does per-request file I/O (the
+//! load bench sends it 1,000+ requests/s). Fails closed: a bad profiles or dataset file stops
+//! it from starting, with the file, line and field named.
+
+pub mod answer;
+mod config;
+mod dataset;
+mod handlers;
+mod server;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct MockArgs {}
+pub use config::{ErrorStatus, Latency, MockConfig, MockError, Profile};
+pub use dataset::{Dataset, DatasetEntry};
+pub use handlers::router;
+pub use server::{MockServer, MockState, RecordedRequest, serve};
 
-pub async fn run(_args: MockArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// Default profiles file, relative to the working directory.
+pub const DEFAULT_PROFILES: &str = "fixtures/mock/profiles.yaml";
+/// Default dataset file, relative to the working directory.
+pub const DEFAULT_DATASET: &str = "fixtures/datasets/support.jsonl";
+
+#[derive(Debug, clap::Args)]
+pub struct MockArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// Profiles YAML [default: fixtures/mock/profiles.yaml if present, else the built-in copy].
+    #[arg(long)]
+    pub profiles: Option<PathBuf>,
+    /// Dataset JSONL [default: fixtures/datasets/support.jsonl if present, else the built-in copy].
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Seed of every random draw (answers, latencies, faults).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Loads the configuration `args` describe. A path given explicitly must exist; a default that
+/// is absent falls back to the copy compiled into the binary.
+pub fn load_config(args: &MockArgs) -> Result<MockConfig, MockError> {
+    let dataset = match pick(args.dataset.as_deref(), DEFAULT_DATASET) {
+        Some(path) => Dataset::load(&path)?,
+        None => Dataset::builtin()?,
+    };
+    let config = match pick(args.profiles.as_deref(), DEFAULT_PROFILES) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| MockError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            MockConfig::from_parts(&path.display().to_string(), &text, dataset)?
+        }
+        None => MockConfig::from_parts(
+            "<builtin>/fixtures/mock/profiles.yaml",
+            config::BUILTIN_PROFILES,
+            dataset,
+        )?,
+    };
+    Ok(config.with_seed(args.seed).with_listen(args.listen))
+}
+
+fn pick(explicit: Option<&Path>, default: &str) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(default)).filter(|p| p.is_file()),
+    }
+}
+
+/// `canarist mock-upstream`: serve until Ctrl-C.
+pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args)?;
+    let listen = config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| MockError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let models = config.models.len();
+    let entries = config.dataset.len();
+    let state = MockState::new(config);
+    let token = state.shutdown_token();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        token.cancel();
+    });
+    println!(
+        "canarist mock-upstream listening on http://{addr}/v1 ({models} models, {entries} dataset prompts, seed {})",
+        args.seed
+    );
+    serve(listener, state).await?;
+    Ok(ExitCode::SUCCESS)
 }
