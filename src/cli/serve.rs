@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// Listen address; overrides `listen` in the config.
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Also run the built-in mock upstream (as `canarist mock-upstream` would) on this address,
+    /// so that the quickstart needs one command.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9090")]
+    pub with_mock_upstream: Option<std::net::SocketAddr>,
 }
 
 /// The sink the config asks for.
@@ -40,6 +44,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let listen = args.listen.unwrap_or(config.listen);
+    let _mock = match args.with_mock_upstream {
+        None => None,
+        Some(addr) => {
+            let mock = crate::mock::MockConfig::builtin()?.with_listen(addr);
+            let server = crate::mock::MockServer::start_on(mock)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start the mock upstream on {addr}: {e}"))?;
+            println!("mock upstream listening on {}", server.base_url());
+            Some(server)
+        }
+    };
     let sink = sink_for(&config)?;
     let deployments = config.deployments.len();
     let mut server = Server::start(config, listen, sink).await?;

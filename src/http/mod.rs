@@ -41,5 +41,17 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(proxy::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(proxy::not_found)
+        .layer(axum::middleware::map_response(ensure_request_id))
         .with_state(state)
+}
+
+/// Every response carries a request id; proxied ones already have the id their observations
+/// were captured under.
+async fn ensure_request_id(mut response: axum::response::Response) -> axum::response::Response {
+    if !response.headers().contains_key(HEADER_REQUEST_ID) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            response.headers_mut().insert(HEADER_REQUEST_ID, v);
+        }
+    }
+    response
 }

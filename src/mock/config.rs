@@ -176,6 +176,9 @@ pub struct MockConfig {
     pub embedding_dimensions: usize,
     /// How many recent requests the in-memory log keeps.
     pub request_log_capacity: usize,
+    /// `created` of every response; `None` uses the wall clock. Tests that compare response
+    /// bytes set it so that two answers a second apart are still identical.
+    pub fixed_created: Option<u64>,
 }
 
 impl MockConfig {
@@ -233,6 +236,7 @@ impl MockConfig {
             listen: default_listen(),
             embedding_dimensions,
             request_log_capacity,
+            fixed_created: None,
         })
     }
 
@@ -244,6 +248,11 @@ impl MockConfig {
 
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    pub fn with_fixed_created(mut self, created: u64) -> Self {
+        self.fixed_created = Some(created);
         self
     }
 

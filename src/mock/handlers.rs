@@ -53,13 +53,15 @@ impl Admitted {
         Draws::new(st.config().seed, &self.model, prompt, unit)
     }
 
-    fn head(&self, prefix: &str, draws: &Draws) -> Head {
+    fn head(&self, st: &MockState, prefix: &str, draws: &Draws) -> Head {
         Head {
             id: format!("{prefix}-{}", draws.id()),
             model: self.model.clone(),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            created: st.config().fixed_created.unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            }),
         }
     }
 }
@@ -166,7 +168,7 @@ async fn chat_inner(
         answer::estimate_tokens(&all_text),
         answer::estimate_tokens(&text),
     );
-    let head = a.head("chatcmpl", &draws);
+    let head = a.head(st, "chatcmpl", &draws);
     if !stream {
         let body = wire::chat_completion(&head, &text, usage);
         return Ok(plain(st, &a.model, &plan, body).await);
@@ -216,7 +218,7 @@ async fn completions_inner(
         prompts.iter().map(|p| answer::estimate_tokens(p)).sum(),
         texts.iter().map(|t| answer::estimate_tokens(t)).sum(),
     );
-    let head = a.head("cmpl", &draws);
+    let head = a.head(st, "cmpl", &draws);
     if !stream {
         let choices = (texts.iter().enumerate())
             .map(|(i, t)| wire::text_choice(i, t, Some("stop")))

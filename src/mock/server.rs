@@ -227,7 +227,15 @@ pub struct MockServer {
 impl MockServer {
     /// Binds 127.0.0.1:0 (ignoring `config.listen`) and starts serving.
     pub async fn start(config: MockConfig) -> Result<MockServer, MockError> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    /// Binds `config.listen` and starts serving.
+    pub async fn start_on(config: MockConfig) -> Result<MockServer, MockError> {
+        Self::bind(config.listen, config).await
+    }
+
+    async fn bind(addr: SocketAddr, config: MockConfig) -> Result<MockServer, MockError> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| MockError::Bind { addr, source })?;

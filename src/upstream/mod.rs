@@ -137,6 +137,10 @@ impl Upstreams {
         let total = timeout
             .unwrap_or(pc.provider.timeout)
             .min(pc.provider.timeout);
+        if !stream {
+            // Covers the body as well; streams are bounded by the read timeout instead.
+            req = req.timeout(total);
+        }
         let send = req.send();
         let response = if stream {
             tokio::time::timeout(total, send)
@@ -147,7 +151,6 @@ impl Upstreams {
                     detail: format!("no response headers within {total:?}"),
                 })?
         } else {
-            // reqwest's own timeout covers the body as well.
             send.await
         };
         response.map_err(|e| UpstreamError::from_reqwest(provider, &e))

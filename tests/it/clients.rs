@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
-use async_openai::types::chat::{ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs};
+use async_openai::types::chat::{
+    ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs,
+};
 use futures::StreamExt;
 
 use crate::support::Harness;
@@ -23,11 +25,12 @@ deployments:
 
 fn request(stream: bool) -> async_openai::types::chat::CreateChatCompletionRequest {
     let mut args = CreateChatCompletionRequestArgs::default();
-    args.model("quickstart").messages([ChatCompletionRequestUserMessageArgs::default()
-        .content("How do I reset my password?")
-        .build()
-        .unwrap()
-        .into()]);
+    args.model("quickstart")
+        .messages([ChatCompletionRequestUserMessageArgs::default()
+            .content("How do I reset my password?")
+            .build()
+            .unwrap()
+            .into()]);
     if stream {
         args.stream(true);
     }
@@ -38,7 +41,9 @@ fn request(stream: bool) -> async_openai::types::chat::CreateChatCompletionReque
 async fn async_openai_works_unchanged() {
     let h = Harness::start(canarist::mock::MockConfig::builtin().unwrap(), SHADOW).await;
     let client = Client::with_config(
-        OpenAIConfig::new().with_api_base(format!("{}/v1", h.gateway.url())).with_api_key("sk-unused"),
+        OpenAIConfig::new()
+            .with_api_base(format!("{}/v1", h.gateway.url()))
+            .with_api_key("sk-unused"),
     );
     let plain = client.chat().create(request(false)).await.unwrap();
     let answer = plain.choices[0].message.content.clone().unwrap();
@@ -81,28 +86,49 @@ fn spawn(args: &[&str]) -> (Proc, String) {
     let mut lines = BufReader::new(out).lines();
     let line = lines.next().unwrap().unwrap();
     std::thread::spawn(move || for _ in lines {});
-    let url = line[line.find("http://").unwrap()..].split_whitespace().next().unwrap().to_owned();
+    let url = line[line.find("http://").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
     (Proc(child), url)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
 async fn the_quickstart_binary_captures_pairs_to_jsonl() {
     let dir = tempfile::tempdir().unwrap();
     let mock_port = free_port();
-    let (_mock, mock_url) = spawn(&["mock-upstream", "--listen", &format!("127.0.0.1:{mock_port}")]);
+    let (_mock, mock_url) = spawn(&[
+        "mock-upstream",
+        "--listen",
+        &format!("127.0.0.1:{mock_port}"),
+    ]);
     assert!(mock_url.contains(&mock_port.to_string()));
     let capture = dir.path().join("q.jsonl");
-    let quickstart = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/quickstart.yaml"))
-        .unwrap()
-        .replace("127.0.0.1:9090", &format!("127.0.0.1:{mock_port}"))
-        .replace("captures/quickstart.jsonl", capture.to_str().unwrap());
+    let quickstart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/quickstart.yaml"
+    ))
+    .unwrap()
+    .replace("127.0.0.1:9090", &format!("127.0.0.1:{mock_port}"))
+    .replace("captures/quickstart.jsonl", capture.to_str().unwrap());
     let config = dir.path().join("quickstart.yaml");
     std::fs::write(&config, quickstart).unwrap();
-    let (_gw, gw_url) = spawn(&["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let (_gw, gw_url) = spawn(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
 
     let client = reqwest::Client::new();
     let r = client
@@ -117,7 +143,9 @@ async fn the_quickstart_binary_captures_pairs_to_jsonl() {
         let text = std::fs::read_to_string(&capture).unwrap_or_default();
         if text.lines().any(|l| l.contains(r#""kind":"pair""#)) {
             let pair: serde_json::Value = serde_json::from_str(
-                text.lines().find(|l| l.contains(r#""kind":"pair""#)).unwrap(),
+                text.lines()
+                    .find(|l| l.contains(r#""kind":"pair""#))
+                    .unwrap(),
             )
             .unwrap();
             assert_eq!(pair["deployment"], "quickstart");
@@ -132,7 +160,11 @@ async fn the_quickstart_binary_captures_pairs_to_jsonl() {
 #[test]
 fn a_broken_config_exits_with_every_problem() {
     let out = Command::new(env!("CARGO_BIN_EXE_canarist"))
-        .args(["serve", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/config/broken.yaml")])
+        .args([
+            "serve",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/config/broken.yaml"),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

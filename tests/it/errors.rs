@@ -36,18 +36,31 @@ async fn harness() -> Harness {
     let mock = canarist::mock::MockServer::start(mock).await.unwrap();
     let yaml = crate::support::config_yaml(&mock.base_url(), DEPLOYMENTS).replace(
         "  dead:",
-        &format!("  slowmock:\n    base_url: {}\n    timeout: 300ms\n  dead:", mock.base_url()),
+        &format!(
+            "  slowmock:\n    base_url: {}\n    timeout: 300ms\n  dead:",
+            mock.base_url()
+        ),
     );
-    let config = canarist::config::Config::from_yaml(std::path::Path::new("t.yaml"), &yaml, &|_| None).unwrap();
+    let config =
+        canarist::config::Config::from_yaml(std::path::Path::new("t.yaml"), &yaml, &|_| None)
+            .unwrap();
     Harness::with_config(mock, config).await
 }
 
-async fn expect_error(r: reqwest::Response, status: u16, code: Option<&str>, param: Option<&str>) -> Value {
+async fn expect_error(
+    r: reqwest::Response,
+    status: u16,
+    code: Option<&str>,
+    param: Option<&str>,
+) -> Value {
     assert_eq!(r.status().as_u16(), status);
     assert!(r.headers().contains_key("x-request-id"));
     let body: Value = r.json().await.expect("error bodies are JSON");
     let err = &body["error"];
-    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(err["type"].is_string(), "{body}");
     if let Some(code) = code {
         assert_eq!(err["code"], code, "{body}");
@@ -68,7 +81,13 @@ async fn bad_input_gets_a_specific_openai_error() {
             .body(body)
             .send()
     };
-    expect_error(raw("{not json").await.unwrap(), 400, Some("invalid_json"), None).await;
+    expect_error(
+        raw("{not json").await.unwrap(),
+        400,
+        Some("invalid_json"),
+        None,
+    )
+    .await;
     expect_error(
         h.chat(&json!({"model": "ok"}), &[]).await,
         400,
@@ -84,7 +103,13 @@ async fn bad_input_gets_a_specific_openai_error() {
     )
     .await;
     let big = chat_body("ok", &"x".repeat(4096));
-    expect_error(h.chat(&big, &[]).await, 413, Some("request_too_large"), None).await;
+    expect_error(
+        h.chat(&big, &[]).await,
+        413,
+        Some("request_too_large"),
+        None,
+    )
+    .await;
     let body = expect_error(
         h.chat(&chat_body("no-such-model", "hi"), &[]).await,
         404,
@@ -92,7 +117,12 @@ async fn bad_input_gets_a_specific_openai_error() {
         Some("model"),
     )
     .await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("no-such-model"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-model")
+    );
     expect_error(
         h.client.get(h.url("/v2/whatever")).send().await.unwrap(),
         404,
@@ -115,7 +145,10 @@ async fn upstream_failures_map_to_gateway_statuses() {
         let body = expect_error(r, status, Some(code), None).await;
         // Nothing internal leaks: no addresses, no provider error chains.
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(!message.contains("127.0.0.1") && !message.contains("error sending"), "{message}");
+        assert!(
+            !message.contains("127.0.0.1") && !message.contains("error sending"),
+            "{message}"
+        );
     }
     // Upstream errors pass through with their own status and body.
     for (model, status) in [("rejects", 400), ("fails", 500)] {
@@ -123,7 +156,14 @@ async fn upstream_failures_map_to_gateway_statuses() {
         let direct = h
             .client
             .post(format!("{}/chat/completions", h.mock.base_url()))
-            .json(&chat_body(if model == "rejects" { "bad-request" } else { "mock-500" }, "hi"))
+            .json(&chat_body(
+                if model == "rejects" {
+                    "bad-request"
+                } else {
+                    "mock-500"
+                },
+                "hi",
+            ))
             .send()
             .await
             .unwrap();
@@ -137,9 +177,13 @@ async fn upstream_failures_map_to_gateway_statuses() {
 
 #[tokio::test]
 async fn unknown_models_go_to_the_default_provider_when_configured() {
-    let mock = canarist::mock::MockServer::start(MockConfig::builtin().unwrap()).await.unwrap();
+    let mock = canarist::mock::MockServer::start(MockConfig::builtin().unwrap())
+        .await
+        .unwrap();
     let yaml = crate::support::config_yaml(&mock.base_url(), "default_provider: mock\n");
-    let config = canarist::config::Config::from_yaml(std::path::Path::new("t.yaml"), &yaml, &|_| None).unwrap();
+    let config =
+        canarist::config::Config::from_yaml(std::path::Path::new("t.yaml"), &yaml, &|_| None)
+            .unwrap();
     let h = Harness::with_config(mock, config).await;
     let r = h.chat(&chat_body("mock-stable", "hi"), &[]).await;
     assert_eq!(r.status(), 200);

@@ -35,9 +35,14 @@ fn mock() -> MockConfig {
 async fn variants_for(h: &Harness, units: &[String]) -> HashMap<String, String> {
     futures::stream::iter(units.iter().cloned())
         .map(|unit| async move {
-            let r = h.chat(&chat_body("chat", "hi"), &[("x-canarist-unit", &unit)]).await;
+            let r = h
+                .chat(&chat_body("chat", "hi"), &[("x-canarist-unit", &unit)])
+                .await;
             assert_eq!(r.status(), 200);
-            let v = r.headers()["x-canarist-variant"].to_str().unwrap().to_owned();
+            let v = r.headers()["x-canarist-variant"]
+                .to_str()
+                .unwrap()
+                .to_owned();
             (unit, v)
         })
         .buffer_unordered(32)
@@ -50,12 +55,19 @@ async fn split_share_stickiness_and_ramp_over_http() {
     let h = Harness::start(mock(), LIVE).await;
     let units: Vec<String> = (0..20_000).map(|i| format!("unit-{i}")).collect();
     let at_half = variants_for(&h, &units).await;
-    let candidates: Vec<&String> = at_half.iter().filter(|(_, v)| *v == "cand").map(|(u, _)| u).collect();
+    let candidates: Vec<&String> = at_half
+        .iter()
+        .filter(|(_, v)| *v == "cand")
+        .map(|(u, _)| u)
+        .collect();
     let n = units.len() as u64;
     let b = Binomial::new(0.005, n).unwrap();
     let (lo, hi) = (b.inverse_cdf(0.0005), b.inverse_cdf(0.9995));
     let k = candidates.len() as u64;
-    assert!((lo..=hi).contains(&k), "{k} of {n} on the candidate, 99.9% interval [{lo}, {hi}]");
+    assert!(
+        (lo..=hi).contains(&k),
+        "{k} of {n} on the candidate, 99.9% interval [{lo}, {hi}]"
+    );
 
     // The same unit always gets the same variant.
     let sample: Vec<String> = units.iter().step_by(97).cloned().collect();
@@ -70,7 +82,9 @@ async fn split_share_stickiness_and_ramp_over_http() {
         let next = gw
             .traffic
             .load()
-            .with_change("chat", |d| d.candidates[0].buckets = (percent * 100.0) as u16)
+            .with_change("chat", |d| {
+                d.candidates[0].buckets = (percent * 100.0) as u16
+            })
             .unwrap();
         gw.set_traffic(next);
         let seen: Vec<String> = candidates.iter().map(|u| (*u).clone()).collect();
@@ -90,13 +104,19 @@ async fn requests_without_a_unit_are_marked_unsticky() {
     let obs = h.wait_observations(|o| o.len() >= 20).await;
     assert!(obs.iter().all(|o| !o.sticky && o.unit_key.is_none()));
     let served_by_candidate = obs.iter().filter(|o| o.role == Role::Candidate).count();
-    assert!(served_by_candidate > 0 && served_by_candidate < 20, "random, not all one way");
+    assert!(
+        served_by_candidate > 0 && served_by_candidate < 20,
+        "random, not all one way"
+    );
     // `user` is the next unit key source.
     let mut body = chat_body("chat", "hi");
     body["user"] = json!("bob");
     h.chat(&body, &[]).await;
     let obs = h.wait_observations(|o| o.len() >= 21).await;
-    assert!(obs.iter().any(|o| o.unit_key.as_deref() == Some("bob") && o.sticky));
+    assert!(
+        obs.iter()
+            .any(|o| o.unit_key.as_deref() == Some("bob") && o.sticky)
+    );
 }
 
 #[tokio::test]
@@ -106,7 +126,9 @@ async fn excluded_cohorts_never_see_the_candidate_and_labels_are_captured() {
     body["metadata"] = json!({"tier": "enterprise"});
     for i in 0..30 {
         let unit = format!("e{i}");
-        let r = h.chat(&body, &[("x-canarist-unit", &unit), ("x-region", "eu")]).await;
+        let r = h
+            .chat(&body, &[("x-canarist-unit", &unit), ("x-region", "eu")])
+            .await;
         assert_eq!(r.headers()["x-canarist-variant"], "stable");
     }
     body["metadata"] = json!({"tier": "free"});
@@ -115,9 +137,16 @@ async fn excluded_cohorts_never_see_the_candidate_and_labels_are_captured() {
     assert_eq!(r.headers()["x-canarist-stage"], "canary-1");
     assert_eq!(r.headers()["x-canarist-deployment"], "chat");
     let obs = h.wait_observations(|o| o.len() >= 31).await;
-    let enterprise: Vec<_> = obs.iter().filter(|o| o.cohort.get("tier").map(String::as_str) == Some("enterprise")).collect();
+    let enterprise: Vec<_> = obs
+        .iter()
+        .filter(|o| o.cohort.get("tier").map(String::as_str) == Some("enterprise"))
+        .collect();
     assert_eq!(enterprise.len(), 30);
-    assert!(enterprise.iter().all(|o| o.role == Role::Stable && o.cohort["region"] == "eu"));
+    assert!(
+        enterprise
+            .iter()
+            .all(|o| o.role == Role::Stable && o.cohort["region"] == "eu")
+    );
 }
 
 #[tokio::test]
@@ -129,12 +158,18 @@ async fn variant_overrides_reach_the_upstream_and_unknown_fields_pass_through() 
     let sent = h.mock.requests();
     let got = &sent.last().unwrap().body;
     assert_eq!(got["model"], "mock-candidate-fast");
-    assert_eq!(got["messages"][0], json!({"role": "system", "content": "Answer in one sentence."}));
+    assert_eq!(
+        got["messages"][0],
+        json!({"role": "system", "content": "Answer in one sentence."})
+    );
     assert_eq!(got["x_vendor"], json!({"keep": [1, 2]}));
-    assert_eq!(got["temperature"], 0.9, "candidate has no temperature override");
+    assert_eq!(
+        got["temperature"], 0.9,
+        "candidate has no temperature override"
+    );
     let h2 = Harness::start(mock(), &LIVE.replace("percent: 0.5", "percent: 0")).await;
     h2.chat(&body, &[("x-canarist-unit", "u")]).await;
-    let got = &h2.mock.requests().last().unwrap().body;
+    let got = h2.mock.requests().last().unwrap().body.clone();
     assert_eq!(got["model"], "mock-fast");
     assert_eq!(got["temperature"], 0.2, "stable's override wins");
 }
@@ -144,27 +179,54 @@ async fn live_pair_sample_and_fallback() {
     let yaml = LIVE
         .replace("percent: 0.5", "percent: 100")
         .replace("model: mock-candidate-fast", "model: mock-500")
-        .replace("    cohorts:", "    live: { pair_sample_percent: 100, fallback_to_stable: true }\n    cohorts:");
+        .replace(
+            "    cohorts:",
+            "    live: { pair_sample_percent: 100, fallback_to_stable: true }\n    cohorts:",
+        );
     let h = Harness::start(mock(), &yaml).await;
-    let r = h.chat(&chat_body("chat", "hi"), &[("x-canarist-unit", "u")]).await;
+    let r = h
+        .chat(&chat_body("chat", "hi"), &[("x-canarist-unit", "u")])
+        .await;
     assert_eq!(r.status(), 200, "the fallback to stable answered");
     assert_eq!(r.headers()["x-canarist-variant"], "stable");
     let obs = h.wait_observations(|o| o.len() >= 3).await;
     let cand = obs.iter().find(|o| o.role == Role::Candidate).unwrap();
     assert_eq!(cand.purpose, Purpose::Served);
-    assert_eq!(cand.error, Some(ErrorClass::Upstream5xx), "the failure counts against the candidate");
-    assert!(obs.iter().any(|o| o.purpose == Purpose::Fallback && o.is_success()));
-    assert!(obs.iter().any(|o| o.purpose == Purpose::Mirrored && o.role == Role::Stable));
+    assert_eq!(
+        cand.error,
+        Some(ErrorClass::Upstream5xx),
+        "the failure counts against the candidate"
+    );
+    assert!(
+        obs.iter()
+            .any(|o| o.purpose == Purpose::Fallback && o.is_success())
+    );
+    assert!(
+        obs.iter()
+            .any(|o| o.purpose == Purpose::Mirrored && o.role == Role::Stable)
+    );
     let pairs = h.wait_pairs(1).await;
     assert_eq!(pairs[0].candidate.error, Some(ErrorClass::Upstream5xx));
     let m = h.metrics().await;
-    assert_eq!(metric_value(&m, "canarist_fallbacks_total{deployment=\"chat\"}"), 1.0, "{m}");
+    assert_eq!(
+        metric_value(&m, "canarist_fallbacks_total{deployment=\"chat\"}"),
+        1.0,
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn models_lists_the_deployments() {
     let h = Harness::start(mock(), LIVE).await;
-    let v: serde_json::Value = h.client.get(h.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    let v: serde_json::Value = h
+        .client
+        .get(h.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["id"], "chat");
 }

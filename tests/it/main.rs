@@ -1,2 +1,8 @@
 //! canarist's integration tests: one binary so that it links once.
+mod clients;
+mod errors;
+mod live;
 mod mock_upstream;
+mod shadow;
+mod streaming;
+mod support;

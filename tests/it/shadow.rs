@@ -35,13 +35,17 @@ fn off_deployment() -> &'static str {
 }
 
 fn mock() -> MockConfig {
-    MockConfig::builtin().unwrap().with_seed(7).with_fixed_created(1_700_000_000).with_model(
-        "mock-stable",
-        Profile {
-            latency: Latency::Fixed(Duration::from_millis(5)),
-            ..Profile::default()
-        },
-    )
+    MockConfig::builtin()
+        .unwrap()
+        .with_seed(7)
+        .with_fixed_created(1_700_000_000)
+        .with_model(
+            "mock-stable",
+            Profile {
+                latency: Latency::Fixed(Duration::from_millis(5)),
+                ..Profile::default()
+            },
+        )
 }
 
 /// Sends the same request to the shadowed deployment and to a stable-only control deployment
@@ -49,6 +53,8 @@ fn mock() -> MockConfig {
 async fn stable_vs_shadowed(h: &Harness, stream: bool) -> (Vec<u8>, Vec<u8>) {
     let mut body = chat_body("support", "Where is my order?");
     body["stream"] = json!(stream);
+    // `user` reaches the upstream too, so the mock draws the same answer and id for both.
+    body["user"] = json!("u-1");
     let shadowed = h.chat(&body, &[("x-canarist-unit", "u-1")]).await;
     assert_eq!(shadowed.status(), 200);
     assert_eq!(shadowed.headers()["x-canarist-variant"], "stable");
@@ -103,7 +109,11 @@ async fn hanging_or_slow_candidates_do_not_delay_the_client() {
         .await;
         for stream in [false, true] {
             let (shadowed, control) = stable_vs_shadowed(&h, stream).await;
-            assert_eq!(shadowed, control, "{candidate} (stream={stream})");
+            assert_eq!(
+                String::from_utf8_lossy(&shadowed),
+                String::from_utf8_lossy(&control),
+                "{candidate} (stream={stream})"
+            );
         }
         // The client has its complete answer while the candidate is still going: structure,
         // not timing — the candidate's observation does not exist yet.
@@ -112,7 +122,13 @@ async fn hanging_or_slow_candidates_do_not_delay_the_client() {
             obs.iter().all(|o| o.role == Role::Stable),
             "{candidate}: candidate finished before the client response? {obs:?}"
         );
-        assert!(h.mock.request_count(if candidate == "mock-hang" { "mock-hang" } else { "mock-slow-cand" }) >= 2);
+        assert!(
+            h.mock.request_count(if candidate == "mock-hang" {
+                "mock-hang"
+            } else {
+                "mock-slow-cand"
+            }) >= 2
+        );
     }
 }
 
@@ -147,7 +163,10 @@ async fn the_captured_pair_holds_both_full_answers_with_usage_and_timings() {
         let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
         let text = r.text().await.unwrap();
         let pairs = h.wait_pairs(i + 1).await;
-        let pair = pairs.iter().find(|p| p.request_id.to_string() == request_id).unwrap();
+        let pair = pairs
+            .iter()
+            .find(|p| p.request_id.to_string() == request_id)
+            .unwrap();
         for (side, role, model) in [
             (&pair.stable, Role::Stable, "mock-stable"),
             (&pair.candidate, Role::Candidate, "mock-candidate-good"),
@@ -175,7 +194,10 @@ async fn the_captured_pair_holds_both_full_answers_with_usage_and_timings() {
         let stable_answer = pair.stable.response_text.clone().unwrap();
         if !stream {
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(v["choices"][0]["message"]["content"], stable_answer.as_str());
+            assert_eq!(
+                v["choices"][0]["message"]["content"],
+                stable_answer.as_str()
+            );
         } else {
             assert!(text.contains("data: [DONE]"));
         }
@@ -185,11 +207,16 @@ async fn the_captured_pair_holds_both_full_answers_with_usage_and_timings() {
 
 #[tokio::test]
 async fn the_spend_cap_stops_mirroring_and_says_so() {
-    let h = Harness::start(mock(), &shadow_of("mock-candidate-good", "    spend_cap: { tokens: 1 }")).await;
+    let h = Harness::start(
+        mock(),
+        &shadow_of("mock-candidate-good", "    spend_cap: { tokens: 1 }"),
+    )
+    .await;
     let r = h.chat(&chat_body("support", "hello there"), &[]).await;
     assert_eq!(r.status(), 200);
     // Let the first mirror finish so that its spend is counted.
-    h.wait_observations(|o| o.iter().any(|o| o.role == Role::Candidate)).await;
+    h.wait_observations(|o| o.iter().any(|o| o.role == Role::Candidate))
+        .await;
     for _ in 0..4 {
         let r = h.chat(&chat_body("support", "hello there"), &[]).await;
         assert_eq!(r.status(), 200);
@@ -197,19 +224,41 @@ async fn the_spend_cap_stops_mirroring_and_says_so() {
     let candidate_calls = h.mock.request_count("mock-candidate-good");
     assert_eq!(candidate_calls, 1, "mirroring continued past the cap");
     let m = h.metrics().await;
-    assert_eq!(metric_value(&m, "canarist_mirror_spend_cap_reached{deployment=\"support\"}"), 1.0, "{m}");
-    assert_eq!(metric_value(&m, "canarist_mirror_skipped_total{deployment=\"support\",reason=\"spend_cap\"}"), 4.0, "{m}");
+    assert_eq!(
+        metric_value(
+            &m,
+            "canarist_mirror_spend_cap_reached{deployment=\"support\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "canarist_mirror_skipped_total{deployment=\"support\",reason=\"spend_cap\"}"
+        ),
+        4.0,
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn embeddings_are_served_by_stable_and_not_mirrored_by_default() {
     let h = Harness::start(mock(), &shadow_of("mock-candidate-good", "")).await;
     let r = h
-        .post("/v1/embeddings", &json!({"model": "support", "input": "hello"}), &[])
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "support", "input": "hello"}),
+            &[],
+        )
         .await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert!(v["data"][0]["embedding"].as_array().is_some_and(|e| !e.is_empty()));
+    assert!(
+        v["data"][0]["embedding"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(h.mock.request_count("mock-candidate-good"), 0);
 }

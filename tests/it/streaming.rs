@@ -56,7 +56,11 @@ async fn the_first_chunk_arrives_before_the_upstream_sends_the_last() {
 
 #[tokio::test]
 async fn usage_is_captured_but_only_shown_when_asked_for() {
-    let h = Harness::start(MockConfig::builtin().unwrap(), &SHADOW.replace("model: held", "model: mock-stable")).await;
+    let h = Harness::start(
+        MockConfig::builtin().unwrap(),
+        &SHADOW.replace("model: held", "model: mock-stable"),
+    )
+    .await;
     for asks in [false, true] {
         let mut body = chat_body("s", "What are your opening hours?");
         body["stream"] = json!(true);
@@ -68,16 +72,26 @@ async fn usage_is_captured_but_only_shown_when_asked_for() {
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
             .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-            .filter(|v| v["choices"].as_array().is_some_and(|c| c.is_empty()) && v["usage"].is_object())
+            .filter(|v| {
+                v["choices"].as_array().is_some_and(|c| c.is_empty()) && v["usage"].is_object()
+            })
             .count();
         assert_eq!(usage_chunks, usize::from(asks), "asks={asks}: {text}");
         // Upstream always got the usage request.
         let sent = h.mock.requests();
-        let last = sent.iter().rev().find(|r| r.model.as_deref() == Some("mock-stable")).unwrap();
+        let last = sent
+            .iter()
+            .rev()
+            .find(|r| r.model.as_deref() == Some("mock-stable"))
+            .unwrap();
         assert_eq!(last.body["stream_options"]["include_usage"], true);
     }
     let obs = h.wait_observations(|o| o.len() >= 4).await;
-    assert!(obs.iter().all(|o| o.usage.is_some_and(|u| u.total_tokens > 0)), "{obs:?}");
+    assert!(
+        obs.iter()
+            .all(|o| o.usage.is_some_and(|u| u.total_tokens > 0)),
+        "{obs:?}"
+    );
 }
 
 #[tokio::test]
@@ -113,7 +127,9 @@ async fn truncated_streams_are_captured_as_truncated() {
     body["stream"] = json!(true);
     let r = h.chat(&body, &[]).await;
     let _ = r.bytes().await;
-    let obs = h.wait_observations(|o| o.iter().any(|o| o.role == Role::Stable)).await;
+    let obs = h
+        .wait_observations(|o| o.iter().any(|o| o.role == Role::Stable))
+        .await;
     let stable = obs.iter().find(|o| o.role == Role::Stable).unwrap();
     assert_eq!(stable.error, Some(ErrorClass::Truncated), "{stable:?}");
 }

@@ -36,9 +36,13 @@ impl Harness {
 
     pub async fn with_config(mock: MockServer, config: Config) -> Harness {
         let sink = MemorySink::new();
-        let gateway = Server::start(config, "127.0.0.1:0".parse().unwrap(), Arc::new(sink.clone()))
-            .await
-            .expect("gateway starts");
+        let gateway = Server::start(
+            config,
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(sink.clone()),
+        )
+        .await
+        .expect("gateway starts");
         Harness {
             mock,
             gateway,
@@ -51,7 +55,12 @@ impl Harness {
         format!("{}{path}", self.gateway.url())
     }
 
-    pub async fn post(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut req = self.client.post(self.url(path)).json(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -94,7 +103,10 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("captured observations never matched: {:#?}", self.observations());
+        panic!(
+            "captured observations never matched: {:#?}",
+            self.observations()
+        );
     }
 
     /// Waits (up to 10 s) for `n` pairs.
