@@ -16,9 +16,13 @@ use super::model::{Check, CheckKind, LengthUnit, RefusalExpect, Rubric, Severity
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum SideResult {
     Pass,
-    Fail { reason: String },
+    Fail {
+        reason: String,
+    },
     /// The check could not be evaluated on this side (error, no cost known, no stable value).
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
 }
 
 impl SideResult {
@@ -31,15 +35,23 @@ impl SideResult {
     }
 
     fn fail(reason: impl Into<String>) -> Self {
-        SideResult::Fail { reason: truncate(reason.into()) }
+        SideResult::Fail {
+            reason: truncate(reason.into()),
+        }
     }
 
     fn skip(reason: impl Into<String>) -> Self {
-        SideResult::Skipped { reason: reason.into() }
+        SideResult::Skipped {
+            reason: reason.into(),
+        }
     }
 
     fn from_bool(ok: bool, reason: impl FnOnce() -> String) -> Self {
-        if ok { SideResult::Pass } else { SideResult::fail(reason()) }
+        if ok {
+            SideResult::Pass
+        } else {
+            SideResult::fail(reason())
+        }
     }
 }
 
@@ -98,7 +110,9 @@ impl CheckReport {
 }
 
 pub fn run_checks(rubric: &Rubric, pair: &Pair) -> CheckReport {
-    CheckReport { outcomes: rubric.checks.iter().map(|c| evaluate(c, pair)).collect() }
+    CheckReport {
+        outcomes: rubric.checks.iter().map(|c| evaluate(c, pair)).collect(),
+    }
 }
 
 pub fn evaluate(check: &Check, pair: &Pair) -> CheckOutcome {
@@ -129,7 +143,8 @@ pub fn answer_text(obs: &Observation) -> Option<&str> {
 }
 
 fn errored(obs: &Observation) -> Option<SideResult> {
-    obs.error.map(|e| SideResult::skip(format!("the call failed ({})", e.as_str())))
+    obs.error
+        .map(|e| SideResult::skip(format!("the call failed ({})", e.as_str())))
 }
 
 fn side(kind: &CheckKind, obs: &Observation) -> SideResult {
@@ -139,7 +154,10 @@ fn side(kind: &CheckKind, obs: &Observation) -> SideResult {
     match kind {
         CheckKind::LatencyMs { max } => {
             return SideResult::from_bool(obs.latency_ms <= *max, || {
-                format!("latency {:.0} ms is over the budget of {max} ms", obs.latency_ms)
+                format!(
+                    "latency {:.0} ms is over the budget of {max} ms",
+                    obs.latency_ms
+                )
             });
         }
         CheckKind::Cost { max_usd } => {
@@ -153,7 +171,10 @@ fn side(kind: &CheckKind, obs: &Observation) -> SideResult {
         CheckKind::FinishReason { allowed } => {
             return match obs.finish_reason.as_deref() {
                 Some(r) if allowed.iter().any(|a| a == r) => SideResult::Pass,
-                Some(r) => SideResult::fail(format!("finish reason `{r}` is not one of: {}", allowed.join(", "))),
+                Some(r) => SideResult::fail(format!(
+                    "finish reason `{r}` is not one of: {}",
+                    allowed.join(", ")
+                )),
                 None => SideResult::fail("no finish reason"),
             };
         }
@@ -171,13 +192,18 @@ fn text_check(kind: &CheckKind, text: &str, obs: &Observation) -> SideResult {
             Ok(_) => SideResult::Pass,
             Err(e) => SideResult::fail(format!("not valid JSON: {e}")),
         },
-        CheckKind::JsonSchema { validator, .. } => match serde_json::from_str::<serde_json::Value>(text.trim()) {
-            Err(e) => SideResult::fail(format!("not valid JSON: {e}")),
-            Ok(v) => match validator.iter_errors(&v).next() {
-                None => SideResult::Pass,
-                Some(e) => SideResult::fail(format!("schema violation at `{}`: {e}", e.instance_path())),
-            },
-        },
+        CheckKind::JsonSchema { validator, .. } => {
+            match serde_json::from_str::<serde_json::Value>(text.trim()) {
+                Err(e) => SideResult::fail(format!("not valid JSON: {e}")),
+                Ok(v) => match validator.iter_errors(&v).next() {
+                    None => SideResult::Pass,
+                    Some(e) => SideResult::fail(format!(
+                        "schema violation at `{}`: {e}",
+                        e.instance_path()
+                    )),
+                },
+            }
+        }
         CheckKind::Regex { pattern, negate } => {
             let found = pattern.is_match(text);
             SideResult::from_bool(found != *negate, || {
@@ -188,7 +214,10 @@ fn text_check(kind: &CheckKind, text: &str, obs: &Observation) -> SideResult {
                 }
             })
         }
-        CheckKind::Contains { values, case_sensitive } => {
+        CheckKind::Contains {
+            values,
+            case_sensitive,
+        } => {
             let missing: Vec<&str> = values
                 .iter()
                 .filter(|v| !contains(text, v, *case_sensitive))
@@ -196,7 +225,10 @@ fn text_check(kind: &CheckKind, text: &str, obs: &Observation) -> SideResult {
                 .collect();
             SideResult::from_bool(missing.is_empty(), || format!("missing {missing:?}"))
         }
-        CheckKind::NotContains { values, case_sensitive } => {
+        CheckKind::NotContains {
+            values,
+            case_sensitive,
+        } => {
             let found: Vec<&str> = values
                 .iter()
                 .filter(|v| contains(text, v, *case_sensitive))
@@ -215,9 +247,15 @@ fn text_check(kind: &CheckKind, text: &str, obs: &Observation) -> SideResult {
                 LengthUnit::Tokens => "tokens",
             };
             if min.is_some_and(|m| n < m) {
-                SideResult::fail(format!("{n} {unit} is below the minimum of {}", min.unwrap_or(0)))
+                SideResult::fail(format!(
+                    "{n} {unit} is below the minimum of {}",
+                    min.unwrap_or(0)
+                ))
             } else if max.is_some_and(|m| n > m) {
-                SideResult::fail(format!("{n} {unit} is above the maximum of {}", max.unwrap_or(0)))
+                SideResult::fail(format!(
+                    "{n} {unit} is above the maximum of {}",
+                    max.unwrap_or(0)
+                ))
             } else {
                 SideResult::Pass
             }
@@ -226,7 +264,9 @@ fn text_check(kind: &CheckKind, text: &str, obs: &Observation) -> SideResult {
             let lower = text.to_lowercase();
             let hit = phrases.iter().find(|p| lower.contains(p.as_str()));
             match (expect, hit) {
-                (RefusalExpect::Answer, None) | (RefusalExpect::Refusal, Some(_)) => SideResult::Pass,
+                (RefusalExpect::Answer, None) | (RefusalExpect::Refusal, Some(_)) => {
+                    SideResult::Pass
+                }
                 (RefusalExpect::Answer, Some(p)) => SideResult::fail(format!("refused (\"{p}\")")),
                 (RefusalExpect::Refusal, None) => SideResult::fail("did not refuse"),
             }

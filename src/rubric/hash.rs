@@ -7,7 +7,7 @@
 //! prompt template. Excluded: `id`, `version`, `description`, comments, key order, `applies_to`
 //! (it chooses pairs, not verdicts), and the judge's endpoint, key variable, rate limits and spend
 //! cap (operational). The serialization is built from the validated model, so YAML formatting,
-//! comments and key order cannot change it.
+//! comments and key order cannot change it. Pure; cannot fail.
 
 use std::fmt;
 
@@ -76,8 +76,17 @@ fn check_params(kind: &CheckKind) -> Value {
     match kind {
         CheckKind::JsonValid => json!({}),
         CheckKind::JsonSchema { schema, .. } => json!({ "schema": schema }),
-        CheckKind::Regex { pattern, negate } => json!({ "pattern": pattern.as_str(), "negate": negate }),
-        CheckKind::Contains { values, case_sensitive } | CheckKind::NotContains { values, case_sensitive } => {
+        CheckKind::Regex { pattern, negate } => {
+            json!({ "pattern": pattern.as_str(), "negate": negate })
+        }
+        CheckKind::Contains {
+            values,
+            case_sensitive,
+        }
+        | CheckKind::NotContains {
+            values,
+            case_sensitive,
+        } => {
             json!({ "values": values, "case_sensitive": case_sensitive })
         }
         CheckKind::Length { unit, min, max } => json!({ "unit": unit, "min": min, "max": max }),

@@ -49,9 +49,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rubric>, RubricError> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        let is_yaml = path
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml");
+        let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
         if is_yaml && path.is_file() {
             files.push(path);
         }
@@ -73,7 +71,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rubric>, RubricError> {
                 file: r.source.clone(),
                 line: 1,
                 field: "id".into(),
-                message: format!("duplicate rubric id `{}` (also in {})", r.id, first.display()),
+                message: format!(
+                    "duplicate rubric id `{}` (also in {})",
+                    r.id,
+                    first.display()
+                ),
             });
         }
     }
@@ -112,10 +114,20 @@ fn finish(mut problems: Vec<Problem>) -> Result<(), RubricError> {
 fn build(cx: &mut Ctx, node: &Node, dir: &Path) -> Option<Rubric> {
     let mut m = MapReader::new(cx, node, "")?;
     let id = m.req_str(cx, "id");
-    if let (Some(id), Some(n)) = (&id, m.get("id")) {
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            cx.problem(n.line, "id", "must be non-empty and use only letters, digits, `-`, `_` and `.`");
-        }
+    let id_ok = |id: &str| {
+        !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    if let Some(id) = &id
+        && !id_ok(id)
+    {
+        cx.problem(
+            m.line_of("id"),
+            "id",
+            "must be non-empty and use only letters, digits, `-`, `_` and `.`",
+        );
     }
     let version = m.require(cx, "version").and_then(|n| {
         let text = match &n.value {
@@ -125,7 +137,13 @@ fn build(cx: &mut Ctx, node: &Node, dir: &Path) -> Option<Rubric> {
             _ => String::new(),
         };
         semver::Version::parse(&text)
-            .map_err(|e| cx.problem(n.line, "version", format!("`{text}` is not a semantic version (e.g. 1.2.0): {e}")))
+            .map_err(|e| {
+                cx.problem(
+                    n.line,
+                    "version",
+                    format!("`{text}` is not a semantic version (e.g. 1.2.0): {e}"),
+                )
+            })
             .ok()
     });
     let description = m.str(cx, "description");
@@ -133,11 +151,17 @@ fn build(cx: &mut Ctx, node: &Node, dir: &Path) -> Option<Rubric> {
         Some(n) => applies_to(cx, n),
         None => Some(default_applies_to()),
     };
+    let no_checks = yaml::is_empty_list(m.get("checks"));
+    let no_criteria = yaml::is_empty_list(m.get("criteria"));
     let checks = load_checks::checks(cx, &mut m);
     let criteria = load_criteria::criteria(cx, &mut m);
-    let judging = judging(cx, &mut m, dir, !criteria.is_empty());
-    if checks.is_empty() && criteria.is_empty() {
-        cx.problem(m.line, "checks", "a rubric needs at least one check or criterion");
+    let judging = judging(cx, &mut m, dir, !no_criteria);
+    if no_checks && no_criteria {
+        cx.problem(
+            m.line,
+            "checks",
+            "a rubric needs at least one check or criterion",
+        );
     }
     m.finish(cx);
     if !cx.problems.is_empty() {
@@ -174,14 +198,22 @@ fn applies_to(cx: &mut Ctx, node: &Node) -> Option<AppliesTo> {
     let routes = m.str_list(cx, "routes");
     for r in &routes {
         if !r.starts_with('/') {
-            cx.problem(m.line_of("routes"), &m.field("routes"), format!("`{r}` is not an endpoint path (e.g. /chat/completions)"));
+            cx.problem(
+                m.line_of("routes"),
+                &m.field("routes"),
+                format!("`{r}` is not an endpoint path (e.g. /chat/completions)"),
+            );
         }
     }
     let cohort = matches(cx, &mut m, "cohort");
     let metadata = matches(cx, &mut m, "metadata");
     let sample_rate = m.f64(cx, "sample_rate").unwrap_or(1.0);
     if !(0.0..=1.0).contains(&sample_rate) {
-        cx.problem(m.line_of("sample_rate"), &m.field("sample_rate"), format!("must be between 0 and 1, got {sample_rate}"));
+        cx.problem(
+            m.line_of("sample_rate"),
+            &m.field("sample_rate"),
+            format!("must be between 0 and 1, got {sample_rate}"),
+        );
     }
     m.finish(cx);
     Some(AppliesTo {
@@ -194,7 +226,11 @@ fn applies_to(cx: &mut Ctx, node: &Node) -> Option<AppliesTo> {
 }
 
 /// `key: value` or `key: [value, value]` → accepted values per key.
-fn matches(cx: &mut Ctx, m: &mut MapReader<'_>, key: &'static str) -> BTreeMap<String, Vec<String>> {
+fn matches(
+    cx: &mut Ctx,
+    m: &mut MapReader<'_>,
+    key: &'static str,
+) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     let Some(node) = m.get(key) else {
         return out;
@@ -234,23 +270,37 @@ fn judging(cx: &mut Ctx, m: &mut MapReader<'_>, dir: &Path, needed: bool) -> Opt
         .filter(|b| **b)
         .count();
     if given > 1 {
-        cx.problem(m.line, "judge", "give only one of `judge`, `judge_ref` and `panel`");
+        cx.problem(
+            m.line,
+            "judge",
+            "give only one of `judge`, `judge_ref` and `panel`",
+        );
         return None;
     }
     if given == 0 {
         if needed {
-            cx.problem(m.line, "judge", "criteria need a judge: add `judge`, `judge_ref` or `panel`");
+            cx.problem(
+                m.line,
+                "judge",
+                "criteria need a judge: add `judge`, `judge_ref` or `panel`",
+            );
         }
         return None;
     }
     if let Some(n) = inline {
         let j = judge(cx, n, "judge", "inline")?;
-        return Some(Judging { judges: vec![j], aggregate: Aggregate::Mean });
+        return Some(Judging {
+            judges: vec![j],
+            aggregate: Aggregate::Mean,
+        });
     }
     if let Some(n) = by_ref {
         let path = yaml::as_str(cx, n, "judge_ref")?;
         let j = judge_file(cx, n.line, "judge_ref", dir, &path)?;
-        return Some(Judging { judges: vec![j], aggregate: Aggregate::Mean });
+        return Some(Judging {
+            judges: vec![j],
+            aggregate: Aggregate::Mean,
+        });
     }
     let n = panel?;
     let mut p = MapReader::new(cx, n, "panel")?;
@@ -258,7 +308,11 @@ fn judging(cx: &mut Ctx, m: &mut MapReader<'_>, dir: &Path, needed: bool) -> Opt
         Some("majority") => Some(Aggregate::Majority),
         Some("mean") => Some(Aggregate::Mean),
         Some(other) => {
-            cx.problem(p.line_of("aggregate"), "panel.aggregate", format!("unknown aggregate `{other}` (expected majority or mean)"));
+            cx.problem(
+                p.line_of("aggregate"),
+                "panel.aggregate",
+                format!("unknown aggregate `{other}` (expected majority or mean)"),
+            );
             None
         }
         None => None,
@@ -266,7 +320,11 @@ fn judging(cx: &mut Ctx, m: &mut MapReader<'_>, dir: &Path, needed: bool) -> Opt
     let mut judges = Vec::new();
     let items = p.seq(cx, "judges");
     if items.len() < 2 {
-        cx.problem(p.line, "panel.judges", "a panel needs at least two judges (use `judge` for one)");
+        cx.problem(
+            p.line,
+            "panel.judges",
+            "a panel needs at least two judges (use `judge` for one)",
+        );
     }
     for (field, item) in items {
         let Some(mut e) = MapReader::new(cx, item, &field) else {
@@ -274,7 +332,13 @@ fn judging(cx: &mut Ctx, m: &mut MapReader<'_>, dir: &Path, needed: bool) -> Opt
         };
         if e.has("judge_ref") {
             if let Some(path) = e.str(cx, "judge_ref") {
-                judges.extend(judge_file(cx, e.line_of("judge_ref"), &e.field("judge_ref"), dir, &path));
+                judges.extend(judge_file(
+                    cx,
+                    e.line_of("judge_ref"),
+                    &e.field("judge_ref"),
+                    dir,
+                    &path,
+                ));
             }
             e.finish(cx);
         } else {
@@ -282,7 +346,10 @@ fn judging(cx: &mut Ctx, m: &mut MapReader<'_>, dir: &Path, needed: bool) -> Opt
         }
     }
     p.finish(cx);
-    Some(Judging { judges, aggregate: aggregate? })
+    Some(Judging {
+        judges,
+        aggregate: aggregate?,
+    })
 }
 
 /// Reads a shared judge file; its problems name the judge file, a missing file names the ref.
@@ -291,7 +358,11 @@ fn judge_file(cx: &mut Ctx, line: usize, field: &str, dir: &Path, rel: &str) -> 
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) => {
-            cx.problem(line, field, format!("cannot read judge file {}: {e}", path.display()));
+            cx.problem(
+                line,
+                field,
+                format!("cannot read judge file {}: {e}", path.display()),
+            );
             return None;
         }
     };
@@ -308,7 +379,11 @@ fn judge_file(cx: &mut Ctx, line: usize, field: &str, dir: &Path, rel: &str) -> 
     let mut jcx = Ctx::new(&path);
     let judge = judge(&mut jcx, &node, "", &name);
     if !jcx.problems.is_empty() {
-        cx.problem(line, field, format!("judge file {} is invalid", path.display()));
+        cx.problem(
+            line,
+            field,
+            format!("judge file {} is invalid", path.display()),
+        );
     }
     cx.problems.extend(jcx.problems);
     judge
@@ -319,23 +394,36 @@ fn judge(cx: &mut Ctx, node: &Node, path: &str, name: &str) -> Option<JudgeModel
     let mut m = MapReader::new(cx, node, path)?;
     let name = m.str(cx, "name").unwrap_or_else(|| name.to_owned());
     let base_url = m.req_str(cx, "base_url");
-    if let Some(u) = &base_url {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            cx.problem(m.line_of("base_url"), &m.field("base_url"), format!("`{u}` is not an http(s) URL"));
-        }
+    if let Some(u) = &base_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        cx.problem(
+            m.line_of("base_url"),
+            &m.field("base_url"),
+            format!("`{u}` is not an http(s) URL"),
+        );
     }
     let api_key_env = m.req_str(cx, "api_key_env");
     if let Some(k) = &api_key_env {
         let ok = !k.is_empty()
-            && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            && k.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
         if !ok {
-            cx.problem(m.line_of("api_key_env"), &m.field("api_key_env"), "must name an environment variable (e.g. OPENAI_API_KEY), not hold a key");
+            cx.problem(
+                m.line_of("api_key_env"),
+                &m.field("api_key_env"),
+                "must name an environment variable (e.g. OPENAI_API_KEY), not hold a key",
+            );
         }
     }
     let model = m.req_str(cx, "model");
     let temperature = m.f64(cx, "temperature").unwrap_or(0.0);
     if !(0.0..=2.0).contains(&temperature) {
-        cx.problem(m.line_of("temperature"), &m.field("temperature"), "must be between 0 and 2 (use 0 for judging)");
+        cx.problem(
+            m.line_of("temperature"),
+            &m.field("temperature"),
+            "must be between 0 and 2 (use 0 for judging)",
+        );
     }
     let seed = m.int(cx, "seed");
     let max_tokens = bounded_u32(cx, &mut m, "max_tokens").unwrap_or(512);
@@ -343,7 +431,11 @@ fn judge(cx: &mut Ctx, node: &Node, path: &str, name: &str) -> Option<JudgeModel
     let tokens_per_minute = bounded_u32(cx, &mut m, "tokens_per_minute");
     let spend_cap_usd = m.f64(cx, "spend_cap_usd");
     if spend_cap_usd.is_some_and(|c| c <= 0.0) {
-        cx.problem(m.line_of("spend_cap_usd"), &m.field("spend_cap_usd"), "must be positive");
+        cx.problem(
+            m.line_of("spend_cap_usd"),
+            &m.field("spend_cap_usd"),
+            "must be positive",
+        );
     }
     m.finish(cx);
     if cx.problems.len() > before {
@@ -369,7 +461,11 @@ fn bounded_u32(cx: &mut Ctx, m: &mut MapReader<'_>, key: &'static str) -> Option
     match u32::try_from(v) {
         Ok(v) if v > 0 => Some(v),
         _ => {
-            cx.problem(m.line_of(key), &m.field(key), format!("must be between 1 and {}", u32::MAX));
+            cx.problem(
+                m.line_of(key),
+                &m.field(key),
+                format!("must be between 1 and {}", u32::MAX),
+            );
             None
         }
     }

@@ -16,11 +16,17 @@ use super::model::Rubric;
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("cannot read lock file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("lock file {} is not valid: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("cannot write lock file {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +50,10 @@ impl Lock {
         let rubrics = rubrics
             .iter()
             .map(|r| {
-                let entry = LockEntry { version: r.version.clone(), hash: r.hash.clone() };
+                let entry = LockEntry {
+                    version: r.version.clone(),
+                    hash: r.hash.clone(),
+                };
                 (r.id.clone(), entry)
             })
             .collect();
@@ -56,11 +65,19 @@ impl Lock {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(LockError::Read { path: path.to_path_buf(), source }),
+            Err(source) => {
+                return Err(LockError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         };
         serde_yaml_ng::from_str(&text)
             .map(Some)
-            .map_err(|e| LockError::Parse { path: path.to_path_buf(), message: e.to_string() })
+            .map_err(|e| LockError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
     }
 
     pub fn to_text(&self) -> String {
@@ -70,8 +87,10 @@ impl Lock {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
-        std::fs::write(path, self.to_text())
-            .map_err(|source| LockError::Write { path: path.to_path_buf(), source })
+        std::fs::write(path, self.to_text()).map_err(|source| LockError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -82,18 +101,28 @@ pub enum LockStatus {
     /// Not in the lock file yet.
     New,
     /// The version went up (the content may or may not have changed): the lock is out of date.
-    Bumped { from: semver::Version },
+    Bumped {
+        from: semver::Version,
+    },
     /// Violation: same version, different content.
-    ChangedWithoutBump { old: ContentHash, new: ContentHash },
+    ChangedWithoutBump {
+        old: ContentHash,
+        new: ContentHash,
+    },
     /// Violation: the version is lower than the locked one.
-    VersionWentBack { from: semver::Version },
+    VersionWentBack {
+        from: semver::Version,
+    },
     /// In the lock file, but no rubric has this id any more.
     Removed,
 }
 
 impl LockStatus {
     pub fn is_violation(&self) -> bool {
-        matches!(self, LockStatus::ChangedWithoutBump { .. } | LockStatus::VersionWentBack { .. })
+        matches!(
+            self,
+            LockStatus::ChangedWithoutBump { .. } | LockStatus::VersionWentBack { .. }
+        )
     }
 
     /// Whether the lock file should be rewritten to reflect this rubric.
@@ -113,7 +142,11 @@ pub struct LockLine {
 
 impl fmt::Display for LockLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = self.source.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
+        let at = self
+            .source
+            .as_ref()
+            .map(|p| format!("{}: ", p.display()))
+            .unwrap_or_default();
         let (id, v) = (&self.id, &self.version);
         match &self.status {
             LockStatus::Unchanged => write!(f, "{at}{id} {v}: unchanged"),
@@ -128,7 +161,9 @@ impl fmt::Display for LockLine {
             LockStatus::VersionWentBack { from } => {
                 write!(f, "{at}{id}: version went back from {from} to {v}")
             }
-            LockStatus::Removed => write!(f, "{id} {v}: in the lock file but no rubric has this id"),
+            LockStatus::Removed => {
+                write!(f, "{id} {v}: in the lock file but no rubric has this id")
+            }
         }
     }
 }
@@ -140,19 +175,34 @@ pub fn compare(lock: &Lock, rubrics: &[Rubric]) -> Vec<LockLine> {
         .map(|r| {
             let status = match lock.rubrics.get(&r.id) {
                 None => LockStatus::New,
-                Some(e) if r.version < e.version => LockStatus::VersionWentBack { from: e.version.clone() },
-                Some(e) if r.version > e.version => LockStatus::Bumped { from: e.version.clone() },
-                Some(e) if e.hash != r.hash => {
-                    LockStatus::ChangedWithoutBump { old: e.hash.clone(), new: r.hash.clone() }
-                }
+                Some(e) if r.version < e.version => LockStatus::VersionWentBack {
+                    from: e.version.clone(),
+                },
+                Some(e) if r.version > e.version => LockStatus::Bumped {
+                    from: e.version.clone(),
+                },
+                Some(e) if e.hash != r.hash => LockStatus::ChangedWithoutBump {
+                    old: e.hash.clone(),
+                    new: r.hash.clone(),
+                },
                 Some(_) => LockStatus::Unchanged,
             };
-            LockLine { id: r.id.clone(), version: r.version.clone(), source: Some(r.source.clone()), status }
+            LockLine {
+                id: r.id.clone(),
+                version: r.version.clone(),
+                source: Some(r.source.clone()),
+                status,
+            }
         })
         .collect();
     for (id, e) in &lock.rubrics {
         if !rubrics.iter().any(|r| &r.id == id) {
-            lines.push(LockLine { id: id.clone(), version: e.version.clone(), source: None, status: LockStatus::Removed });
+            lines.push(LockLine {
+                id: id.clone(),
+                version: e.version.clone(),
+                source: None,
+                status: LockStatus::Removed,
+            });
         }
     }
     lines.sort_by(|a, b| a.id.cmp(&b.id));

@@ -30,7 +30,7 @@ pub use load_checks::DEFAULT_REFUSAL_PHRASES;
 pub use lock::{Lock, LockEntry, LockError, LockLine, LockStatus, compare};
 pub use model::{
     Aggregate, AppliesTo, CHECK_TYPES, Check, CheckKind, Criterion, Example, ExampleVerdict,
-    JudgeModel, Judging, Label, LengthUnit, Mode, RefusalExpect, ReferenceSource, Rubric, Scale,
+    JudgeModel, Judging, Label, LengthUnit, Mode, ReferenceSource, RefusalExpect, Rubric, Scale,
     Severity,
 };
 pub use prompt::{
@@ -77,7 +77,10 @@ pub async fn run(cmd: RubricCommand) -> anyhow::Result<ExitCode> {
 /// violations are reported in the output with a failing exit code; I/O errors are `Err`.
 pub fn check(args: &CheckArgs) -> anyhow::Result<(ExitCode, String)> {
     use std::fmt::Write as _;
-    let lock_path = args.lock.clone().unwrap_or_else(|| args.dir.join("canarist.lock"));
+    let lock_path = args
+        .lock
+        .clone()
+        .unwrap_or_else(|| args.dir.join("canarist.lock"));
     let rubrics = match load_dir(&args.dir) {
         Ok(r) => r,
         Err(RubricError::Invalid(problems)) => {
@@ -85,7 +88,12 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<(ExitCode, String)> {
             for p in &problems {
                 let _ = writeln!(out, "{p}");
             }
-            let _ = writeln!(out, "{} problem(s) in {}", problems.len(), args.dir.display());
+            let _ = writeln!(
+                out,
+                "{} problem(s) in {}",
+                problems.len(),
+                args.dir.display()
+            );
             return Ok((ExitCode::FAILURE, out));
         }
         Err(e) => return Err(e.into()),
@@ -107,9 +115,18 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<(ExitCode, String)> {
     let stale = lines.iter().any(|l| l.status.is_stale());
     if args.update || existing.is_none() {
         Lock::from_rubrics(&rubrics).write(&lock_path)?;
-        let _ = writeln!(out, "wrote {} ({} rubrics)", lock_path.display(), rubrics.len());
+        let _ = writeln!(
+            out,
+            "wrote {} ({} rubrics)",
+            lock_path.display(),
+            rubrics.len()
+        );
     } else if stale {
-        let _ = writeln!(out, "note: {} is out of date; run with --update", lock_path.display());
+        let _ = writeln!(
+            out,
+            "note: {} is out of date; run with --update",
+            lock_path.display()
+        );
     }
     let _ = writeln!(out, "ok: {} rubric(s) valid", rubrics.len());
     Ok((ExitCode::SUCCESS, out))

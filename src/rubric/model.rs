@@ -1,5 +1,6 @@
 //! The validated rubric types. Unvalidated input only exists as a YAML [`Node`](super::yaml::Node)
 //! tree; everything here has passed [`load`](super::load) and is safe to use as is.
+//! Holds data only: no I/O, no decisions.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -213,7 +214,11 @@ impl Scale {
     /// A raw score mapped onto 0..=1.
     pub fn normalize(&self, score: f64) -> f64 {
         let (lo, hi) = self.bounds();
-        if hi > lo { (score - lo) / (hi - lo) } else { 1.0 }
+        if hi > lo {
+            (score - lo) / (hi - lo)
+        } else {
+            1.0
+        }
     }
 }
 

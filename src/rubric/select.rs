@@ -25,20 +25,25 @@ pub fn select(rubric: &Rubric, pair: &Pair) -> Selection {
     let judge_sampled = applies
         && !rubric.criteria.is_empty()
         && sampled(&rubric.id, pair.id, rubric.applies_to.sample_rate);
-    Selection { applies, judge_sampled }
+    Selection {
+        applies,
+        judge_sampled,
+    }
 }
 
 pub fn applies(a: &AppliesTo, pair: &Pair) -> bool {
-    let deployment = a.deployments.is_empty() || a.deployments.iter().any(|d| d == &pair.deployment);
+    let deployment =
+        a.deployments.is_empty() || a.deployments.iter().any(|d| d == &pair.deployment);
     let path = pair.candidate.endpoint.path();
     let route = a.routes.is_empty() || a.routes.iter().any(|r| r == path);
     let cohort = a
         .cohort
         .iter()
         .all(|(k, values)| pair.cohort.get(k).is_some_and(|v| values.contains(v)));
-    let metadata = a.metadata.iter().all(|(k, values)| {
-        metadata_string(pair, k).is_some_and(|v| values.contains(&v))
-    });
+    let metadata = a
+        .metadata
+        .iter()
+        .all(|(k, values)| metadata_string(pair, k).is_some_and(|v| values.contains(&v)));
     deployment && route && cohort && metadata
 }
 

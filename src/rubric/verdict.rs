@@ -21,9 +21,18 @@ pub enum PairChoice {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Verdict {
-    Score { score: i64, normalized: f64 },
-    Label { label: String, score: f64, normalized: f64 },
-    Pairwise { choice: PairChoice },
+    Score {
+        score: i64,
+        normalized: f64,
+    },
+    Label {
+        label: String,
+        score: f64,
+        normalized: f64,
+    },
+    Pairwise {
+        choice: PairChoice,
+    },
 }
 
 /// A parsed judge answer.
@@ -77,13 +86,18 @@ pub struct Abstain {
 
 impl Abstain {
     pub fn new(reason_code: impl Into<String>) -> Self {
-        Self { reason_code: reason_code.into() }
+        Self {
+            reason_code: reason_code.into(),
+        }
     }
 }
 
 impl ParseFailure {
     fn new(code: ParseFailureCode, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into() }
+        Self {
+            code,
+            detail: detail.into(),
+        }
     }
 
     pub fn abstain(&self) -> Abstain {
@@ -117,33 +131,63 @@ pub fn parse_answer(c: &Criterion, text: &str) -> Result<JudgeAnswer, ParseFailu
         })
         .ok_or_else(|| ParseFailure::new(F::NotJson, "the reply is not a JSON object"))?;
     let Value::Object(obj) = value else {
-        return Err(ParseFailure::new(F::NotAnObject, "the reply is JSON but not an object"));
+        return Err(ParseFailure::new(
+            F::NotAnObject,
+            "the reply is JSON but not an object",
+        ));
     };
     let reasoning = match obj.get("reasoning") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
         Some(Value::String(_)) | None => {
-            return Err(ParseFailure::new(F::MissingReasoning, "`reasoning` is missing or empty"));
+            return Err(ParseFailure::new(
+                F::MissingReasoning,
+                "`reasoning` is missing or empty",
+            ));
         }
-        Some(_) => return Err(ParseFailure::new(F::WrongType, "`reasoning` must be a string")),
+        Some(_) => {
+            return Err(ParseFailure::new(
+                F::WrongType,
+                "`reasoning` must be a string",
+            ));
+        }
     };
     let verdict = match &c.scale {
         Some(Scale::Ordinal { min, max, .. }) => {
-            let raw = obj.get("score").ok_or_else(|| ParseFailure::new(F::MissingScore, "`score` is missing"))?;
-            let score = integer(raw)
-                .ok_or_else(|| ParseFailure::new(F::WrongType, format!("`score` must be an integer, got {raw}")))?;
+            let raw = obj
+                .get("score")
+                .ok_or_else(|| ParseFailure::new(F::MissingScore, "`score` is missing"))?;
+            let score = integer(raw).ok_or_else(|| {
+                ParseFailure::new(
+                    F::WrongType,
+                    format!("`score` must be an integer, got {raw}"),
+                )
+            })?;
             if !(*min..=*max).contains(&score) {
-                return Err(ParseFailure::new(F::OutOfScale, format!("score {score} is outside {min}..{max}")));
+                return Err(ParseFailure::new(
+                    F::OutOfScale,
+                    format!("score {score} is outside {min}..{max}"),
+                ));
             }
             let scale = c.scale.as_ref().map_or(0.0, |s| s.normalize(score as f64));
-            Verdict::Score { score, normalized: scale }
+            Verdict::Score {
+                score,
+                normalized: scale,
+            }
         }
         Some(scale @ Scale::Labels(labels)) => {
             let raw = verdict_str(&obj)?;
             let wanted = raw.trim().to_lowercase();
             let label = labels.iter().find(|l| l.name == wanted).ok_or_else(|| {
-                ParseFailure::new(F::UnknownLabel, format!("`{raw}` is not one of the verdicts"))
+                ParseFailure::new(
+                    F::UnknownLabel,
+                    format!("`{raw}` is not one of the verdicts"),
+                )
             })?;
-            Verdict::Label { label: label.name.clone(), score: label.score, normalized: scale.normalize(label.score) }
+            Verdict::Label {
+                label: label.name.clone(),
+                score: label.score,
+                normalized: scale.normalize(label.score),
+            }
         }
         None => {
             let raw = verdict_str(&obj)?;
@@ -151,7 +195,12 @@ pub fn parse_answer(c: &Criterion, text: &str) -> Result<JudgeAnswer, ParseFailu
                 "a" => PairChoice::A,
                 "b" => PairChoice::B,
                 "tie" if c.allow_tie => PairChoice::Tie,
-                _ => return Err(ParseFailure::new(F::UnknownLabel, format!("`{raw}` is not a verdict"))),
+                _ => {
+                    return Err(ParseFailure::new(
+                        F::UnknownLabel,
+                        format!("`{raw}` is not a verdict"),
+                    ));
+                }
             };
             Verdict::Pairwise { choice }
         }
@@ -161,16 +210,24 @@ pub fn parse_answer(c: &Criterion, text: &str) -> Result<JudgeAnswer, ParseFailu
 
 fn verdict_str(obj: &serde_json::Map<String, Value>) -> Result<&str, ParseFailure> {
     match obj.get("verdict") {
-        None => Err(ParseFailure::new(ParseFailureCode::MissingScore, "`verdict` is missing")),
+        None => Err(ParseFailure::new(
+            ParseFailureCode::MissingScore,
+            "`verdict` is missing",
+        )),
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(ParseFailure::new(ParseFailureCode::WrongType, format!("`verdict` must be a string, got {other}"))),
+        Some(other) => Err(ParseFailure::new(
+            ParseFailureCode::WrongType,
+            format!("`verdict` must be a string, got {other}"),
+        )),
     }
 }
 
 /// An integer, an integral float (`4.0`) or a numeric string (`"4"`).
 fn integer(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -183,7 +240,9 @@ pub enum PairOutcome {
     CandidateWins,
     StableWins,
     /// Both orders said tie, or they disagreed (`inconsistent`: position bias or noise).
-    Tie { inconsistent: bool },
+    Tie {
+        inconsistent: bool,
+    },
 }
 
 impl PairOutcome {
@@ -207,8 +266,12 @@ enum Winner {
 fn winner(order: Order, choice: PairChoice) -> Winner {
     match (order, choice) {
         (_, PairChoice::Tie) => Winner::Neither,
-        (Order::StableFirst, PairChoice::A) | (Order::CandidateFirst, PairChoice::B) => Winner::Stable,
-        (Order::StableFirst, PairChoice::B) | (Order::CandidateFirst, PairChoice::A) => Winner::Candidate,
+        (Order::StableFirst, PairChoice::A) | (Order::CandidateFirst, PairChoice::B) => {
+            Winner::Stable
+        }
+        (Order::StableFirst, PairChoice::B) | (Order::CandidateFirst, PairChoice::A) => {
+            Winner::Candidate
+        }
     }
 }
 
@@ -223,7 +286,9 @@ pub fn combine_pairwise(
     Ok(match (a, b) {
         (Winner::Candidate, Winner::Candidate) => PairOutcome::CandidateWins,
         (Winner::Stable, Winner::Stable) => PairOutcome::StableWins,
-        (Winner::Neither, Winner::Neither) => PairOutcome::Tie { inconsistent: false },
+        (Winner::Neither, Winner::Neither) => PairOutcome::Tie {
+            inconsistent: false,
+        },
         _ => PairOutcome::Tie { inconsistent: true },
     })
 }
@@ -232,7 +297,10 @@ pub fn combine_pairwise(
 /// half of the judges must have answered; `majority` needs more than half of those that
 /// answered to agree on one value.
 pub fn aggregate_panel(method: Aggregate, scores: &[Result<f64, Abstain>]) -> Result<f64, Abstain> {
-    let answered: Vec<f64> = scores.iter().filter_map(|s| s.as_ref().ok().copied()).collect();
+    let answered: Vec<f64> = scores
+        .iter()
+        .filter_map(|s| s.as_ref().ok().copied())
+        .collect();
     if answered.is_empty() {
         return Err(Abstain::new("panel_all_abstained"));
     }
@@ -249,7 +317,11 @@ pub fn aggregate_panel(method: Aggregate, scores: &[Result<f64, Abstain>]) -> Re
                     best = (n, *v);
                 }
             }
-            if best.0 * 2 > answered.len() { Ok(best.1) } else { Err(Abstain::new("panel_no_majority")) }
+            if best.0 * 2 > answered.len() {
+                Ok(best.1)
+            } else {
+                Err(Abstain::new("panel_no_majority"))
+            }
         }
     }
 }

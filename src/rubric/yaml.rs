@@ -191,7 +191,11 @@ impl<'n> MapReader<'n> {
                 known: Vec::new(),
             }),
             _ => {
-                cx.problem(node.line, path, format!("expected a mapping, found {}", node.type_name()));
+                cx.problem(
+                    node.line,
+                    path,
+                    format!("expected a mapping, found {}", node.type_name()),
+                );
                 None
             }
         }
@@ -201,12 +205,12 @@ impl<'n> MapReader<'n> {
         join(&self.path, key)
     }
 
-    /// The line of `key`'s value, or of the mapping when the key is absent.
+    /// The line of `key`, or of the mapping when the key is absent.
     pub fn line_of(&self, key: &str) -> usize {
         self.entries
             .iter()
             .find(|(k, _, _)| k == key)
-            .map_or(self.line, |(_, _, v)| v.line)
+            .map_or(self.line, |(_, line, _)| *line)
     }
 
     pub fn has(&mut self, key: &'static str) -> bool {
@@ -274,7 +278,11 @@ impl<'n> MapReader<'n> {
             Value::Bool(b) => Some(b),
             _ => {
                 let found = node.type_name();
-                cx.problem(node.line, &self.field(key), format!("expected true or false, found {found}"));
+                cx.problem(
+                    node.line,
+                    &self.field(key),
+                    format!("expected true or false, found {found}"),
+                );
                 None
             }
         }
@@ -294,7 +302,11 @@ impl<'n> MapReader<'n> {
                 .filter_map(|(i, n)| as_str(cx, n, &format!("{field}[{i}]")))
                 .collect(),
             _ => {
-                cx.problem(node.line, &field, format!("expected a list of strings, found {}", node.type_name()));
+                cx.problem(
+                    node.line,
+                    &field,
+                    format!("expected a list of strings, found {}", node.type_name()),
+                );
                 Vec::new()
             }
         }
@@ -313,7 +325,11 @@ impl<'n> MapReader<'n> {
                 .map(|(i, n)| (format!("{field}[{i}]"), n))
                 .collect(),
             _ => {
-                cx.problem(node.line, &field, format!("expected a list, found {}", node.type_name()));
+                cx.problem(
+                    node.line,
+                    &field,
+                    format!("expected a list, found {}", node.type_name()),
+                );
                 Vec::new()
             }
         }
@@ -335,11 +351,37 @@ impl<'n> MapReader<'n> {
     }
 }
 
+/// Whether `node` is absent or an empty list.
+pub fn is_empty_list(node: Option<&Node>) -> bool {
+    match node {
+        None => true,
+        Some(n) => matches!(&n.value, Value::Seq(items) if items.is_empty()),
+    }
+}
+
+/// The string at `key` of a mapping node, with its line, without reporting anything.
+pub fn peek_str(node: &Node, key: &str) -> Option<(String, usize)> {
+    let Value::Map(entries) = &node.value else {
+        return None;
+    };
+    entries
+        .iter()
+        .find(|(k, _, _)| k == key)
+        .and_then(|(_, line, v)| match &v.value {
+            Value::Str(s) => Some((s.clone(), *line)),
+            _ => None,
+        })
+}
+
 pub fn as_str(cx: &mut Ctx, node: &Node, field: &str) -> Option<String> {
     match &node.value {
         Value::Str(s) => Some(s.clone()),
         _ => {
-            cx.problem(node.line, field, format!("expected a string, found {}", node.type_name()));
+            cx.problem(
+                node.line,
+                field,
+                format!("expected a string, found {}", node.type_name()),
+            );
             None
         }
     }
@@ -350,7 +392,11 @@ pub fn as_f64(cx: &mut Ctx, node: &Node, field: &str) -> Option<f64> {
         Value::Int(i) => Some(i as f64),
         Value::Float(f) if f.is_finite() => Some(f),
         _ => {
-            cx.problem(node.line, field, format!("expected a number, found {}", node.type_name()));
+            cx.problem(
+                node.line,
+                field,
+                format!("expected a number, found {}", node.type_name()),
+            );
             None
         }
     }
@@ -360,7 +406,11 @@ pub fn as_int(cx: &mut Ctx, node: &Node, field: &str) -> Option<i64> {
     match node.value {
         Value::Int(i) => Some(i),
         _ => {
-            cx.problem(node.line, field, format!("expected an integer, found {}", node.type_name()));
+            cx.problem(
+                node.line,
+                field,
+                format!("expected an integer, found {}", node.type_name()),
+            );
             None
         }
     }
@@ -374,12 +424,18 @@ mod tests {
     fn lines_follow_keys_and_items() {
         let text = "id: a\nlist:\n  - x: 1\n    y: 2\n  - x: 3\nmap:\n  k: v\n";
         let node = parse(Path::new("t.yaml"), text).unwrap();
-        let Value::Map(entries) = &node.value else { panic!() };
+        let Value::Map(entries) = &node.value else {
+            panic!()
+        };
         assert_eq!(entries[0].1, 1);
-        let Value::Seq(items) = &entries[1].2.value else { panic!() };
+        let Value::Seq(items) = &entries[1].2.value else {
+            panic!()
+        };
         assert_eq!(items[0].line, 3);
         assert_eq!(items[1].line, 5);
-        let Value::Map(inner) = &items[0].value else { panic!() };
+        let Value::Map(inner) = &items[0].value else {
+            panic!()
+        };
         assert_eq!(inner[1].1, 4);
         assert_eq!(entries[2].2.line, 7);
     }
@@ -400,6 +456,9 @@ mod tests {
         assert_eq!(m.req_str(&mut cx, "id").as_deref(), Some("a"));
         m.finish(&mut cx);
         assert_eq!(cx.problems.len(), 1);
-        assert_eq!(cx.problems[0].to_string(), "t.yaml:2: idd: unknown key (expected one of: id)");
+        assert_eq!(
+            cx.problems[0].to_string(),
+            "t.yaml:2: idd: unknown key (expected one of: id)"
+        );
     }
 }
