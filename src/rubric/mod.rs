@@ -1,12 +1,133 @@
-//! `rubric`: rubric YAML files, validation, content hash, deterministic checks.
+//! `rubric`: rubric files (YAML) and everything about them that needs no network.
+//!
+//! Owns: the rubric format and its validation (`load`, every problem as `file:line: field:
+//! message`), the content hash (`hash`), the lock file and `canarist rubric check` (`lock`),
+//! deterministic checks on both sides of a pair (`checks`), the apply/sample decision (`select`),
+//! judge prompt rendering (`prompt`) and reading the judge's answer (`verdict`).
+//! Never: calls a judge, touches the network or the store; the judge worker (`judge`) does that
+//! on top of this API. Fails closed: an invalid rubric is not loaded, an unreadable judge answer
+//! is an abstention, never a score. The format is documented in `rubrics/README.md`.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod checks;
+mod hash;
+mod load;
+mod load_checks;
+mod load_criteria;
+mod lock;
+mod model;
+mod prompt;
+mod select;
+mod verdict;
+pub mod yaml;
+
+pub use checks::{CheckOutcome, CheckReport, SideResult, answer_text, evaluate, run_checks};
+pub use hash::{ContentHash, canonical, content_hash};
+pub use load::{RubricError, load_dir, load_file, parse_rubric};
+pub use load_checks::DEFAULT_REFUSAL_PHRASES;
+pub use lock::{Lock, LockEntry, LockError, LockLine, LockStatus, compare};
+pub use model::{
+    Aggregate, AppliesTo, CHECK_TYPES, Check, CheckKind, Criterion, Example, ExampleVerdict,
+    JudgeModel, Judging, Label, LengthUnit, Mode, ReferenceSource, RefusalExpect, Rubric, Scale,
+    Severity,
+};
+pub use prompt::{
+    JudgePrompt, Order, RenderError, TEMPLATE_VERSION, Target, conversation, metadata_string,
+    render, render_pairwise, render_pointwise, render_reference, response_format, response_schema,
+};
+pub use select::{Selection, applies, sampled, select};
+pub use verdict::{
+    Abstain, JudgeAnswer, PairChoice, PairOutcome, ParseFailure, ParseFailureCode, Verdict,
+    aggregate_panel, combine_pairwise, parse_answer,
+};
+pub use yaml::Problem;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RubricCommand {
     /// Validate rubric files and compare them with the lock file.
-    Check {},
+    Check(CheckArgs),
 }
 
-pub async fn run(_cmd: RubricCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Folder of rubric files (`*.yaml` directly inside it; `judges/` holds shared judges).
+    #[arg(long, default_value = "rubrics")]
+    pub dir: PathBuf,
+    /// Lock file; defaults to `<dir>/canarist.lock`.
+    #[arg(long)]
+    pub lock: Option<PathBuf>,
+    /// Rewrite the lock file (refused while a rubric changed without a version bump).
+    #[arg(long)]
+    pub update: bool,
+}
+
+pub async fn run(cmd: RubricCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RubricCommand::Check(args) => {
+            let (code, out) = check(&args)?;
+            print!("{out}");
+            Ok(code)
+        }
+    }
+}
+
+/// `canarist rubric check`: the exit code and what to print. Validation problems and lock
+/// violations are reported in the output with a failing exit code; I/O errors are `Err`.
+pub fn check(args: &CheckArgs) -> anyhow::Result<(ExitCode, String)> {
+    use std::fmt::Write as _;
+    let lock_path = args
+        .lock
+        .clone()
+        .unwrap_or_else(|| args.dir.join("canarist.lock"));
+    let rubrics = match load_dir(&args.dir) {
+        Ok(r) => r,
+        Err(RubricError::Invalid(problems)) => {
+            let mut out = String::new();
+            for p in &problems {
+                let _ = writeln!(out, "{p}");
+            }
+            let _ = writeln!(
+                out,
+                "{} problem(s) in {}",
+                problems.len(),
+                args.dir.display()
+            );
+            return Ok((ExitCode::FAILURE, out));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = String::new();
+    let existing = Lock::read(&lock_path)?;
+    let lines = compare(existing.as_ref().unwrap_or(&Lock::default()), &rubrics);
+    for l in &lines {
+        let _ = writeln!(out, "{l}");
+    }
+    let violations = lines.iter().filter(|l| l.status.is_violation()).count();
+    if violations > 0 {
+        let _ = writeln!(
+            out,
+            "error: {violations} rubric(s) changed without a version bump; scores from different contents must not be pooled. Bump `version` and run with --update."
+        );
+        return Ok((ExitCode::FAILURE, out));
+    }
+    let stale = lines.iter().any(|l| l.status.is_stale());
+    if args.update || existing.is_none() {
+        Lock::from_rubrics(&rubrics).write(&lock_path)?;
+        let _ = writeln!(
+            out,
+            "wrote {} ({} rubrics)",
+            lock_path.display(),
+            rubrics.len()
+        );
+    } else if stale {
+        let _ = writeln!(
+            out,
+            "note: {} is out of date; run with --update",
+            lock_path.display()
+        );
+    }
+    let _ = writeln!(out, "ok: {} rubric(s) valid", rubrics.len());
+    Ok((ExitCode::SUCCESS, out))
 }

@@ -3,6 +3,7 @@ mod clients;
 mod errors;
 mod live;
 mod mock_upstream;
+mod rubric;
 mod shadow;
 mod streaming;
 mod support;
