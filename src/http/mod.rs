@@ -48,10 +48,12 @@ pub fn router(state: AppState) -> Router {
 /// Every response carries a request id; proxied ones already have the id their observations
 /// were captured under.
 async fn ensure_request_id(mut response: axum::response::Response) -> axum::response::Response {
-    if !response.headers().contains_key(HEADER_REQUEST_ID) {
-        if let Ok(v) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
-            response.headers_mut().insert(HEADER_REQUEST_ID, v);
-        }
+    let missing = !response.headers().contains_key(HEADER_REQUEST_ID);
+    if let Some(v) = missing
+        .then(|| axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).ok())
+        .flatten()
+    {
+        response.headers_mut().insert(HEADER_REQUEST_ID, v);
     }
     response
 }
