@@ -126,7 +126,7 @@ impl GatePolicy {
         if !unit(self.srm_alpha) {
             bad(format!("{prefix}.srm_alpha"), "must be in (0, 1)");
         }
-        if !(self.target_n >= 1.0) {
+        if self.target_n.is_nan() || self.target_n < 1.0 {
             bad(format!("{prefix}.target_n"), "must be at least 1");
         }
         if self.min_samples < 2 {
