@@ -1,9 +1,156 @@
-//! `gate`: the statistical gate. Pure: summaries in, decision out.
-use std::process::ExitCode;
+//! `gate`: the statistical gate and the guardrails. Pure: summaries in, decision out.
+//!
+//! Owns: anytime-valid confidence sequences (`sequential`), the gate policy and the summary
+//! types it reads (`policy`), the decision rule (`evaluate`), the sliding-window guardrails
+//! (`guardrail`), and the `canarist simulate` entry point (re-exported from `crate::simulate`).
+//! Never: reads clocks, touches the store or the network, or changes traffic — the rollout
+//! controller passes time and summaries in and acts on the [`Decision`].
+//! Fails closed: missing, mismatched or too little data is never read as "non-inferior", so it
+//! can hold a stage but never promote one.
 
-#[derive(Debug, clap::Args)]
-pub struct SimulateArgs {}
+mod evaluate;
+pub mod guardrail;
+pub mod policy;
+pub mod sequential;
+#[cfg(test)]
+mod tests;
 
-pub async fn run_simulate(_args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use serde::{Deserialize, Serialize};
+
+pub use crate::simulate::{SimulateArgs, run_simulate};
+pub use evaluate::evaluate;
+pub use guardrail::{Guardrail, GuardrailConfig, Trip};
+pub use policy::{
+    Abstentions, Assignment, Direction, GatePolicy, MetricData, MetricKind, MetricPolicy,
+    StageContext, StageSummaries,
+};
+
+/// What the gate recommends for the current stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Promote,
+    Hold,
+    Rollback,
+}
+
+/// The gate's answer: an action, a human-readable reason, and the evidence behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: String,
+    pub evidence: Vec<Evidence>,
+    /// Conditions someone should look at whatever the action (e.g. sample-ratio mismatch).
+    pub alerts: Vec<Alert>,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The interval lies wholly on the good side of the bound.
+    NonInferior,
+    /// The interval straddles the bound.
+    Inconclusive,
+    /// The rollback interval lies wholly on the bad side of the bound.
+    Worse,
+    /// Not enough observations to say anything.
+    InsufficientData,
+    /// The summary does not fit the metric kind (a wiring bug; blocks promotion).
+    Invalid,
+    /// A non-statistical check that blocks promotion (SRM, abstentions).
+    Blocked,
+    /// A non-statistical check that passed.
+    Passed,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::NonInferior => "non_inferior",
+            Verdict::Inconclusive => "inconclusive",
+            Verdict::Worse => "worse",
+            Verdict::InsufficientData => "insufficient_data",
+            Verdict::Invalid => "invalid",
+            Verdict::Blocked => "blocked",
+            Verdict::Passed => "passed",
+        }
+    }
+}
+
+/// How an estimate and interval were computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    None,
+    PairedCs,
+    TwoSampleCs,
+    ProportionCs,
+    WinRateCs,
+    ExceedanceCs,
+    RatioCs,
+    Ceiling,
+    ChiSquareSrm,
+    AbstentionRate,
+}
+
+impl Method {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Method::None => "no method (no data)",
+            Method::PairedCs => "asymptotic confidence sequence on paired differences",
+            Method::TwoSampleCs => "asymptotic confidence sequence on a two-sample difference",
+            Method::ProportionCs => "asymptotic confidence sequence on a difference of rates",
+            Method::WinRateCs => "asymptotic confidence sequence on the pairwise win rate",
+            Method::ExceedanceCs => {
+                "asymptotic confidence sequence on the share above stable's quantile"
+            }
+            Method::RatioCs => "asymptotic confidence sequence on a ratio (delta method)",
+            Method::Ceiling => {
+                "asymptotic confidence sequence on the candidate's rate vs a ceiling"
+            }
+            Method::ChiSquareSrm => "chi-square goodness of fit of the traffic split",
+            Method::AbstentionRate => "judge abstention rate vs threshold",
+        }
+    }
+}
+
+/// One check's evidence: what was measured, where, how, and what it showed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub metric: String,
+    /// `all` or a cohort label such as `tier=enterprise`.
+    pub cohort: String,
+    pub estimate: Option<f64>,
+    /// The interval the verdict rests on (at the rollback α when the verdict is `worse`).
+    pub interval: Option<(f64, f64)>,
+    pub margin: f64,
+    /// The threshold the interval is compared with (e.g. −margin, a ceiling, a budget).
+    pub bound: f64,
+    pub direction: Direction,
+    pub candidate_n: u64,
+    pub stable_n: u64,
+    pub method: Method,
+    /// α of this cell after the Bonferroni split.
+    pub alpha: f64,
+    pub verdict: Verdict,
+    pub note: Option<String>,
+}
+
+impl Evidence {
+    pub fn counts_text(&self) -> String {
+        format!("n candidate {}, stable {}", self.candidate_n, self.stable_n)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    SampleRatioMismatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub message: String,
 }

@@ -5,5 +5,6 @@ mod live;
 mod mock_upstream;
 mod rubric;
 mod shadow;
+mod simulate;
 mod streaming;
 mod support;

@@ -1,0 +1,424 @@
+//! `evaluate`: stage summaries in, a [`Decision`] with its evidence out.
+//!
+//! For each gate metric in each cohort: a confidence sequence (see `sequential`) at α split by
+//! Bonferroni over the metric × cohort cells present, once at the rollback α and once at the
+//! promotion α. Roll back when any cell's rollback sequence lies wholly on the bad side of its
+//! bound (−margin, the error ceiling, the cost budget); promote when every cell's promotion
+//! sequence lies wholly on the good side, no check blocks (sample-ratio mismatch, judge
+//! abstentions) and the stage's minimum duration and judged pairs are met; otherwise hold.
+//! Pure and deterministic. Fails closed: missing or mismatched data never counts as good.
+
+use super::policy::{Direction, GatePolicy, MetricData, MetricKind, StageContext, StageSummaries};
+use super::sequential::{
+    Count, Interval, Moments, one_sample_cs, ratio_cs, srm_chi_square, two_sample_cs,
+};
+use super::{Action, Alert, AlertKind, Decision, Evidence, Method, Verdict};
+
+/// The statistical gate. See the module header for the rule.
+pub fn evaluate(policy: &GatePolicy, stage: &StageContext, summaries: &StageSummaries) -> Decision {
+    let cells = (summaries.cohorts.len() * policy.metrics.len()).max(1) as f64;
+    let alphas = Alphas {
+        promote: policy.alpha_promote / cells,
+        rollback: policy.alpha_rollback / cells,
+    };
+    let mut evidence = Vec::new();
+    let mut alerts = Vec::new();
+    if summaries.cohorts.is_empty() {
+        for m in &policy.metrics {
+            evidence.push(missing(
+                &m.name,
+                "all",
+                &m.kind,
+                alphas.promote,
+                "no data yet",
+            ));
+        }
+    }
+    for (cohort, data) in &summaries.cohorts {
+        for m in &policy.metrics {
+            let e = match data.get(&m.name) {
+                None => missing(&m.name, cohort, &m.kind, alphas.promote, "no data"),
+                Some(d) => cell(policy, &alphas, &m.name, cohort, &m.kind, d),
+            };
+            evidence.push(e);
+        }
+    }
+    if let Some(e) = srm(policy, summaries) {
+        if e.verdict == Verdict::Blocked {
+            alerts.push(Alert {
+                kind: AlertKind::SampleRatioMismatch,
+                message: format!(
+                    "sample-ratio mismatch: {} (p < {})",
+                    e.note.clone().unwrap_or_default(),
+                    policy.srm_alpha
+                ),
+            });
+        }
+        evidence.push(e);
+    }
+    evidence.extend(abstentions(policy, summaries));
+    decide(stage, evidence, alerts)
+}
+
+struct Alphas {
+    promote: f64,
+    rollback: f64,
+}
+
+fn decide(stage: &StageContext, evidence: Vec<Evidence>, alerts: Vec<Alert>) -> Decision {
+    if let Some(worst) = evidence.iter().find(|e| e.verdict == Verdict::Worse) {
+        let reason = format!(
+            "roll back: {} in cohort {} is worse than its bound {:.4}: {} (estimate {:.4}, interval {}, {})",
+            worst.metric,
+            worst.cohort,
+            worst.bound,
+            worst.method.describe(),
+            worst.estimate.unwrap_or(f64::NAN),
+            fmt_interval(worst.interval),
+            worst.counts_text(),
+        );
+        return Decision {
+            action: Action::Rollback,
+            reason,
+            evidence,
+            alerts,
+        };
+    }
+    let mut blockers: Vec<String> = evidence
+        .iter()
+        .filter(|e| e.verdict != Verdict::NonInferior && e.verdict != Verdict::Passed)
+        .map(|e| format!("{}/{}: {}", e.metric, e.cohort, e.verdict.as_str()))
+        .collect();
+    if stage.elapsed < stage.min_duration {
+        blockers.push(format!(
+            "stage ran {}s of its minimum {}s",
+            stage.elapsed.as_secs(),
+            stage.min_duration.as_secs()
+        ));
+    }
+    if stage.judged_pairs < stage.min_judged_pairs {
+        blockers.push(format!(
+            "{} of {} judged pairs",
+            stage.judged_pairs, stage.min_judged_pairs
+        ));
+    }
+    if blockers.is_empty() {
+        return Decision {
+            action: Action::Promote,
+            reason: format!(
+                "promote: all {} checks show non-inferiority after {}s and {} judged pairs",
+                evidence.len(),
+                stage.elapsed.as_secs(),
+                stage.judged_pairs
+            ),
+            evidence,
+            alerts,
+        };
+    }
+    let more = blockers.len().saturating_sub(4);
+    blockers.truncate(4);
+    let mut reason = format!("hold: {}", blockers.join("; "));
+    if more > 0 {
+        reason.push_str(&format!("; and {more} more"));
+    }
+    Decision {
+        action: Action::Hold,
+        reason,
+        evidence,
+        alerts,
+    }
+}
+
+fn fmt_interval(iv: Option<(f64, f64)>) -> String {
+    match iv {
+        Some((lo, hi)) => format!("[{lo:.4}, {hi:.4}]"),
+        None => "none".to_owned(),
+    }
+}
+
+/// The good-side bound and direction of a metric.
+fn bound_of(kind: &MetricKind) -> (f64, f64, Direction) {
+    match *kind {
+        MetricKind::Mean { direction, margin } => match direction {
+            Direction::HigherIsBetter => (-margin, margin, direction),
+            Direction::LowerIsBetter => (margin, margin, direction),
+        },
+        MetricKind::WinRate { margin } => (0.5 - margin, margin, Direction::HigherIsBetter),
+        MetricKind::ErrorRate { margin, .. } => (margin, margin, Direction::LowerIsBetter),
+        MetricKind::LatencyTail { quantile, margin } => {
+            (1.0 - quantile + margin, margin, Direction::LowerIsBetter)
+        }
+        MetricKind::CostRatio { budget } => (budget, budget - 1.0, Direction::LowerIsBetter),
+    }
+}
+
+fn missing(metric: &str, cohort: &str, kind: &MetricKind, alpha: f64, why: &str) -> Evidence {
+    let (bound, margin, direction) = bound_of(kind);
+    Evidence {
+        metric: metric.to_owned(),
+        cohort: cohort.to_owned(),
+        estimate: None,
+        interval: None,
+        margin,
+        bound,
+        direction,
+        candidate_n: 0,
+        stable_n: 0,
+        method: Method::None,
+        alpha,
+        verdict: Verdict::InsufficientData,
+        note: Some(why.to_owned()),
+    }
+}
+
+/// One metric in one cohort.
+fn cell(
+    policy: &GatePolicy,
+    alphas: &Alphas,
+    metric: &str,
+    cohort: &str,
+    kind: &MetricKind,
+    data: &MetricData,
+) -> Evidence {
+    let (bound, _, direction) = bound_of(kind);
+    let mut e = missing(metric, cohort, kind, alphas.promote, "");
+    e.note = None;
+    let t = policy.target_n;
+    // (method, interval at α, candidate n, stable n, smallest n that must reach min_samples)
+    type Cs<'a> = Box<dyn Fn(f64) -> Option<Interval> + 'a>;
+    let (method, cs, cn, sn): (Method, Cs, u64, u64) = match (kind, data) {
+        (MetricKind::Mean { .. }, MetricData::Paired(d)) => (
+            Method::PairedCs,
+            Box::new(move |a| d.stats().map(|s| one_sample_cs(&s, a, t))),
+            d.n,
+            d.n,
+        ),
+        (MetricKind::Mean { .. }, MetricData::TwoSample { candidate, stable }) => two(
+            Method::TwoSampleCs,
+            candidate.stats(),
+            stable.stats(),
+            t,
+            (candidate.n, stable.n),
+        ),
+        (
+            MetricKind::Mean { .. } | MetricKind::ErrorRate { .. },
+            MetricData::Proportions { candidate, stable },
+        ) => two(
+            Method::ProportionCs,
+            candidate.stats(),
+            stable.stats(),
+            t,
+            (candidate.n, stable.n),
+        ),
+        (MetricKind::WinRate { .. }, MetricData::WinTieLoss { wins, ties, losses }) => {
+            // Each pair scores 1, ½ or 0 for the candidate.
+            let m = Moments {
+                n: wins + ties + losses,
+                sum: *wins as f64 + 0.5 * *ties as f64,
+                sum_sq: *wins as f64 + 0.25 * *ties as f64,
+            };
+            let n = m.n;
+            (
+                Method::WinRateCs,
+                Box::new(move |a| m.stats().map(|s| one_sample_cs(&s, a, t))),
+                n,
+                n,
+            )
+        }
+        (
+            MetricKind::LatencyTail { .. },
+            MetricData::Exceedance {
+                candidate_above,
+                stable_quantile,
+                candidate_quantile,
+            },
+        ) => {
+            if let (Some(sq), Some(cq)) = (stable_quantile, candidate_quantile)
+                && *sq > 0.0
+            {
+                e.note = Some(format!(
+                    "quantile ratio candidate/stable {:.3} ({cq:.1} / {sq:.1})",
+                    cq / sq
+                ));
+            }
+            let c = *candidate_above;
+            (
+                Method::ExceedanceCs,
+                Box::new(move |a| c.stats().map(|s| one_sample_cs(&s, a, t))),
+                c.n,
+                c.n,
+            )
+        }
+        (MetricKind::CostRatio { .. }, MetricData::Cost { candidate, stable }) => {
+            let (c, s) = (candidate.stats(), stable.stats());
+            (
+                Method::RatioCs,
+                Box::new(move |a| match (c, s) {
+                    (Some(c), Some(s)) => ratio_cs(&c, &s, a, t),
+                    _ => None,
+                }),
+                candidate.n,
+                stable.n,
+            )
+        }
+        _ => {
+            e.verdict = Verdict::Invalid;
+            e.note = Some("summary type does not fit the metric kind".to_owned());
+            return e;
+        }
+    };
+    e.method = method;
+    e.candidate_n = cn;
+    e.stable_n = sn;
+    let (Some(promote), Some(rollback)) = (cs(alphas.promote), cs(alphas.rollback)) else {
+        e.note = Some("fewer than two observations".to_owned());
+        return e;
+    };
+    e.estimate = Some(promote.estimate);
+    e.interval = Some((promote.lo, promote.hi));
+    if cn.min(sn) < policy.min_samples {
+        e.note = Some(format!("fewer than {} observations", policy.min_samples));
+        return e;
+    }
+    let worse = |iv: &Interval| match direction {
+        Direction::HigherIsBetter => iv.hi < bound,
+        Direction::LowerIsBetter => iv.lo > bound,
+    };
+    let good = |iv: &Interval| match direction {
+        Direction::HigherIsBetter => iv.lo > bound,
+        Direction::LowerIsBetter => iv.hi < bound,
+    };
+    if worse(&rollback) {
+        e.interval = Some((rollback.lo, rollback.hi));
+        e.alpha = alphas.rollback;
+        e.verdict = Verdict::Worse;
+        return e;
+    }
+    e.verdict = if good(&promote) {
+        Verdict::NonInferior
+    } else {
+        Verdict::Inconclusive
+    };
+    if let (MetricKind::ErrorRate { ceiling, .. }, MetricData::Proportions { candidate, .. }) =
+        (kind, data)
+    {
+        ceiling_check(&mut e, candidate, *ceiling, alphas, t);
+    }
+    e
+}
+
+/// The error-rate ceiling: roll back when the candidate's own rate is surely above it; do not
+/// promote while its observed rate is above it.
+fn ceiling_check(e: &mut Evidence, candidate: &Count, ceiling: f64, alphas: &Alphas, t: f64) {
+    let Some(s) = candidate.stats() else { return };
+    let rb = one_sample_cs(&s, alphas.rollback, t);
+    if rb.lo > ceiling {
+        e.verdict = Verdict::Worse;
+        e.method = Method::Ceiling;
+        e.bound = ceiling;
+        e.estimate = Some(rb.estimate);
+        e.interval = Some((rb.lo, rb.hi));
+        e.alpha = alphas.rollback;
+        e.note = Some(format!("candidate error rate above the ceiling {ceiling}"));
+    } else if s.mean > ceiling && e.verdict == Verdict::NonInferior {
+        e.verdict = Verdict::Inconclusive;
+        e.note = Some(format!(
+            "candidate error rate {:.4} above the ceiling {ceiling}",
+            s.mean
+        ));
+    }
+}
+
+type Cs2<'a> = (Method, Box<dyn Fn(f64) -> Option<Interval> + 'a>, u64, u64);
+
+fn two<'a>(
+    method: Method,
+    c: Option<super::sequential::SampleStats>,
+    s: Option<super::sequential::SampleStats>,
+    t: f64,
+    (cn, sn): (u64, u64),
+) -> Cs2<'a> {
+    (
+        method,
+        Box::new(move |a| match (c, s) {
+            (Some(c), Some(s)) => Some(two_sample_cs(&c, &s, a, t)),
+            _ => None,
+        }),
+        cn,
+        sn,
+    )
+}
+
+fn srm(policy: &GatePolicy, summaries: &StageSummaries) -> Option<Evidence> {
+    let a = summaries.assignment.as_ref()?;
+    let observed: Vec<u64> = a.variants.iter().map(|v| v.1).collect();
+    let shares: Vec<f64> = a.variants.iter().map(|v| v.2).collect();
+    let total: u64 = observed.iter().sum();
+    let (stat, p) = srm_chi_square(&observed, &shares)?;
+    let shown: Vec<String> = a
+        .variants
+        .iter()
+        .map(|(name, n, share)| {
+            format!(
+                "{name} {:.4} observed vs {share:.4} configured",
+                *n as f64 / total as f64
+            )
+        })
+        .collect();
+    Some(Evidence {
+        metric: "sample_ratio".to_owned(),
+        cohort: "all".to_owned(),
+        estimate: Some(stat),
+        interval: None,
+        margin: 0.0,
+        bound: policy.srm_alpha,
+        direction: Direction::HigherIsBetter,
+        candidate_n: observed.first().copied().unwrap_or(0),
+        stable_n: total,
+        method: Method::ChiSquareSrm,
+        alpha: policy.srm_alpha,
+        verdict: if p < policy.srm_alpha {
+            Verdict::Blocked
+        } else {
+            Verdict::Passed
+        },
+        note: Some(format!(
+            "{} (χ² = {stat:.2}, p = {p:.3e})",
+            shown.join(", ")
+        )),
+    })
+}
+
+fn abstentions(policy: &GatePolicy, summaries: &StageSummaries) -> Vec<Evidence> {
+    summaries
+        .abstentions
+        .iter()
+        .map(|a| {
+            let rate = Count::new(a.abstained, a.attempts).rate().unwrap_or(0.0);
+            let blocked =
+                a.attempts >= policy.abstention_min_count && rate > policy.max_abstention_rate;
+            Evidence {
+                metric: format!("judge_abstention:{}", a.variant),
+                cohort: "all".to_owned(),
+                estimate: Some(rate),
+                interval: None,
+                margin: 0.0,
+                bound: policy.max_abstention_rate,
+                direction: Direction::LowerIsBetter,
+                candidate_n: a.abstained,
+                stable_n: a.attempts,
+                method: Method::AbstentionRate,
+                alpha: 0.0,
+                verdict: if blocked {
+                    Verdict::Blocked
+                } else {
+                    Verdict::Passed
+                },
+                note: Some(format!(
+                    "{} of {} judge attempts abstained",
+                    a.abstained, a.attempts
+                )),
+            }
+        })
+        .collect()
+}

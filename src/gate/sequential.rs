@@ -1,0 +1,409 @@
+//! Anytime-valid intervals and the fixed-sample tests the gate compares itself with.
+//!
+//! The gate re-checks its data every controller tick, so a fixed-sample interval would be
+//! "peeked at" thousands of times and its error rate would grow far above α. Instead every
+//! interval here is an **asymptotic confidence sequence** (AsympCS): Waudby-Smith, Arnold, Wu,
+//! Howard & Ramdas, "Time-uniform central limit theory and asymptotic confidence sequences"
+//! (arXiv:2103.06476, 2021; Annals of Statistics 2024), Theorem 2.2, the normal-mixture boundary
+//! that GrowthBook's and TensorZero's sequential tests use. For n observations with estimated
+//! standard deviation σ̂, the two-sided (1 − α) sequence is
+//!
+//! ```text
+//!   mean ± σ̂ · sqrt( 2(nρ² + 1) / (n²ρ²) · ln( sqrt(nρ² + 1) / α ) )
+//! ```
+//!
+//! which holds for all n simultaneously (asymptotically). ρ is a tuning parameter that makes the
+//! sequence tightest near a target sample size N*: ρ² = (−2 ln α + ln(−2 ln α + 1)) / N*
+//! (the paper's approximate optimum; GrowthBook's `sequential_rho`). The authors' R reference is
+//! `std_conjmix_margin` in WannabeSmith/drconfseq. Two-sample differences use GrowthBook's
+//! convention: N = n₁ + n₂ and σ̂ = sqrt(N · Var(Δ̂)).
+//!
+//! Owns: sufficient statistics (`Moments`, `Count`), interval arithmetic, the chi-square
+//! sample-ratio test and Welch's t-test (the latter only for the reference gate in `simulate`).
+//! Never: reads clocks, stores anything, or decides (that is `evaluate`). Fails closed: too little
+//! data gives `None`, which the gate treats as "not shown", never as "fine".
+
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ChiSquared, ContinuousCDF, StudentsT};
+
+/// Sufficient statistics of a real-valued sample: count, sum and sum of squares. Storage can
+/// compute them with `COUNT(x), SUM(x), SUM(x*x)`; two of them add up (`merge`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    pub n: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+}
+
+impl Moments {
+    pub fn push(&mut self, x: f64) {
+        self.n += 1;
+        self.sum += x;
+        self.sum_sq += x * x;
+    }
+
+    pub fn merge(&mut self, other: &Moments) {
+        self.n += other.n;
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+    }
+
+    pub fn from_values(xs: &[f64]) -> Self {
+        let mut m = Moments::default();
+        for &x in xs {
+            m.push(x);
+        }
+        m
+    }
+
+    /// Mean and unbiased variance; `None` below two observations.
+    pub fn stats(&self) -> Option<SampleStats> {
+        if self.n < 2 {
+            return None;
+        }
+        let n = self.n as f64;
+        let mean = self.sum / n;
+        // Clamp: cancellation can make a tiny variance slightly negative.
+        let var = ((self.sum_sq - n * mean * mean) / (n - 1.0)).max(0.0);
+        Some(SampleStats { n, mean, var })
+    }
+}
+
+/// A count of events among `n` trials (errors, check failures, requests above a quantile).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub hits: u64,
+    pub n: u64,
+}
+
+impl Count {
+    pub fn new(hits: u64, n: u64) -> Self {
+        Self { hits, n }
+    }
+
+    pub fn rate(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.hits as f64 / self.n as f64)
+    }
+
+    /// Mean = observed rate; variance from the rate shrunk towards ½ by half an event
+    /// ((k + ½)/(n + 1)), so that "no errors yet" does not give a zero-width interval.
+    pub fn stats(&self) -> Option<SampleStats> {
+        if self.n < 2 {
+            return None;
+        }
+        let n = self.n as f64;
+        let p = (self.hits as f64 + 0.5) / (n + 1.0);
+        Some(SampleStats {
+            n,
+            mean: self.hits as f64 / n,
+            var: p * (1.0 - p),
+        })
+    }
+}
+
+/// Mean and variance of one sample, however they were obtained.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleStats {
+    pub n: f64,
+    pub mean: f64,
+    pub var: f64,
+}
+
+/// A point estimate with a closed interval around it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    pub estimate: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Interval {
+    fn around(estimate: f64, half_width: f64) -> Self {
+        Self {
+            estimate,
+            lo: estimate - half_width,
+            hi: estimate + half_width,
+        }
+    }
+
+    pub fn contains(&self, x: f64) -> bool {
+        self.lo <= x && x <= self.hi
+    }
+}
+
+/// ρ that makes the sequence tightest near `target_n` samples (Waudby-Smith et al., eq. for the
+/// approximately optimal ρ; GrowthBook `sequential_rho`).
+pub fn rho_for_target(alpha: f64, target_n: f64) -> f64 {
+    let l = -2.0 * alpha.ln();
+    ((l + (l + 1.0).ln()) / target_n).sqrt()
+}
+
+/// Half-width of the two-sided (1 − α) asymptotic confidence sequence at `n` samples with
+/// standard deviation `sd` (Waudby-Smith et al., Theorem 2.2).
+pub fn cs_half_width(sd: f64, n: f64, alpha: f64, rho: f64) -> f64 {
+    let r2 = rho * rho;
+    let a = n * r2 + 1.0;
+    sd * (2.0 * a / (n * n * r2) * (a.sqrt() / alpha).ln()).sqrt()
+}
+
+/// Confidence sequence for the mean of one sample (paired differences, a win rate, a rate).
+pub fn one_sample_cs(x: &SampleStats, alpha: f64, target_n: f64) -> Interval {
+    let rho = rho_for_target(alpha, target_n);
+    Interval::around(x.mean, cs_half_width(x.var.sqrt(), x.n, alpha, rho))
+}
+
+/// Confidence sequence for mean(candidate) − mean(stable) from two independent samples.
+pub fn two_sample_cs(c: &SampleStats, s: &SampleStats, alpha: f64, target_n: f64) -> Interval {
+    let n = c.n + s.n;
+    let var_est = c.var / c.n + s.var / s.n;
+    let rho = rho_for_target(alpha, target_n);
+    Interval::around(
+        c.mean - s.mean,
+        cs_half_width((var_est * n).sqrt(), n, alpha, rho),
+    )
+}
+
+/// Confidence sequence for mean(candidate) / mean(stable) by the delta method; `None` when the
+/// stable mean is not positive.
+pub fn ratio_cs(c: &SampleStats, s: &SampleStats, alpha: f64, target_n: f64) -> Option<Interval> {
+    if s.mean <= 0.0 {
+        return None;
+    }
+    let ratio = c.mean / s.mean;
+    let n = c.n + s.n;
+    let var_est = (c.var / c.n + ratio * ratio * s.var / s.n) / (s.mean * s.mean);
+    let rho = rho_for_target(alpha, target_n);
+    Some(Interval::around(
+        ratio,
+        cs_half_width((var_est * n).sqrt(), n, alpha, rho),
+    ))
+}
+
+/// Sample-ratio mismatch: Pearson's chi-square goodness of fit of observed counts per variant
+/// against configured shares (which must sum to 1). Returns (statistic, p-value); `None` when
+/// there are fewer than two variants, no observations, or a non-positive share.
+pub fn srm_chi_square(observed: &[u64], shares: &[f64]) -> Option<(f64, f64)> {
+    if observed.len() < 2 || observed.len() != shares.len() || shares.iter().any(|&s| s <= 0.0) {
+        return None;
+    }
+    let total: u64 = observed.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let total = total as f64;
+    let stat: f64 = observed
+        .iter()
+        .zip(shares)
+        .map(|(&o, &share)| {
+            let e = total * share;
+            (o as f64 - e).powi(2) / e
+        })
+        .sum();
+    let dist = ChiSquared::new((observed.len() - 1) as f64).ok()?;
+    Some((stat, 1.0 - dist.cdf(stat)))
+}
+
+/// Welch's unequal-variance t-test of mean(a) − mean(b).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Welch {
+    pub t: f64,
+    pub df: f64,
+    /// Two-sided p-value.
+    pub p: f64,
+}
+
+pub fn welch(a: &SampleStats, b: &SampleStats) -> Option<Welch> {
+    let va = a.var / a.n;
+    let vb = b.var / b.n;
+    let se2 = va + vb;
+    if se2 <= 0.0 || a.n < 2.0 || b.n < 2.0 {
+        return None;
+    }
+    let t = (a.mean - b.mean) / se2.sqrt();
+    let df = se2 * se2 / (va * va / (a.n - 1.0) + vb * vb / (b.n - 1.0));
+    let dist = StudentsT::new(0.0, 1.0, df).ok()?;
+    Some(Welch {
+        t,
+        df,
+        p: 2.0 * (1.0 - dist.cdf(t.abs())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::distr::Distribution;
+    use rand_chacha::ChaCha8Rng;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn moments_give_mean_and_unbiased_variance() {
+        let s = Moments::from_values(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0])
+            .stats()
+            .unwrap();
+        assert_eq!(s.mean, 5.0);
+        // Sum of squared deviations is 32; unbiased variance 32 / 7.
+        assert!(close(s.var, 32.0 / 7.0, 1e-12));
+        assert!(Moments::from_values(&[1.0]).stats().is_none());
+    }
+
+    #[test]
+    fn rho_and_half_width_match_hand_computation() {
+        // α = 0.05, N* = 1000: −2 ln α = 5.991465; ln(6.991465) = 1.944691;
+        // ρ² = 7.936156 / 1000.
+        let rho = rho_for_target(0.05, 1000.0);
+        assert!(close(rho * rho, 0.007_936_156, 1e-8));
+        // n = 1000, σ = 2: nρ²+1 = 8.936156; 2·8.936156/(10⁶·0.007936156) = 0.002252 020;
+        // ln(sqrt(8.936156)/0.05) = ln(59.78681) = 4.090784; product 0.009212 49; sqrt 0.095982;
+        // × σ = 0.191964.
+        let hw = cs_half_width(2.0, 1000.0, 0.05, rho);
+        assert!(close(hw, 0.191_964, 2e-5), "{hw}");
+        // Wider than the fixed-n 95% interval (1.96·2/√1000 = 0.12396), as it must be.
+        assert!(hw > 0.124);
+    }
+
+    #[test]
+    fn two_sample_interval_matches_hand_computation() {
+        let c = SampleStats {
+            n: 400.0,
+            mean: 3.9,
+            var: 1.0,
+        };
+        let s = SampleStats {
+            n: 600.0,
+            mean: 4.0,
+            var: 1.44,
+        };
+        let iv = two_sample_cs(&c, &s, 0.05, 1000.0);
+        // Var(Δ̂) = 1/400 + 1.44/600 = 0.0049; σ̂ = sqrt(0.0049·1000) = 2.213594;
+        // half-width = 2.213594 · 0.095982 (the unit-σ width above) = 0.212465.
+        assert!(close(iv.estimate, -0.1, 1e-12));
+        assert!(close(iv.hi - iv.estimate, 0.212_465, 2e-5), "{iv:?}");
+    }
+
+    #[test]
+    fn ratio_interval_is_centred_on_the_ratio() {
+        let c = SampleStats {
+            n: 500.0,
+            mean: 0.012,
+            var: 1e-5,
+        };
+        let s = SampleStats {
+            n: 500.0,
+            mean: 0.010,
+            var: 1e-5,
+        };
+        let iv = ratio_cs(&c, &s, 0.05, 1000.0).unwrap();
+        assert!(close(iv.estimate, 1.2, 1e-12));
+        // Var = (1e-5/500 + 1.44·1e-5/500) / 1e-4 = 4.88e-4; σ̂ = sqrt(0.488) = 0.698570.
+        assert!(close(iv.hi - iv.estimate, 0.698_570 * 0.095_982, 2e-5));
+        let zero = SampleStats {
+            n: 5.0,
+            mean: 0.0,
+            var: 0.0,
+        };
+        assert!(ratio_cs(&c, &zero, 0.05, 1000.0).is_none());
+    }
+
+    #[test]
+    fn count_variance_never_collapses_to_zero() {
+        let s = Count::new(0, 100).stats().unwrap();
+        assert_eq!(s.mean, 0.0);
+        assert!(s.var > 0.0);
+        assert_eq!(Count::new(3, 0).rate(), None);
+    }
+
+    #[test]
+    fn srm_matches_statrs_reference() {
+        // 5 300 vs 4 700 against 50/50: χ² = (300² + 300²) / 5000 = 36, df = 1.
+        let (stat, p) = srm_chi_square(&[5300, 4700], &[0.5, 0.5]).unwrap();
+        assert!(close(stat, 36.0, 1e-9));
+        let reference = 1.0 - ChiSquared::new(1.0).unwrap().cdf(36.0);
+        assert!(close(p, reference, 1e-15));
+        // Published: P(χ²₁ > 36) ≈ 1.97e-9.
+        assert!(p > 1.9e-9 && p < 2.0e-9, "{p}");
+        // 3-way 80/10/10 with a small wobble: χ² = (10²/800 + 5²/100 + 5²/100) = 0.625, df = 2,
+        // p = exp(−0.625/2) = 0.731616 (the χ²₂ survival function is exp(−x/2)).
+        let (stat, p) = srm_chi_square(&[810, 95, 95], &[0.8, 0.1, 0.1]).unwrap();
+        assert!(close(stat, 0.625, 1e-9));
+        assert!(close(p, (-0.3125f64).exp(), 1e-9));
+        assert!(srm_chi_square(&[0, 0], &[0.5, 0.5]).is_none());
+        assert!(srm_chi_square(&[10], &[1.0]).is_none());
+    }
+
+    #[test]
+    fn welch_matches_published_table() {
+        // Equal n = 10 and variances 1 → df = 18 exactly. t_{0.975, 18} = 2.100922 (Student's t
+        // table), so a mean difference of 2.100922·sqrt(0.2) has a two-sided p of 0.05.
+        let a = SampleStats {
+            n: 10.0,
+            mean: 2.100_922 * 0.2f64.sqrt(),
+            var: 1.0,
+        };
+        let b = SampleStats {
+            n: 10.0,
+            mean: 0.0,
+            var: 1.0,
+        };
+        let w = welch(&a, &b).unwrap();
+        assert!(close(w.df, 18.0, 1e-9));
+        assert!(close(w.t, 2.100_922, 1e-9));
+        assert!(close(w.p, 0.05, 1e-6), "{w:?}");
+        // Unequal variances: n 5 & 10, var 4 & 1 → se² = 0.9, df = 0.81 / (0.64/4 + 0.01/9)
+        // = 5.027 6 (Welch–Satterthwaite by hand).
+        let a = SampleStats {
+            n: 5.0,
+            mean: 1.0,
+            var: 4.0,
+        };
+        let b = SampleStats {
+            n: 10.0,
+            mean: 0.0,
+            var: 1.0,
+        };
+        let w = welch(&a, &b).unwrap();
+        assert!(close(w.df, 0.81 / (0.16 + 0.01 / 9.0), 1e-9));
+        assert!(close(w.t, 1.0 / 0.9f64.sqrt(), 1e-12));
+    }
+
+    /// The defining property: the true mean stays inside the sequence at *every* n up to N in at
+    /// least 1 − α of runs (within Monte-Carlo error), although a fixed-n 95% interval checked
+    /// at every n misses far more often.
+    #[test]
+    fn confidence_sequence_covers_uniformly_in_time() {
+        let alpha = 0.05;
+        let (runs, horizon) = (400, 2000);
+        let normal = statrs::distribution::Normal::new(0.3, 1.5).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut cs_miss = 0;
+        let mut naive_miss = 0;
+        for _ in 0..runs {
+            let mut m = Moments::default();
+            let (mut cs_out, mut naive_out) = (false, false);
+            for i in 1..=horizon {
+                m.push(normal.sample(&mut rng));
+                if i < 10 {
+                    continue;
+                }
+                let s = m.stats().unwrap();
+                if !one_sample_cs(&s, alpha, 500.0).contains(0.3) {
+                    cs_out = true;
+                }
+                let hw = 1.959_964 * (s.var / s.n).sqrt();
+                if (s.mean - 0.3).abs() > hw {
+                    naive_out = true;
+                }
+            }
+            cs_miss += usize::from(cs_out);
+            naive_miss += usize::from(naive_out);
+        }
+        let rate = cs_miss as f64 / runs as f64;
+        // α plus three Monte-Carlo standard errors: 0.05 + 3·sqrt(0.05·0.95/400) = 0.083.
+        assert!(rate <= 0.083, "time-uniform miscoverage {rate}");
+        assert!(naive_miss as f64 / runs as f64 > 0.25, "naive {naive_miss}");
+    }
+}

@@ -1,0 +1,317 @@
+//! Unit tests of `evaluate`: each rule of the decision, on hand-built summaries.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::sequential::{Count, Moments, one_sample_cs, two_sample_cs};
+use super::*;
+
+fn policy() -> GatePolicy {
+    GatePolicy::with_metrics(vec![
+        MetricPolicy {
+            name: "quality".into(),
+            kind: MetricKind::Mean {
+                direction: Direction::HigherIsBetter,
+                margin: 0.15,
+            },
+        },
+        MetricPolicy {
+            name: "errors".into(),
+            kind: MetricKind::ErrorRate {
+                margin: 0.03,
+                ceiling: 0.10,
+            },
+        },
+    ])
+}
+
+fn ready() -> StageContext {
+    StageContext {
+        elapsed: Duration::from_secs(600),
+        judged_pairs: 5000,
+        min_duration: Duration::from_secs(300),
+        min_judged_pairs: 500,
+    }
+}
+
+/// Paired differences with the given mean and a standard deviation of exactly 1 (n even).
+fn paired(n: u64, mean: f64) -> MetricData {
+    let xs: Vec<f64> = (0..n)
+        .map(|i| mean + if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    MetricData::Paired(Moments::from_values(&xs))
+}
+
+fn errors(c: u64, s: u64, n: u64) -> MetricData {
+    MetricData::Proportions {
+        candidate: Count::new(c, n),
+        stable: Count::new(s, n),
+    }
+}
+
+fn summaries(cohorts: &[(&str, MetricData, MetricData)]) -> StageSummaries {
+    let mut s = StageSummaries::default();
+    for (name, q, e) in cohorts {
+        let mut m = BTreeMap::new();
+        m.insert("quality".to_owned(), q.clone());
+        m.insert("errors".to_owned(), e.clone());
+        s.cohorts.insert((*name).to_owned(), m);
+    }
+    s
+}
+
+#[test]
+fn promotes_when_every_cell_is_non_inferior_and_the_stage_is_ready() {
+    let s = summaries(&[
+        ("all", paired(4000, 0.0), errors(80, 80, 4000)),
+        ("tier=enterprise", paired(2000, 0.0), errors(40, 40, 2000)),
+    ]);
+    let d = evaluate(&policy(), &ready(), &s);
+    assert_eq!(d.action, Action::Promote, "{}", d.reason);
+    assert_eq!(d.evidence.len(), 4);
+    assert!(d.evidence.iter().all(|e| e.verdict == Verdict::NonInferior));
+    // The same data in a stage that is too young holds, and says why.
+    let young = StageContext {
+        elapsed: Duration::from_secs(100),
+        ..ready()
+    };
+    let d = evaluate(&policy(), &young, &s);
+    assert_eq!(d.action, Action::Hold);
+    assert!(d.reason.contains("minimum 300s"), "{}", d.reason);
+    let few = StageContext {
+        judged_pairs: 10,
+        ..ready()
+    };
+    assert!(evaluate(&policy(), &few, &s).reason.contains("10 of 500"));
+}
+
+#[test]
+fn evidence_interval_is_the_bonferroni_split_sequence() {
+    let s = summaries(&[
+        ("all", paired(1000, -0.05), errors(20, 20, 1000)),
+        ("tier=x", paired(100, 0.0), errors(2, 2, 100)),
+    ]);
+    let p = policy();
+    let d = evaluate(&p, &ready(), &s);
+    let e = &d.evidence[0]; // cohort "all" first, metrics in policy order
+    assert_eq!((e.metric.as_str(), e.cohort.as_str()), ("quality", "all"));
+    assert!((e.alpha - 0.05 / 4.0).abs() < 1e-15);
+    let MetricData::Paired(m) = paired(1000, -0.05) else {
+        unreachable!()
+    };
+    let iv = one_sample_cs(&m.stats().unwrap(), 0.05 / 4.0, 1000.0);
+    assert_eq!(e.interval, Some((iv.lo, iv.hi)));
+    assert_eq!(e.bound, -0.15);
+    assert_eq!(e.method, Method::PairedCs);
+    // Error rates: two-sample on the smoothed rates.
+    let e = &d.evidence[1];
+    assert_eq!(e.metric, "errors");
+    let c = Count::new(20, 1000).stats().unwrap();
+    let iv = two_sample_cs(&c, &c, 0.05 / 4.0, 1000.0);
+    assert_eq!(e.interval, Some((iv.lo, iv.hi)));
+}
+
+#[test]
+fn a_regression_in_one_cohort_rolls_back_although_the_mean_is_fine() {
+    let s = summaries(&[
+        ("all", paired(4000, -0.1), errors(80, 80, 4000)),
+        ("tier=enterprise", paired(400, -1.0), errors(8, 8, 400)),
+        ("tier=standard", paired(3600, 0.0), errors(72, 72, 3600)),
+    ]);
+    let d = evaluate(&policy(), &ready(), &s);
+    assert_eq!(d.action, Action::Rollback, "{}", d.reason);
+    assert!(
+        d.reason.contains("quality in cohort tier=enterprise"),
+        "{}",
+        d.reason
+    );
+    let worst = d
+        .evidence
+        .iter()
+        .find(|e| e.verdict == Verdict::Worse)
+        .unwrap();
+    assert!(worst.interval.unwrap().1 < -0.15);
+    // The overall cell on its own would not roll back.
+    let all = d
+        .evidence
+        .iter()
+        .find(|e| e.cohort == "all" && e.metric == "quality")
+        .unwrap();
+    assert_ne!(all.verdict, Verdict::Worse);
+}
+
+#[test]
+fn error_ceiling_rolls_back_and_small_cells_draw_no_verdict() {
+    let s = summaries(&[("all", paired(2000, 0.0), errors(400, 380, 2000))]);
+    let d = evaluate(&policy(), &ready(), &s);
+    assert_eq!(d.action, Action::Rollback, "{}", d.reason);
+    let e = d
+        .evidence
+        .iter()
+        .find(|e| e.verdict == Verdict::Worse)
+        .unwrap();
+    assert_eq!(e.method, Method::Ceiling);
+    // Below min_samples even a terrible cell only holds.
+    let s = summaries(&[("all", paired(20, -3.0), errors(10, 0, 20))]);
+    let d = evaluate(&policy(), &ready(), &s);
+    assert_eq!(d.action, Action::Hold);
+    assert!(
+        d.evidence
+            .iter()
+            .all(|e| e.verdict == Verdict::InsufficientData)
+    );
+}
+
+#[test]
+fn missing_or_mismatched_data_blocks_promotion() {
+    let mut s = summaries(&[("all", paired(4000, 0.0), errors(80, 80, 4000))]);
+    s.cohorts.get_mut("all").unwrap().remove("errors");
+    let d = evaluate(&policy(), &ready(), &s);
+    assert_eq!(d.action, Action::Hold);
+    assert!(
+        d.reason.contains("errors/all: insufficient_data"),
+        "{}",
+        d.reason
+    );
+    let s = summaries(&[(
+        "all",
+        errors(1, 1, 4000),
+        MetricData::WinTieLoss {
+            wins: 1,
+            ties: 1,
+            losses: 1,
+        },
+    )]);
+    let d = evaluate(&policy(), &ready(), &s);
+    assert_eq!(d.action, Action::Hold);
+    assert!(d.evidence.iter().any(|e| e.verdict == Verdict::Invalid));
+    // No cohorts at all: nothing is shown, so nothing is promoted.
+    let d = evaluate(&policy(), &ready(), &StageSummaries::default());
+    assert_eq!(d.action, Action::Hold);
+    assert_eq!(d.evidence.len(), 2);
+}
+
+#[test]
+fn sample_ratio_mismatch_blocks_promotion_and_alerts() {
+    let mut s = summaries(&[("all", paired(4000, 0.0), errors(80, 80, 4000))]);
+    s.assignment = Some(Assignment {
+        variants: vec![
+            ("candidate".into(), 1150, 0.1),
+            ("stable".into(), 8850, 0.9),
+        ],
+    });
+    let d = evaluate(&policy(), &ready(), &s);
+    assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    assert_eq!(d.alerts.len(), 1);
+    assert_eq!(d.alerts[0].kind, AlertKind::SampleRatioMismatch);
+    // 1 020 / 8 980 is within chance at α = 0.001 (χ² = 0.444).
+    s.assignment = Some(Assignment {
+        variants: vec![
+            ("candidate".into(), 1020, 0.1),
+            ("stable".into(), 8980, 0.9),
+        ],
+    });
+    let d = evaluate(&policy(), &ready(), &s);
+    assert_eq!(d.action, Action::Promote, "{}", d.reason);
+    assert!(d.alerts.is_empty());
+}
+
+#[test]
+fn judge_abstentions_above_threshold_block_promotion() {
+    let mut s = summaries(&[("all", paired(4000, 0.0), errors(80, 80, 4000))]);
+    s.abstentions = vec![
+        Abstentions {
+            variant: "stable".into(),
+            abstained: 10,
+            attempts: 1000,
+        },
+        Abstentions {
+            variant: "candidate".into(),
+            abstained: 150,
+            attempts: 1000,
+        },
+    ];
+    let d = evaluate(&policy(), &ready(), &s);
+    assert_eq!(d.action, Action::Hold);
+    assert!(
+        d.reason.contains("judge_abstention:candidate"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn latency_tail_cost_and_win_rate_cells() {
+    let p = GatePolicy::with_metrics(vec![
+        MetricPolicy {
+            name: "latency_p95".into(),
+            kind: MetricKind::LatencyTail {
+                quantile: 0.95,
+                margin: 0.05,
+            },
+        },
+        MetricPolicy {
+            name: "cost".into(),
+            kind: MetricKind::CostRatio { budget: 1.2 },
+        },
+        MetricPolicy {
+            name: "pref".into(),
+            kind: MetricKind::WinRate { margin: 0.05 },
+        },
+    ]);
+    let cost = |c: f64| {
+        let xs: Vec<f64> = (0..2000)
+            .map(|i| c * (1.0 + 0.1 * ((i % 3) as f64 - 1.0)))
+            .collect();
+        Moments::from_values(&xs)
+    };
+    let cohort = |above: u64, cand_cost: f64, wins: u64, losses: u64| {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "latency_p95".to_owned(),
+            MetricData::Exceedance {
+                candidate_above: Count::new(above, 2000),
+                stable_quantile: Some(800.0),
+                candidate_quantile: Some(1000.0),
+            },
+        );
+        m.insert(
+            "cost".to_owned(),
+            MetricData::Cost {
+                candidate: cost(cand_cost),
+                stable: cost(0.01),
+            },
+        );
+        m.insert(
+            "pref".to_owned(),
+            MetricData::WinTieLoss {
+                wins,
+                ties: 2000 - wins - losses,
+                losses,
+            },
+        );
+        let mut s = StageSummaries::default();
+        s.cohorts.insert("all".to_owned(), m);
+        s
+    };
+    let d = evaluate(&p, &ready(), &cohort(100, 0.01, 700, 700));
+    assert_eq!(d.action, Action::Promote, "{}", d.reason);
+    let lat = d
+        .evidence
+        .iter()
+        .find(|e| e.metric == "latency_p95")
+        .unwrap();
+    assert!(lat.note.as_deref().unwrap().contains("1.250"));
+    // 20% of candidate requests above stable's p95 against a bound of 10%.
+    let d = evaluate(&p, &ready(), &cohort(400, 0.01, 700, 700));
+    assert_eq!(d.action, Action::Rollback);
+    assert!(d.reason.contains("latency_p95"));
+    // Cost 1.5× stable against a budget of 1.2.
+    let d = evaluate(&p, &ready(), &cohort(100, 0.015, 700, 700));
+    assert_eq!(d.action, Action::Rollback);
+    assert!(d.reason.contains("cost"), "{}", d.reason);
+    // Win rate 0.35 against a bound of 0.45.
+    let d = evaluate(&p, &ready(), &cohort(100, 0.01, 400, 1000));
+    assert_eq!(d.action, Action::Rollback);
+    assert!(d.reason.contains("pref"), "{}", d.reason);
+}
