@@ -1,4 +1,5 @@
 //! canarist's integration tests: one binary so that it links once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod clients;
 mod errors;
 mod live;
