@@ -23,7 +23,8 @@ pub enum SinkError {
 /// A destination for batches of captured events. Implementations write the whole batch or
 /// return an error (the writer then retries the batch).
 pub trait Sink: Send + Sync + 'static {
-    fn write_batch<'a>(&'a self, batch: &'a [CaptureEvent]) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn write_batch<'a>(&'a self, batch: &'a [CaptureEvent])
+    -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// Keeps every event in memory. For tests and `canarist demo`.
@@ -44,7 +45,10 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
-    fn write_batch<'a>(&'a self, batch: &'a [CaptureEvent]) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn write_batch<'a>(
+        &'a self,
+        batch: &'a [CaptureEvent],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             if let Ok(mut events) = self.events.lock() {
                 events.extend_from_slice(batch);
@@ -77,7 +81,10 @@ impl JsonlSink {
 }
 
 impl Sink for JsonlSink {
-    fn write_batch<'a>(&'a self, batch: &'a [CaptureEvent]) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn write_batch<'a>(
+        &'a self,
+        batch: &'a [CaptureEvent],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let mut buf = Vec::with_capacity(batch.len() * 1024);
             for event in batch {

@@ -55,7 +55,8 @@ pub struct CaptureStats {
 
 impl CaptureStats {
     pub fn dropped(&self) -> u64 {
-        self.dropped_full.load(Ordering::Relaxed) + self.dropped_write_failed.load(Ordering::Relaxed)
+        self.dropped_full.load(Ordering::Relaxed)
+            + self.dropped_write_failed.load(Ordering::Relaxed)
     }
 }
 
@@ -156,7 +157,9 @@ async fn write_with_retry(
     for attempt in 1..=config.max_attempts.max(1) {
         match sink.write_batch(batch).await {
             Ok(()) => {
-                stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 return;
             }
             Err(error) => {

@@ -66,7 +66,8 @@ pub struct Price {
 
 impl Price {
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
-        (prompt_tokens as f64 * self.input_per_mtok + completion_tokens as f64 * self.output_per_mtok)
+        (prompt_tokens as f64 * self.input_per_mtok
+            + completion_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
     }
 }

@@ -87,7 +87,10 @@ pub(super) fn validate(
     let listen = match raw.listen.as_deref() {
         None => default_listen(),
         Some(s) => s.parse().unwrap_or_else(|_| {
-            p.push("listen", format!("`{s}` is not a socket address like 127.0.0.1:8080"));
+            p.push(
+                "listen",
+                format!("`{s}` is not a socket address like 127.0.0.1:8080"),
+            );
             default_listen()
         }),
     };
@@ -111,7 +114,10 @@ pub(super) fn validate(
                 format!("`{}` must start with http:// or https://", rp.base_url),
             );
         } else if reqwest::Url::parse(&base_url).is_err() {
-            p.push(format!("{field}.base_url"), format!("`{}` is not a valid URL", rp.base_url));
+            p.push(
+                format!("{field}.base_url"),
+                format!("`{}` is not a valid URL", rp.base_url),
+            );
         }
         let api_key = match &rp.api_key_env {
             None => None,
@@ -143,7 +149,10 @@ pub(super) fn validate(
     let mut prices = BTreeMap::new();
     for (model, rp) in raw.prices {
         if !(rp.input_per_mtok >= 0.0 && rp.output_per_mtok >= 0.0) {
-            p.push(format!("prices.{model}"), "prices must be non-negative numbers");
+            p.push(
+                format!("prices.{model}"),
+                "prices must be non-negative numbers",
+            );
         }
         prices.insert(
             model,
@@ -162,7 +171,10 @@ pub(super) fn validate(
 
     let tenant_header = raw.routing.tenant_header.as_deref().and_then(|h| {
         header_name(h).or_else(|| {
-            p.push("routing.tenant_header", format!("`{h}` is not a valid header name"));
+            p.push(
+                "routing.tenant_header",
+                format!("`{h}` is not a valid header name"),
+            );
             None
         })
     });
@@ -174,10 +186,16 @@ pub(super) fn validate(
         let field = format!("deployments[{i}]");
         if let Some(d) = deployment(&field, rd, &providers, &mut p) {
             if !slugs.insert(d.slug.clone()) {
-                p.push(format!("{field}.slug"), format!("`{}` is used by another deployment", d.slug));
+                p.push(
+                    format!("{field}.slug"),
+                    format!("`{}` is used by another deployment", d.slug),
+                );
             }
             if !aliases.insert(d.model.clone()) {
-                p.push(format!("{field}.model"), format!("`{}` is used by another deployment", d.model));
+                p.push(
+                    format!("{field}.model"),
+                    format!("`{}` is used by another deployment", d.model),
+                );
             }
             deployments.push(d);
         }
@@ -221,12 +239,18 @@ fn header_name(s: &str) -> Option<http::HeaderName> {
 /// Percent (0–100, 0.01 steps) → buckets (0–10000).
 fn percent_to_buckets(field: &str, percent: f64, p: &mut Problems) -> u16 {
     if !(0.0..=100.0).contains(&percent) {
-        p.push(field, format!("{percent} is not a percentage between 0 and 100"));
+        p.push(
+            field,
+            format!("{percent} is not a percentage between 0 and 100"),
+        );
         return 0;
     }
     let buckets = percent * 100.0;
     if (buckets - buckets.round()).abs() > 1e-6 {
-        p.push(field, format!("{percent} is finer than the 0.01% bucket step"));
+        p.push(
+            field,
+            format!("{percent} is finer than the 0.01% bucket step"),
+        );
     }
     buckets.round() as u16
 }
@@ -257,7 +281,10 @@ fn check_variant(
     p: &mut Problems,
 ) {
     if !providers.contains_key(provider) {
-        p.push(format!("{field}.provider"), unknown_provider(provider, providers));
+        p.push(
+            format!("{field}.provider"),
+            unknown_provider(provider, providers),
+        );
     }
     if model.trim().is_empty() {
         p.push(format!("{field}.model"), "must not be empty");
@@ -280,7 +307,10 @@ fn candidate(
 ) -> Candidate {
     check_variant(field, &rc.provider, &rc.model, &rc.params, providers, p);
     if rc.name.trim().is_empty() || rc.name == "stable" {
-        p.push(format!("{field}.name"), "must be a non-empty name other than `stable`");
+        p.push(
+            format!("{field}.name"),
+            "must be a non-empty name other than `stable`",
+        );
     }
     let buckets = percent_to_buckets(&format!("{field}.percent"), rc.percent, p);
     Candidate {
@@ -309,7 +339,10 @@ fn deployment(
     {
         p.push(
             format!("{field}.slug"),
-            format!("`{}` must be non-empty and use only letters, digits, `-`, `_`, `.`", rd.slug),
+            format!(
+                "`{}` must be non-empty and use only letters, digits, `-`, `_`, `.`",
+                rd.slug
+            ),
         );
     }
     let mode = match rd.mode.as_deref().unwrap_or("off") {
@@ -317,11 +350,20 @@ fn deployment(
         "shadow" => Mode::Shadow,
         "live" => Mode::Live,
         other => {
-            p.push(format!("{field}.mode"), format!("`{other}` is not one of off, shadow, live"));
+            p.push(
+                format!("{field}.mode"),
+                format!("`{other}` is not one of off, shadow, live"),
+            );
             Mode::Off
         }
     };
-    let stable = variant(&format!("{field}.stable"), "stable".to_owned(), rd.stable, providers, p);
+    let stable = variant(
+        &format!("{field}.stable"),
+        "stable".to_owned(),
+        rd.stable,
+        providers,
+        p,
+    );
     let mut names = BTreeSet::new();
     let candidates: Vec<Candidate> = rd
         .candidates
@@ -331,7 +373,10 @@ fn deployment(
             let cf = format!("{field}.candidates[{j}]");
             let c = candidate(&cf, rc, providers, p);
             if !names.insert(c.variant.name.clone()) {
-                p.push(format!("{cf}.name"), format!("`{}` is used twice", c.variant.name));
+                p.push(
+                    format!("{cf}.name"),
+                    format!("`{}` is used twice", c.variant.name),
+                );
             }
             c
         })
@@ -351,7 +396,10 @@ fn deployment(
         }
     }
     if mode != Mode::Off && candidates.is_empty() {
-        p.push(format!("{field}.candidates"), format!("mode `{}` needs at least one candidate", mode.as_str()));
+        p.push(
+            format!("{field}.candidates"),
+            format!("mode `{}` needs at least one candidate", mode.as_str()),
+        );
     }
     let pair_sample_buckets = percent_to_buckets(
         &format!("{field}.live.pair_sample_percent"),
@@ -360,7 +408,10 @@ fn deployment(
     );
     if let Some(usd) = rd.spend_cap.usd {
         if !(usd >= 0.0) {
-            p.push(format!("{field}.spend_cap.usd"), "must be a non-negative number");
+            p.push(
+                format!("{field}.spend_cap.usd"),
+                "must be a non-negative number",
+            );
         }
     }
     let cohorts = cohorts(&format!("{field}.cohorts"), rd.cohorts, p);
@@ -391,7 +442,10 @@ fn cohorts(field: &str, rc: RawCohorts, p: &mut Problems) -> Cohorts {
         match (src.header, src.metadata) {
             (Some(h), None) => match header_name(&h) {
                 Some(h) => labels.push((name, LabelSource::Header(h))),
-                None => p.push(format!("{lf}.header"), format!("`{h}` is not a valid header name")),
+                None => p.push(
+                    format!("{lf}.header"),
+                    format!("`{h}` is not a valid header name"),
+                ),
             },
             (None, Some(key)) => labels.push((name, LabelSource::Metadata(key))),
             _ => p.push(lf, "set exactly one of `header` or `metadata`"),
@@ -415,7 +469,10 @@ fn cohorts(field: &str, rc: RawCohorts, p: &mut Problems) -> Cohorts {
         let action = match rule.action.as_str() {
             "include" => {
                 if rule.until_percent.is_some() {
-                    p.push(format!("{rf}.until_percent"), "only applies to `exclude` rules");
+                    p.push(
+                        format!("{rf}.until_percent"),
+                        "only applies to `exclude` rules",
+                    );
                 }
                 CohortAction::Include
             }
@@ -425,7 +482,10 @@ fn cohorts(field: &str, rc: RawCohorts, p: &mut Problems) -> Cohorts {
                     .map(|pc| percent_to_buckets(&format!("{rf}.until_percent"), pc, p)),
             },
             other => {
-                p.push(format!("{rf}.action"), format!("`{other}` is not one of include, exclude"));
+                p.push(
+                    format!("{rf}.action"),
+                    format!("`{other}` is not one of include, exclude"),
+                );
                 CohortAction::Include
             }
         };
@@ -445,7 +505,10 @@ fn capture(rc: super::raw::RawCapture, p: &mut Problems) -> CaptureConfig {
             SinkKind::Jsonl(PathBuf::from(&s["jsonl:".len()..]))
         }
         Some(other) => {
-            p.push("capture.sink", format!("`{other}` is not one of memory, store, jsonl:<path>"));
+            p.push(
+                "capture.sink",
+                format!("`{other}` is not one of memory, store, jsonl:<path>"),
+            );
             SinkKind::Memory
         }
     };
@@ -457,7 +520,10 @@ fn capture(rc: super::raw::RawCapture, p: &mut Problems) -> CaptureConfig {
     for (i, pattern) in rc.redact.iter().enumerate() {
         match regex::Regex::new(pattern) {
             Ok(re) => redact.push(re),
-            Err(e) => p.push(format!("capture.redact[{i}]"), format!("invalid regex: {e}")),
+            Err(e) => p.push(
+                format!("capture.redact[{i}]"),
+                format!("invalid regex: {e}"),
+            ),
         }
     }
     let queue_capacity = rc.queue_capacity.unwrap_or(10_000);
@@ -468,7 +534,9 @@ fn capture(rc: super::raw::RawCapture, p: &mut Problems) -> CaptureConfig {
         sink,
         queue_capacity,
         batch_size: rc.batch_size.unwrap_or(500).max(1),
-        flush_interval: rc.flush_interval.unwrap_or(std::time::Duration::from_millis(200)),
+        flush_interval: rc
+            .flush_interval
+            .unwrap_or(std::time::Duration::from_millis(200)),
         body_sample_rate,
         redact,
         max_body_bytes: rc.max_body_bytes.unwrap_or(256 * 1024),

@@ -30,7 +30,11 @@ pub fn cohort_labels<'h>(
 }
 
 /// Whether a request with `labels` may be in a canary whose candidate holds `candidate_buckets`.
-pub fn eligible(cohorts: &Cohorts, labels: &BTreeMap<String, String>, candidate_buckets: u16) -> bool {
+pub fn eligible(
+    cohorts: &Cohorts,
+    labels: &BTreeMap<String, String>,
+    candidate_buckets: u16,
+) -> bool {
     let matches = |rule: &crate::config::CohortRule| {
         rule.matches
             .iter()

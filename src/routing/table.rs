@@ -20,7 +20,10 @@ impl RoutedDeployment {
     pub fn new(deployment: Deployment) -> Self {
         let seed = hash_seed(
             &deployment.salt,
-            deployment.candidates.iter().map(|c| c.variant.name.as_str()),
+            deployment
+                .candidates
+                .iter()
+                .map(|c| c.variant.name.as_str()),
         );
         Self { deployment, seed }
     }
@@ -78,8 +81,10 @@ impl TrafficTable {
                 m.clone_from(&changed.model);
             }
         }
-        next.by_model
-            .insert(changed.model.clone(), Arc::new(RoutedDeployment::new(changed)));
+        next.by_model.insert(
+            changed.model.clone(),
+            Arc::new(RoutedDeployment::new(changed)),
+        );
         Some(next)
     }
 }
