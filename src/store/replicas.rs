@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -106,7 +106,12 @@ impl ConfigWatcher {
     pub async fn new(store: &Store, poll: Duration) -> Result<Self, StoreError> {
         let listener = match &store.backend {
             Backend::Postgres(pool) => {
-                let mut listener = PgListener::connect_with(pool).await?;
+                // A pool of its own: the listener holds its connection for as long as it lives,
+                // which must not keep `Store::close` waiting. It reconnects through this pool.
+                let own = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy_with((*pool.connect_options()).clone());
+                let mut listener = PgListener::connect_with(&own).await?;
                 listener.listen(CONFIG_CHANNEL).await?;
                 Some(listener)
             }

@@ -40,35 +40,13 @@ fn cutoff(now: DateTime<Utc>, age: Duration) -> Result<DateTime<Utc>, StoreError
 }
 
 impl Store {
-    /// One retention pass as of `now`.
+    /// One retention pass as of `now`: old observations first, then old bodies of the rest.
     pub async fn prune(
         &self,
         policy: &RetentionPolicy,
         now: DateTime<Utc>,
     ) -> Result<PruneReport, StoreError> {
         let mut report = PruneReport::default();
-        if let Some(age) = policy.bodies {
-            let before = cutoff(now, age)?;
-            loop {
-                let n = with_pool!(self, p => {
-                    sqlx::query(
-                        "UPDATE observations SET request_body = NULL, response_body = NULL, \
-                         response_text = NULL WHERE id IN (SELECT id FROM observations \
-                         WHERE at < $1 AND (request_body IS NOT NULL OR response_body IS NOT NULL \
-                         OR response_text IS NOT NULL) LIMIT $2)",
-                    )
-                    .bind(before)
-                    .bind(CHUNK)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-                });
-                report.bodies_cleared += n;
-                if n < CHUNK as u64 {
-                    break;
-                }
-            }
-        }
         if let Some(age) = policy.observations {
             let before = cutoff(now, age)?;
             loop {
@@ -96,6 +74,28 @@ impl Store {
                     n
                 });
                 report.observations_deleted += n;
+                if n < CHUNK as u64 {
+                    break;
+                }
+            }
+        }
+        if let Some(age) = policy.bodies {
+            let before = cutoff(now, age)?;
+            loop {
+                let n = with_pool!(self, p => {
+                    sqlx::query(
+                        "UPDATE observations SET request_body = NULL, response_body = NULL, \
+                         response_text = NULL WHERE id IN (SELECT id FROM observations \
+                         WHERE at < $1 AND (request_body IS NOT NULL OR response_body IS NOT NULL \
+                         OR response_text IS NOT NULL) LIMIT $2)",
+                    )
+                    .bind(before)
+                    .bind(CHUNK)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+                });
+                report.bodies_cleared += n;
                 if n < CHUNK as u64 {
                     break;
                 }
