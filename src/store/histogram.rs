@@ -85,11 +85,20 @@ impl LatencyHistogram {
             .map(|&b| Self::upper_bound(b))
     }
 
-    /// Values in buckets entirely above `threshold_ms` (those above its bucket): what the gate
-    /// counts as "slower than stable's p95".
-    pub fn count_above(&self, threshold_ms: f64) -> u64 {
+    /// Estimated number of values above `threshold_ms` (what the gate counts as "slower than
+    /// stable's p95"): every value in higher buckets, plus the share of the threshold's own bucket
+    /// above it, assuming values spread evenly within that bucket.
+    pub fn estimate_above(&self, threshold_ms: f64) -> f64 {
         let b = Self::bucket_of(threshold_ms);
-        self.counts.range(b + 1..).map(|(_, &c)| c).sum()
+        let higher: u64 = self.counts.range(b + 1..).map(|(_, &c)| c).sum();
+        let own = self.counts.get(&b).copied().unwrap_or(0) as f64;
+        let (lo, hi) = (Self::lower_bound(b), Self::upper_bound(b));
+        let share = if hi > lo {
+            ((hi - threshold_ms) / (hi - lo)).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        higher as f64 + own * share
     }
 
     pub fn merge(&mut self, other: &LatencyHistogram) {
@@ -124,9 +133,11 @@ mod tests {
             let est = h.quantile(q).unwrap();
             assert!(est >= exact && est <= exact * GROWTH, "q{q}: {est}");
         }
-        // Values above 950 ms's bucket: exact count is 50, bucket resolution loses at most 5%.
-        let above = h.count_above(950.0);
-        assert!((40..=50).contains(&above), "{above}");
+        // Exactly 50 values are above 950 ms; the estimate interpolates within one bucket.
+        let above = h.estimate_above(950.0);
+        assert!((48.0..=52.0).contains(&above), "{above}");
+        assert_eq!(h.estimate_above(2000.0), 0.0);
+        assert!((h.estimate_above(0.5) - 1000.0).abs() < 1.0);
         assert_eq!(LatencyHistogram::default().quantile(0.5), None);
     }
 }

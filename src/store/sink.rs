@@ -266,6 +266,17 @@ macro_rules! decode_observation {
     }};
 }
 
+/// request id, deployment, stage, config version, stable and candidate ids, cohort.
+type PairHead = (
+    Uuid,
+    String,
+    String,
+    i64,
+    Uuid,
+    Uuid,
+    Json<BTreeMap<String, String>>,
+);
+
 impl Store {
     /// Writes a batch of capture events in one transaction.
     pub async fn write_events(&self, batch: &[CaptureEvent]) -> Result<(), StoreError> {
@@ -296,15 +307,7 @@ impl Store {
 
     /// A pair with both of its observations; `None` when the pair or a side is gone (retention).
     pub async fn pair(&self, id: Uuid) -> Result<Option<Pair>, StoreError> {
-        let head: Option<(
-            Uuid,
-            String,
-            String,
-            i64,
-            Uuid,
-            Uuid,
-            Json<BTreeMap<String, String>>,
-        )> = with_pool!(self, p => {
+        let head: Option<PairHead> = with_pool!(self, p => {
             sqlx::query_as(
                 "SELECT request_id, deployment, stage, config_version, stable_observation_id, \
                  candidate_observation_id, cohort FROM pairs WHERE id = $1",

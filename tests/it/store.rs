@@ -1,5 +1,7 @@
 //! The storage suite: every test runs against SQLite (a file in a temp dir) and, when
 //! `DATABASE_URL` is set, against Postgres (a fresh database per test, dropped afterwards).
+// Helpers outside `#[test]` functions panic on setup failures too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
