@@ -1,9 +1,279 @@
-//! `store`: durable storage with sqlx (SQLite by default, Postgres for several replicas).
+//! `store`: durable storage with sqlx — SQLite by default (one file, WAL), Postgres for several
+//! gateway replicas.
+//!
+//! Owns: the connection pools, the migrations (`migrations/sqlite`, `migrations/postgres`: the
+//! same tables and columns, only the types differ), and plain reads and writes of every record:
+//! observations and pairs ([`StoreSink`]), judge jobs ([`Store::claim`] …), judgments and check
+//! results, rollouts and their audit log, deployments and variants, config versions with
+//! `LISTEN/NOTIFY` ([`ConfigWatcher`]), controller leadership ([`LeaderLock`]), API keys,
+//! retention, and the aggregate read queries the gate and reports use ([`Store::stage_summary`]).
+//!
+//! Never: holds business logic (no gate decisions, no state-machine rules), loads every row to
+//! summarise, or writes a body the capture policy stripped (it writes what the Observation carries).
+//!
+//! Fails: closed for the controller's writes (a rollout transition that cannot be persisted is an
+//! error and does not take effect); open for capture — [`StoreSink`] returns
+//! `SinkError::Database`, the capture writer retries, then drops and counts, and the request path
+//! never waits. The pools reconnect by themselves when the database comes back.
+//!
+//! Crash safety (kill -9): every batch is one transaction, so the database is never left with half
+//! a batch. What is lost at most is what had not been committed: the batch being written plus the
+//! events still queued in the capture channel (`capture.queue_capacity`, 10,000 by default).
+//! Claimed judge jobs of a killed worker are reclaimed after their lease expires. SQLite runs in
+//! WAL mode with `synchronous = NORMAL`: a power loss (not a process kill) may also lose the last
+//! committed transactions, never corrupt the file.
+
 use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
 
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::SqliteSynchronous;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+mod aggregates;
+mod histogram;
+mod jobs;
+mod judgments;
+mod keys;
+mod replicas;
+mod retention;
+mod rollouts;
+mod sink;
+
+pub use aggregates::{
+    CheckSummary, Moments, ScoreSummary, StageSummary, SummaryScope, VariantSummary,
+};
+pub use histogram::LatencyHistogram;
+pub use jobs::{JobState, JudgeJob, MAX_ATTEMPTS};
+pub use judgments::{NewCheckResult, NewJudgment, ORDER_COMBINED, ORDER_SINGLE, Verdict};
+pub use keys::ApiKey;
+pub use replicas::{CONFIG_CHANNEL, CONTROLLER_LOCK_KEY, ConfigWatcher, LeaderLock, Leadership};
+pub use retention::{PruneReport, RetentionPolicy};
+pub use rollouts::{NewRollout, Rollout, RolloutUpdate, Transition};
+pub use sink::StoreSink;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage url `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored {what} is not valid: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How to connect. The defaults suit the gateway; tests shorten the timeouts.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// How long a query waits for a free (or re-established) connection before it fails.
+    pub acquire_timeout: Duration,
+    /// SQLite only: how long a writer waits for the file lock before it fails.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The handle every module uses: cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) backend: Backend,
+}
+
+/// Runs `$body` with `$p` bound to the concrete pool of either backend. The body is compiled once
+/// per backend, so portable SQL is written once.
+macro_rules! with_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($p) => $body,
+            $crate::store::Backend::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+impl Store {
+    /// Connects with default options and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// Connects (`sqlite://path.db`, created if missing; `sqlite::memory:`; `postgres://…`) and
+    /// runs the migrations.
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let store = Self::connect_no_migrate(url, options).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without running migrations.
+    pub async fn connect_no_migrate(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let bad = |reason: String| StoreError::BadUrl {
+            url: redact_url(url),
+            reason,
+        };
+        if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)
+                .map_err(|e| bad(e.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(options.busy_timeout)
+                .foreign_keys(true);
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let mut pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.acquire_timeout);
+            if in_memory {
+                // An in-memory database lives as long as one connection does: keep one forever.
+                pool = pool
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            }
+            let pool = pool.connect_with(connect).await?;
+            Ok(Self {
+                backend: Backend::Sqlite(pool),
+            })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let connect = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            Ok(Self {
+                backend: Backend::Postgres(pool),
+            })
+        } else {
+            Err(bad(
+                "expected `sqlite://…`, `sqlite::memory:` or `postgres://…`".into(),
+            ))
+        }
+    }
+
+    /// Applies pending migrations; a no-op when the schema is current.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Backend::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The Postgres pool, for code that needs Postgres-only features.
+    pub fn pg_pool(&self) -> Option<&PgPool> {
+        match &self.backend {
+            Backend::Postgres(p) => Some(p),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Closes every connection (waits for queries in flight).
+    pub async fn close(&self) {
+        with_pool!(self, p => p.close().await)
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// `canarist migrate`: runs the migrations against the configured database and exits.
 #[derive(Debug, clap::Args)]
-pub struct MigrateArgs {}
+pub struct MigrateArgs {
+    /// Database URL (`sqlite://canarist.db`, `postgres://…`).
+    #[arg(long, env = "DATABASE_URL", conflicts_with = "config")]
+    pub database_url: Option<String>,
+    /// Read `storage.url` from this config file instead.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+}
 
-pub async fn run_migrate(_args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub async fn run_migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let url = match (args.database_url, args.config) {
+        (Some(url), _) => url,
+        (None, Some(path)) => {
+            let config = crate::config::Config::load(&path)?;
+            config
+                .storage_url
+                .ok_or_else(|| anyhow::anyhow!("{}: storage.url is not set", path.display()))?
+        }
+        (None, None) => anyhow::bail!("give --database-url (or DATABASE_URL) or --config"),
+    };
+    let store = Store::connect_no_migrate(&url, &StoreOptions::default()).await?;
+    store.migrate().await?;
+    store.close().await;
+    eprintln!("migrations applied to {}", redact_url(&url));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
 }

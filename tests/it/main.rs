@@ -7,5 +7,6 @@ mod mock_upstream;
 mod rubric;
 mod shadow;
 mod simulate;
+mod store;
 mod streaming;
 mod support;

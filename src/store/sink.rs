@@ -1,0 +1,410 @@
+//! [`StoreSink`]: the capture sink that writes batches of observations and pairs to the store,
+//! and reading them back. A batch is one transaction of multi-row inserts; every insert is
+//! idempotent (`ON CONFLICT DO NOTHING`) so that a retried batch never duplicates a row.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
+use uuid::Uuid;
+
+use super::histogram::LatencyHistogram;
+use super::{Store, StoreError, to_i64, to_u64, with_pool};
+use crate::capture::{
+    CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Sink, SinkError, Usage,
+};
+
+/// Observation rows per INSERT statement (32 columns each: below SQLite's 32,766 and Postgres'
+/// 65,535 bind parameters).
+const OBSERVATIONS_PER_STATEMENT: usize = 900;
+/// Label, pair and job rows per statement (at most 9 columns each).
+const SMALL_ROWS_PER_STATEMENT: usize = 3000;
+
+/// The capture sink backed by the store. A Pair event writes the pair row (and its two sides, if
+/// they are not written already) and enqueues a judge job for it.
+#[derive(Debug, Clone)]
+pub struct StoreSink {
+    store: Store,
+}
+
+impl StoreSink {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+impl Sink for StoreSink {
+    fn write_batch<'a>(
+        &'a self,
+        batch: &'a [CaptureEvent],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            self.store
+                .write_events(batch)
+                .await
+                .map_err(|e| SinkError::Database(e.to_string()))
+        })
+    }
+}
+
+/// The rows one batch turns into.
+struct Rows<'a> {
+    observations: Vec<&'a Observation>,
+    pairs: Vec<&'a Pair>,
+    observation_labels: Vec<(Uuid, &'a str, &'a str)>,
+    pair_labels: Vec<(Uuid, &'a str, &'a str)>,
+    now: DateTime<Utc>,
+}
+
+impl<'a> Rows<'a> {
+    fn new(batch: &'a [CaptureEvent]) -> Self {
+        let mut observations = Vec::with_capacity(batch.len());
+        let mut pairs = Vec::new();
+        for event in batch {
+            match event {
+                CaptureEvent::Observation(o) => observations.push(o.as_ref()),
+                CaptureEvent::Pair(p) => pairs.push(p.as_ref()),
+            }
+        }
+        // A pair's sides are normally recorded on their own too; write those that are not in
+        // this batch, so that a pair never points at an observation that was dropped.
+        let mut ids: HashSet<Uuid> = observations.iter().map(|o| o.id).collect();
+        for pair in &pairs {
+            for side in [&pair.stable, &pair.candidate] {
+                if ids.insert(side.id) {
+                    observations.push(side);
+                }
+            }
+        }
+        let observation_labels = observations
+            .iter()
+            .flat_map(|o| o.cohort.iter().map(|(k, v)| (o.id, k.as_str(), v.as_str())))
+            .collect();
+        let pair_labels = pairs
+            .iter()
+            .flat_map(|p| p.cohort.iter().map(|(k, v)| (p.id, k.as_str(), v.as_str())))
+            .collect();
+        Self {
+            observations,
+            pairs,
+            observation_labels,
+            pair_labels,
+            now: Utc::now(),
+        }
+    }
+}
+
+/// Writes `rows` in one transaction on pool `$pool` of database type `$db`.
+macro_rules! write_rows {
+    ($pool:expr, $db:ty, $rows:expr) => {{
+        let rows: &Rows<'_> = $rows;
+        let mut tx = $pool.begin().await?;
+        for chunk in rows.observations.chunks(OBSERVATIONS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<$db>::new(
+                "INSERT INTO observations (id, request_id, pair_id, at, deployment, variant, role, \
+                 purpose, stage, config_version, endpoint, upstream_model, stream, bucket, unit_key, \
+                 sticky, cohort, status, error_class, error_detail, ttft_ms, ttft_bucket, latency_ms, \
+                 latency_bucket, prompt_tokens, completion_tokens, total_tokens, cost_usd, \
+                 finish_reason, response_text, request_body, response_body) ",
+            );
+            qb.push_values(chunk, |mut b, o| {
+                let usage = o.usage;
+                b.push_bind(o.id)
+                    .push_bind(o.request_id)
+                    .push_bind(o.pair_id)
+                    .push_bind(o.at)
+                    .push_bind(o.deployment.as_str())
+                    .push_bind(o.variant.as_str())
+                    .push_bind(o.role.as_str())
+                    .push_bind(purpose_str(o.purpose))
+                    .push_bind(o.stage.as_str())
+                    .push_bind(to_i64(o.config_version))
+                    .push_bind(endpoint_str(o.endpoint))
+                    .push_bind(o.upstream_model.as_str())
+                    .push_bind(o.stream)
+                    .push_bind(o.bucket.map(i32::from))
+                    .push_bind(o.unit_key.as_deref())
+                    .push_bind(o.sticky)
+                    .push_bind(Json(&o.cohort))
+                    .push_bind(o.status.map(i32::from))
+                    .push_bind(o.error.map(ErrorClass::as_str))
+                    .push_bind(o.error_detail.as_deref().map(strip_nul))
+                    .push_bind(o.ttft_ms)
+                    .push_bind(o.ttft_ms.map(|t| LatencyHistogram::bucket_of(t) as i32))
+                    .push_bind(o.latency_ms)
+                    .push_bind(LatencyHistogram::bucket_of(o.latency_ms) as i32)
+                    .push_bind(usage.map(|u| to_i64(u.prompt_tokens)))
+                    .push_bind(usage.map(|u| to_i64(u.completion_tokens)))
+                    .push_bind(usage.map(|u| to_i64(u.total_tokens)))
+                    .push_bind(o.cost_usd)
+                    .push_bind(o.finish_reason.as_deref())
+                    .push_bind(o.response_text.as_deref().map(strip_nul))
+                    .push_bind(o.request_body.as_ref().map(Json))
+                    .push_bind(o.response_body.as_ref().map(Json));
+            });
+            qb.push(" ON CONFLICT (id) DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+        }
+        for (table, labels) in [
+            ("observation_labels (observation_id", &rows.observation_labels),
+            ("pair_labels (pair_id", &rows.pair_labels),
+        ] {
+            for chunk in labels.chunks(SMALL_ROWS_PER_STATEMENT) {
+                let mut qb = QueryBuilder::<$db>::new(format!("INSERT INTO {table}, key, value) "));
+                qb.push_values(chunk, |mut b, (id, k, v)| {
+                    b.push_bind(*id).push_bind(*k).push_bind(*v);
+                });
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
+            }
+        }
+        for chunk in rows.pairs.chunks(SMALL_ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<$db>::new(
+                "INSERT INTO pairs (id, request_id, deployment, stage, config_version, candidate, \
+                 stable_observation_id, candidate_observation_id, cohort, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, p| {
+                b.push_bind(p.id)
+                    .push_bind(p.request_id)
+                    .push_bind(p.deployment.as_str())
+                    .push_bind(p.stage.as_str())
+                    .push_bind(to_i64(p.config_version))
+                    .push_bind(p.candidate.variant.as_str())
+                    .push_bind(p.stable.id)
+                    .push_bind(p.candidate.id)
+                    .push_bind(Json(&p.cohort))
+                    .push_bind(rows.now);
+            });
+            qb.push(" ON CONFLICT (id) DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+
+            let mut qb = QueryBuilder::<$db>::new(
+                "INSERT INTO judge_jobs (pair_id, deployment, candidate, state, attempts, \
+                 created_at, updated_at) ",
+            );
+            qb.push_values(chunk, |mut b, p| {
+                b.push_bind(p.id)
+                    .push_bind(p.deployment.as_str())
+                    .push_bind(p.candidate.variant.as_str())
+                    .push_bind("queued")
+                    .push_bind(0_i32)
+                    .push_bind(rows.now)
+                    .push_bind(rows.now);
+            });
+            qb.push(" ON CONFLICT (pair_id) DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok::<(), sqlx::Error>(())
+    }};
+}
+
+/// Decodes an `observations` row (all columns, by name).
+macro_rules! decode_observation {
+    ($row:expr) => {{
+        let row = $row;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            what: "observation",
+            detail,
+        };
+        let prompt: Option<i64> = row.try_get("prompt_tokens")?;
+        let completion: Option<i64> = row.try_get("completion_tokens")?;
+        let total: Option<i64> = row.try_get("total_tokens")?;
+        let usage = prompt.map(|p| Usage {
+            prompt_tokens: to_u64(p),
+            completion_tokens: to_u64(completion.unwrap_or(0)),
+            total_tokens: to_u64(total.unwrap_or(0)),
+        });
+        let role: String = row.try_get("role")?;
+        let purpose: String = row.try_get("purpose")?;
+        let endpoint: String = row.try_get("endpoint")?;
+        let error: Option<String> = row.try_get("error_class")?;
+        let bucket: Option<i32> = row.try_get("bucket")?;
+        let status: Option<i32> = row.try_get("status")?;
+        let cohort: Json<BTreeMap<String, String>> = row.try_get("cohort")?;
+        let request_body: Option<Json<serde_json::Value>> = row.try_get("request_body")?;
+        let response_body: Option<Json<serde_json::Value>> = row.try_get("response_body")?;
+        Observation {
+            id: row.try_get("id")?,
+            request_id: row.try_get("request_id")?,
+            pair_id: row.try_get("pair_id")?,
+            at: row.try_get("at")?,
+            deployment: row.try_get("deployment")?,
+            variant: row.try_get("variant")?,
+            role: parse_role(&role).ok_or_else(|| corrupt(format!("role `{role}`")))?,
+            purpose: parse_purpose(&purpose)
+                .ok_or_else(|| corrupt(format!("purpose `{purpose}`")))?,
+            stage: row.try_get("stage")?,
+            config_version: to_u64(row.try_get("config_version")?),
+            endpoint: parse_endpoint(&endpoint)
+                .ok_or_else(|| corrupt(format!("endpoint `{endpoint}`")))?,
+            upstream_model: row.try_get("upstream_model")?,
+            stream: row.try_get("stream")?,
+            bucket: bucket.and_then(|b| u16::try_from(b).ok()),
+            unit_key: row.try_get("unit_key")?,
+            sticky: row.try_get("sticky")?,
+            cohort: cohort.0,
+            status: status.and_then(|s| u16::try_from(s).ok()),
+            error: match error {
+                Some(e) => Some(
+                    parse_error_class(&e).ok_or_else(|| corrupt(format!("error_class `{e}`")))?,
+                ),
+                None => None,
+            },
+            error_detail: row.try_get("error_detail")?,
+            ttft_ms: row.try_get("ttft_ms")?,
+            latency_ms: row.try_get("latency_ms")?,
+            usage,
+            cost_usd: row.try_get("cost_usd")?,
+            finish_reason: row.try_get("finish_reason")?,
+            response_text: row.try_get("response_text")?,
+            request_body: request_body.map(|j| j.0),
+            response_body: response_body.map(|j| j.0),
+        }
+    }};
+}
+
+/// request id, deployment, stage, config version, stable and candidate ids, cohort.
+type PairHead = (
+    Uuid,
+    String,
+    String,
+    i64,
+    Uuid,
+    Uuid,
+    Json<BTreeMap<String, String>>,
+);
+
+impl Store {
+    /// Writes a batch of capture events in one transaction.
+    pub async fn write_events(&self, batch: &[CaptureEvent]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let rows = Rows::new(batch);
+        match &self.backend {
+            super::Backend::Sqlite(p) => write_rows!(p, Sqlite, &rows)?,
+            super::Backend::Postgres(p) => write_rows!(p, Postgres, &rows)?,
+        }
+        Ok(())
+    }
+
+    /// One observation by id.
+    pub async fn observation(&self, id: Uuid) -> Result<Option<Observation>, StoreError> {
+        with_pool!(self, p => {
+            let row = sqlx::query("SELECT * FROM observations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
+            match row {
+                Some(row) => Ok(Some(decode_observation!(&row))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// A pair with both of its observations; `None` when the pair or a side is gone (retention).
+    pub async fn pair(&self, id: Uuid) -> Result<Option<Pair>, StoreError> {
+        let head: Option<PairHead> = with_pool!(self, p => {
+            sqlx::query_as(
+                "SELECT request_id, deployment, stage, config_version, stable_observation_id, \
+                 candidate_observation_id, cohort FROM pairs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+        });
+        let Some((request_id, deployment, stage, version, stable_id, candidate_id, cohort)) = head
+        else {
+            return Ok(None);
+        };
+        let (Some(stable), Some(candidate)) = (
+            self.observation(stable_id).await?,
+            self.observation(candidate_id).await?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(Pair {
+            id,
+            request_id,
+            deployment,
+            stage,
+            config_version: to_u64(version),
+            cohort: cohort.0,
+            stable,
+            candidate,
+        }))
+    }
+
+    /// Number of stored observations (all, or of one deployment).
+    pub async fn count_observations(&self, deployment: Option<&str>) -> Result<u64, StoreError> {
+        let n: i64 = with_pool!(self, p => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM observations WHERE ($1 = '' OR deployment = $1)",
+            )
+            .bind(deployment.unwrap_or(""))
+            .fetch_one(p)
+            .await?
+        });
+        Ok(to_u64(n))
+    }
+}
+
+fn strip_nul(s: &str) -> String {
+    // Postgres text cannot hold NUL; an LLM answer with one must not poison a whole batch.
+    s.replace('\0', "")
+}
+
+fn purpose_str(p: Purpose) -> &'static str {
+    match p {
+        Purpose::Served => "served",
+        Purpose::Mirrored => "mirrored",
+        Purpose::Fallback => "fallback",
+    }
+}
+
+fn endpoint_str(e: Endpoint) -> &'static str {
+    match e {
+        Endpoint::ChatCompletions => "chat_completions",
+        Endpoint::Completions => "completions",
+        Endpoint::Embeddings => "embeddings",
+    }
+}
+
+fn parse_role(s: &str) -> Option<Role> {
+    [Role::Stable, Role::Candidate]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+}
+
+fn parse_purpose(s: &str) -> Option<Purpose> {
+    [Purpose::Served, Purpose::Mirrored, Purpose::Fallback]
+        .into_iter()
+        .find(|p| purpose_str(*p) == s)
+}
+
+fn parse_endpoint(s: &str) -> Option<Endpoint> {
+    [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+    ]
+    .into_iter()
+    .find(|e| endpoint_str(*e) == s)
+}
+
+pub(crate) fn parse_error_class(s: &str) -> Option<ErrorClass> {
+    [
+        ErrorClass::Unreachable,
+        ErrorClass::Timeout,
+        ErrorClass::Upstream4xx,
+        ErrorClass::Upstream5xx,
+        ErrorClass::Malformed,
+        ErrorClass::Truncated,
+        ErrorClass::ClientDisconnected,
+    ]
+    .into_iter()
+    .find(|e| e.as_str() == s)
+}
