@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::capture::{JsonlSink, MemorySink, Sink};
 use crate::config::{Config, SinkKind};
 use crate::http::Server;
+use crate::store::{Store, StoreSink, redact_url};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -24,15 +25,12 @@ pub struct ServeArgs {
 }
 
 /// The sink the config asks for.
-pub fn sink_for(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
-    Ok(match &config.capture.sink {
+pub fn sink_for(config: &Config, store: &Store) -> Arc<dyn Sink> {
+    match &config.capture.sink {
         SinkKind::Memory => Arc::new(MemorySink::new()),
         SinkKind::Jsonl(path) => Arc::new(JsonlSink::new(path)),
-        SinkKind::Store => anyhow::bail!(
-            "{}: capture.sink `store` is not available in this build",
-            config.source.display()
-        ),
-    })
+        SinkKind::Store => Arc::new(StoreSink::new(store.clone())),
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -55,9 +53,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(server)
         }
     };
-    let sink = sink_for(&config)?;
+    let store = Store::connect(&config.storage_url).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{}: storage.url {}: {e}",
+            config.source.display(),
+            redact_url(&config.storage_url)
+        )
+    })?;
+    let sink = sink_for(&config, &store);
     let deployments = config.deployments.len();
-    let mut server = Server::start(config, listen, sink).await?;
+    let mut server = Server::start_with_store(config, listen, sink, Some(store)).await?;
     tracing::info!(addr = %server.addr(), deployments, "canarist gateway listening");
     println!("canarist listening on {}", server.url());
     tokio::select! {

@@ -29,7 +29,8 @@ pub struct Config {
     pub tenant_header: Option<http::HeaderName>,
     pub deployments: Vec<Deployment>,
     pub capture: CaptureConfig,
-    pub storage_url: Option<String>,
+    /// `sqlite://…` (default `sqlite://canarist.db`) or `postgres://…`.
+    pub storage_url: String,
 }
 
 /// An OpenAI-compatible upstream.
@@ -197,6 +198,9 @@ pub fn default_read_timeout() -> Duration {
 }
 pub fn default_shadow_timeout() -> Duration {
     Duration::from_secs(120)
+}
+pub fn default_storage_url() -> String {
+    "sqlite://canarist.db".to_owned()
 }
 pub fn default_stage() -> String {
     "default".to_owned()

@@ -182,7 +182,7 @@ pub struct RawCohortRule {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCapture {
-    /// `memory`, `jsonl:<path>`, or `store` (the `storage` database).
+    /// `store` (the `storage` database, the default), `jsonl:<path>`, or `memory`.
     #[serde(default)]
     pub sink: Option<String>,
     #[serde(default)]

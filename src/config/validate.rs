@@ -204,9 +204,15 @@ pub(super) fn validate(
     }
 
     let capture = capture(raw.capture, &mut p);
-    let storage_url = raw.storage.map(|s| s.url);
-    if let (SinkKind::Store, None) = (&capture.sink, &storage_url) {
-        p.push("capture.sink", "`store` needs a `storage.url`");
+    let storage_url = raw.storage.map_or_else(default_storage_url, |s| s.url);
+    if !(storage_url.starts_with("sqlite:")
+        || storage_url.starts_with("postgres://")
+        || storage_url.starts_with("postgresql://"))
+    {
+        p.push(
+            "storage.url",
+            format!("`{storage_url}` is not a sqlite:… or postgres://… URL"),
+        );
     }
 
     if !p.0.is_empty() {
@@ -503,8 +509,8 @@ fn cohorts(field: &str, rc: RawCohorts, p: &mut Problems) -> Cohorts {
 
 fn capture(rc: super::raw::RawCapture, p: &mut Problems) -> CaptureConfig {
     let sink = match rc.sink.as_deref() {
-        None | Some("memory") => SinkKind::Memory,
-        Some("store") => SinkKind::Store,
+        Some("memory") => SinkKind::Memory,
+        None | Some("store") => SinkKind::Store,
         Some(s) if s.starts_with("jsonl:") && s.len() > "jsonl:".len() => {
             SinkKind::Jsonl(PathBuf::from(&s["jsonl:".len()..]))
         }

@@ -31,6 +31,18 @@ impl Server {
         listen: SocketAddr,
         sink: Arc<dyn Sink>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_store(config, listen, sink, None).await
+    }
+
+    /// Like [`Server::start`], with a database: the traffic state is read from it at start and
+    /// re-read whenever its config version changes (a `NOTIFY` on Postgres, a poll every second
+    /// in any case), so a change made by any replica is in force here within a second.
+    pub async fn start_with_store(
+        config: Config,
+        listen: SocketAddr,
+        sink: Arc<dyn Sink>,
+        store: Option<crate::store::Store>,
+    ) -> anyhow::Result<Self> {
         let writer_tasks = TaskTracker::new();
         let capture_cancel = CancellationToken::new();
         let writer = WriterConfig {
@@ -40,7 +52,32 @@ impl Server {
             ..WriterConfig::default()
         };
         let capture = Capture::start(sink, writer, &writer_tasks, capture_cancel.clone());
-        let gateway = Arc::new(Gateway::new(config, capture, TaskTracker::new())?);
+        let gateway = Arc::new(Gateway::new(
+            config,
+            capture,
+            TaskTracker::new(),
+            store.clone(),
+        )?);
+        if let Some(store) = store {
+            gateway.reload_traffic().await?;
+            let mut watcher =
+                crate::store::ConfigWatcher::new(&store, Duration::from_secs(1)).await?;
+            let gw = gateway.clone();
+            let stop = capture_cancel.clone();
+            writer_tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        version = watcher.changed() => {
+                            match gw.reload_traffic().await {
+                                Ok(_) => tracing::info!(version, "traffic config reloaded"),
+                                Err(error) => tracing::warn!(%error, "traffic config reload failed; keeping the current one"),
+                            }
+                        }
+                    }
+                }
+            });
+        }
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

@@ -25,6 +25,8 @@ pub struct Gateway {
     /// Background calls (mirrors); shutdown waits for them.
     pub tasks: TaskTracker,
     pub spend: SpendTracker,
+    /// The database, when the gateway has one: traffic state is read from it.
+    pub store: Option<crate::store::Store>,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -35,6 +37,7 @@ impl Gateway {
         config: Config,
         capture: Capture,
         tasks: TaskTracker,
+        store: Option<crate::store::Store>,
     ) -> Result<Self, reqwest::Error> {
         let upstreams = Upstreams::new(config.providers.values())?;
         let traffic = TrafficTable::new(1, config.deployments.iter().cloned());
@@ -51,11 +54,29 @@ impl Gateway {
             metrics,
             tasks,
             spend: SpendTracker::default(),
+            store,
         })
     }
 
     pub fn capture_policy(&self) -> &CaptureConfig {
         &self.config.capture
+    }
+
+    /// Re-reads the stored traffic states and swaps in the resulting table. Without a store this
+    /// does nothing.
+    pub async fn reload_traffic(&self) -> Result<u64, crate::store::StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(self.traffic.load().version);
+        };
+        let version = store.config_version().await?;
+        let states = store.traffic_states().await?;
+        let table = TrafficTable::overlaid(
+            version.max(1),
+            &self.config.deployments,
+            states.iter().map(|s| (s.deployment.as_str(), &s.state)),
+        );
+        self.set_traffic(table);
+        Ok(version)
     }
 
     /// Replaces the traffic table (one atomic store).

@@ -10,11 +10,13 @@
 //! Requests without a unit key get a random bucket and are marked unsticky.
 
 mod cohort;
+mod state;
 mod table;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 pub use cohort::{cohort_labels, eligible};
+pub use state::{CandidateState, TrafficState, VariantState};
 pub use table::{RoutedDeployment, TrafficTable};
 
 use crate::config::{Deployment, Mode};

@@ -54,6 +54,23 @@ impl TrafficTable {
         }
     }
 
+    /// The config file's deployments with the stored traffic states applied (a state whose
+    /// deployment is no longer in the config is ignored).
+    pub fn overlaid<'a>(
+        version: u64,
+        base: &[Deployment],
+        states: impl IntoIterator<Item = (&'a str, &'a super::TrafficState)>,
+    ) -> Self {
+        let states: HashMap<&str, &super::TrafficState> = states.into_iter().collect();
+        Self::new(
+            version,
+            base.iter().map(|d| match states.get(d.slug.as_str()) {
+                Some(state) => state.apply(d),
+                None => d.clone(),
+            }),
+        )
+    }
+
     /// The deployment clients reach with `model`.
     pub fn by_model(&self, model: &str) -> Option<&Arc<RoutedDeployment>> {
         self.by_model.get(model)

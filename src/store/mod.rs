@@ -40,6 +40,7 @@ mod replicas;
 mod retention;
 mod rollouts;
 mod sink;
+mod traffic;
 
 pub use aggregates::{
     CheckSummary, Moments, ScoreSummary, StageSummary, SummaryScope, VariantSummary,
@@ -52,6 +53,7 @@ pub use replicas::{CONFIG_CHANNEL, CONTROLLER_LOCK_KEY, ConfigWatcher, LeaderLoc
 pub use retention::{PruneReport, RetentionPolicy};
 pub use rollouts::{NewRollout, Rollout, RolloutUpdate, Transition};
 pub use sink::StoreSink;
+pub use traffic::StoredTraffic;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -248,12 +250,7 @@ pub struct MigrateArgs {
 pub async fn run_migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let url = match (args.database_url, args.config) {
         (Some(url), _) => url,
-        (None, Some(path)) => {
-            let config = crate::config::Config::load(&path)?;
-            config
-                .storage_url
-                .ok_or_else(|| anyhow::anyhow!("{}: storage.url is not set", path.display()))?
-        }
+        (None, Some(path)) => crate::config::Config::load(&path)?.storage_url,
         (None, None) => anyhow::bail!("give --database-url (or DATABASE_URL) or --config"),
     };
     let store = Store::connect_no_migrate(&url, &StoreOptions::default()).await?;

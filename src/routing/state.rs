@@ -1,0 +1,102 @@
+//! [`TrafficState`]: the part of a deployment that changes at run time (mode, stage, stable,
+//! candidates and their shares), as the rollout controller and the admin API set it and the
+//! store persists it. Applying it to the config file's deployment gives the live deployment.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Candidate, Deployment, Mode, Variant};
+
+/// A variant as stored in a traffic state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantState {
+    pub name: String,
+    pub provider: String,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A candidate and its share in buckets (0..=10000, i.e. 0.01% steps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateState {
+    #[serde(flatten)]
+    pub variant: VariantState,
+    pub buckets: u16,
+}
+
+/// The run-time traffic of one deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficState {
+    /// `off`, `shadow` or `live`.
+    pub mode: String,
+    pub stage: String,
+    pub stable: VariantState,
+    pub candidates: Vec<CandidateState>,
+}
+
+impl From<&Variant> for VariantState {
+    fn from(v: &Variant) -> Self {
+        Self {
+            name: v.name.clone(),
+            provider: v.provider.clone(),
+            model: v.model.clone(),
+            system_prompt: v.system_prompt.clone(),
+            params: v.params.clone(),
+        }
+    }
+}
+
+impl From<&VariantState> for Variant {
+    fn from(v: &VariantState) -> Self {
+        Self {
+            name: v.name.clone(),
+            provider: v.provider.clone(),
+            model: v.model.clone(),
+            system_prompt: v.system_prompt.clone(),
+            params: v.params.clone(),
+        }
+    }
+}
+
+impl TrafficState {
+    /// The traffic part of `deployment`.
+    pub fn of(deployment: &Deployment) -> Self {
+        Self {
+            mode: deployment.mode.as_str().to_owned(),
+            stage: deployment.stage.clone(),
+            stable: VariantState::from(&deployment.stable),
+            candidates: deployment
+                .candidates
+                .iter()
+                .map(|c| CandidateState {
+                    variant: VariantState::from(&c.variant),
+                    buckets: c.buckets,
+                })
+                .collect(),
+        }
+    }
+
+    /// `base` (from the config file) with this state applied.
+    pub fn apply(&self, base: &Deployment) -> Deployment {
+        let mut d = base.clone();
+        d.mode = match self.mode.as_str() {
+            "shadow" => Mode::Shadow,
+            "live" => Mode::Live,
+            _ => Mode::Off,
+        };
+        d.stage.clone_from(&self.stage);
+        d.stable = Variant::from(&self.stable);
+        d.stable.name = "stable".to_owned();
+        d.candidates = self
+            .candidates
+            .iter()
+            .map(|c| Candidate {
+                variant: Variant::from(&c.variant),
+                buckets: c.buckets.min(crate::routing::BUCKETS),
+            })
+            .collect();
+        d
+    }
+}
