@@ -119,7 +119,11 @@ async fn the_quickstart_binary_captures_pairs_to_jsonl() {
     ))
     .unwrap()
     .replace("127.0.0.1:9090", &format!("127.0.0.1:{mock_port}"))
-    .replace("captures/quickstart.jsonl", capture.to_str().unwrap());
+    .replace("captures/quickstart.jsonl", capture.to_str().unwrap())
+        + &format!(
+            "\nstorage:\n  url: sqlite://{}\n",
+            dir.path().join("c.db").display()
+        );
     let config = dir.path().join("quickstart.yaml");
     std::fs::write(&config, quickstart).unwrap();
     let (_gw, gw_url) = spawn(&[
