@@ -205,7 +205,9 @@ capture:
     println!(
         "load: {rate} req/s for {secs} s, upstream mock-50ms (fixed 50 ms), shadow 10%, capture to JSONL"
     );
+    let mock_before = cpu_time(mock.id());
     let (direct, direct_err) = run_load(&client, &mock_url, "mock-50ms", rate, secs).await;
+    let mock_cpu = cpu_time(mock.id()).saturating_sub(mock_before);
     let cpu_before = cpu_time(gateway.id());
     let (proxied, proxied_err) = run_load(&client, &gw_url, "bench", rate, secs).await;
     let cpu = cpu_time(gateway.id()).saturating_sub(cpu_before);
@@ -242,6 +244,11 @@ capture:
         "gateway CPU: {:.1} ms total, {:.1} µs per proxied request (includes the 10% mirrored calls and capture)",
         cpu.as_secs_f64() * 1e3,
         cpu.as_secs_f64() * 1e6 / n as f64
+    );
+
+    println!(
+        "for scale, the mock upstream's own CPU per direct request: {:.1} µs",
+        mock_cpu.as_secs_f64() * 1e6 / direct.len().max(1) as f64
     );
 
     let direct_ttfc = first_chunk(&client, &mock_url, "mock-fast", streams).await;

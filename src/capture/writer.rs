@@ -131,19 +131,29 @@ async fn run_writer(
         };
         let Some(first) = first else { break };
         batch.push(first);
-        let deadline = tokio::time::sleep(config.flush_interval);
-        tokio::pin!(deadline);
-        while batch.len() < batch_size {
+        // Fill the batch from what is already queued; if it is not full, wait out the flush
+        // interval once and take what arrived meanwhile. Two wake-ups per batch at most, instead
+        // of one per event.
+        drain(&mut rx, &mut batch, batch_size);
+        if batch.len() < batch_size && !cancel.is_cancelled() {
             tokio::select! {
-                event = rx.recv() => match event {
-                    Some(event) => batch.push(event),
-                    None => break,
-                },
-                () = &mut deadline => break,
+                () = tokio::time::sleep(config.flush_interval) => {}
+                () = cancel.cancelled() => {}
             }
+            drain(&mut rx, &mut batch, batch_size);
         }
         write_with_retry(sink.as_ref(), &batch, &config, &stats).await;
         batch.clear();
+    }
+}
+
+/// Moves queued events into `batch` without waiting, up to `batch_size`.
+fn drain(rx: &mut mpsc::Receiver<CaptureEvent>, batch: &mut Vec<CaptureEvent>, batch_size: usize) {
+    while batch.len() < batch_size {
+        match rx.try_recv() {
+            Ok(event) => batch.push(event),
+            Err(_) => break,
+        }
     }
 }
 

@@ -35,6 +35,7 @@ pub fn outcome_of_body(status: u16, body: &Bytes, keep_body: bool, ttft: Duratio
         finish_reason: summary.finish_reason,
         text: summary.text,
         response_body: if keep_body { parsed } else { None },
+        response_len: body.len(),
     }
 }
 

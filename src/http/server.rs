@@ -82,6 +82,13 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
+        // Small SSE writes must leave at once, not wait for the previous segment's ACK.
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+            });
         let shutdown = CancellationToken::new();
         let app = router(gateway.clone());
         let stop = shutdown.clone();

@@ -60,6 +60,8 @@ pub struct Outcome {
     pub finish_reason: Option<String>,
     pub text: Option<String>,
     pub response_body: Option<serde_json::Value>,
+    /// Size of the response as received (bytes), for the capture size cap.
+    pub response_len: usize,
 }
 
 impl Outcome {
@@ -109,8 +111,7 @@ impl Side {
         let response_body = if ctx.keep_bodies {
             outcome
                 .response_body
-                .and_then(|v| serde_json::to_vec(&v).ok())
-                .and_then(|b| kept_body(policy, &b))
+                .and_then(|v| kept_value(policy, v, outcome.response_len))
         } else {
             None
         };
@@ -181,6 +182,24 @@ impl Side {
             .get_or_create(&dl)
             .set(spent.usd);
     }
+}
+
+/// A parsed body as the capture policy keeps it; `len` is its size as received. Without
+/// redaction rules the value is kept as it is (no second parse).
+fn kept_value(
+    policy: &CaptureConfig,
+    value: serde_json::Value,
+    len: usize,
+) -> Option<serde_json::Value> {
+    if len > policy.max_body_bytes {
+        return None;
+    }
+    if policy.redact.is_empty() {
+        return Some(value);
+    }
+    serde_json::to_vec(&value)
+        .ok()
+        .and_then(|b| kept_body(policy, &b))
 }
 
 /// A body as the capture policy keeps it: redacted, and only when small enough.

@@ -32,6 +32,8 @@ pub struct TeeStream {
     malformed: bool,
     first_token: Option<Instant>,
     status: u16,
+    /// Bytes received from the upstream.
+    received: usize,
     finish: Option<(Side, Arc<Gateway>)>,
 }
 
@@ -53,6 +55,7 @@ impl TeeStream {
             malformed: false,
             first_token: None,
             status,
+            received: 0,
             finish: Some((side, gw)),
         }
     }
@@ -93,12 +96,14 @@ impl TeeStream {
             finish_reason: self.assembler.finish_reason.clone(),
             text: Some(self.assembler.text().to_owned()),
             response_body: side.ctx.keep_bodies.then(|| self.assembler.to_response()),
+            response_len: self.received,
         };
         side.finish(&gw, outcome);
     }
 
     /// Feeds `chunk` to the assembler; queues what the client should receive.
     fn absorb(&mut self, chunk: Bytes) {
+        self.received += chunk.len();
         let events = self.splitter.push(&chunk);
         let mut forward_events = Vec::new();
         for event in events {
