@@ -1,6 +1,7 @@
 //! canarist's integration tests: one binary so that it links once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod clients;
+mod durability;
 mod errors;
 mod live;
 mod mock_upstream;
