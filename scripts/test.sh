@@ -7,8 +7,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/canarist-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast --all-targets
+  cargo nextest run --no-fail-fast
   cargo test --doc --quiet
 else
-  cargo test --all-targets --no-fail-fast
+  cargo test --no-fail-fast
 fi
