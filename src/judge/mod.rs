@@ -7,7 +7,8 @@
 //! `concurrency` (calls in flight, halved on 429, grown back slowly), `cache` (bounded LRU of
 //! parsed answers), `call` (one question: cache, limits, retries, the repair retry, abstention),
 //! `rows` (store rows), `engine` ([`Judge`]: one pair against every rubric), `worker` (the job
-//! loop on the store), `stats` (counters and their `/metrics` collector), `replay` (the CLI).
+//! loop on the store), `stats` (counters and their `/metrics` collector), `runtime` (the workers inside `serve`),
+//! `replay` (the CLI).
 //!
 //! Owns: every call to a judge model. Never: runs on the request path or decides a rollout.
 //! Fails open for the gateway (a judge outage delays scores, nothing else) and closed for
@@ -22,6 +23,7 @@ mod engine;
 mod limits;
 pub mod replay;
 mod rows;
+mod runtime;
 mod stats;
 mod worker;
 
@@ -33,5 +35,6 @@ pub use engine::{Judge, JudgeOptions, PairOutput};
 pub use limits::{LimitSettings, Limits, TokioClock, Waited, backoff, retry_after};
 pub use replay::ReplayArgs;
 pub use rows::order_name;
+pub use runtime::{JudgeRuntime, StartError, options, start};
 pub use stats::{JudgeCollector, JudgeStats};
 pub use worker::{Poll, Worker, WorkerConfig, spawn_workers};
