@@ -25,6 +25,7 @@ pub mod replay;
 mod rows;
 mod runtime;
 mod stats;
+mod summary;
 mod worker;
 
 pub use cache::{CacheKey, JudgeCache};
@@ -33,8 +34,9 @@ pub use client::{CallFailure, ClientError, Completion, HttpFailure, JudgeClient,
 pub use concurrency::AdaptiveConcurrency;
 pub use engine::{Judge, JudgeOptions, PairOutput};
 pub use limits::{LimitSettings, Limits, TokioClock, Waited, backoff, retry_after};
-pub use replay::ReplayArgs;
+pub use replay::{ReplayArgs, ReplayReport};
 pub use rows::order_name;
 pub use runtime::{JudgeRuntime, StartError, options, start};
 pub use stats::{JudgeCollector, JudgeStats};
+pub use summary::{Line, SummaryBuilder, render_table};
 pub use worker::{Poll, Worker, WorkerConfig, spawn_workers};
