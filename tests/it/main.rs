@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod clients;
 mod errors;
+mod judge;
 mod live;
 mod mock_upstream;
 mod rubric;
