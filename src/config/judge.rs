@@ -141,7 +141,10 @@ mod tests {
         let ok = judge(Some(RawJudge::default()), &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         let ok = ok.unwrap();
-        assert_eq!((ok.workers, ok.lease, ok.enabled), (1, default_lease(), true));
+        assert_eq!(
+            (ok.workers, ok.lease, ok.enabled),
+            (1, default_lease(), true)
+        );
         assert!(judge(None, &mut problems).is_none());
         let bad = RawJudge {
             rubrics_dir: Some("no/such/dir".into()),
@@ -154,7 +157,12 @@ mod tests {
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["judge.rubrics_dir", "judge.workers", "judge.lease", "judge.batch"]
+            [
+                "judge.rubrics_dir",
+                "judge.workers",
+                "judge.lease",
+                "judge.batch"
+            ]
         );
     }
 }

@@ -57,7 +57,11 @@ impl JudgeCache {
     }
 
     pub fn get(&self, key: &CacheKey) -> Option<JudgeAnswer> {
-        let mut lru = self.inner.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lru = self
+            .inner
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         lru.get(key).cloned()
     }
 
@@ -70,9 +74,9 @@ impl JudgeCache {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.as_ref().map_or(0, |m| {
-            m.lock().unwrap_or_else(|p| p.into_inner()).len()
-        })
+        self.inner
+            .as_ref()
+            .map_or(0, |m| m.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,7 +139,11 @@ mod tests {
             cache.put(CacheKey::new("h", &j, "single", &prompt(u)), answer.clone());
         }
         assert_eq!(cache.len(), 2);
-        assert!(cache.get(&CacheKey::new("h", &j, "single", &prompt("a"))).is_none());
+        assert!(
+            cache
+                .get(&CacheKey::new("h", &j, "single", &prompt("a")))
+                .is_none()
+        );
         assert_eq!(
             cache.get(&CacheKey::new("h", &j, "single", &prompt("c"))),
             Some(answer)

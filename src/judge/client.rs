@@ -65,7 +65,10 @@ impl tower::Service<HttpRequestFactory> for Transport {
             let bytes = response.bytes().await.unwrap_or_default();
             let (code, message) = match serde_json::from_slice::<WrappedError>(&bytes) {
                 Ok(w) => (w.error.code.or(w.error.r#type), w.error.message),
-                Err(_) => (None, String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+                Err(_) => (
+                    None,
+                    String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                ),
             };
             Err(OpenAIError::Boxed(Box::new(HttpFailure {
                 status,
@@ -189,8 +192,8 @@ impl JudgeClient {
         if let Ok(key) = std::env::var(&model.api_key_env) {
             config = config.with_api_key(key);
         }
-        let client = async_openai::Client::with_config(config)
-            .with_http_service(Transport { client: http });
+        let client =
+            async_openai::Client::with_config(config).with_http_service(Transport { client: http });
         Ok(Self {
             model: model.clone(),
             client,

@@ -21,8 +21,7 @@ use crate::capture::{Pair, Role};
 use crate::config::Price;
 use crate::rubric::{
     Abstain, Criterion, JudgeAnswer, JudgeModel, Judging, Mode, Order, PairOutcome,
-    ReferenceSource, Rubric, Target, aggregate_panel, combine_pairwise, render, run_checks,
-    select,
+    ReferenceSource, Rubric, Target, aggregate_panel, combine_pairwise, render, run_checks, select,
 };
 use crate::store::{NewCheckResult, NewJudgment};
 
@@ -32,6 +31,9 @@ use super::client::{ClientError, JudgeClient};
 use super::limits::{LimitSettings, Limits};
 use super::rows;
 use super::stats::JudgeStats;
+
+/// Each judge's answers (by panel position) for every target of one criterion.
+type Answers = BTreeMap<usize, Vec<(Target, Result<JudgeAnswer, Abstain>)>>;
 
 /// How the judge runs, besides what the rubrics say.
 #[derive(Debug, Clone)]
@@ -233,8 +235,7 @@ impl Judge {
                 });
             }
         }
-        let mut answers: BTreeMap<usize, Vec<(Target, Result<JudgeAnswer, Abstain>)>> =
-            BTreeMap::new();
+        let mut answers: Answers = BTreeMap::new();
         for r in join_all(questions).await {
             let (j, target, asked) = r?;
             let result = match asked {
@@ -253,7 +254,7 @@ impl Judge {
         c: &Criterion,
         pair: &Pair,
         panel_name: &str,
-        answers: &BTreeMap<usize, Vec<(Target, Result<JudgeAnswer, Abstain>)>>,
+        answers: &Answers,
     ) -> Vec<NewJudgment> {
         use std::sync::atomic::Ordering::Relaxed;
         let mut out = Vec::new();
@@ -271,7 +272,11 @@ impl Judge {
                 };
                 let (ab, ba) = (find(Order::StableFirst), find(Order::CandidateFirst));
                 for (o, r) in [(Order::StableFirst, &ab), (Order::CandidateFirst, &ba)] {
-                    out.push(rows::order_row(rows::blank(rubric, pair, c, model_of(*j), ""), o, r));
+                    out.push(rows::order_row(
+                        rows::blank(rubric, pair, c, model_of(*j), ""),
+                        o,
+                        r,
+                    ));
                 }
                 let outcome: Result<PairOutcome, Abstain> = combine_pairwise(
                     ab.and_then(|a| rows::choice(&a)),
@@ -339,7 +344,11 @@ impl Judge {
             .into_iter()
             .map(|role| {
                 self.stats.abstained(&reason.reason_code, role.as_str());
-                rows::side_row(rows::blank(rubric, pair, c, judge, ""), role, &Err(reason.clone()))
+                rows::side_row(
+                    rows::blank(rubric, pair, c, judge, ""),
+                    role,
+                    &Err(reason.clone()),
+                )
             })
             .collect()
     }
@@ -376,12 +385,14 @@ fn panel_answer(
         .filter_map(|(r, m)| Some(format!("[{}] {}", m.model, r.as_ref().ok()?.reasoning)))
         .collect();
     // The label of a judge that gave the aggregate score, when the scale has labels.
-    let label = per_judge.iter().find_map(|r| match &r.as_ref().ok()?.verdict {
-        crate::rubric::Verdict::Label {
-            label, normalized, ..
-        } if (normalized - score).abs() < 1e-9 => Some(label.clone()),
-        _ => None,
-    });
+    let label = per_judge
+        .iter()
+        .find_map(|r| match &r.as_ref().ok()?.verdict {
+            crate::rubric::Verdict::Label {
+                label, normalized, ..
+            } if (normalized - score).abs() < 1e-9 => Some(label.clone()),
+            _ => None,
+        });
     Ok(JudgeAnswer {
         reasoning: reasoning.join("\n"),
         verdict: match label {

@@ -106,7 +106,8 @@ fn per_unit(per_minute: u32) -> Quota {
 impl Limits {
     pub fn new(settings: LimitSettings) -> Self {
         let clock = TokioClock::default();
-        let rpm = RateLimiter::direct_with_clock(per_unit(settings.requests_per_minute), clock.clone());
+        let rpm =
+            RateLimiter::direct_with_clock(per_unit(settings.requests_per_minute), clock.clone());
         let tpm = settings.tokens_per_minute.map(|t| {
             let burst = (t / 10).max(8192).min(t.max(1));
             let burst_nz = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
@@ -300,7 +301,10 @@ mod tests {
         h.insert("retry-after-ms", "250".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
         let mut h = HeaderMap::new();
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), None);
     }
 
@@ -332,7 +336,10 @@ mod tests {
                 .iter()
                 .take_while(|t| **t < *s + Duration::from_secs(60))
                 .count();
-            assert!(in_window <= 30, "{in_window} starts in the minute after {s:?}");
+            assert!(
+                in_window <= 30,
+                "{in_window} starts in the minute after {s:?}"
+            );
         }
         // 192 requests at 30/min with a burst of one: the last starts at 191 × 2 s.
         assert_eq!(starts[191], Duration::from_secs(382));
@@ -352,7 +359,11 @@ mod tests {
         let before = Instant::now();
         limits.correct_tokens(1_000, 6_000).await;
         let _ = limits.acquire(1_000).await;
-        assert!(before.elapsed() >= Duration::from_secs(5), "{:?}", before.elapsed());
+        assert!(
+            before.elapsed() >= Duration::from_secs(5),
+            "{:?}",
+            before.elapsed()
+        );
         // Over-estimates are credited: a call of 500 after a 1,000 estimate that used nothing
         // starts at once although the token bucket is empty.
         limits.correct_tokens(1_000, 0).await;

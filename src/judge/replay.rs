@@ -70,6 +70,9 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
+/// One prompt's outputs: main pair, A/A pair, and which sides errored (stable, candidate).
+type Replayed = (PairOutput, Option<PairOutput>, [bool; 2]);
+
 /// A variant to call.
 #[derive(Debug, Clone)]
 struct Variant {
@@ -135,7 +138,10 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<ReplayReport> {
     let stable = variant(&args.stable, args, config.as_ref());
     let candidate = variant(&args.candidate, args, config.as_ref());
     let options = JudgeOptions {
-        prices: config.as_ref().map(|c| c.prices.clone()).unwrap_or_default(),
+        prices: config
+            .as_ref()
+            .map(|c| c.prices.clone())
+            .unwrap_or_default(),
         ..JudgeOptions::default()
     };
     let stats = JudgeStats::new();
@@ -155,7 +161,7 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<ReplayReport> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let rubric_ref = &rubric;
-    let results: Vec<anyhow::Result<(PairOutput, Option<PairOutput>, [bool; 2])>> =
+    let results: Vec<anyhow::Result<Replayed>> =
         futures::stream::iter(entries.iter().map(|entry| {
             let (http, judge, bar) = (&http, &judge, &bar);
             let (stable, candidate) = (&stable, &candidate);
@@ -244,7 +250,9 @@ async fn ask(http: &reqwest::Client, v: &Variant, entry: &DatasetEntry, role: Ro
         obj.insert("metadata".into(), Value::Object(entry.metadata.clone()));
     }
     let started = Instant::now();
-    let mut req = http.post(format!("{}/chat/completions", v.base_url)).json(&sent);
+    let mut req = http
+        .post(format!("{}/chat/completions", v.base_url))
+        .json(&sent);
     if let Some(key) = &v.api_key {
         req = req.bearer_auth(key);
     }
@@ -279,7 +287,10 @@ async fn ask(http: &reqwest::Client, v: &Variant, entry: &DatasetEntry, role: Ro
         response_body: None,
     };
     let result = async {
-        let resp = req.send().await.map_err(|e| (ErrorClass::Unreachable, e.to_string()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| (ErrorClass::Unreachable, e.to_string()))?;
         let status = resp.status();
         obs.status = Some(status.as_u16());
         let body: Value = resp
@@ -333,11 +344,15 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render(&report));
     }
-    Ok(if report.stable_errors + report.candidate_errors == 2 * report.prompts && report.prompts > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if report.stable_errors + report.candidate_errors == 2 * report.prompts
+            && report.prompts > 0
+        {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// The human-readable report.

@@ -85,7 +85,11 @@ pub fn blank(
 }
 
 /// A pointwise or reference row for `side`.
-pub fn side_row(mut row: NewJudgment, side: Role, result: &Result<JudgeAnswer, Abstain>) -> NewJudgment {
+pub fn side_row(
+    mut row: NewJudgment,
+    side: Role,
+    result: &Result<JudgeAnswer, Abstain>,
+) -> NewJudgment {
     row.side = Some(side);
     row.order = ORDER_SINGLE.to_owned();
     match result {
@@ -137,7 +141,11 @@ pub fn order_row(
     result: &Result<JudgeAnswer, Abstain>,
 ) -> NewJudgment {
     row.order = order_name(order).to_owned();
-    match result.as_ref().map_err(Clone::clone).and_then(|a| Ok((a, choice(a)?))) {
+    match result
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|a| Ok((a, choice(a)?)))
+    {
         Ok((a, c)) => {
             row.reasoning = Some(a.reasoning.clone());
             row.winner = Some(winner_of(order, c));
@@ -186,9 +194,21 @@ mod tests {
     #[test]
     fn winners_follow_the_order_shown() {
         assert_eq!(winner_of(Order::StableFirst, PairChoice::A), Winner::Stable);
-        assert_eq!(winner_of(Order::StableFirst, PairChoice::B), Winner::Candidate);
-        assert_eq!(winner_of(Order::CandidateFirst, PairChoice::A), Winner::Candidate);
-        assert_eq!(winner_of(Order::CandidateFirst, PairChoice::B), Winner::Stable);
-        assert_eq!(winner_of(Order::CandidateFirst, PairChoice::Tie), Winner::Tie);
+        assert_eq!(
+            winner_of(Order::StableFirst, PairChoice::B),
+            Winner::Candidate
+        );
+        assert_eq!(
+            winner_of(Order::CandidateFirst, PairChoice::A),
+            Winner::Candidate
+        );
+        assert_eq!(
+            winner_of(Order::CandidateFirst, PairChoice::B),
+            Winner::Stable
+        );
+        assert_eq!(
+            winner_of(Order::CandidateFirst, PairChoice::Tie),
+            Winner::Tie
+        );
     }
 }

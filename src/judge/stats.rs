@@ -60,7 +60,8 @@ impl JudgeStats {
     /// Counts an abstention with its reason, on `variant` (`stable`, `candidate` or `pair`).
     pub fn abstained(&self, reason: &str, variant: &str) {
         let mut map = self.abstentions.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((reason.to_owned(), variant.to_owned())).or_insert(0) += 1;
+        *map.entry((reason.to_owned(), variant.to_owned()))
+            .or_insert(0) += 1;
     }
 
     /// Abstentions by (reason, variant).
@@ -115,8 +116,16 @@ impl Collector for JudgeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.stats;
         let counters = [
-            ("judge_calls", "HTTP calls to judge endpoints (every attempt)", &s.calls),
-            ("judge_rate_limited", "Judge calls answered 429", &s.rate_limited),
+            (
+                "judge_calls",
+                "HTTP calls to judge endpoints (every attempt)",
+                &s.calls,
+            ),
+            (
+                "judge_rate_limited",
+                "Judge calls answered 429",
+                &s.rate_limited,
+            ),
             (
                 "judge_transient_errors",
                 "Judge calls failed by timeout, connection error or 5xx (retried)",
@@ -127,13 +136,33 @@ impl Collector for JudgeCollector {
                 "Judge calls rejected for good (400, 401, insufficient_quota); not retried",
                 &s.permanent_errors,
             ),
-            ("judge_repairs", "Repair retries after an unparseable answer", &s.repairs),
-            ("judge_cache_hits", "Judge answers served from the cache", &s.cache_hits),
-            ("judge_cache_misses", "Judge questions not in the cache", &s.cache_misses),
+            (
+                "judge_repairs",
+                "Repair retries after an unparseable answer",
+                &s.repairs,
+            ),
+            (
+                "judge_cache_hits",
+                "Judge answers served from the cache",
+                &s.cache_hits,
+            ),
+            (
+                "judge_cache_misses",
+                "Judge questions not in the cache",
+                &s.cache_misses,
+            ),
             ("judge_verdicts", "Judgments with a verdict", &s.verdicts),
-            ("judge_check_results", "Deterministic check results written", &s.check_results),
+            (
+                "judge_check_results",
+                "Deterministic check results written",
+                &s.check_results,
+            ),
             ("judge_pairs", "Pairs judged", &s.pairs_judged),
-            ("judge_jobs_failed", "Judge jobs given back after a failure", &s.jobs_failed),
+            (
+                "judge_jobs_failed",
+                "Judge jobs given back after a failure",
+                &s.jobs_failed,
+            ),
             (
                 "judge_queue_dropped",
                 "Queued judge jobs dropped because the backlog was full (newest first)",
@@ -146,7 +175,11 @@ impl Collector for JudgeCollector {
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
         let gauges = [
-            ("judge_queue_depth", "Judge jobs waiting in the queue", &s.queue_depth),
+            (
+                "judge_queue_depth",
+                "Judge jobs waiting in the queue",
+                &s.queue_depth,
+            ),
             (
                 "judge_concurrency_limit",
                 "The adaptive limit on judge calls in flight",

@@ -174,7 +174,16 @@ fn num(v: Option<f64>) -> String {
 /// The text table.
 pub fn render_table(lines: &[Line]) -> String {
     let header = [
-        "kind", "name", "mode", "stable", "candidate", "diff", "win", "tie", "loss", "abstain s/c/p",
+        "kind",
+        "name",
+        "mode",
+        "stable",
+        "candidate",
+        "diff",
+        "win",
+        "tie",
+        "loss",
+        "abstain s/c/p",
         "consistent",
     ];
     let rows: Vec<[String; 11]> = lines
@@ -186,7 +195,8 @@ pub fn render_table(lines: &[Line]) -> String {
                 l.mode.clone(),
                 num(l.stable_mean),
                 num(l.candidate_mean),
-                l.difference.map_or_else(|| "-".to_owned(), |d| format!("{d:+.3}")),
+                l.difference
+                    .map_or_else(|| "-".to_owned(), |d| format!("{d:+.3}")),
                 l.wins.to_string(),
                 l.ties.to_string(),
                 l.losses.to_string(),
@@ -250,19 +260,51 @@ mod tests {
         let mut b = SummaryBuilder::default();
         // Pair 1: stable 1.0, candidate 0.0 (loss); pairwise stable wins, orders agree.
         let p1 = vec![
-            NewJudgment { score: Some(1.0), ..j("help", "pointwise", "single", Some(Role::Stable)) },
-            NewJudgment { score: Some(0.0), ..j("help", "pointwise", "single", Some(Role::Candidate)) },
-            NewJudgment { winner: Some(Verdict::Stable), ..j("pref", "pairwise", "ab", None) },
-            NewJudgment { winner: Some(Verdict::Stable), ..j("pref", "pairwise", "ba", None) },
-            NewJudgment { score: Some(0.0), winner: Some(Verdict::Stable), ..j("pref", "pairwise", "combined", None) },
+            NewJudgment {
+                score: Some(1.0),
+                ..j("help", "pointwise", "single", Some(Role::Stable))
+            },
+            NewJudgment {
+                score: Some(0.0),
+                ..j("help", "pointwise", "single", Some(Role::Candidate))
+            },
+            NewJudgment {
+                winner: Some(Verdict::Stable),
+                ..j("pref", "pairwise", "ab", None)
+            },
+            NewJudgment {
+                winner: Some(Verdict::Stable),
+                ..j("pref", "pairwise", "ba", None)
+            },
+            NewJudgment {
+                score: Some(0.0),
+                winner: Some(Verdict::Stable),
+                ..j("pref", "pairwise", "combined", None)
+            },
         ];
         // Pair 2: candidate abstains; pairwise orders disagree (tie).
         let p2 = vec![
-            NewJudgment { score: Some(0.5), ..j("help", "pointwise", "single", Some(Role::Stable)) },
-            NewJudgment { abstain_reason: Some("not_json".into()), ..j("help", "pointwise", "single", Some(Role::Candidate)) },
-            NewJudgment { winner: Some(Verdict::Stable), ..j("pref", "pairwise", "ab", None) },
-            NewJudgment { winner: Some(Verdict::Candidate), ..j("pref", "pairwise", "ba", None) },
-            NewJudgment { score: Some(0.5), winner: Some(Verdict::Tie), ..j("pref", "pairwise", "combined", None) },
+            NewJudgment {
+                score: Some(0.5),
+                ..j("help", "pointwise", "single", Some(Role::Stable))
+            },
+            NewJudgment {
+                abstain_reason: Some("not_json".into()),
+                ..j("help", "pointwise", "single", Some(Role::Candidate))
+            },
+            NewJudgment {
+                winner: Some(Verdict::Stable),
+                ..j("pref", "pairwise", "ab", None)
+            },
+            NewJudgment {
+                winner: Some(Verdict::Candidate),
+                ..j("pref", "pairwise", "ba", None)
+            },
+            NewJudgment {
+                score: Some(0.5),
+                winner: Some(Verdict::Tie),
+                ..j("pref", "pairwise", "combined", None)
+            },
         ];
         b.add(&p1, &[]);
         b.add(&p2, &[]);

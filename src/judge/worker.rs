@@ -84,7 +84,11 @@ impl Worker {
             poll.dropped = self.store.shed_backlog(max).await?;
             if poll.dropped > 0 {
                 stats.queue_dropped.fetch_add(poll.dropped, Relaxed);
-                tracing::warn!(dropped = poll.dropped, max, "judge queue full: newest jobs dropped");
+                tracing::warn!(
+                    dropped = poll.dropped,
+                    max,
+                    "judge queue full: newest jobs dropped"
+                );
             }
         }
         let jobs = self

@@ -176,20 +176,32 @@ mod tests {
         let conv = format!("<conversation>\n[user]\n{}\n</conversation>", e.prompt);
         let point = |answer: &str| {
             let user = format!("{conv}\n\n<answer>\n{answer}\n</answer>");
-            let out: Value =
-                serde_json::from_str(&reply(&d, &request(&user, "score", json!([1, 2, 3, 4, 5])), false))
-                    .unwrap();
-            assert!(out["reasoning"].as_str().unwrap().starts_with("SIMULATED JUDGE"));
+            let out: Value = serde_json::from_str(&reply(
+                &d,
+                &request(&user, "score", json!([1, 2, 3, 4, 5])),
+                false,
+            ))
+            .unwrap();
+            assert!(
+                out["reasoning"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("SIMULATED JUDGE")
+            );
             out["score"].as_i64().unwrap()
         };
         assert_eq!(point(&e.good), 5);
         assert_eq!(point(&e.degraded), 1);
         assert_eq!(point("something else"), 3);
         let pair = |a: &str, b: &str| {
-            let user = format!("{conv}\n\n<answer_a>\n{a}\n</answer_a>\n\n<answer_b>\n{b}\n</answer_b>");
-            let out: Value =
-                serde_json::from_str(&reply(&d, &request(&user, "verdict", json!(["A", "B"])), false))
-                    .unwrap();
+            let user =
+                format!("{conv}\n\n<answer_a>\n{a}\n</answer_a>\n\n<answer_b>\n{b}\n</answer_b>");
+            let out: Value = serde_json::from_str(&reply(
+                &d,
+                &request(&user, "verdict", json!(["A", "B"])),
+                false,
+            ))
+            .unwrap();
             out["verdict"].as_str().unwrap().to_owned()
         };
         assert_eq!(pair(&e.good, &e.degraded), "A");
@@ -198,6 +210,9 @@ mod tests {
         let (x, y) = ("same quality one", "same quality two");
         assert_eq!(pair(x, y), "A");
         assert_eq!(pair(y, x), "B");
-        assert_eq!(reply(&d, &request(&conv, "score", json!([1, 5])), true), GARBAGE);
+        assert_eq!(
+            reply(&d, &request(&conv, "score", json!([1, 5])), true),
+            GARBAGE
+        );
     }
 }
