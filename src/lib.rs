@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod gate;
 pub mod http;
+pub mod judge;
 pub mod mock;
 pub mod rollout;
 pub mod routing;

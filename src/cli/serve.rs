@@ -62,7 +62,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })?;
     let sink = sink_for(&config, &store);
     let deployments = config.deployments.len();
-    let mut server = Server::start_with_store(config, listen, sink, Some(store)).await?;
+    let (judge_config, prices) = (config.judge.clone(), config.prices.clone());
+    let mut server = Server::start_with_store(config, listen, sink, Some(store.clone())).await?;
+    let judge = crate::judge::start(
+        judge_config.as_ref(),
+        &prices,
+        &store,
+        &server.gateway().metrics,
+    )?;
     tracing::info!(addr = %server.addr(), deployments, "canarist gateway listening");
     println!("canarist listening on {}", server.url());
     tokio::select! {
@@ -70,6 +77,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         () = shutdown_signal() => {
             tracing::info!("shutting down");
             server.shutdown(Duration::from_secs(30)).await;
+            if let Some(judge) = judge {
+                judge.shutdown().await;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

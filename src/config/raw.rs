@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub capture: RawCapture,
     #[serde(default)]
     pub storage: Option<RawStorage>,
+    #[serde(default)]
+    pub judge: Option<super::judge::RawJudge>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -125,6 +125,12 @@ pub struct Profile {
     pub degraded_rate: f64,
     /// A stream waits after its first chunk until `MockServer::release_streams` lets it go on.
     pub hold_after_first_chunk: bool,
+    /// The first this-many requests to the model answer `error_status` (e.g. a burst of 429s).
+    pub fail_first: u64,
+    /// Play the simulated LLM judge (`mock::judge`) instead of answering from the dataset.
+    pub judge: bool,
+    /// Judge only: probability that the verdict is garbage (not JSON), to exercise repair.
+    pub judge_garbage_rate: f64,
 }
 
 impl Default for Profile {
@@ -142,6 +148,9 @@ impl Default for Profile {
             hang: false,
             degraded_rate: 0.0,
             hold_after_first_chunk: false,
+            fail_first: 0,
+            judge: false,
+            judge_garbage_rate: 0.0,
         }
     }
 }
@@ -286,6 +295,9 @@ struct RawProfile {
     hang: Option<bool>,
     degraded_rate: Option<f64>,
     hold_after_first_chunk: Option<bool>,
+    fail_first: Option<u64>,
+    judge: Option<bool>,
+    judge_garbage_rate: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,6 +360,7 @@ impl RawProfile {
         let truncate_rate = rate("truncate_rate", self.truncate_rate);
         let malformed_rate = rate("malformed_rate", self.malformed_rate);
         let degraded_rate = rate("degraded_rate", self.degraded_rate);
+        let judge_garbage_rate = rate("judge_garbage_rate", self.judge_garbage_rate);
         let latency = match &self.latency {
             Some(l) => l.validate(&format!("{field}.latency"), problems),
             None => Some(d.latency),
@@ -388,6 +401,9 @@ impl RawProfile {
             hang: self.hang.unwrap_or(false),
             degraded_rate,
             hold_after_first_chunk: self.hold_after_first_chunk.unwrap_or(false),
+            fail_first: self.fail_first.unwrap_or(0),
+            judge: self.judge.unwrap_or(false),
+            judge_garbage_rate,
         })
     }
 }

@@ -159,11 +159,21 @@ async fn chat_inner(
         return Err(MockHttpError::model_not_found(&a.model));
     };
     let draws = a.draws(st, headers, &prompt);
+    if a.counter < profile.fail_first {
+        st.count_completed(&a.model);
+        let e = MockHttpError::injected(profile.error_status, profile.retry_after_secs);
+        return Ok(e.into_response());
+    }
     let plan = match settle(st, &a.model, profile, &draws).await {
         Ok(plan) => plan,
         Err(response) => return Ok(response),
     };
-    let text = answer::answer_text(&st.config().dataset, &prompt, plan.degraded);
+    let text = if profile.judge {
+        let garbage = super::judge::garbage_draw(&draws) < profile.judge_garbage_rate;
+        std::borrow::Cow::Owned(super::judge::reply(&st.config().dataset, &a.body, garbage))
+    } else {
+        answer::answer_text(&st.config().dataset, &prompt, plan.degraded)
+    };
     let usage = wire::usage(
         answer::estimate_tokens(&all_text),
         answer::estimate_tokens(&text),

@@ -9,7 +9,9 @@
 //!
 //! Layout: `config` (profiles YAML → [`MockConfig`]), `dataset` (JSONL answers), `answer`
 //! (pure decisions), `wire` (OpenAI JSON shapes), `handlers` (routes and SSE), `server`
-//! (state, request log, [`MockServer`]).
+//! (state, request log, [`MockServer`]), `judge` (a *simulated* LLM judge for models with
+//! `judge: true`, e.g. `mock-judge`: it reads canarist's judge prompt and scores the dataset's
+//! good answers high and degraded ones low; it is not a language model).
 //!
 //! Owns: everything the mock does. Never: logs per request or does per-request file I/O (the
 //! load bench sends it 1,000+ requests/s). Fails closed: a bad profiles or dataset file stops
@@ -19,6 +21,7 @@ pub mod answer;
 mod config;
 mod dataset;
 mod handlers;
+pub mod judge;
 mod server;
 pub mod wire;
 

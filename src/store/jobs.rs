@@ -211,3 +211,31 @@ impl Store {
         Ok(rows.into_iter().map(|(s, n)| (s, to_u64(n))).collect())
     }
 }
+
+impl Store {
+    /// Bounds the queue: when more than `max_queued` jobs are queued, the newest ones beyond the
+    /// bound are cancelled (`last_error = 'queue_full'`). Returns how many were dropped.
+    pub async fn shed_backlog(&self, max_queued: u64) -> Result<u64, StoreError> {
+        let queued: i64 = with_pool!(self, p => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM judge_jobs WHERE state = 'queued'")
+                .fetch_one(p)
+                .await?
+        });
+        let excess = to_u64(queued).saturating_sub(max_queued);
+        if excess == 0 {
+            return Ok(0);
+        }
+        Ok(with_pool!(self, p => {
+            sqlx::query(
+                "UPDATE judge_jobs SET state = 'cancelled', last_error = 'queue_full', \
+                 updated_at = $2 WHERE id IN (SELECT id FROM judge_jobs WHERE state = 'queued' \
+                 ORDER BY id DESC LIMIT $1)",
+            )
+            .bind(i64::try_from(excess).unwrap_or(i64::MAX))
+            .bind(Utc::now())
+            .execute(p)
+            .await?
+            .rows_affected()
+        }))
+    }
+}

@@ -62,7 +62,8 @@ fn overhead_buckets() -> impl Iterator<Item = f64> {
 
 /// Every metric the gateway exports.
 pub struct Metrics {
-    registry: Registry,
+    /// Behind a lock only so that collectors started later (the judge worker) can register.
+    registry: std::sync::RwLock<Registry>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<VariantLabels, Histogram>,
     pub ttft: Family<VariantLabels, Histogram>,
@@ -154,7 +155,7 @@ impl Metrics {
             depth: capture_depth,
         }));
         Self {
-            registry,
+            registry: std::sync::RwLock::new(registry),
             requests,
             request_duration,
             ttft,
@@ -168,10 +169,17 @@ impl Metrics {
         }
     }
 
+    /// Adds a collector read at scrape time (e.g. the judge worker's counters).
+    pub fn register_collector(&self, collector: Box<dyn Collector>) {
+        let mut registry = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        registry.register_collector(collector);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         out

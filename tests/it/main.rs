@@ -3,6 +3,7 @@
 mod clients;
 mod durability;
 mod errors;
+mod judge;
 mod live;
 mod mock_upstream;
 mod rubric;

@@ -1,0 +1,202 @@
+//! The judge worker loop: bounds the queue, claims jobs from the store under a lease, loads each
+//! pair, judges it ([`Judge::judge_pair`]), stores check results and judgments, and completes
+//! the job — or gives it back (`fail`: queued again until the store's `MAX_ATTEMPTS`) when the
+//! judge stayed unreachable or the store failed.
+//!
+//! Never: runs on the request path (jobs are enqueued by the capture sink; the request path never
+//! waits on the judge). Fails open for the gateway (a judge outage only delays scores) and closed
+//! for scores (nothing is recorded for a judgment that was not made, except an abstention).
+//!
+//! The queue is bounded: before every claim, queued jobs beyond `max_backlog` are dropped, newest
+//! first, and counted (`canarist_judge_queue_dropped_total`). Rows are written before the job is
+//! completed; if a lease expired in between (a judgment slower than the lease), the job may be
+//! judged twice — set the lease well above the slowest judgment.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::store::{JudgeJob, Store, StoreError};
+
+use super::engine::Judge;
+
+/// How a worker claims and paces.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The lease owner's name (unique per worker).
+    pub name: String,
+    pub lease: Duration,
+    /// Jobs claimed per poll (judged concurrently).
+    pub batch: u32,
+    /// Sleep between polls that found nothing.
+    pub poll_interval: Duration,
+    /// Queued jobs kept at most; `None`: unbounded.
+    pub max_backlog: Option<u64>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            name: format!("judge-{}", uuid::Uuid::new_v4()),
+            lease: Duration::from_secs(60),
+            batch: 8,
+            poll_interval: Duration::from_secs(1),
+            max_backlog: Some(100_000),
+        }
+    }
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Poll {
+    pub dropped: u64,
+    pub claimed: usize,
+    pub done: usize,
+    pub failed: usize,
+}
+
+/// One judge worker.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    store: Store,
+    judge: Arc<Judge>,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    pub fn new(store: Store, judge: Arc<Judge>, config: WorkerConfig) -> Self {
+        Self {
+            store,
+            judge,
+            config,
+        }
+    }
+
+    /// One poll: bound the queue, claim a batch, judge it.
+    pub async fn run_once(&self) -> Result<Poll, StoreError> {
+        let stats = self.judge.stats();
+        let mut poll = Poll::default();
+        if let Some(max) = self.config.max_backlog {
+            poll.dropped = self.store.shed_backlog(max).await?;
+            if poll.dropped > 0 {
+                stats.queue_dropped.fetch_add(poll.dropped, Relaxed);
+                tracing::warn!(
+                    dropped = poll.dropped,
+                    max,
+                    "judge queue full: newest jobs dropped"
+                );
+            }
+        }
+        let jobs = self
+            .store
+            .claim(&self.config.name, self.config.batch, self.config.lease)
+            .await?;
+        poll.claimed = jobs.len();
+        for ok in join_all(jobs.iter().map(|j| self.process(j))).await {
+            if ok {
+                poll.done += 1;
+            } else {
+                poll.failed += 1;
+            }
+        }
+        let queued = self
+            .store
+            .job_counts()
+            .await?
+            .into_iter()
+            .find(|(s, _)| s == "queued")
+            .map_or(0, |(_, n)| n);
+        stats.queue_depth.store(queued, Relaxed);
+        Ok(poll)
+    }
+
+    /// Judges one job; `true` when it was completed.
+    async fn process(&self, job: &JudgeJob) -> bool {
+        let stats = self.judge.stats();
+        let result = async {
+            let Some(pair) = self.store.pair(job.pair_id).await? else {
+                return Ok::<_, StoreError>(Err("the pair is not in the store".to_owned()));
+            };
+            match self.judge.judge_pair(&pair).await {
+                Ok(out) => {
+                    self.store.insert_check_results(&out.checks).await?;
+                    self.store.insert_judgments(&out.judgments).await?;
+                    stats
+                        .check_results
+                        .fetch_add(out.checks.len() as u64, Relaxed);
+                    stats.pairs_judged.fetch_add(1, Relaxed);
+                    Ok(Ok(()))
+                }
+                Err(e) => Ok(Err(e.to_string())),
+            }
+        }
+        .await;
+        let error = match result {
+            Ok(Ok(())) => {
+                return match self.store.complete(job.id, &self.config.name).await {
+                    Ok(true) => true,
+                    Ok(false) => {
+                        tracing::warn!(job = job.id, "judge job lease lost before completion");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = job.id, error = %e, "cannot complete judge job");
+                        false
+                    }
+                };
+            }
+            Ok(Err(message)) => message,
+            Err(e) => e.to_string(),
+        };
+        stats.jobs_failed.fetch_add(1, Relaxed);
+        tracing::warn!(job = job.id, pair_id = %job.pair_id, attempts = job.attempts, %error, "judge job failed; given back");
+        if let Err(e) = self.store.fail(job.id, &self.config.name, &error).await {
+            tracing::warn!(job = job.id, error = %e, "cannot give the judge job back; its lease will expire");
+        }
+        false
+    }
+
+    /// Polls until `cancel`; sleeps `poll_interval` when a poll found nothing or failed.
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            let idle = match self.run_once().await {
+                Ok(p) => p.claimed == 0,
+                Err(e) => {
+                    tracing::warn!(error = %e, "judge worker poll failed");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+            } else if cancel.is_cancelled() {
+                return;
+            }
+        }
+    }
+}
+
+/// Starts `n` workers on `tracker`, named `<config.name>-<i>`.
+pub fn spawn_workers(
+    n: usize,
+    store: &Store,
+    judge: &Arc<Judge>,
+    config: &WorkerConfig,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    for i in 0..n.max(1) {
+        let config = WorkerConfig {
+            name: format!("{}-{i}", config.name),
+            ..config.clone()
+        };
+        let worker = Worker::new(store.clone(), judge.clone(), config);
+        tracker.spawn(worker.run(cancel.clone()));
+    }
+}
