@@ -4,6 +4,7 @@
 //! in a file is reported at once, each naming the file and the field (`deployments[0].stable.provider`).
 //! Never: touches the network. Fails closed: a config with any problem is not used.
 
+pub mod admin;
 mod raw;
 mod validate;
 
@@ -12,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use admin::{AdminConfig, JwtConfig};
 pub use raw::RawConfig;
 pub use validate::{ConfigError, Problem};
 
@@ -31,6 +33,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// `sqlite://…` (default `sqlite://canarist.db`) or `postgres://…`.
     pub storage_url: String,
+    /// The admin API (`admin:`).
+    pub admin: AdminConfig,
 }
 
 /// An OpenAI-compatible upstream.

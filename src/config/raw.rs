@@ -29,6 +29,9 @@ pub struct RawConfig {
     pub capture: RawCapture,
     #[serde(default)]
     pub storage: Option<RawStorage>,
+    /// The admin API: rate limits, proxy client keys, JWT verification.
+    #[serde(default)]
+    pub admin: Option<super::admin::RawAdmin>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -215,6 +215,8 @@ pub(super) fn validate(
         );
     }
 
+    let admin = super::admin::validate(path, raw.admin, &mut p.0);
+
     if !p.0.is_empty() {
         return Err(ConfigError {
             file: path.to_path_buf(),
@@ -232,6 +234,7 @@ pub(super) fn validate(
         deployments,
         capture,
         storage_url,
+        admin,
     })
 }
 
