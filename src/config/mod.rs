@@ -5,6 +5,7 @@
 //! Never: touches the network. Fails closed: a config with any problem is not used.
 
 mod raw;
+mod rollout;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use raw::RawConfig;
+pub use rollout::{
+    AlertFormat, AlertTarget, ControllerSettings, RawAlerts, RawController, RolloutSettings,
+};
 pub use validate::{ConfigError, Problem};
 
 /// The validated configuration.
@@ -31,6 +35,9 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// `sqlite://…` (default `sqlite://canarist.db`) or `postgres://…`.
     pub storage_url: String,
+    /// Deployment slug → its ramp, gate, guardrails and alerts (only deployments with a `ramp`).
+    pub rollouts: BTreeMap<String, RolloutSettings>,
+    pub controller: ControllerSettings,
 }
 
 /// An OpenAI-compatible upstream.
