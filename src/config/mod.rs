@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod raw;
+mod rollout;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,9 @@ use std::time::Duration;
 
 pub use admin::{AdminConfig, JwtConfig};
 pub use raw::RawConfig;
+pub use rollout::{
+    AlertFormat, AlertTarget, ControllerSettings, RawAlerts, RawController, RolloutSettings,
+};
 pub use validate::{ConfigError, Problem};
 
 /// The validated configuration.
@@ -35,6 +39,9 @@ pub struct Config {
     pub storage_url: String,
     /// The admin API (`admin:`).
     pub admin: AdminConfig,
+    /// Deployment slug → its ramp, gate, guardrails and alerts (only deployments with a `ramp`).
+    pub rollouts: BTreeMap<String, RolloutSettings>,
+    pub controller: ControllerSettings,
 }
 
 /// An OpenAI-compatible upstream.

@@ -32,6 +32,9 @@ pub struct RawConfig {
     /// The admin API: rate limits, proxy client keys, JWT verification.
     #[serde(default)]
     pub admin: Option<super::admin::RawAdmin>,
+    /// The rollout controller (`tick`); see `config::rollout`.
+    #[serde(default)]
+    pub controller: Option<super::rollout::RawController>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +95,15 @@ pub struct RawDeployment {
     pub spend_cap: RawSpendCap,
     #[serde(default)]
     pub cohorts: RawCohorts,
+    /// Ramp stages, gate policy, guardrails and alerts; see `config::rollout`.
+    #[serde(default)]
+    pub ramp: Option<crate::rollout::RawRamp>,
+    #[serde(default)]
+    pub gate: Option<crate::gate::GatePolicy>,
+    #[serde(default)]
+    pub guardrails: Option<crate::gate::GuardrailConfig>,
+    #[serde(default)]
+    pub alerts: Option<super::rollout::RawAlerts>,
 }
 
 #[derive(Debug, Deserialize)]

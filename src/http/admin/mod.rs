@@ -17,6 +17,7 @@ mod jwt;
 pub mod keys;
 mod limit;
 mod openapi;
+mod rollouts;
 mod traffic;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ use limit::RateLimits;
 pub struct Admin {
     pub gateway: AppState,
     limits: RateLimits,
+    /// Rollout alerts (disabled when built outside a Tokio runtime).
+    alerts: crate::rollout::alerts::Alerts,
     /// For asking providers whether they serve a model.
     http: reqwest::Client,
 }
@@ -47,9 +50,15 @@ impl Admin {
     pub fn new(gateway: AppState) -> Self {
         let cfg = &gateway.config.admin;
         let limits = RateLimits::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst);
+        let alerts = if tokio::runtime::Handle::try_current().is_ok() {
+            crate::rollout::alerts::Alerts::spawn(crate::rollout::alerts::AlertOptions::default())
+        } else {
+            crate::rollout::alerts::Alerts::disabled()
+        };
         Self {
             gateway,
             limits,
+            alerts,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(Duration::from_secs(5))
@@ -94,6 +103,26 @@ pub fn router(admin: AdminState) -> Router {
             patch(traffic::patch_traffic),
         )
         .route("/v1/deployments/{slug}/audit", get(deployments::audit))
+        .route(
+            "/v1/deployments/{slug}/rollout",
+            get(rollouts::status).post(rollouts::start),
+        )
+        .route(
+            "/v1/deployments/{slug}/rollout/promote",
+            post(rollouts::promote),
+        )
+        .route(
+            "/v1/deployments/{slug}/rollout/rollback",
+            post(rollouts::rollback),
+        )
+        .route(
+            "/v1/deployments/{slug}/rollout/pause",
+            post(rollouts::pause),
+        )
+        .route(
+            "/v1/deployments/{slug}/rollout/resume",
+            post(rollouts::resume),
+        )
         .route(
             "/v1/deployments/{slug}/stages/{stage}/report",
             get(deployments::stage_report),

@@ -7,7 +7,7 @@ use utoipa::openapi::{HeaderBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{ErrorDetail, ErrorResponse};
-use super::{canary, deployments, keys, traffic};
+use super::{canary, deployments, keys, rollouts, traffic};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,12 @@ use super::{canary, deployments, keys, traffic};
         deployments::status,
         deployments::audit,
         deployments::stage_report,
+        rollouts::status,
+        rollouts::start,
+        rollouts::promote,
+        rollouts::rollback,
+        rollouts::pause,
+        rollouts::resume,
         keys::list,
         keys::create,
         keys::revoke,
