@@ -27,6 +27,16 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// SQLite only (a Postgres database `backends` made is dropped at once).
+pub(crate) async fn sqlite_db() -> TestDb {
+    let mut dbs = backends().await;
+    let first = dbs.remove(0);
+    for d in dbs {
+        d.cleanup().await;
+    }
+    first
+}
+
 /// The gateway with a store, plus keys of every role.
 pub(crate) struct Env {
     pub(crate) _mock: MockServer,
@@ -274,6 +284,7 @@ async fn keys_and_roles() {
                 .any(|a| a.action == "key.revoke" && a.actor.starts_with("key:"))
         );
         env.stop().await;
+        db.cleanup().await;
     }
 }
 
@@ -367,6 +378,7 @@ async fn canary_endpoint() {
             (404, "model_not_found")
         );
         env.stop().await;
+        db.cleanup().await;
     }
 }
 
@@ -531,6 +543,7 @@ async fn traffic_patch_statuses_and_routing() {
         );
         assert_eq!(changes[0]["actor"], env.admin_id.as_str());
         env.stop().await;
+        db.cleanup().await;
     }
 }
 
@@ -600,6 +613,7 @@ async fn concurrent_update_traffic_never_exceeds_half() {
         }
         assert_eq!((ok, refused), (25, 25));
         env.stop().await;
+        db.cleanup().await;
     }
 }
 
@@ -706,7 +720,13 @@ async fn rollout_control() {
             )
             .await;
         assert_eq!(s, 200, "{st}");
-        assert!(st["latest_decision"]["reason"].as_str().unwrap().contains("bad answers"), "{st}");
+        assert!(
+            st["latest_decision"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("bad answers"),
+            "{st}"
+        );
         assert_eq!(st["latest_decision"]["actor"], env.admin_id.as_str());
         let (s, _, log) = env
             .send(
@@ -753,5 +773,6 @@ async fn rollout_control() {
             (404, "deployment_not_found")
         );
         env.stop().await;
+        db.cleanup().await;
     }
 }

@@ -21,12 +21,14 @@ fn yes() -> bool {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CanaryRequest {
-    /// The upstream model to canary.
+    /// The upstream model to canary (1–256 characters, no spaces or control characters).
+    #[schema(pattern = r"^[^\s\u0000-\u001f\u007f]{1,256}$")]
     pub candidate_model: String,
     /// The stable model of the deployment (its upstream model or the alias clients send).
+    #[schema(pattern = r"^[^\s\u0000-\u001f\u007f]{1,256}$")]
     pub stable_model: String,
     /// Percent of units served by the candidate, 0–100 in 0.01 steps.
-    #[schema(minimum = 0.0, maximum = 100.0)]
+    #[schema(minimum = 0.0, maximum = 100.0, multiple_of = 0.01)]
     pub traffic_percent: f64,
     /// Roll back automatically when guardrails trip (recorded with the change).
     #[serde(default = "yes")]
@@ -43,7 +45,10 @@ pub struct CanaryResponse {
 }
 
 fn model_name(field: &str, s: &str) -> Result<(), AdminError> {
-    if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if s.is_empty()
+        || s.chars().count() > 256
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(bad_field(
             field,
             "must be a model name (1–256 characters, no spaces)",

@@ -44,7 +44,8 @@ pub struct KeyList {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateKey {
-    /// A label for people (e.g. `ci-deployer`).
+    /// A label for people (e.g. `ci-deployer`), 1–200 characters, not blank.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     pub role: Role,
 }
@@ -116,7 +117,7 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateKey>,
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), AdminError> {
     principal.require(Role::Owner)?;
-    if req.name.trim().is_empty() || req.name.len() > 200 {
+    if req.name.trim().is_empty() || req.name.chars().count() > 200 {
         return Err(bad_field("name", "must be 1–200 characters"));
     }
     let (key, record) = create_key(admin.store()?, &req.name, req.role, &principal.id).await?;
@@ -130,7 +131,7 @@ pub async fn create(
     delete,
     path = "/v1/admin/keys/{id}",
     tag = "keys",
-    params(("id" = String, Path, description = "The key's id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "The key's id")),
     responses(
         (status = 200, description = "Revoked", body = KeyView),
         (status = 400, description = "`id` is not a UUID", body = super::ErrorResponse),

@@ -35,7 +35,8 @@ impl From<RolloutError> for AdminError {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ActionRequest {
-    /// Why (recorded in the audit log with the actor).
+    /// Why (recorded in the audit log with the actor). Not blank.
+    #[schema(pattern = r"\S")]
     pub reason: String,
 }
 

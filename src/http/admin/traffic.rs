@@ -54,7 +54,7 @@ pub struct TrafficRequest {
     pub model_id: Option<String>,
     /// `add_challenger` (1–50) and `update_traffic` (0–50): percent of units, 0.01 steps.
     #[serde(default)]
-    #[schema(minimum = 0.0, maximum = 100.0)]
+    #[schema(minimum = 0.0, maximum = 100.0, multiple_of = 0.01)]
     pub traffic_pct: Option<f64>,
     /// `remove_challenger`, `update_traffic`: the challenger's id.
     #[serde(default)]

@@ -4,8 +4,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
-use super::{Env, error_shape, fixture};
-use crate::store::backends;
+use super::{Env, error_shape, fixture, sqlite_db};
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -29,7 +28,7 @@ async fn list_status(env: &Env, bearer: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn jwt_rs256_from_a_public_key() {
-    let db = backends().await.remove(0);
+    let db = sqlite_db().await;
     let yaml = format!(
         "admin:\n  jwt:\n    algorithm: RS256\n    public_key_file: {}\n    role_claim: canarist_role\n    leeway_seconds: 0\n",
         fixture("jwt-rs256-public.pem").display()
@@ -116,7 +115,7 @@ async fn jwt_rs256_from_a_public_key() {
 
 #[tokio::test]
 async fn jwt_es256_from_a_jwks_file() {
-    let db = backends().await.remove(0);
+    let db = sqlite_db().await;
     let dir = tempfile::tempdir().unwrap();
     let pem = std::fs::read(fixture("jwt-es256-private.pem")).unwrap();
     let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(
@@ -157,7 +156,7 @@ async fn jwt_es256_from_a_jwks_file() {
 
 #[tokio::test]
 async fn rate_limit_is_per_key_with_retry_after() {
-    let db = backends().await.remove(0);
+    let db = sqlite_db().await;
     let env = Env::start(
         &db,
         "admin:\n  rate_limit_per_minute: 1\n  rate_limit_burst: 3\n",
@@ -194,13 +193,13 @@ async fn rate_limit_is_per_key_with_retry_after() {
 
 #[tokio::test]
 async fn proxy_client_keys() {
-    let db = backends().await.remove(0);
+    let db = sqlite_db().await;
     // Off by default: no key needed.
     let env = Env::start(&db, "").await;
     assert_eq!(env.served_by("support", "u").await, "stable");
     env.stop().await;
 
-    let db = backends().await.remove(0);
+    let db = sqlite_db().await;
     let env = Env::start(&db, "admin:\n  proxy_keys_required: true\n").await;
     let chat = crate::support::chat_body("support", "hi");
     let r = env
@@ -228,7 +227,7 @@ async fn proxy_client_keys() {
 
 #[tokio::test]
 async fn openapi_document_lists_every_admin_path() {
-    let db = backends().await.remove(0);
+    let db = sqlite_db().await;
     let env = Env::start(&db, "").await;
     let (s, _, doc) = env
         .send(reqwest::Method::GET, "/openapi.json", None, None)
