@@ -12,3 +12,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --no-fail-fast
 fi
+
+# Schema-based fuzz of the admin API (schemathesis from PyPI; about two minutes).
+if [ "${CANARIST_FUZZ:-0}" = "1" ]; then
+  ./scripts/fuzz-admin.sh
+fi

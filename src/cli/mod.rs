@@ -32,6 +32,8 @@ pub enum Command {
     Simulate(crate::gate::SimulateArgs),
     /// Offline pre-flight: send a golden dataset to stable and candidate, judge, summarise.
     Replay(crate::judge::ReplayArgs),
+    /// Create, list or revoke admin API keys.
+    Keys(crate::http::admin::keys::KeysArgs),
 }
 
 /// Entry point of the binary.
@@ -65,6 +67,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Rubric(cmd) => crate::rubric::run(cmd).await,
         Command::Simulate(args) => crate::gate::run_simulate(args).await,
         Command::Replay(args) => crate::judge::replay::run(args).await,
+        Command::Keys(args) => crate::http::admin::keys::run(args).await,
     }
 }
 

@@ -4,8 +4,10 @@
 //! in a file is reported at once, each naming the file and the field (`deployments[0].stable.provider`).
 //! Never: touches the network. Fails closed: a config with any problem is not used.
 
+pub mod admin;
 mod judge;
 mod raw;
+mod rollout;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -13,8 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use admin::{AdminConfig, JwtConfig};
 pub use judge::{JudgeConfig, RawJudge};
 pub use raw::RawConfig;
+pub use rollout::{
+    AlertFormat, AlertTarget, ControllerSettings, RawAlerts, RawController, RolloutSettings,
+};
 pub use validate::{ConfigError, Problem};
 
 /// The validated configuration.
@@ -35,6 +41,11 @@ pub struct Config {
     pub storage_url: String,
     /// The `judge:` section; `None` when absent (no judge workers).
     pub judge: Option<JudgeConfig>,
+    /// The admin API (`admin:`).
+    pub admin: AdminConfig,
+    /// Deployment slug → its ramp, gate, guardrails and alerts (only deployments with a `ramp`).
+    pub rollouts: BTreeMap<String, RolloutSettings>,
+    pub controller: ControllerSettings,
 }
 
 /// An OpenAI-compatible upstream.

@@ -31,6 +31,12 @@ pub struct RawConfig {
     pub storage: Option<RawStorage>,
     #[serde(default)]
     pub judge: Option<super::judge::RawJudge>,
+    /// The admin API: rate limits, proxy client keys, JWT verification.
+    #[serde(default)]
+    pub admin: Option<super::admin::RawAdmin>,
+    /// The rollout controller (`tick`); see `config::rollout`.
+    #[serde(default)]
+    pub controller: Option<super::rollout::RawController>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +97,15 @@ pub struct RawDeployment {
     pub spend_cap: RawSpendCap,
     #[serde(default)]
     pub cohorts: RawCohorts,
+    /// Ramp stages, gate policy, guardrails and alerts; see `config::rollout`.
+    #[serde(default)]
+    pub ramp: Option<crate::rollout::RawRamp>,
+    #[serde(default)]
+    pub gate: Option<crate::gate::GatePolicy>,
+    #[serde(default)]
+    pub guardrails: Option<crate::gate::GuardrailConfig>,
+    #[serde(default)]
+    pub alerts: Option<super::rollout::RawAlerts>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -184,9 +184,14 @@ pub(super) fn validate(
     let mut deployments = Vec::new();
     let mut slugs = BTreeSet::new();
     let mut aliases = BTreeSet::new();
-    for (i, rd) in raw.deployments.into_iter().enumerate() {
+    let mut rollouts = BTreeMap::new();
+    for (i, mut rd) in raw.deployments.into_iter().enumerate() {
         let field = format!("deployments[{i}]");
+        let rollout_parts = super::rollout::RawRolloutParts::take(&mut rd);
         if let Some(d) = deployment(&field, rd, &providers, &mut p) {
+            if let Some(s) = super::rollout::settings(path, &field, rollout_parts, &d, &mut p.0) {
+                rollouts.insert(d.slug.clone(), s);
+            }
             if !slugs.insert(d.slug.clone()) {
                 p.push(
                     format!("{field}.slug"),
@@ -216,6 +221,8 @@ pub(super) fn validate(
     }
 
     let judge = super::judge::judge(raw.judge, &mut p.0);
+    let admin = super::admin::validate(path, raw.admin, &mut p.0);
+    let controller = super::rollout::controller(raw.controller, &mut p.0);
 
     if !p.0.is_empty() {
         return Err(ConfigError {
@@ -235,6 +242,9 @@ pub(super) fn validate(
         capture,
         storage_url,
         judge,
+        admin,
+        rollouts,
+        controller,
     })
 }
 

@@ -1,10 +1,12 @@
-//! `http`: the axum application: the OpenAI-compatible proxy routes, `/metrics`, `/healthz`.
+//! `http`: the axum application: the OpenAI-compatible proxy routes, `/metrics`, `/healthz`, and
+//! the admin API ([`admin`]).
 //!
 //! Owns: request handling, the per-request span, response headers, the one error type
 //! ([`ApiError`]) that becomes OpenAI-shaped JSON. Never: waits on capture, judging, storage or
 //! the controller — background calls are detached tasks and captured events go through a
 //! bounded channel. A shadow call never changes the client's response.
 
+pub mod admin;
 mod error;
 mod mirror;
 mod proxy;
@@ -31,18 +33,28 @@ pub const HEADER_STAGE: &str = "x-canarist-stage";
 /// Response header: the gateway's request id (also on every captured observation).
 pub const HEADER_REQUEST_ID: &str = "x-request-id";
 
-/// The gateway's routes.
+/// The gateway's routes: the proxy (behind client keys when `admin.proxy_keys_required`) and
+/// the admin API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let admin = std::sync::Arc::new(admin::Admin::new(state.clone()));
+    let mut proxy = Router::new()
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/v1/completions", post(proxy::completions))
         .route("/v1/embeddings", post(proxy::embeddings))
-        .route("/v1/models", get(proxy::models))
+        .route("/v1/models", get(proxy::models));
+    if state.config.admin.proxy_keys_required {
+        proxy = proxy.route_layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            admin::require_client,
+        ));
+    }
+    proxy
         .route("/metrics", get(proxy::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(proxy::not_found)
-        .layer(axum::middleware::map_response(ensure_request_id))
         .with_state(state)
+        .merge(admin::router(admin))
+        .layer(axum::middleware::map_response(ensure_request_id))
 }
 
 /// Every response carries a request id; proxied ones already have the id their observations

@@ -1,12 +1,20 @@
-//! `rollout`: ramp configuration and the rollout state machine.
+//! `rollout`: ramp configuration, the rollout state machine, and the I/O around it.
 //!
-//! Owns (so far): the ramp config (`RawRamp` from YAML → validated [`Ramp`], every problem
-//! reported at once with its file and field) and the pure state machine (`machine`). The I/O
-//! side — the store, webhooks and the controller loop — comes later and calls into these.
-//! Never (here): reads clocks or touches the store. Fails closed: a ramp with any problem is
-//! not used.
+//! Owns: the ramp config (`RawRamp` from YAML → validated [`Ramp`], every problem reported at
+//! once with its file and field), the pure state machine (`machine`), the mapping between stored
+//! rollouts, machine states and traffic (`stored`), the store-aggregate → gate conversion
+//! (`convert`), the actions everyone calls (`actions`: persist, then apply), the controller loop
+//! on the leader replica (`controller`), the guardrail fast path (`guardrails`), alert webhooks
+//! (`alerts`) and `canarist rollout …` (`cli`).
+//! Never: makes a statistical decision (the gate does) or routes a request (routing does).
+//! Fails closed: a ramp with any problem is not used; a transition that cannot be persisted
+//! does not take effect.
 
+pub mod actions;
+pub mod alerts;
+pub mod convert;
 pub mod machine;
+pub mod stored;
 
 use std::path::Path;
 use std::time::Duration;

@@ -100,3 +100,27 @@ impl TrafficState {
         d
     }
 }
+
+impl TrafficState {
+    /// A deployment that exists only in the store (created through the admin API, e.g.
+    /// `POST /api/v1/gateway/canary` for a model no deployment serves): this state applied to
+    /// the config defaults, answering clients that send model `slug`.
+    pub fn standalone(&self, slug: &str) -> Deployment {
+        let base = Deployment {
+            slug: slug.to_owned(),
+            model: slug.to_owned(),
+            mode: Mode::Off,
+            stage: crate::config::default_stage(),
+            salt: slug.to_owned(),
+            stable: Variant::from(&self.stable),
+            candidates: Vec::new(),
+            shadow_timeout: crate::config::default_shadow_timeout(),
+            mirror_embeddings: false,
+            pair_sample_buckets: 0,
+            fallback_to_stable: false,
+            spend_cap: crate::config::SpendCap::default(),
+            cohorts: crate::config::Cohorts::default(),
+        };
+        self.apply(&base)
+    }
+}

@@ -54,21 +54,32 @@ impl TrafficTable {
         }
     }
 
-    /// The config file's deployments with the stored traffic states applied (a state whose
-    /// deployment is no longer in the config is ignored).
+    /// The config file's deployments with the stored traffic states applied. A state whose
+    /// deployment is not in the config is a deployment created through the admin API
+    /// ([`super::TrafficState::standalone`]); it is added unless its model alias is taken.
     pub fn overlaid<'a>(
         version: u64,
         base: &[Deployment],
         states: impl IntoIterator<Item = (&'a str, &'a super::TrafficState)>,
     ) -> Self {
-        let states: HashMap<&str, &super::TrafficState> = states.into_iter().collect();
-        Self::new(
-            version,
-            base.iter().map(|d| match states.get(d.slug.as_str()) {
+        let states: Vec<(&str, &super::TrafficState)> = states.into_iter().collect();
+        let by_slug: HashMap<&str, &super::TrafficState> = states.iter().copied().collect();
+        let mut deployments: Vec<Deployment> = base
+            .iter()
+            .map(|d| match by_slug.get(d.slug.as_str()) {
                 Some(state) => state.apply(d),
                 None => d.clone(),
-            }),
-        )
+            })
+            .collect();
+        for (slug, state) in states {
+            let taken = deployments
+                .iter()
+                .any(|d| d.slug == slug || d.model == slug);
+            if !taken {
+                deployments.push(state.standalone(slug));
+            }
+        }
+        Self::new(version, deployments)
     }
 
     /// The deployment clients reach with `model`.

@@ -32,6 +32,7 @@ use sqlx::sqlite::SqliteSynchronous;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 mod aggregates;
+mod audit;
 mod histogram;
 mod jobs;
 mod judgments;
@@ -45,6 +46,7 @@ mod traffic;
 pub use aggregates::{
     CheckSummary, Moments, ScoreSummary, StageSummary, SummaryScope, VariantSummary,
 };
+pub use audit::{AuditEntry, NewAuditEntry};
 pub use histogram::LatencyHistogram;
 pub use jobs::{JobState, JudgeJob, MAX_ATTEMPTS};
 pub use judgments::{NewCheckResult, NewJudgment, ORDER_COMBINED, ORDER_SINGLE, Verdict};

@@ -1,0 +1,13 @@
+-- Changes made through the admin API that are not rollout transitions (traffic edits, key
+-- management), with the key id or token subject that made them. Written in the same
+-- transaction as the change it describes.
+CREATE TABLE admin_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment TEXT,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    config_version BIGINT,
+    at TEXT NOT NULL
+);
+CREATE INDEX admin_audit_by_deployment ON admin_audit (deployment, id);

@@ -1,0 +1,315 @@
+//! The `admin:` section of the config file: per-key rate limits of the admin API, whether proxy
+//! endpoints require client keys, and JWT verification (algorithm, public key PEM or JWKS file,
+//! the claim that carries the role).
+//!
+//! Owns: the raw form (`RawAdmin`), its validation and the validated [`AdminConfig`]. Key files
+//! are read and parsed here so that a bad key is a config error naming the file and field, not a
+//! 401 at run time. Never: touches the network (a JWKS is a local file). Fails closed: a section
+//! with any problem makes the whole config unusable.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+use super::Problem;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Requests per minute allowed to one API key (or token subject). Default 600.
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
+    /// Requests a key may make at once before the per-minute rate applies. Default 60.
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+    /// When true, `/v1/chat/completions` and the other proxy routes need a valid key or token.
+    #[serde(default)]
+    pub proxy_keys_required: Option<bool>,
+    #[serde(default)]
+    pub jwt: Option<RawJwt>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// `RS256` or `ES256`.
+    pub algorithm: String,
+    /// PEM file with the issuer's public key (relative to the config file).
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// JWKS file (`{"keys": [...]}`) with the issuer's public keys (relative to the config file).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Claim whose value is the role (`viewer`, `admin`, `owner`, `client`). Default `role`.
+    #[serde(default)]
+    pub role_claim: Option<String>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds. Default 30.
+    #[serde(default)]
+    pub leeway_seconds: Option<u64>,
+}
+
+/// The validated `admin:` section.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub rate_limit_per_minute: NonZeroU32,
+    pub rate_limit_burst: NonZeroU32,
+    pub proxy_keys_required: bool,
+    pub jwt: Option<JwtConfig>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_minute: default_rate_limit_per_minute(),
+            rate_limit_burst: default_rate_limit_burst(),
+            proxy_keys_required: false,
+            jwt: None,
+        }
+    }
+}
+
+pub fn default_rate_limit_per_minute() -> NonZeroU32 {
+    NonZeroU32::new(600).unwrap_or(NonZeroU32::MIN)
+}
+pub fn default_rate_limit_burst() -> NonZeroU32 {
+    NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN)
+}
+
+/// How bearer tokens that are not API keys are verified.
+#[derive(Clone)]
+pub struct JwtConfig {
+    pub algorithm: Algorithm,
+    /// Verification keys with their `kid` (a PEM file gives one key without a kid).
+    pub keys: Arc<Vec<(Option<String>, DecodingKey)>>,
+    pub role_claim: String,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_seconds: u64,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithm", &self.algorithm)
+            .field("keys", &self.keys.len())
+            .field("role_claim", &self.role_claim)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+/// Validates the section; problems are returned (with their field), never thrown.
+pub(super) fn validate(
+    path: &Path,
+    raw: Option<RawAdmin>,
+    problems: &mut Vec<Problem>,
+) -> AdminConfig {
+    let Some(raw) = raw else {
+        return AdminConfig::default();
+    };
+    let mut push = |field: &str, message: String| {
+        problems.push(Problem {
+            field: format!("admin.{field}"),
+            message,
+        });
+    };
+    let positive =
+        |v: Option<u32>, default: NonZeroU32, field: &str, push: &mut dyn FnMut(&str, String)| {
+            match v {
+                None => default,
+                Some(n) => NonZeroU32::new(n).unwrap_or_else(|| {
+                    push(field, "must be greater than 0".into());
+                    default
+                }),
+            }
+        };
+    let rate_limit_per_minute = positive(
+        raw.rate_limit_per_minute,
+        default_rate_limit_per_minute(),
+        "rate_limit_per_minute",
+        &mut push,
+    );
+    let rate_limit_burst = positive(
+        raw.rate_limit_burst,
+        default_rate_limit_burst(),
+        "rate_limit_burst",
+        &mut push,
+    );
+    let jwt = raw.jwt.and_then(|j| jwt(path, j, &mut push));
+    AdminConfig {
+        rate_limit_per_minute,
+        rate_limit_burst,
+        proxy_keys_required: raw.proxy_keys_required.unwrap_or(false),
+        jwt,
+    }
+}
+
+fn jwt(path: &Path, raw: RawJwt, push: &mut dyn FnMut(&str, String)) -> Option<JwtConfig> {
+    let algorithm = match raw.algorithm.as_str() {
+        "RS256" => Some(Algorithm::RS256),
+        "ES256" => Some(Algorithm::ES256),
+        other => {
+            push(
+                "jwt.algorithm",
+                format!("`{other}` is not supported (use RS256 or ES256)"),
+            );
+            None
+        }
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let keys = match (&raw.public_key_file, &raw.jwks_file) {
+        (Some(_), Some(_)) => {
+            push("jwt", "give public_key_file or jwks_file, not both".into());
+            None
+        }
+        (None, None) => {
+            push("jwt", "give public_key_file or jwks_file".into());
+            None
+        }
+        (Some(file), None) => algorithm.and_then(|alg| {
+            let full = dir.join(file);
+            let pem = read(&full, "jwt.public_key_file", push)?;
+            let key = match alg {
+                Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
+                _ => DecodingKey::from_rsa_pem(&pem),
+            };
+            match key {
+                Ok(k) => Some(vec![(None, k)]),
+                Err(e) => {
+                    push(
+                        "jwt.public_key_file",
+                        format!("{}: not a {alg:?} public key PEM: {e}", full.display()),
+                    );
+                    None
+                }
+            }
+        }),
+        (None, Some(file)) => {
+            let full = dir.join(file);
+            read(&full, "jwt.jwks_file", push).and_then(|bytes| jwks(&full, &bytes, push))
+        }
+    };
+    let role_claim = raw.role_claim.unwrap_or_else(|| "role".to_owned());
+    if role_claim.is_empty() {
+        push("jwt.role_claim", "must not be empty".into());
+    }
+    Some(JwtConfig {
+        algorithm: algorithm?,
+        keys: Arc::new(keys?),
+        role_claim,
+        issuer: raw.issuer,
+        audience: raw.audience,
+        leeway_seconds: raw.leeway_seconds.unwrap_or(30),
+    })
+}
+
+fn read(full: &Path, field: &str, push: &mut dyn FnMut(&str, String)) -> Option<Vec<u8>> {
+    std::fs::read(full)
+        .map_err(|e| push(field, format!("cannot read {}: {e}", full.display())))
+        .ok()
+}
+
+fn jwks(
+    full: &Path,
+    bytes: &[u8],
+    push: &mut dyn FnMut(&str, String),
+) -> Option<Vec<(Option<String>, DecodingKey)>> {
+    let set: jsonwebtoken::jwk::JwkSet = match serde_json::from_slice(bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            push(
+                "jwt.jwks_file",
+                format!("{}: not a JWKS document: {e}", full.display()),
+            );
+            return None;
+        }
+    };
+    let mut keys = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        match DecodingKey::from_jwk(jwk) {
+            Ok(k) => keys.push((jwk.common.key_id.clone(), k)),
+            Err(e) => push(
+                "jwt.jwks_file",
+                format!("{}: keys[{i}] is not usable: {e}", full.display()),
+            ),
+        }
+    }
+    if keys.is_empty() {
+        push(
+            "jwt.jwks_file",
+            format!("{}: no usable key", full.display()),
+        );
+        return None;
+    }
+    Some(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bad_values_name_their_fields() {
+        let mut problems = Vec::new();
+        let cfg = validate(Path::new("c.yaml"), None, &mut problems);
+        assert!(problems.is_empty());
+        assert!(!cfg.proxy_keys_required);
+        assert_eq!(cfg.rate_limit_per_minute.get(), 600);
+
+        let raw = RawAdmin {
+            rate_limit_per_minute: Some(0),
+            rate_limit_burst: None,
+            proxy_keys_required: Some(true),
+            jwt: Some(RawJwt {
+                algorithm: "HS256".into(),
+                public_key_file: Some("missing.pem".into()),
+                jwks_file: None,
+                role_claim: None,
+                issuer: None,
+                audience: None,
+                leeway_seconds: None,
+            }),
+        };
+        let cfg = validate(Path::new("c.yaml"), Some(raw), &mut problems);
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["admin.rate_limit_per_minute", "admin.jwt.algorithm"]
+        );
+        assert!(cfg.proxy_keys_required);
+        assert!(cfg.jwt.is_none());
+    }
+
+    #[test]
+    fn unreadable_key_file_is_reported_with_its_path() {
+        let mut problems = Vec::new();
+        let raw = RawAdmin {
+            jwt: Some(RawJwt {
+                algorithm: "ES256".into(),
+                public_key_file: None,
+                jwks_file: Some("nope.json".into()),
+                role_claim: None,
+                issuer: None,
+                audience: None,
+                leeway_seconds: None,
+            }),
+            ..RawAdmin::default()
+        };
+        validate(Path::new("/etc/x/c.yaml"), Some(raw), &mut problems);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field, "admin.jwt.jwks_file");
+        assert!(
+            problems[0].message.contains("/etc/x/nope.json"),
+            "{}",
+            problems[0].message
+        );
+    }
+}
