@@ -62,13 +62,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })?;
     let sink = sink_for(&config, &store);
     let deployments = config.deployments.len();
-    let mut server = Server::start_with_store(config, listen, sink, Some(store)).await?;
+    let mut server = Server::start_with_store(config, listen, sink, Some(store.clone())).await?;
+    let rollouts = crate::rollout::controller::start_with_gateway(store, server.gateway().clone());
     tracing::info!(addr = %server.addr(), deployments, "canarist gateway listening");
     println!("canarist listening on {}", server.url());
     tokio::select! {
         result = server.wait() => result?,
         () = shutdown_signal() => {
             tracing::info!("shutting down");
+            rollouts.stop().await;
             server.shutdown(Duration::from_secs(30)).await;
         }
     }

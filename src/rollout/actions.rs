@@ -307,10 +307,30 @@ pub async fn apply(
     event: &Event,
     evidence: Value,
 ) -> Result<Rollout, RolloutError> {
+    apply_expecting(ctx, deployment, None, event, evidence).await
+}
+
+/// Like [`apply`], but refuses (`Conflict`) unless the active rollout is still `expected`
+/// (same id, state and stage): a gate decision on one stage is never applied to another.
+pub async fn apply_expecting(
+    ctx: &RolloutCtx,
+    deployment: &str,
+    expected: Option<&Rollout>,
+    event: &Event,
+    evidence: Value,
+) -> Result<Rollout, RolloutError> {
     let (d, s) = settings(ctx, deployment)?;
     let r = active_rollout(&ctx.store, deployment)
         .await?
         .ok_or_else(|| RolloutError::NoRollout(deployment.to_owned()))?;
+    if let Some(e) = expected
+        && (e.id != r.id || e.state != r.state || e.stage_index != r.stage_index)
+    {
+        return Err(RolloutError::Conflict(format!(
+            "rollout {} moved to {} stage {} meanwhile",
+            r.id, r.state, r.stage_index
+        )));
+    }
     let log = ctx.store.transitions(r.id).await?;
     let state = machine_state(&r, &log);
     let now = Utc::now();
