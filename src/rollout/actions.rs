@@ -319,6 +319,22 @@ pub async fn apply_expecting(
     event: &Event,
     evidence: Value,
 ) -> Result<Rollout, RolloutError> {
+    apply_with(ctx, None, deployment, expected, event, evidence).await
+}
+
+/// Like [`apply_expecting`]; also swaps `gateway`'s traffic table right after the new traffic
+/// state is stored (before judge jobs are cancelled and the alert is sent), so that this
+/// process's very next request already follows the change. Other replicas follow within a
+/// second (config-version watch). Callers that run inside a gateway (controller, guardrails,
+/// the admin API) pass it.
+pub async fn apply_with(
+    ctx: &RolloutCtx,
+    gateway: Option<&crate::http::AppState>,
+    deployment: &str,
+    expected: Option<&Rollout>,
+    event: &Event,
+    evidence: Value,
+) -> Result<Rollout, RolloutError> {
     let (d, s) = settings(ctx, deployment)?;
     let r = active_rollout(&ctx.store, deployment)
         .await?
@@ -381,6 +397,12 @@ pub async fn apply_expecting(
         ctx.store
             .put_traffic(deployment, &traffic, &t.actor)
             .await?;
+        if let Some(gw) = gateway
+            && let Err(error) = gw.reload_traffic().await
+        {
+            // Stored already: the config-version watch applies it within a second anyway.
+            tracing::warn!(%error, deployment, "local traffic reload failed");
+        }
     }
     // 3. Side effects of a rollback, then the alert.
     if matches!(t.to, super::State::RolledBack { .. }) {

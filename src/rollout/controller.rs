@@ -62,15 +62,10 @@ impl Controller {
     pub async fn tick(&mut self) -> Vec<TickOutcome> {
         let slugs: Vec<String> = self.ctx.config.rollouts.keys().cloned().collect();
         let mut out = Vec::new();
-        let mut changed = false;
         for slug in slugs {
             match self.tick_deployment(&slug).await {
                 Ok(None) => {}
-                Ok(Some((decision, before, result))) => {
-                    if let Ok(after) = &result {
-                        changed |= after.state != before.state
-                            || after.stage_index != before.stage_index;
-                    }
+                Ok(Some((decision, result))) => {
                     out.push(TickOutcome {
                         deployment: slug,
                         decision,
@@ -84,11 +79,6 @@ impl Controller {
                 }),
             }
         }
-        if changed && let Some(gw) = &self.gateway {
-            if let Err(error) = gw.reload_traffic().await {
-                tracing::warn!(%error, "traffic reload after a rollout change failed");
-            }
-        }
         for o in &out {
             if let Err(error) = &o.result
                 && !matches!(error, RolloutError::Conflict(_))
@@ -99,12 +89,10 @@ impl Controller {
         out
     }
 
-    #[allow(clippy::type_complexity)]
     async fn tick_deployment(
         &mut self,
         slug: &str,
-    ) -> Result<Option<(Option<Decision>, Rollout, Result<Rollout, RolloutError>)>, RolloutError>
-    {
+    ) -> Result<Option<(Option<Decision>, Result<Rollout, RolloutError>)>, RolloutError> {
         let ctx = self.ctx.clone();
         let ctx = &ctx;
         let Some(r) = actions::active_rollout(&ctx.store, slug).await? else {
@@ -162,13 +150,15 @@ impl Controller {
         if let Some(d) = &decision {
             self.srm_alert(&r, d);
         }
-        let result = actions::apply_expecting(ctx, slug, Some(&r), &event, evidence).await;
+        let gateway = self.gateway.clone();
+        let result =
+            actions::apply_with(ctx, gateway.as_ref(), slug, Some(&r), &event, evidence).await;
         if let (Some(d), Ok(after)) = (&decision, &result)
             && d.action != Action::Hold
         {
             tracing::info!(deployment = slug, action = ?d.action, state = %after.state, stage = after.stage_index, "gate decision applied");
         }
-        Ok(Some((decision, r, result)))
+        Ok(Some((decision, result)))
     }
 
     fn srm_alert(&mut self, r: &Rollout, d: &Decision) {
@@ -257,7 +247,10 @@ pub fn spawn(
                 if is_leader {
                     tracing::info!(pid = std::process::id(), "rollout controller is leader");
                 } else {
-                    tracing::warn!(pid = std::process::id(), "rollout controller is no longer leader");
+                    tracing::warn!(
+                        pid = std::process::id(),
+                        "rollout controller is no longer leader"
+                    );
                 }
             }
             if is_leader {
@@ -315,6 +308,9 @@ impl RolloutRuntime {
         self.cancel.cancel();
         self.tracker.close();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.tracker.wait()).await;
-        self.ctx.alerts.drain(std::time::Duration::from_secs(5)).await;
+        self.ctx
+            .alerts
+            .drain(std::time::Duration::from_secs(5))
+            .await;
     }
 }

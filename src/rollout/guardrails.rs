@@ -129,14 +129,8 @@ pub fn spawn(
             let Some(trip) = windows.record(&ctx, signal) else {
                 continue;
             };
-            match trip_rollback(&ctx, &trip).await {
-                Ok(()) => {
-                    if let Some(gw) = &gateway
-                        && let Err(error) = gw.reload_traffic().await
-                    {
-                        tracing::warn!(%error, "traffic reload after a guardrail rollback failed");
-                    }
-                }
+            match trip_rollback(&ctx, gateway.as_ref(), &trip).await {
+                Ok(()) => {}
                 Err(RolloutError::NoRollout(_) | RolloutError::Conflict(_)) => {}
                 Err(error) => {
                     // Not persisted: let the next outcome try again.
@@ -224,7 +218,11 @@ impl Windows {
     }
 }
 
-async fn trip_rollback(ctx: &RolloutCtx, t: &Tripped) -> Result<(), RolloutError> {
+async fn trip_rollback(
+    ctx: &RolloutCtx,
+    gateway: Option<&AppState>,
+    t: &Tripped,
+) -> Result<(), RolloutError> {
     tracing::warn!(deployment = %t.deployment, stage = %t.stage, reason = %t.trip.reason, "guardrail tripped");
     let metric = if t.trip.hard_failures > 0 && t.trip.reason.contains("hard") {
         "guardrail.hard_checks"
@@ -243,7 +241,7 @@ async fn trip_rollback(ctx: &RolloutCtx, t: &Tripped) -> Result<(), RolloutError
     let event = Event::Guardrail {
         reason: t.trip.reason.clone(),
     };
-    actions::apply(ctx, &t.deployment, &event, evidence).await?;
+    actions::apply_with(ctx, gateway, &t.deployment, None, &event, evidence).await?;
     Ok(())
 }
 
@@ -255,9 +253,19 @@ mod tests {
     fn a_full_channel_drops_and_counts() {
         let (tx, mut rx) = channel(2);
         for _ in 0..5 {
-            tx.outcome("d", "canary-1", Role::Candidate, Some(ErrorClass::Upstream5xx));
+            tx.outcome(
+                "d",
+                "canary-1",
+                Role::Candidate,
+                Some(ErrorClass::Upstream5xx),
+            );
         }
-        tx.outcome("d", "canary-1", Role::Candidate, Some(ErrorClass::ClientDisconnected));
+        tx.outcome(
+            "d",
+            "canary-1",
+            Role::Candidate,
+            Some(ErrorClass::ClientDisconnected),
+        );
         assert_eq!(tx.dropped(), 3);
         assert!(matches!(
             rx.try_recv(),
