@@ -4,6 +4,7 @@ mod clients;
 mod errors;
 mod live;
 mod mock_upstream;
+mod rollout;
 mod rubric;
 mod shadow;
 mod simulate;
