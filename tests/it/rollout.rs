@@ -322,7 +322,7 @@ async fn transitions_are_persisted_and_a_restart_resumes_the_stage() {
             .unwrap();
         let done = actions::promote(b.ctx(), DEPLOYMENT, &actor("ops"), "all in")
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{}: {e}", db.label));
         assert_eq!(done.state, "promoted");
         // Made outside this gateway (as by the CLI): in force once the version watch re-reads.
         eventually("the promoted candidate to serve as stable", || async {
