@@ -374,9 +374,7 @@ pub async fn apply_with(
         evidence: evidence.clone(),
     };
     // 1. Persist (fails closed: nothing below happens when this fails).
-    let updated = ctx
-        .store
-        .transition_rollout(r.id, &update)
+    let updated = persist(&ctx.store, r.id, &update)
         .await
         .map_err(|e| match e {
             StoreError::Invalid(msg) => RolloutError::Conflict(msg),
@@ -420,6 +418,36 @@ pub async fn apply_with(
         alert(ctx, s, &updated, &t, &evidence);
     }
     Ok(updated)
+}
+
+/// `transition_rollout`, retried a few times when SQLite reports the file busy: its
+/// transaction reads before it writes, and a capture batch committed in between makes SQLite
+/// refuse the upgrade at once (`SQLITE_BUSY`, not covered by the busy timeout). Nothing was
+/// written then, and the compare-and-set makes the retry safe.
+async fn persist(
+    store: &Store,
+    id: uuid::Uuid,
+    update: &RolloutUpdate,
+) -> Result<Rollout, StoreError> {
+    let mut backoff = std::time::Duration::from_millis(10);
+    for _ in 0..6 {
+        match store.transition_rollout(id, update).await {
+            Err(StoreError::Database(e)) if is_busy(&e) => {
+                tracing::debug!(error = %e, "rollout transition: database busy, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            other => return other,
+        }
+    }
+    store.transition_rollout(id, update).await
+}
+
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        d.code().is_some_and(|c| c == "5" || c == "517" || c == "6")
+            || d.message().contains("database is locked")
+    })
 }
 
 fn alert(ctx: &RolloutCtx, s: &RolloutSettings, r: &Rollout, t: &Step, evidence: &Value) {
