@@ -34,6 +34,8 @@ pub enum Command {
     Replay(crate::judge::ReplayArgs),
     /// Create, list or revoke admin API keys.
     Keys(crate::http::admin::keys::KeysArgs),
+    /// Start, inspect, promote, roll back, pause or resume a deployment's rollout.
+    Rollout(crate::rollout::cli::RolloutArgs),
 }
 
 /// Entry point of the binary.
@@ -68,6 +70,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => crate::gate::run_simulate(args).await,
         Command::Replay(args) => crate::judge::replay::run(args).await,
         Command::Keys(args) => crate::http::admin::keys::run(args).await,
+        Command::Rollout(args) => crate::rollout::cli::run(args).await,
     }
 }
 

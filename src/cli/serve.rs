@@ -70,12 +70,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         &store,
         &server.gateway().metrics,
     )?;
+    let rollouts = crate::rollout::controller::start_with_gateway(store, server.gateway().clone());
     tracing::info!(addr = %server.addr(), deployments, "canarist gateway listening");
     println!("canarist listening on {}", server.url());
     tokio::select! {
         result = server.wait() => result?,
         () = shutdown_signal() => {
             tracing::info!("shutting down");
+            rollouts.stop().await;
             server.shutdown(Duration::from_secs(30)).await;
             if let Some(judge) = judge {
                 judge.shutdown().await;

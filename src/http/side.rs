@@ -80,6 +80,9 @@ impl Side {
     pub fn finish(self, gw: &Gateway, outcome: Outcome) {
         let latency = self.started.elapsed();
         let ctx = &self.ctx;
+        if let Some(guardrails) = gw.outcomes.get() {
+            guardrails.outcome(&ctx.deployment, &ctx.stage, self.role, outcome.error);
+        }
         let labels = VariantLabels {
             deployment: ctx.deployment.clone(),
             variant: self.variant.clone(),

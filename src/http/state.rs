@@ -27,6 +27,8 @@ pub struct Gateway {
     pub spend: SpendTracker,
     /// The database, when the gateway has one: traffic state is read from it.
     pub store: Option<crate::store::Store>,
+    /// Where call outcomes go for the rollout guardrails (set once by whoever starts them).
+    pub outcomes: std::sync::OnceLock<crate::rollout::guardrails::OutcomeSender>,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -55,6 +57,7 @@ impl Gateway {
             tasks,
             spend: SpendTracker::default(),
             store,
+            outcomes: std::sync::OnceLock::new(),
         })
     }
 

@@ -307,10 +307,46 @@ pub async fn apply(
     event: &Event,
     evidence: Value,
 ) -> Result<Rollout, RolloutError> {
+    apply_expecting(ctx, deployment, None, event, evidence).await
+}
+
+/// Like [`apply`], but refuses (`Conflict`) unless the active rollout is still `expected`
+/// (same id, state and stage): a gate decision on one stage is never applied to another.
+pub async fn apply_expecting(
+    ctx: &RolloutCtx,
+    deployment: &str,
+    expected: Option<&Rollout>,
+    event: &Event,
+    evidence: Value,
+) -> Result<Rollout, RolloutError> {
+    apply_with(ctx, None, deployment, expected, event, evidence).await
+}
+
+/// Like [`apply_expecting`]; also swaps `gateway`'s traffic table right after the new traffic
+/// state is stored (before judge jobs are cancelled and the alert is sent), so that this
+/// process's very next request already follows the change. Other replicas follow within a
+/// second (config-version watch). Callers that run inside a gateway (controller, guardrails,
+/// the admin API) pass it.
+pub async fn apply_with(
+    ctx: &RolloutCtx,
+    gateway: Option<&crate::http::AppState>,
+    deployment: &str,
+    expected: Option<&Rollout>,
+    event: &Event,
+    evidence: Value,
+) -> Result<Rollout, RolloutError> {
     let (d, s) = settings(ctx, deployment)?;
     let r = active_rollout(&ctx.store, deployment)
         .await?
         .ok_or_else(|| RolloutError::NoRollout(deployment.to_owned()))?;
+    if let Some(e) = expected
+        && (e.id != r.id || e.state != r.state || e.stage_index != r.stage_index)
+    {
+        return Err(RolloutError::Conflict(format!(
+            "rollout {} moved to {} stage {} meanwhile",
+            r.id, r.state, r.stage_index
+        )));
+    }
     let log = ctx.store.transitions(r.id).await?;
     let state = machine_state(&r, &log);
     let now = Utc::now();
@@ -338,9 +374,7 @@ pub async fn apply(
         evidence: evidence.clone(),
     };
     // 1. Persist (fails closed: nothing below happens when this fails).
-    let updated = ctx
-        .store
-        .transition_rollout(r.id, &update)
+    let updated = persist(&ctx.store, r.id, &update)
         .await
         .map_err(|e| match e {
             StoreError::Invalid(msg) => RolloutError::Conflict(msg),
@@ -361,6 +395,12 @@ pub async fn apply(
         ctx.store
             .put_traffic(deployment, &traffic, &t.actor)
             .await?;
+        if let Some(gw) = gateway
+            && let Err(error) = gw.reload_traffic().await
+        {
+            // Stored already: the config-version watch applies it within a second anyway.
+            tracing::warn!(%error, deployment, "local traffic reload failed");
+        }
     }
     // 3. Side effects of a rollback, then the alert.
     if matches!(t.to, super::State::RolledBack { .. }) {
@@ -378,6 +418,36 @@ pub async fn apply(
         alert(ctx, s, &updated, &t, &evidence);
     }
     Ok(updated)
+}
+
+/// `transition_rollout`, retried a few times when SQLite reports the file busy: its
+/// transaction reads before it writes, and a capture batch committed in between makes SQLite
+/// refuse the upgrade at once (`SQLITE_BUSY`, not covered by the busy timeout). Nothing was
+/// written then, and the compare-and-set makes the retry safe.
+async fn persist(
+    store: &Store,
+    id: uuid::Uuid,
+    update: &RolloutUpdate,
+) -> Result<Rollout, StoreError> {
+    let mut backoff = std::time::Duration::from_millis(10);
+    for _ in 0..6 {
+        match store.transition_rollout(id, update).await {
+            Err(StoreError::Database(e)) if is_busy(&e) => {
+                tracing::debug!(error = %e, "rollout transition: database busy, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            other => return other,
+        }
+    }
+    store.transition_rollout(id, update).await
+}
+
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        d.code().is_some_and(|c| c == "5" || c == "517" || c == "6")
+            || d.message().contains("database is locked")
+    })
 }
 
 fn alert(ctx: &RolloutCtx, s: &RolloutSettings, r: &Rollout, t: &Step, evidence: &Value) {

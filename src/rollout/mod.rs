@@ -12,7 +12,10 @@
 
 pub mod actions;
 pub mod alerts;
+pub mod cli;
+pub mod controller;
 pub mod convert;
+pub mod guardrails;
 pub mod machine;
 pub mod stored;
 

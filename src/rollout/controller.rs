@@ -1,0 +1,316 @@
+//! The rollout controller: on the leader replica only, every `controller.tick`, for each
+//! deployment with a rollout in progress: read the current stage's aggregates from the store,
+//! convert them (`convert`), ask the gate, step the state machine with its decision, and
+//! persist and apply the result (`actions::apply_expecting`).
+//!
+//! Leadership is the store's [`Leadership`] (a Postgres advisory lock; SQLite always leads), so
+//! exactly one replica drives rollouts and another takes over when it dies. Everything the
+//! controller knows lives in the store (the stage, its start, paused time, whether its timeout
+//! alert fired), so a restarted or new leader resumes the same stage with the data accumulated
+//! so far. A stage past its maximum duration without a verdict holds and alerts once (or rolls
+//! back, per the ramp). Gate holds are not written to the audit log (they would flood it);
+//! `actions::status` recomputes the current decision on demand.
+//! Owns: the loop and its leadership. Never: decides (the gate and the state machine do).
+//! Fails closed: a tick that cannot read or persist changes nothing and is retried next tick.
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::actions::{self, RolloutCtx, RolloutError};
+use super::alerts::{AlertEvent, AlertMessage, Failing};
+use super::stored::{self, machine_state};
+use super::{Event, State, convert};
+use crate::gate::{Action, Decision, Verdict};
+use crate::http::AppState;
+use crate::store::{CONTROLLER_LOCK_KEY, Leadership, Rollout, SummaryScope};
+
+/// What one tick did for one deployment.
+#[derive(Debug)]
+pub struct TickOutcome {
+    pub deployment: String,
+    /// The gate's decision, when a gate policy exists and the rollout was running.
+    pub decision: Option<Decision>,
+    /// The rollout after the tick (`Err` when reading or persisting failed).
+    pub result: Result<Rollout, RolloutError>,
+}
+
+/// The controller's memory between ticks (only what may be lost on restart: alert dedup).
+pub struct Controller {
+    ctx: RolloutCtx,
+    gateway: Option<AppState>,
+    /// (rollout, stage) whose sample-ratio mismatch was already alerted.
+    srm_alerted: BTreeSet<(Uuid, u32)>,
+}
+
+impl Controller {
+    /// `gateway`: this process's gateway, whose traffic is reloaded at once after a change.
+    pub fn new(ctx: RolloutCtx, gateway: Option<AppState>) -> Self {
+        Self {
+            ctx,
+            gateway,
+            srm_alerted: BTreeSet::new(),
+        }
+    }
+
+    /// One pass over every deployment with a ramp.
+    pub async fn tick(&mut self) -> Vec<TickOutcome> {
+        let slugs: Vec<String> = self.ctx.config.rollouts.keys().cloned().collect();
+        let mut out = Vec::new();
+        for slug in slugs {
+            match self.tick_deployment(&slug).await {
+                Ok(None) => {}
+                Ok(Some((decision, result))) => {
+                    out.push(TickOutcome {
+                        deployment: slug,
+                        decision,
+                        result,
+                    });
+                }
+                Err(e) => out.push(TickOutcome {
+                    deployment: slug,
+                    decision: None,
+                    result: Err(e),
+                }),
+            }
+        }
+        for o in &out {
+            if let Err(error) = &o.result
+                && !matches!(error, RolloutError::Conflict(_))
+            {
+                tracing::warn!(deployment = %o.deployment, %error, "controller tick failed");
+            }
+        }
+        out
+    }
+
+    async fn tick_deployment(
+        &mut self,
+        slug: &str,
+    ) -> Result<Option<(Option<Decision>, Result<Rollout, RolloutError>)>, RolloutError> {
+        let ctx = self.ctx.clone();
+        let ctx = &ctx;
+        let Some(r) = actions::active_rollout(&ctx.store, slug).await? else {
+            return Ok(None);
+        };
+        let log = ctx.store.transitions(r.id).await?;
+        let run = match machine_state(&r, &log) {
+            State::Running(run) => run,
+            // Paused: decisions wait. Draft: nothing runs yet.
+            _ => return Ok(None),
+        };
+        let (_, settings) = actions::settings(ctx, slug)?;
+        let Some(stage) = settings.ramp.stages.get(run.stage) else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        let (event, evidence, decision) = match &settings.gate {
+            None => (
+                Event::Tick,
+                json!({ "kind": "tick", "note": "no gate policy: promotion is manual" }),
+                None,
+            ),
+            Some(policy) => {
+                let label = stored::stage_label(&settings.ramp, run.stage);
+                let summary = ctx
+                    .store
+                    .stage_summary(SummaryScope {
+                        deployment: slug,
+                        stage: &label,
+                        since: r.stage_started_at,
+                    })
+                    .await?;
+                let decision = convert::decide(policy, stage, run.elapsed(now), &summary);
+                let failing = decision
+                    .evidence
+                    .iter()
+                    .find(|e| e.verdict == Verdict::Worse)
+                    .map(|e| Failing {
+                        metric: e.metric.clone(),
+                        cohort: e.cohort.clone(),
+                        evidence: serde_json::to_value(e).unwrap_or_default(),
+                    });
+                let evidence = json!({
+                    "kind": "gate",
+                    "decision": decision,
+                    "failing": failing,
+                });
+                let event = Event::Gate {
+                    action: decision.action,
+                    reason: decision.reason.clone(),
+                };
+                (event, evidence, Some(decision))
+            }
+        };
+        if let Some(d) = &decision {
+            self.srm_alert(&r, d);
+        }
+        let gateway = self.gateway.clone();
+        let result =
+            actions::apply_with(ctx, gateway.as_ref(), slug, Some(&r), &event, evidence).await;
+        if let (Some(d), Ok(after)) = (&decision, &result)
+            && d.action != Action::Hold
+        {
+            tracing::info!(deployment = slug, action = ?d.action, state = %after.state, stage = after.stage_index, "gate decision applied");
+        }
+        Ok(Some((decision, result)))
+    }
+
+    fn srm_alert(&mut self, r: &Rollout, d: &Decision) {
+        let Some(srm) = d.alerts.first() else {
+            return;
+        };
+        if !self.srm_alerted.insert((r.id, r.stage_index)) {
+            return;
+        }
+        let Some(target) = self
+            .ctx
+            .config
+            .rollouts
+            .get(&r.deployment)
+            .and_then(|s| s.alerts.as_ref())
+        else {
+            return;
+        };
+        self.ctx.alerts.send(
+            target,
+            AlertMessage {
+                event: AlertEvent::SampleRatioMismatch,
+                deployment: r.deployment.clone(),
+                candidate: r.candidate.clone(),
+                state: r.state.clone(),
+                stage: r.stage_index,
+                actor: "gate".to_owned(),
+                reason: srm.message.clone(),
+                failing: None,
+                evidence: serde_json::to_value(d).unwrap_or_default(),
+                at: Utc::now(),
+            },
+        );
+    }
+}
+
+/// Handle on a running controller.
+#[derive(Clone)]
+pub struct ControllerHandle {
+    leader: watch::Receiver<bool>,
+}
+
+impl ControllerHandle {
+    /// Whether this replica currently leads (drives the rollouts).
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+}
+
+/// Starts leadership and the tick loop (ticks only while leader).
+pub fn spawn(
+    ctx: RolloutCtx,
+    gateway: Option<AppState>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> ControllerHandle {
+    let settings = ctx.config.controller;
+    let leadership = Leadership::spawn(
+        ctx.store.clone(),
+        CONTROLLER_LOCK_KEY,
+        settings.leader_retry,
+        tracker,
+        cancel.clone(),
+    );
+    let mut leader = leadership.subscribe();
+    let handle = ControllerHandle {
+        leader: leader.clone(),
+    };
+    let mut controller = Controller::new(ctx, gateway);
+    tracker.spawn(async move {
+        let mut was_leader = false;
+        let mut leadership_gone = false;
+        let mut interval = tokio::time::interval(settings.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = interval.tick() => {}
+                changed = leader.changed(), if !leadership_gone => {
+                    leadership_gone = changed.is_err();
+                }
+            }
+            let is_leader = *leader.borrow();
+            if is_leader != was_leader {
+                was_leader = is_leader;
+                if is_leader {
+                    tracing::info!(pid = std::process::id(), "rollout controller is leader");
+                } else {
+                    tracing::warn!(
+                        pid = std::process::id(),
+                        "rollout controller is no longer leader"
+                    );
+                }
+            }
+            if is_leader {
+                controller.tick().await;
+            }
+        }
+    });
+    handle
+}
+
+/// Everything `canarist serve` runs for rollouts: the controller (ticking while leader), the
+/// guardrail task fed by the gateway, and the alert sender.
+pub struct RolloutRuntime {
+    pub ctx: RolloutCtx,
+    pub controller: ControllerHandle,
+    pub outcomes: super::guardrails::OutcomeSender,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// Outcomes the guardrail channel holds before it drops (and counts) new ones.
+pub const OUTCOME_QUEUE: usize = 10_000;
+
+/// Starts the rollout runtime next to a running gateway (which gets the guardrails' sender and
+/// has its traffic reloaded at once after every change made here).
+pub fn start_with_gateway(store: crate::store::Store, gateway: AppState) -> RolloutRuntime {
+    let ctx = RolloutCtx {
+        store,
+        config: gateway.config.clone(),
+        alerts: super::alerts::Alerts::spawn(super::alerts::AlertOptions::default()),
+    };
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let outcomes = super::guardrails::spawn(
+        ctx.clone(),
+        Some(gateway.clone()),
+        OUTCOME_QUEUE,
+        &tracker,
+        cancel.clone(),
+    );
+    let controller = spawn(ctx.clone(), Some(gateway), &tracker, cancel.clone());
+    RolloutRuntime {
+        ctx,
+        controller,
+        outcomes,
+        tracker,
+        cancel,
+    }
+}
+
+impl RolloutRuntime {
+    /// Stops the controller and guardrails (releasing the leader lock), then lets queued
+    /// alerts go out for a few seconds.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.tracker.wait()).await;
+        self.ctx
+            .alerts
+            .drain(std::time::Duration::from_secs(5))
+            .await;
+    }
+}

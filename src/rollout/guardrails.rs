@@ -1,0 +1,275 @@
+//! The guardrail fast path: outcomes as they happen, a sliding window per deployment and stage,
+//! and a rollback within moments of the outcome that trips it.
+//!
+//! The gateway offers every call's outcome (deployment, stage label, role, error or not) to an
+//! [`OutcomeSender`] with `try_send` on a bounded channel: a full channel drops the outcome and
+//! counts it, so the request path never waits. One task per process feeds each deployment's
+//! [`Guardrail`] (from `gate`) and, when it trips, calls [`actions::apply`] with a guardrail
+//! event (actor `guardrail`), so the rollback is persisted, applied to traffic, alerted — then
+//! reloads this gateway's traffic at once. The judge reports hard-check failures (candidate
+//! failed where stable passed) through [`OutcomeSender::hard_failure`].
+//! Owns: the channel, the windows, the trip → rollback wiring. Never: decides the trip rule
+//! (the gate's `Guardrail` does). Fails open on overload (drops and counts outcomes); a trip
+//! whose rollback cannot be persisted is logged and re-tried on the next outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::actions::{self, RolloutCtx, RolloutError};
+use super::alerts::Failing;
+use super::{Event, stored};
+use crate::capture::{ErrorClass, Role};
+use crate::gate::Guardrail;
+use crate::http::AppState;
+
+/// One thing the guardrails hear about.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    /// A call's outcome.
+    Outcome {
+        deployment: String,
+        stage: String,
+        role: Role,
+        error: bool,
+        at: DateTime<Utc>,
+    },
+    /// A hard check failed on the candidate where stable passed.
+    HardFailure {
+        deployment: String,
+        stage: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// The sending side, held by the gateway (and the judge). Cheap to clone; never waits.
+#[derive(Clone, Debug)]
+pub struct OutcomeSender {
+    tx: mpsc::Sender<Signal>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl OutcomeSender {
+    /// Offers a call's outcome; a client disconnect is not held against either side.
+    pub fn outcome(&self, deployment: &str, stage: &str, role: Role, error: Option<ErrorClass>) {
+        if error == Some(ErrorClass::ClientDisconnected) {
+            return;
+        }
+        self.offer(Signal::Outcome {
+            deployment: deployment.to_owned(),
+            stage: stage.to_owned(),
+            role,
+            error: error.is_some(),
+            at: Utc::now(),
+        });
+    }
+
+    /// Reports a hard-check failure of the candidate (stable passed the same check on the pair).
+    pub fn hard_failure(&self, deployment: &str, stage: &str) {
+        self.offer(Signal::HardFailure {
+            deployment: deployment.to_owned(),
+            stage: stage.to_owned(),
+            at: Utc::now(),
+        });
+    }
+
+    fn offer(&self, signal: Signal) {
+        if self.tx.try_send(signal).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Signals dropped because the channel was full (or the task gone).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A bounded channel of signals.
+pub fn channel(capacity: usize) -> (OutcomeSender, mpsc::Receiver<Signal>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (
+        OutcomeSender {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        },
+        rx,
+    )
+}
+
+/// Starts the guardrail task and plugs its sender into `gateway` (when it has none yet).
+/// Returns the sender (for the judge's hard-check reports).
+pub fn spawn(
+    ctx: RolloutCtx,
+    gateway: Option<AppState>,
+    capacity: usize,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> OutcomeSender {
+    let (tx, mut rx) = channel(capacity);
+    if let Some(gw) = &gateway {
+        let _ = gw.outcomes.set(tx.clone());
+    }
+    tracker.spawn(async move {
+        let mut windows = Windows::default();
+        loop {
+            let signal = tokio::select! {
+                () = cancel.cancelled() => break,
+                s = rx.recv() => match s {
+                    Some(s) => s,
+                    None => break,
+                },
+            };
+            let Some(trip) = windows.record(&ctx, signal) else {
+                continue;
+            };
+            match trip_rollback(&ctx, gateway.as_ref(), &trip).await {
+                Ok(()) => {}
+                Err(RolloutError::NoRollout(_) | RolloutError::Conflict(_)) => {}
+                Err(error) => {
+                    // Not persisted: let the next outcome try again.
+                    windows.untrip(&trip.deployment, &trip.stage);
+                    tracing::error!(%error, deployment = %trip.deployment, "guardrail rollback failed");
+                }
+            }
+        }
+    });
+    tx
+}
+
+struct Window {
+    guardrail: Guardrail,
+    tripped: bool,
+}
+
+/// One window per (deployment, stage label).
+#[derive(Default)]
+struct Windows {
+    windows: BTreeMap<(String, String), Window>,
+}
+
+struct Tripped {
+    deployment: String,
+    stage: String,
+    trip: crate::gate::Trip,
+}
+
+impl Windows {
+    fn record(&mut self, ctx: &RolloutCtx, signal: Signal) -> Option<Tripped> {
+        let (deployment, stage, at) = match &signal {
+            Signal::Outcome {
+                deployment,
+                stage,
+                at,
+                ..
+            }
+            | Signal::HardFailure {
+                deployment,
+                stage,
+                at,
+            } => (deployment, stage, *at),
+        };
+        if matches!(
+            stage.as_str(),
+            stored::DRAFT | stored::PROMOTED | stored::ROLLED_BACK
+        ) {
+            return None;
+        }
+        let cfg = ctx.config.rollouts.get(deployment)?.guardrails.clone()?;
+        // A new stage label means a new stage: forget the other windows of this deployment.
+        self.windows
+            .retain(|(d, s), _| d != deployment || s == stage);
+        let w = self
+            .windows
+            .entry((deployment.clone(), stage.clone()))
+            .or_insert_with(|| Window {
+                guardrail: Guardrail::new(cfg),
+                tripped: false,
+            });
+        match &signal {
+            Signal::Outcome { role, error, .. } => w.guardrail.record(at, *role, *error),
+            Signal::HardFailure { .. } => w.guardrail.record_hard_failure(at),
+        }
+        if w.tripped {
+            return None;
+        }
+        let trip = w.guardrail.check(at)?;
+        w.tripped = true;
+        Some(Tripped {
+            deployment: deployment.clone(),
+            stage: stage.clone(),
+            trip,
+        })
+    }
+
+    fn untrip(&mut self, deployment: &str, stage: &str) {
+        if let Some(w) = self
+            .windows
+            .get_mut(&(deployment.to_owned(), stage.to_owned()))
+        {
+            w.tripped = false;
+        }
+    }
+}
+
+async fn trip_rollback(
+    ctx: &RolloutCtx,
+    gateway: Option<&AppState>,
+    t: &Tripped,
+) -> Result<(), RolloutError> {
+    tracing::warn!(deployment = %t.deployment, stage = %t.stage, reason = %t.trip.reason, "guardrail tripped");
+    let metric = if t.trip.hard_failures > 0 && t.trip.reason.contains("hard") {
+        "guardrail.hard_checks"
+    } else {
+        "guardrail.error_rate"
+    };
+    let evidence = json!({
+        "kind": "guardrail",
+        "trip": t.trip,
+        "failing": Failing {
+            metric: metric.to_owned(),
+            cohort: "all".to_owned(),
+            evidence: serde_json::to_value(&t.trip).unwrap_or_default(),
+        },
+    });
+    let event = Event::Guardrail {
+        reason: t.trip.reason.clone(),
+    };
+    actions::apply_with(ctx, gateway, &t.deployment, None, &event, evidence).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_channel_drops_and_counts() {
+        let (tx, mut rx) = channel(2);
+        for _ in 0..5 {
+            tx.outcome(
+                "d",
+                "canary-1",
+                Role::Candidate,
+                Some(ErrorClass::Upstream5xx),
+            );
+        }
+        tx.outcome(
+            "d",
+            "canary-1",
+            Role::Candidate,
+            Some(ErrorClass::ClientDisconnected),
+        );
+        assert_eq!(tx.dropped(), 3);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Signal::Outcome { error: true, .. })
+        ));
+    }
+}
