@@ -9,6 +9,7 @@ pub mod config;
 pub mod gate;
 pub mod http;
 pub mod mock;
+pub mod report;
 pub mod rollout;
 pub mod routing;
 pub mod rubric;

@@ -30,6 +30,8 @@ pub enum Command {
     Rubric(crate::rubric::RubricCommand),
     /// Run the gate on synthetic traffic, many times, and print its error rates.
     Simulate(crate::gate::SimulateArgs),
+    /// Write per-stage quality reports of a deployment's rollout (HTML, Markdown or JSON).
+    Report(crate::report::ReportArgs),
 }
 
 /// Entry point of the binary.
@@ -62,6 +64,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => crate::store::run_migrate(args).await,
         Command::Rubric(cmd) => crate::rubric::run(cmd).await,
         Command::Simulate(args) => crate::gate::run_simulate(args).await,
+        Command::Report(args) => crate::report::run(args).await,
     }
 }
 
