@@ -13,7 +13,6 @@
 //!
 //! Fails closed: a store error fails the report; missing data shows as `null`, never as 0.
 
-use chrono::{DateTime, Utc};
 use super::model::*;
 use super::sections::{self, Intervals, cohort_name};
 use super::{ReportError, gate_input, stats};
@@ -23,6 +22,7 @@ use crate::rollout::{Exposure, Ramp};
 use crate::store::{
     Rollout, RolloutStage, StageSummary, Store, SummaryScope, Transition, VariantSummary,
 };
+use chrono::{DateTime, Utc};
 
 /// What the builder may use beyond the store.
 #[derive(Debug, Clone)]
@@ -105,7 +105,10 @@ pub async fn build_all(
 }
 
 /// The decision recorded when the stage was left (or last decided), with its transition.
-pub fn recorded_decision(transitions: &[Transition], stage: u32) -> Option<(Decision, &Transition)> {
+pub fn recorded_decision(
+    transitions: &[Transition],
+    stage: u32,
+) -> Option<(Decision, &Transition)> {
     transitions
         .iter()
         .rev()
@@ -116,6 +119,27 @@ pub fn recorded_decision(transitions: &[Transition], stage: u32) -> Option<(Deci
                 .or_else(|| t.evidence.get("decision").and_then(parse))
                 .map(|d| (d, t))
         })
+}
+
+/// When and how a stage ended: as recorded on the stage, or — for the last stage of a rollout
+/// that went terminal without changing stage (promoted or rolled back in place) — the terminal
+/// transition's time and state.
+fn stage_end(
+    transitions: &[Transition],
+    s: &RolloutStage,
+) -> (Option<DateTime<Utc>>, Option<String>) {
+    if s.ended_at.is_some() {
+        return (s.ended_at, s.outcome.clone());
+    }
+    transitions
+        .iter()
+        .rev()
+        .find(|t| {
+            t.from_stage == s.index
+                && !t.from_state.is_empty()
+                && matches!(t.to_state.as_str(), "promoted" | "rolled_back")
+        })
+        .map_or((None, None), |t| (Some(t.at), Some(t.to_state.clone())))
 }
 
 fn action_str(a: Action) -> String {
@@ -148,7 +172,9 @@ fn exposure(
     variants: &[VariantSummary],
     candidate: &str,
 ) -> (StageMode, Option<f64>, Option<f64>) {
-    let configured = ramp.and_then(|r| r.stages.get(index as usize)).map(|s| s.exposure);
+    let configured = ramp
+        .and_then(|r| r.stages.get(index as usize))
+        .map(|s| s.exposure);
     let (c, s) = sides(variants, candidate);
     let (c_served, c_req) = c.map_or((0, 0), |c| (c.served, c.requests));
     let (s_served, s_req) = s.map_or((0, 0), |s| (s.served, s.requests));
@@ -196,14 +222,21 @@ async fn stage_report(
     let summary = store.stage_summary(scope).await?;
     let judged_pairs = store.judged_pairs(scope).await?;
     let iv = Intervals {
-        alpha: opts.policy.as_ref().map_or(DEFAULT_ALPHA, |p| p.alpha_promote),
-        target_n: opts.policy.as_ref().map_or(DEFAULT_TARGET_N, |p| p.target_n),
+        alpha: opts
+            .policy
+            .as_ref()
+            .map_or(DEFAULT_ALPHA, |p| p.alpha_promote),
+        target_n: opts
+            .policy
+            .as_ref()
+            .map_or(DEFAULT_TARGET_N, |p| p.target_n),
     };
     let mut notes = Vec::new();
 
     let (mode, configured, observed) =
         exposure(opts.ramp.as_ref(), index, &summary.variants, candidate);
-    let end = stage.ended_at.unwrap_or(opts.now);
+    let (ended_at, outcome) = stage_end(&ctx.transitions, stage);
+    let end = ended_at.unwrap_or(opts.now);
     let duration_seconds = (end - stage.started_at).num_milliseconds().max(0) as f64 / 1000.0;
     let ramp = ramp_points(store, deployment, ctx, opts).await?;
 
@@ -257,9 +290,9 @@ async fn stage_report(
             configured_percent: configured,
             observed_percent: observed,
             started_at: stage.started_at,
-            ended_at: stage.ended_at,
+            ended_at,
             duration_seconds,
-            outcome: stage.outcome.clone(),
+            outcome,
         },
         ramp,
         interval_alpha: iv.alpha,
@@ -298,15 +331,20 @@ async fn ramp_points(
                 since: s.started_at,
             })
             .await?;
-        let (_, configured, observed) =
-            exposure(opts.ramp.as_ref(), s.index, &variants, &ctx.rollout.candidate);
+        let (_, configured, observed) = exposure(
+            opts.ramp.as_ref(),
+            s.index,
+            &variants,
+            &ctx.rollout.candidate,
+        );
+        let (ended_at, outcome) = stage_end(&ctx.transitions, s);
         out.push(RampPoint {
             index: s.index,
             name: s.name.clone(),
             percent: configured.or(observed),
             started_at: s.started_at,
-            ended_at: s.ended_at,
-            outcome: s.outcome.clone(),
+            ended_at,
+            outcome,
             action: recorded_decision(&ctx.transitions, s.index).map(|(d, _)| action_str(d.action)),
         });
     }
@@ -367,7 +405,10 @@ fn decision(
         _ => None,
     };
     let inputs = gate_input::summaries(policy, summary, &ctx.rollout.candidate, share);
-    let ramp_stage = opts.ramp.as_ref().and_then(|r| r.stages.get(index as usize));
+    let ramp_stage = opts
+        .ramp
+        .as_ref()
+        .and_then(|r| r.stages.get(index as usize));
     let stage_ctx = StageContext {
         elapsed: std::time::Duration::from_secs_f64(facts.duration_seconds),
         judged_pairs: facts.judged_pairs,
@@ -416,25 +457,28 @@ fn sample_ratio(
         note: String::new(),
     };
     out.note = match (mode, share) {
-        (StageMode::Shadow, _) => "not applicable: shadow stage (stable serves every client)".into(),
+        (StageMode::Shadow, _) => {
+            "not applicable: shadow stage (stable serves every client)".into()
+        }
         (_, None) => "not applicable: configured split unknown (no ramp given)".into(),
         (_, Some(share)) if !(share > 0.0 && share < 1.0) => {
             "not applicable: the candidate serves everyone".into()
         }
-        (_, Some(share)) => match stats::sample_ratio(&[served(c), served(s)], &[share, 1.0 - share])
-        {
-            Some((chi, p)) => {
-                out.chi_square = Some(chi);
-                out.p_value = Some(p);
-                out.mismatch = Some(p < alpha);
-                if p < alpha {
-                    format!("mismatch: p = {p:.3e} < {alpha}")
-                } else {
-                    format!("consistent with the configured split (p = {p:.3})")
+        (_, Some(share)) => {
+            match stats::sample_ratio(&[served(c), served(s)], &[share, 1.0 - share]) {
+                Some((chi, p)) => {
+                    out.chi_square = Some(chi);
+                    out.p_value = Some(p);
+                    out.mismatch = Some(p < alpha);
+                    if p < alpha {
+                        "MISMATCH: the observed split differs from the configured one".to_owned()
+                    } else {
+                        "consistent with the configured split".to_owned()
+                    }
                 }
+                None => "not applicable: no served requests".into(),
             }
-            None => "not applicable: no served requests".into(),
-        },
+        }
     };
     out
 }
@@ -458,7 +502,14 @@ async fn reference_tests(
             continue;
         }
         let fetch = |side| {
-            store.score_sample(scope, candidate, &hash, &row.criterion, side, opts.sample_limit)
+            store.score_sample(
+                scope,
+                candidate,
+                &hash,
+                &row.criterion,
+                side,
+                opts.sample_limit,
+            )
         };
         let c = fetch(Role::Candidate).await?;
         let s = fetch(Role::Stable).await?;

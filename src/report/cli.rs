@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::{BuildOptions, StageReport, build_all, build_with, file_name, to_html, to_json, to_markdown};
+use super::{
+    BuildOptions, StageReport, build_all, build_with, file_name, to_html, to_json, to_markdown,
+};
 use crate::config::{Config, ConfigError};
 use crate::gate::GatePolicy;
 use crate::rollout::Ramp;

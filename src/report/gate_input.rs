@@ -45,10 +45,9 @@ pub fn summaries(
         cohorts.insert(cohort_name(cohort), data);
     }
     let overall = |role: &str| {
-        summary
-            .variants
-            .iter()
-            .find(|v| v.cohort.is_none() && v.role == role && (role == "stable" || v.variant == candidate))
+        summary.variants.iter().find(|v| {
+            v.cohort.is_none() && v.role == role && (role == "stable" || v.variant == candidate)
+        })
     };
     let assignment = match (configured_share, overall("candidate"), overall("stable")) {
         (Some(share), Some(c), Some(s)) if share > 0.0 && share < 1.0 => Some(Assignment {
@@ -59,10 +58,7 @@ pub fn summaries(
         }),
         _ => None,
     };
-    let mut abstentions = [
-        ("stable", 0u64, 0u64),
-        (candidate, 0u64, 0u64),
-    ];
+    let mut abstentions = [("stable", 0u64, 0u64), (candidate, 0u64, 0u64)];
     for s in summary
         .scores
         .iter()
@@ -122,7 +118,12 @@ fn metric(
             .checks
             .iter()
             .filter(|c| &c.cohort == cohort && c.candidate == candidate && c.check == name)
-            .max_by_key(|c| (c.stable.count + c.candidate_scores.count, c.rubric_hash.clone()))
+            .max_by_key(|c| {
+                (
+                    c.stable.count + c.candidate_scores.count,
+                    c.rubric_hash.clone(),
+                )
+            })
     };
     match kind {
         MetricKind::Mean { .. } => {
@@ -148,13 +149,15 @@ fn metric(
                 })
             }
         }
-        MetricKind::WinRate { .. } => score().filter(|s| is_pairwise(s)).map(|s| {
-            MetricData::WinTieLoss {
-                wins: s.wins,
-                ties: s.ties,
-                losses: s.losses,
-            }
-        }),
+        MetricKind::WinRate { .. } => {
+            score()
+                .filter(|s| is_pairwise(s))
+                .map(|s| MetricData::WinTieLoss {
+                    wins: s.wins,
+                    ties: s.ties,
+                    losses: s.losses,
+                })
+        }
         MetricKind::ErrorRate { .. } => {
             let (c, s) = (variant("candidate")?, variant("stable")?);
             Some(MetricData::Proportions {
@@ -165,7 +168,11 @@ fn metric(
         MetricKind::LatencyTail { quantile, .. } => {
             let (c, s) = (variant("candidate")?, variant("stable")?);
             let stable_q = s.latency_histogram.quantile(*quantile)?;
-            let above = c.latency_histogram.estimate_above(stable_q).round().max(0.0) as u64;
+            let above = c
+                .latency_histogram
+                .estimate_above(stable_q)
+                .round()
+                .max(0.0) as u64;
             Some(MetricData::Exceedance {
                 candidate_above: Count::new(above, c.latency_histogram.total()),
                 stable_quantile: Some(stable_q),
@@ -260,6 +267,10 @@ mod tests {
         assert!(!all.contains_key("missing"));
         let a = s.assignment.unwrap();
         assert_eq!(a.variants[0], ("cand".to_owned(), 10, 0.1));
-        assert!(summaries(&policy, &summary, "cand", None).assignment.is_none());
+        assert!(
+            summaries(&policy, &summary, "cand", None)
+                .assignment
+                .is_none()
+        );
     }
 }

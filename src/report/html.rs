@@ -251,8 +251,16 @@ fn evidence(o: &mut String, r: &StageReport) {
     table(
         o,
         &[
-            "metric", "cohort", "estimate", "interval", "bound", "n cand / stable", "method",
-            "α", "verdict", "note",
+            "metric",
+            "cohort",
+            "estimate",
+            "interval",
+            "bound",
+            "n cand / stable",
+            "method",
+            "α",
+            "verdict",
+            "note",
         ],
         &rows,
     );
@@ -330,7 +338,13 @@ fn scores(o: &mut String, r: &StageReport) {
         table(
             o,
             &[
-                "criterion", "cohort", "stable", "candidate", "difference", "n", "win/tie/loss",
+                "criterion",
+                "cohort",
+                "stable",
+                "candidate",
+                "difference",
+                "n",
+                "win/tie/loss",
                 "abstained",
             ],
             &rows,
@@ -360,7 +374,12 @@ fn scores(o: &mut String, r: &StageReport) {
         table(
             o,
             &[
-                "check", "cohort", "stable pass", "candidate pass", "difference", "regressions",
+                "check",
+                "cohort",
+                "stable pass",
+                "candidate pass",
+                "difference",
+                "regressions",
                 "improvements",
             ],
             &rows,
@@ -376,7 +395,11 @@ fn traffic(o: &mut String, r: &StageReport) {
         .iter()
         .map(|v| Series {
             name: &v.variant,
-            class: if v.role == "stable" { "stable" } else { "candidate" },
+            class: if v.role == "stable" {
+                "stable"
+            } else {
+                "candidate"
+            },
             buckets: &v.latency_ms.histogram,
         })
         .collect();
@@ -396,7 +419,11 @@ fn traffic(o: &mut String, r: &StageReport) {
                 .collect();
             vec![
                 esc(&v.cohort),
-                format!("{} <span class=\"muted\">{}</span>", esc(&v.variant), esc(&v.role)),
+                format!(
+                    "{} <span class=\"muted\">{}</span>",
+                    esc(&v.variant),
+                    esc(&v.role)
+                ),
                 n(v.requests.to_string()),
                 n(v.served.to_string()),
                 n(format!("{} {}", f::pct(v.error_rate), classes.join(", "))
@@ -426,8 +453,15 @@ fn traffic(o: &mut String, r: &StageReport) {
     table(
         o,
         &[
-            "cohort", "variant", "requests", "served", "errors", "latency p50/p95/p99",
-            "TTFT p50/p95/p99", "tokens in/out per request", "cost per request",
+            "cohort",
+            "variant",
+            "requests",
+            "served",
+            "errors",
+            "latency p50/p95/p99",
+            "TTFT p50/p95/p99",
+            "tokens in/out per request",
+            "cost per request",
         ],
         &rows,
     );
@@ -447,7 +481,7 @@ fn traffic(o: &mut String, r: &StageReport) {
         .collect();
     let _ = writeln!(
         o,
-        "<p><strong>Sample-ratio check:</strong> {} — {}; χ² {}, p {} (α {}).</p>\n</section>",
+        "<p><strong>Sample-ratio check:</strong> {} — {}; χ² {}, p {}, α {}.</p>\n</section>",
         esc(&sr.note),
         split.join(", "),
         f::num(sr.chi_square, 3),
@@ -480,7 +514,12 @@ fn judge(o: &mut String, r: &StageReport) {
             .collect();
         table(
             o,
-            &["pairwise criterion", "consistent", "inconsistent", "position consistency"],
+            &[
+                "pairwise criterion",
+                "consistent",
+                "inconsistent",
+                "position consistency",
+            ],
             &rows,
         );
     }
@@ -527,12 +566,15 @@ fn worst(o: &mut String, r: &StageReport) {
                     (None, Some(w), _) => format!("winner {w}"),
                     _ => f::MISSING.to_owned(),
                 };
+                let who = match &j.side {
+                    Some(side) => format!("{side} {}", j.order),
+                    None => j.order.clone(),
+                };
                 let _ = write!(
                     o,
-                    "<li><code>{}</code> {} {}: <strong>{}</strong> — {}</li>",
+                    "<li><code>{}</code> {}: <strong>{}</strong> — {}</li>",
                     esc(&j.criterion),
-                    esc(j.side.as_deref().unwrap_or("")),
-                    esc(&j.order),
+                    esc(&who),
                     esc(&verdict),
                     esc(j.reasoning.as_deref().unwrap_or(""))
                 );
@@ -577,7 +619,15 @@ fn reference(o: &mut String, r: &StageReport) {
         .collect();
     table(
         o,
-        &["criterion", "Welch t", "df", "p", "Mann-Whitney U", "p", "n cand / stable"],
+        &[
+            "criterion",
+            "Welch t",
+            "df",
+            "p",
+            "Mann-Whitney U",
+            "p",
+            "n cand / stable",
+        ],
         &rows,
     );
     o.push_str("</section>\n");

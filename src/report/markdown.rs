@@ -31,24 +31,31 @@ pub fn cell(s: &str) -> String {
     out
 }
 
+/// `text` as an inline code span: backslash escapes do not work inside one, so backticks become
+/// `'`; `|` stays escaped (GitHub tables split on it even in code) and newlines become spaces.
+pub fn code(s: &str) -> String {
+    let inner: String = s
+        .chars()
+        .map(|c| match c {
+            '`' => "'".to_owned(),
+            '|' => "\\|".to_owned(),
+            '\n' | '\r' => " ".to_owned(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("`{inner}`")
+}
+
 /// A fenced block that `text` cannot close early.
 fn fenced(out: &mut String, text: &str) {
-    let longest = text
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest.max(2) + 1);
     let _ = writeln!(out, "{fence}text\n{}\n{fence}", text.trim_end());
 }
 
 fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
     let _ = writeln!(out, "| {} |", head.join(" | "));
-    let _ = writeln!(
-        out,
-        "|{}",
-        head.iter().map(|_| "---|").collect::<String>()
-    );
+    let _ = writeln!(out, "|{}", head.iter().map(|_| "---|").collect::<String>());
     for r in rows {
         let _ = writeln!(out, "| {} |", r.join(" | "));
     }
@@ -59,10 +66,10 @@ pub fn to_markdown(r: &StageReport) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "# Stage report: {} · stage {} `{}`\n",
+        "# Stage report: {} · stage {} {}\n",
         cell(&r.deployment),
         r.stage.index,
-        cell(&r.stage.name)
+        code(&r.stage.name)
     );
     decision(&mut o, r);
     overview(&mut o, r);
@@ -93,11 +100,11 @@ fn decision(o: &mut String, r: &StageReport) {
         Some(d) => {
             let source = match (d.source, &d.transition) {
                 (DecisionSource::Transition, Some(t)) => format!(
-                    "recorded {} by {}, `{}` → `{}`",
+                    "recorded {} by {}, {} → {}",
                     f::time(t.at),
                     cell(&t.actor),
-                    cell(&t.from_state),
-                    cell(&t.to_state)
+                    code(&t.from_state),
+                    code(&t.to_state)
                 ),
                 _ => "recomputed by this report with `gate::evaluate`".to_owned(),
             };
@@ -127,18 +134,18 @@ fn overview(o: &mut String, r: &StageReport) {
         vec![
             "Rollout".into(),
             format!(
-                "`{}` · candidate `{}` · state `{}`",
+                "`{}` · candidate {} · state {}",
                 r.rollout.id,
-                cell(&r.rollout.candidate),
-                cell(&r.rollout.state)
+                code(&r.rollout.candidate),
+                code(&r.rollout.state)
             ),
         ],
         vec![
             "Stage".into(),
             format!(
-                "{} `{}` · {mode} · configured {} · observed {}",
+                "{} {} · {mode} · configured {} · observed {}",
                 s.index,
-                cell(&s.name),
+                code(&s.name),
                 f::percent(s.configured_percent),
                 f::percent(s.observed_percent)
             ),
@@ -187,8 +194,16 @@ fn evidence(o: &mut String, r: &StageReport) {
     table(
         o,
         &[
-            "metric", "cohort", "estimate", "interval", "bound", "n cand / stable", "method",
-            "α", "verdict", "note",
+            "metric",
+            "cohort",
+            "estimate",
+            "interval",
+            "bound",
+            "n cand / stable",
+            "method",
+            "α",
+            "verdict",
+            "note",
         ],
         &rows,
     );
@@ -212,10 +227,10 @@ fn scores(o: &mut String, r: &StageReport) {
                     f::num(c.stable_mean, 3),
                     f::num(c.candidate_mean, 3),
                     f::difference(c.difference.as_ref()),
-                    c.difference
-                        .map_or_else(|| format!("{} / {}", c.candidate_n, c.stable_n), |d| {
-                            d.n.to_string()
-                        }),
+                    c.difference.map_or_else(
+                        || format!("{} / {}", c.candidate_n, c.stable_n),
+                        |d| d.n.to_string(),
+                    ),
                     c.win_tie_loss.as_ref().map_or(f::MISSING.into(), |w| {
                         format!(
                             "{} (win rate {} {})",
@@ -231,7 +246,13 @@ fn scores(o: &mut String, r: &StageReport) {
         table(
             o,
             &[
-                "criterion", "cohort", "stable", "candidate", "difference", "n", "win/tie/loss",
+                "criterion",
+                "cohort",
+                "stable",
+                "candidate",
+                "difference",
+                "n",
+                "win/tie/loss",
                 "abstained",
             ],
             &rows,
@@ -257,7 +278,12 @@ fn scores(o: &mut String, r: &StageReport) {
         table(
             o,
             &[
-                "check", "cohort", "stable pass", "candidate pass", "difference", "regressions",
+                "check",
+                "cohort",
+                "stable pass",
+                "candidate pass",
+                "difference",
+                "regressions",
                 "improvements",
             ],
             &rows,
@@ -281,7 +307,9 @@ fn traffic(o: &mut String, r: &StageReport) {
                 format!("{} ({})", cell(&v.variant), v.role),
                 v.requests.to_string(),
                 v.served.to_string(),
-                format!("{} {}", f::pct(v.error_rate), classes.join(", ")).trim().to_owned(),
+                format!("{} {}", f::pct(v.error_rate), classes.join(", "))
+                    .trim()
+                    .to_owned(),
                 format!(
                     "{} / {} / {}",
                     f::ms(v.latency_ms.p50),
@@ -306,8 +334,15 @@ fn traffic(o: &mut String, r: &StageReport) {
     table(
         o,
         &[
-            "cohort", "variant", "requests", "served", "errors", "latency p50/p95/p99",
-            "TTFT p50/p95/p99", "tokens in/out per request", "cost per request",
+            "cohort",
+            "variant",
+            "requests",
+            "served",
+            "errors",
+            "latency p50/p95/p99",
+            "TTFT p50/p95/p99",
+            "tokens in/out per request",
+            "cost per request",
         ],
         &rows,
     );
@@ -323,17 +358,11 @@ fn traffic(o: &mut String, r: &StageReport) {
     let split: Vec<String> = sr
         .variants
         .iter()
-        .map(|(v, n, share)| {
-            format!(
-                "{} {n} served (configured {})",
-                cell(v),
-                f::pct(*share)
-            )
-        })
+        .map(|(v, n, share)| format!("{} {n} served (configured {})", cell(v), f::pct(*share)))
         .collect();
     let _ = writeln!(
         o,
-        "**Sample-ratio check:** {} — {}; χ² {}, p {} (α {}).\n",
+        "**Sample-ratio check:** {} — {}; χ² {}, p {}, α {}.\n",
         cell(&sr.note),
         split.join(", "),
         f::num(sr.chi_square, 3),
@@ -366,7 +395,12 @@ fn judge(o: &mut String, r: &StageReport) {
             .collect();
         table(
             o,
-            &["pairwise criterion", "consistent", "inconsistent", "position consistency"],
+            &[
+                "pairwise criterion",
+                "consistent",
+                "inconsistent",
+                "position consistency",
+            ],
             &rows,
         );
     }
@@ -396,7 +430,9 @@ fn worst(o: &mut String, r: &StageReport) {
             let _ = writeln!(
                 o,
                 "**{who}**{}:\n",
-                error.as_deref().map_or(String::new(), |e| format!(" (error: {})", cell(e)))
+                error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(" (error: {})", cell(e)))
             );
             fenced(o, answer.as_deref().unwrap_or("(no answer)"));
             o.push('\n');
@@ -410,12 +446,14 @@ fn worst(o: &mut String, r: &StageReport) {
                     (None, Some(w), _) => format!("winner {}", cell(w)),
                     _ => f::MISSING.to_owned(),
                 };
+                let who = match &j.side {
+                    Some(side) => format!("{} {}", cell(side), cell(&j.order)),
+                    None => cell(&j.order),
+                };
                 let _ = writeln!(
                     o,
-                    "- `{}` {} {}: {verdict} — {}",
-                    cell(&j.criterion),
-                    j.side.as_deref().map_or(String::new(), cell),
-                    cell(&j.order),
+                    "- {} {who}: {verdict} — {}",
+                    code(&j.criterion),
                     j.reasoning.as_deref().map_or(String::new(), cell)
                 );
             }
@@ -457,7 +495,15 @@ fn reference(o: &mut String, r: &StageReport) {
         .collect();
     table(
         o,
-        &["criterion", "Welch t", "df", "p", "Mann-Whitney U", "p", "n cand / stable"],
+        &[
+            "criterion",
+            "Welch t",
+            "df",
+            "p",
+            "Mann-Whitney U",
+            "p",
+            "n cand / stable",
+        ],
         &rows,
     );
 }
@@ -473,5 +519,6 @@ mod tests {
         fenced(&mut o, "x ``` y ````` z");
         assert!(o.starts_with("``````text\n"), "{o}");
         assert!(o.trim_end().ends_with("``````"));
+        assert_eq!(code("a`b|c"), "`a'b\\|c`");
     }
 }

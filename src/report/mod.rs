@@ -24,7 +24,9 @@ mod stats;
 pub mod svg;
 mod worst;
 
-pub use build::{BuildOptions, DEFAULT_ALPHA, DEFAULT_TARGET_N, build_all, build_with, recorded_decision};
+pub use build::{
+    BuildOptions, DEFAULT_ALPHA, DEFAULT_TARGET_N, build_all, build_with, recorded_decision,
+};
 pub use cli::{ReportArgs, run};
 pub use html::to_html;
 pub use markdown::to_markdown;
@@ -36,7 +38,9 @@ use crate::store::{Store, StoreError};
 pub enum ReportError {
     #[error("deployment `{0}` has no rollout in the store")]
     NoRollout(String),
-    #[error("deployment `{deployment}` has no stage {stage} in its latest rollout (stages: {available:?})")]
+    #[error(
+        "deployment `{deployment}` has no stage {stage} in its latest rollout (stages: {available:?})"
+    )]
     NoStage {
         deployment: String,
         stage: u32,
@@ -52,7 +56,11 @@ pub enum ReportError {
 
 /// The report of stage `stage` (index in the ramp) of `deployment`'s latest rollout, with
 /// default options (no gate policy or ramp; intervals at α = 0.05).
-pub async fn build(store: &Store, deployment: &str, stage: u32) -> Result<StageReport, ReportError> {
+pub async fn build(
+    store: &Store,
+    deployment: &str,
+    stage: u32,
+) -> Result<StageReport, ReportError> {
     build_with(store, deployment, stage, &BuildOptions::default()).await
 }
 

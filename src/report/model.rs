@@ -133,6 +133,7 @@ pub struct VariantStats {
     pub errors_by_class: BTreeMap<String, u64>,
     pub latency_ms: Distribution,
     pub ttft_ms: Distribution,
+    /// Tokens per successful request (failed requests report no usage).
     pub prompt_tokens_per_request: Option<f64>,
     pub completion_tokens_per_request: Option<f64>,
     /// Mean USD per request over requests with a price.

@@ -5,9 +5,7 @@
 //! Pure: no I/O. Rows come out in the summary's order (cohort `all` first, then by label),
 //! which is deterministic, so the rendered reports are too.
 
-use super::model::{
-    CheckStats, CriterionStats, PairCount, ReferenceRow, VariantStats, WinTieLoss,
-};
+use super::model::{CheckStats, CriterionStats, PairCount, ReferenceRow, VariantStats, WinTieLoss};
 use super::stats;
 use crate::store::{CheckSummary, Cohort, ScoreSummary, StageSummary};
 
@@ -44,8 +42,14 @@ pub fn variants(summary: &StageSummary) -> Vec<VariantStats> {
                 errors_by_class: v.errors.clone(),
                 latency_ms: stats::distribution(&v.latency, &v.latency_histogram, with_histogram),
                 ttft_ms: stats::distribution(&v.ttft, &v.ttft_histogram, with_histogram),
-                prompt_tokens_per_request: per_request(v.prompt_tokens, v.requests),
-                completion_tokens_per_request: per_request(v.completion_tokens, v.requests),
+                prompt_tokens_per_request: per_request(
+                    v.prompt_tokens,
+                    v.requests.saturating_sub(errors),
+                ),
+                completion_tokens_per_request: per_request(
+                    v.completion_tokens,
+                    v.requests.saturating_sub(errors),
+                ),
                 cost_per_request: v.cost.mean(),
                 total_cost: v.cost.sum,
             }
@@ -63,6 +67,7 @@ pub fn variants(summary: &StageSummary) -> Vec<VariantStats> {
     rows
 }
 
+/// Per successful request (failed requests report no usage).
 fn per_request(total: u64, requests: u64) -> Option<f64> {
     stats::rate(total, requests)
 }
@@ -126,9 +131,8 @@ pub fn criteria(summary: &StageSummary, iv: Intervals) -> Vec<CriterionStats> {
                         iv.target_n,
                     )
                 },
-                win_tie_loss: pairwise.then(|| {
-                    stats::win_tie_loss(s.wins, s.ties, s.losses, iv.alpha, iv.target_n)
-                }),
+                win_tie_loss: pairwise
+                    .then(|| stats::win_tie_loss(s.wins, s.ties, s.losses, iv.alpha, iv.target_n)),
                 abstentions: [
                     s.stable_abstentions,
                     s.candidate_abstentions,

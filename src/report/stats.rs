@@ -124,18 +124,16 @@ pub fn welch(candidate: &Moments, stable: &Moments) -> Option<(f64, f64, f64)> {
 /// statrs choosing exact or normal-approximation p-values (ties force the approximation).
 /// Non-finite values are dropped first.
 pub fn mann_whitney(candidate: &[f64], stable: &[f64]) -> Option<(f64, f64)> {
-    let c: Vec<f64> = candidate.iter().copied().filter(|x| x.is_finite()).collect();
+    let c: Vec<f64> = candidate
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
     let s: Vec<f64> = stable.iter().copied().filter(|x| x.is_finite()).collect();
     if c.is_empty() || s.is_empty() {
         return None;
     }
-    mannwhitneyu(
-        &c,
-        &s,
-        MannWhitneyUMethod::Automatic,
-        Alternative::TwoSided,
-    )
-    .ok()
+    mannwhitneyu(&c, &s, MannWhitneyUMethod::Automatic, Alternative::TwoSided).ok()
 }
 
 /// Chi-square goodness of fit of served counts against configured shares: (χ², p).

@@ -83,7 +83,11 @@ pub fn ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
             let v = i as f64 * step;
             // Avoid −0 and float dust such as 0.30000000000000004.
             let v = (v / step).round() * step;
-            if v == 0.0 { 0.0 } else { (v * 1e9).round() / 1e9 }
+            if v == 0.0 {
+                0.0
+            } else {
+                (v * 1e9).round() / 1e9
+            }
         })
         .collect()
 }
@@ -127,11 +131,16 @@ fn line(o: &mut String, (x1, y1): (f64, f64), (x2, y2): (f64, f64), class: &str)
 }
 
 /// The CSS class of a stage decision or outcome marker.
+/// An outcome is the state the rollout moved to: a stage left for any state but rollback or
+/// pause was promoted.
 fn action_class(p: &RampPoint) -> &'static str {
-    match p.action.as_deref().or(p.outcome.as_deref()) {
-        Some("promote" | "promoted") => "ok",
-        Some("rollback" | "rolled_back") => "bad",
-        Some("hold" | "paused") => "warn",
+    match (p.action.as_deref(), p.outcome.as_deref()) {
+        (Some("promote"), _) => "ok",
+        (Some("rollback"), _) => "bad",
+        (Some("hold"), _) => "warn",
+        (_, Some("rolled_back")) => "bad",
+        (_, Some("paused")) => "warn",
+        (_, Some(_)) => "ok",
         _ => "none",
     }
 }
@@ -142,7 +151,12 @@ pub fn ramp_curve(points: &[RampPoint], now: DateTime<Utc>) -> String {
     let (w, h) = (720u32, 260u32);
     let (left, right, top, bottom) = (52.0, 700.0, 24.0, 214.0);
     let mut o = String::new();
-    open(&mut o, w, h, "Ramp: candidate percentage per stage over time");
+    open(
+        &mut o,
+        w,
+        h,
+        "Ramp: candidate percentage per stage over time",
+    );
     let Some(first) = points.first() else {
         text(&mut o, 360.0, 130.0, "middle", "muted", "no stages");
         o.push_str("</svg>");
@@ -158,7 +172,14 @@ pub fn ramp_curve(points: &[RampPoint], now: DateTime<Utc>) -> String {
     let y = Scale::new((0.0, 100.0), (bottom, top), Transform::Sqrt);
     for t in [0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0] {
         line(&mut o, (left, y.map(t)), (right, y.map(t)), "grid");
-        text(&mut o, left - 6.0, y.map(t) + 4.0, "end", "axis", &format!("{t}%"));
+        text(
+            &mut o,
+            left - 6.0,
+            y.map(t) + 4.0,
+            "end",
+            "axis",
+            &format!("{t}%"),
+        );
     }
     let mut path = String::new();
     for (i, p) in points.iter().enumerate() {
@@ -181,9 +202,14 @@ pub fn ramp_curve(points: &[RampPoint], now: DateTime<Utc>) -> String {
     for p in points {
         let pct = p.percent.unwrap_or(0.0).clamp(0.0, 100.0);
         let xb = x.map(end_of(p).timestamp_millis() as f64);
-        let label = match &p.action {
-            Some(a) => format!("{} · {}", p.name, a),
-            None => p.name.clone(),
+        let pct_text = p.percent.map_or("?%".into(), |v| {
+            let s = format!("{v:.2}");
+            format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
+        });
+        let label = match (&p.action, &p.outcome) {
+            (Some(a), _) => format!("{} {pct_text} · {a}", p.name),
+            (None, Some(to)) => format!("{} {pct_text} → {to}", p.name),
+            (None, None) => format!("{} {pct_text}", p.name),
         };
         let _ = write!(
             o,
@@ -196,18 +222,42 @@ pub fn ramp_curve(points: &[RampPoint], now: DateTime<Utc>) -> String {
                 p.index,
                 p.name,
                 p.percent.map_or("?".into(), |v| format!("{v}")),
-                p.action.as_deref().or(p.outcome.as_deref()).unwrap_or("no decision")
+                p.action
+                    .as_deref()
+                    .or(p.outcome.as_deref())
+                    .unwrap_or("no decision")
             ))
         );
         let xa = x.map(p.started_at.timestamp_millis() as f64);
         text(&mut o, xa + 3.0, y.map(pct) - 8.0, "start", "label", &label);
     }
     let fmt = |t: DateTime<Utc>| t.format("%m-%d %H:%M").to_string();
-    text(&mut o, left, bottom + 20.0, "start", "axis", &fmt(first.started_at));
+    text(
+        &mut o,
+        left,
+        bottom + 20.0,
+        "start",
+        "axis",
+        &fmt(first.started_at),
+    );
     if let Some(last) = points.last() {
-        text(&mut o, right, bottom + 20.0, "end", "axis", &fmt(end_of(last)));
+        text(
+            &mut o,
+            right,
+            bottom + 20.0,
+            "end",
+            "axis",
+            &fmt(end_of(last)),
+        );
     }
-    text(&mut o, (left + right) / 2.0, bottom + 38.0, "middle", "axis", "time (UTC)");
+    text(
+        &mut o,
+        (left + right) / 2.0,
+        bottom + 38.0,
+        "middle",
+        "axis",
+        "time (UTC)",
+    );
     o.push_str("</svg>");
     o
 }
@@ -250,9 +300,21 @@ pub fn forest_plot(rows: &[ForestRow], title: &str) -> String {
     let (lo, hi) = (x.d0, x.d1);
     for t in ticks(lo, hi, 6) {
         line(&mut o, (x.map(t), top), (x.map(t), bottom), "grid");
-        text(&mut o, x.map(t), bottom + 14.0, "middle", "axis", &format!("{t}"));
+        text(
+            &mut o,
+            x.map(t),
+            bottom + 14.0,
+            "middle",
+            "axis",
+            &format!("{t}"),
+        );
     }
-    line(&mut o, (x.map(0.0), top - 6.0), (x.map(0.0), bottom), "zero");
+    line(
+        &mut o,
+        (x.map(0.0), top - 6.0),
+        (x.map(0.0), bottom),
+        "zero",
+    );
     for (i, r) in rows.iter().enumerate() {
         let cy = top + row_h * (i as f64 + 0.5);
         let class = if r.lo > 0.0 {
@@ -266,7 +328,12 @@ pub fn forest_plot(rows: &[ForestRow], title: &str) -> String {
         if let Some(b) = r.bound {
             line(&mut o, (x.map(b), cy - 8.0), (x.map(b), cy + 8.0), "bound");
         }
-        line(&mut o, (x.map(r.lo), cy), (x.map(r.hi), cy), &format!("ci {class}"));
+        line(
+            &mut o,
+            (x.map(r.lo), cy),
+            (x.map(r.hi), cy),
+            &format!("ci {class}"),
+        );
         let _ = write!(
             o,
             r#"<rect x="{}" y="{}" width="6" height="6" class="est {class}"><title>{}</title></rect>"#,
@@ -299,80 +366,174 @@ pub struct Series<'a> {
     pub buckets: &'a [(f64, u64)],
 }
 
-/// Latency distributions per variant: the share of requests per log-spaced bucket, as step
-/// lines over a log10 millisecond axis.
+/// At most this many bins in a latency chart: the 5% storage buckets are merged in groups.
+pub const MAX_BINS: usize = 24;
+
+/// The storage bucket index of a bucket's upper bound (`1.05^i`).
+fn bucket_index(upper_ms: f64) -> i64 {
+    (upper_ms.max(1.0).ln() / 1.05f64.ln()).round() as i64
+}
+
+/// Merges every series' buckets into at most [`MAX_BINS`] groups of equal log width over their
+/// common range: (lower ms, upper ms, count) per group, the same edges for every series.
+pub fn coarsen(series: &[&[(f64, u64)]]) -> Vec<Vec<(f64, f64, u64)>> {
+    let idx: Vec<i64> = series
+        .iter()
+        .flat_map(|b| b.iter().map(|&(ub, _)| bucket_index(ub)))
+        .collect();
+    let (Some(&min), Some(&max)) = (idx.iter().min(), idx.iter().max()) else {
+        return series.iter().map(|_| Vec::new()).collect();
+    };
+    let span = (max - min + 1) as usize;
+    let group = span.div_ceil(MAX_BINS).max(1) as i64;
+    let bins = (span as i64 + group - 1) / group;
+    let edge = |i: i64| 1.05f64.powi(i as i32);
+    series
+        .iter()
+        .map(|buckets| {
+            let mut counts = vec![0u64; bins as usize];
+            for &(ub, c) in buckets.iter() {
+                let k = ((bucket_index(ub) - min) / group) as usize;
+                if let Some(slot) = counts.get_mut(k) {
+                    *slot += c;
+                }
+            }
+            counts
+                .into_iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    let k = k as i64;
+                    (
+                        edge(min + k * group - 1),
+                        edge(min + (k + 1) * group - 1),
+                        c,
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Log-axis ticks at 1, 2 and 5 × 10^k inside `[lo, hi]`.
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for d in (lo.log10().floor() as i32)..=(hi.log10().ceil() as i32) {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * 10f64.powi(d);
+            if v >= lo && v <= hi {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+fn ms_label(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{} s", v / 1000.0)
+    } else {
+        format!("{v} ms")
+    }
+}
+
+/// Latency distributions per variant: the share of requests per bin (log-spaced, at most
+/// [`MAX_BINS`]) as step lines over a log millisecond axis.
 pub fn latency_chart(series: &[Series<'_>], title: &str) -> String {
-    let (left, right, top, bottom) = (52.0, 700.0, 16.0, 190.0);
+    let (left, right, top, bottom) = (52.0, 700.0, 34.0, 196.0);
     let mut o = String::new();
     open(&mut o, 720, 240, title);
-    let all = series.iter().flat_map(|s| s.buckets.iter());
-    let (mut lo, mut hi, mut peak) = (f64::INFINITY, 0.0f64, 0.0f64);
-    for s in series {
-        let total: u64 = s.buckets.iter().map(|b| b.1).sum();
-        for &(_, c) in s.buckets {
-            peak = peak.max(c as f64 / total.max(1) as f64);
-        }
-    }
-    for &(ub, _) in all {
-        lo = lo.min(ub / 1.05);
-        hi = hi.max(ub);
-    }
-    if !lo.is_finite() {
-        text(&mut o, 360.0, 120.0, "middle", "muted", "no successful requests");
-        o.push_str("</svg>");
-        return o;
-    }
-    let x = Scale::new((lo.max(0.1), hi.max(lo * 1.1)), (left, right), Transform::Log10);
-    let y = Scale::new((0.0, peak.max(1e-9)), (bottom, top), Transform::Linear);
-    let decades = (lo.max(0.1).log10().floor() as i32)..=(hi.log10().ceil() as i32);
-    for d in decades {
-        let v = 10f64.powi(d);
-        if v >= lo.max(0.1) / 1.0001 && v <= hi * 1.0001 {
-            line(&mut o, (x.map(v), top), (x.map(v), bottom), "grid");
-            let label = if v >= 1000.0 {
-                format!("{} s", v / 1000.0)
-            } else {
-                format!("{v} ms")
-            };
-            text(&mut o, x.map(v), bottom + 14.0, "middle", "axis", &label);
-        }
-    }
-    for (i, s) in series.iter().enumerate() {
-        let total: u64 = s.buckets.iter().map(|b| b.1).sum();
-        if total == 0 {
-            continue;
-        }
-        let mut d = String::new();
-        for (j, &(ub, c)) in s.buckets.iter().enumerate() {
-            let share = c as f64 / total as f64;
-            let (xa, xb, yy) = (x.map(ub / 1.05), x.map(ub), y.map(share));
-            let _ = write!(
-                d,
-                "{}{} {} L{} {} L{} {} L{} {} ",
-                if j == 0 { "M" } else { "L" },
-                r1(xa),
-                r1(bottom),
-                r1(xa),
-                r1(yy),
-                r1(xb),
-                r1(yy),
-                r1(xb),
-                r1(bottom)
-            );
-        }
-        let _ = write!(o, r#"<path d="{}" class="hist {}"/>"#, d.trim_end(), s.class);
-        let ly = top + 12.0 + 16.0 * i as f64;
-        line(&mut o, (right - 150.0, ly - 4.0), (right - 130.0, ly - 4.0), &format!("hist {}", s.class));
+    let binned = coarsen(&series.iter().map(|s| s.buckets).collect::<Vec<_>>());
+    let edges: Vec<(f64, f64)> = binned.iter().flatten().map(|&(a, b, _)| (a, b)).collect();
+    let (Some(lo), Some(hi)) = (
+        edges.iter().map(|e| e.0).reduce(f64::min),
+        edges.iter().map(|e| e.1).reduce(f64::max),
+    ) else {
         text(
             &mut o,
-            right - 125.0,
-            ly,
+            360.0,
+            120.0,
+            "middle",
+            "muted",
+            "no successful requests",
+        );
+        o.push_str("</svg>");
+        return o;
+    };
+    let share = |bins: &[(f64, f64, u64)], c: u64| {
+        c as f64 / bins.iter().map(|b| b.2).sum::<u64>().max(1) as f64
+    };
+    let peak = binned
+        .iter()
+        .flat_map(|bins| bins.iter().map(|b| share(bins, b.2)))
+        .fold(0.0, f64::max);
+    let x = Scale::new((lo.max(0.1), hi), (left, right), Transform::Log10);
+    let y = Scale::new((0.0, peak.max(1e-9)), (bottom, top), Transform::Linear);
+    for v in log_ticks(lo.max(0.1), hi) {
+        line(&mut o, (x.map(v), top), (x.map(v), bottom), "grid");
+        text(
+            &mut o,
+            x.map(v),
+            bottom + 14.0,
+            "middle",
+            "axis",
+            &ms_label(v),
+        );
+    }
+    line(&mut o, (left, bottom), (right, bottom), "grid");
+    for (i, (s, bins)) in series.iter().zip(&binned).enumerate() {
+        let total: u64 = bins.iter().map(|b| b.2).sum();
+        let lx = left + 200.0 * i as f64;
+        line(
+            &mut o,
+            (lx, 14.0),
+            (lx + 20.0, 14.0),
+            &format!("hist {}", s.class),
+        );
+        text(
+            &mut o,
+            lx + 26.0,
+            18.0,
             "start",
             "label",
             &format!("{} (n={total})", s.name),
         );
+        if total == 0 {
+            continue;
+        }
+        let mut d = String::new();
+        for (j, &(a, b, c)) in bins.iter().enumerate() {
+            let (xa, xb, yy) = (x.map(a), x.map(b), y.map(share(bins, c)));
+            let _ = write!(
+                d,
+                "{}{} {} L{} {} L{} {} ",
+                if j == 0 { "M" } else { "L" },
+                r1(xa),
+                r1(if j == 0 { bottom } else { yy }),
+                r1(xa),
+                r1(yy),
+                r1(xb),
+                r1(yy)
+            );
+        }
+        let _ = write!(d, "L{} {}", r1(x.map(hi)), r1(bottom));
+        let _ = write!(
+            o,
+            r#"<path d="{}" class="hist {}"/>"#,
+            d.trim_end(),
+            s.class
+        );
     }
-    text(&mut o, (left + right) / 2.0, bottom + 32.0, "middle", "axis", "latency, log scale");
+    text(
+        &mut o,
+        (left + right) / 2.0,
+        bottom + 34.0,
+        "middle",
+        "axis",
+        "latency (log scale), share of successful requests",
+    );
     o.push_str("</svg>");
     o
 }
@@ -430,7 +591,10 @@ mod tests {
         let zero = 240.0 + 0.97 / 1.54 * 460.0;
         assert!((s.map(0.0) - zero).abs() < 1e-9);
         let svg = forest_plot(&rows, "t");
-        assert!(svg.contains(&format!(r#"x1="{}" y1="10""#, r1(zero))), "{svg}");
+        assert!(
+            svg.contains(&format!(r#"x1="{}" y1="10""#, r1(zero))),
+            "{svg}"
+        );
         assert!(svg.contains(r#"class="ci bad""#) && svg.contains(r#"class="ci ok""#));
         assert!(svg.contains("&lt;b&gt;x&lt;/b&gt;") && !svg.contains("<b>"));
     }
@@ -454,10 +618,27 @@ mod tests {
         ];
         let svg = ramp_curve(&points, t(120));
         assert_eq!(svg.matches("<circle").count(), 3);
-        assert!(svg.contains("marker ok") && svg.contains("marker bad") && svg.contains("marker none"));
+        assert!(
+            svg.contains("marker ok") && svg.contains("marker bad") && svg.contains("marker none")
+        );
         // Stage 1 (1%) ends at minute 90 of 120: x = 52 + 0.75·648 = 538; y = 214 − 0.1·190.
         assert!(svg.contains(r#"cx="538" cy="195""#), "{svg}");
         assert!(ramp_curve(&[], t(0)).contains("no stages"));
+    }
+
+    #[test]
+    fn coarsening_keeps_counts_and_shares_edges() {
+        // Buckets 1.05^0 … 1.05^99 (100 buckets, one value each) → groups of 5: 20 bins.
+        let a: Vec<(f64, u64)> = (0..100).map(|i| (1.05f64.powi(i), 1)).collect();
+        let b = [(1.05f64.powi(50), 7)];
+        let bins = coarsen(&[&a, &b]);
+        assert_eq!(bins[0].len(), 20);
+        assert!(bins[0].iter().all(|g| g.2 == 5));
+        assert_eq!(bins[1].iter().map(|g| g.2).sum::<u64>(), 7);
+        assert_eq!(bins[1][10].2, 7); // bucket 50 falls in group 50 / 5 = 10
+        assert_eq!((bins[0][3].0, bins[0][3].1), (bins[1][3].0, bins[1][3].1));
+        assert!((bins[0][0].1 - 1.05f64.powi(4)).abs() < 1e-12);
+        assert_eq!(log_ticks(150.0, 700.0), vec![200.0, 500.0]);
     }
 
     #[test]
@@ -480,7 +661,7 @@ mod tests {
             "latency",
         );
         assert_eq!(svg.matches(r#"<path"#).count(), 2);
-        assert!(svg.contains("stable (n=10)") && svg.contains("100 ms"));
+        assert!(svg.contains("stable (n=10)") && svg.contains("50 ms") && svg.contains("20 ms"));
         assert!(latency_chart(&[], "x").contains("no successful requests"));
     }
 }

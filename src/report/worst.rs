@@ -71,9 +71,10 @@ pub async fn worst_answers(
         if l.stable_score.is_some_and(|s| l.candidate_score >= s) {
             continue;
         }
-        let stable = l
-            .stable_score
-            .map_or_else(|| "no stable score".to_owned(), |s| format!("stable {}", fmt_score(s)));
+        let stable = l.stable_score.map_or_else(
+            || "no stable score".to_owned(),
+            |s| format!("stable {}", fmt_score(s)),
+        );
         pick(
             l.pair_id,
             format!(

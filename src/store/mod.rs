@@ -50,10 +50,8 @@ pub use histogram::LatencyHistogram;
 pub use jobs::{JobState, JudgeJob, MAX_ATTEMPTS};
 pub use judgments::{NewCheckResult, NewJudgment, ORDER_COMBINED, ORDER_SINGLE, Verdict};
 pub use keys::ApiKey;
-pub use report_reads::{
-    FailedCheck, JudgmentRow, LowScore, PositionConsistency, RolloutStage,
-};
 pub use replicas::{CONFIG_CHANNEL, CONTROLLER_LOCK_KEY, ConfigWatcher, LeaderLock, Leadership};
+pub use report_reads::{FailedCheck, JudgmentRow, LowScore, PositionConsistency, RolloutStage};
 pub use retention::{PruneReport, RetentionPolicy};
 pub use rollouts::{NewRollout, Rollout, RolloutUpdate, Transition};
 pub use sink::StoreSink;

@@ -5,6 +5,7 @@ mod durability;
 mod errors;
 mod live;
 mod mock_upstream;
+mod report;
 mod rubric;
 mod shadow;
 mod simulate;
