@@ -14,7 +14,7 @@
 //! Fails closed: a store error fails the report; missing data shows as `null`, never as 0.
 
 use super::model::*;
-use super::sections::{self, Intervals, cohort_name};
+use super::sections::{self, Intervals, cohort_name, sides};
 use super::{ReportError, gate_input, stats};
 use crate::capture::Role;
 use crate::gate::{self, Action, Decision, GatePolicy, StageContext};
@@ -151,20 +151,6 @@ fn action_str(a: Action) -> String {
     .to_owned()
 }
 
-/// The candidate's and stable's overall rows.
-fn sides<'a>(
-    variants: &'a [VariantSummary],
-    candidate: &str,
-) -> (Option<&'a VariantSummary>, Option<&'a VariantSummary>) {
-    let c = variants
-        .iter()
-        .find(|v| v.cohort.is_none() && v.role == "candidate" && v.variant == candidate);
-    let s = variants
-        .iter()
-        .find(|v| v.cohort.is_none() && v.role == "stable");
-    (c, s)
-}
-
 /// Mode, configured and observed percentage of a stage.
 fn exposure(
     ramp: Option<&Ramp>,
@@ -247,7 +233,11 @@ async fn stage_report(
         judged_pairs,
     };
     let decision = decision(ctx, &summary, index, opts, &facts, &mut notes);
-    let sample_ratio = sample_ratio(&summary, candidate, mode, configured, opts);
+    let srm_alpha = opts
+        .policy
+        .as_ref()
+        .map_or_else(gate::policy::default_srm_alpha, |p| p.srm_alpha);
+    let sample_ratio = sections::sample_ratio(&summary, candidate, mode, configured, srm_alpha);
 
     let [stable_abst, candidate_abst, pairwise_abst] = sections::abstention_rates(&summary);
     let position_consistency = store
@@ -425,62 +415,6 @@ fn decision(
         alerts: d.alerts,
         transition: None,
     })
-}
-
-fn sample_ratio(
-    summary: &StageSummary,
-    candidate: &str,
-    mode: StageMode,
-    configured: Option<f64>,
-    opts: &BuildOptions,
-) -> SampleRatio {
-    let alpha = opts
-        .policy
-        .as_ref()
-        .map_or_else(gate::policy::default_srm_alpha, |p| p.srm_alpha);
-    let (c, s) = sides(&summary.variants, candidate);
-    let served = |v: Option<&VariantSummary>| v.map_or(0, |v| v.served);
-    let share = configured.map(|p| p / 100.0);
-    let mut out = SampleRatio {
-        variants: vec![
-            (candidate.to_owned(), served(c), share),
-            (
-                s.map_or_else(|| "stable".to_owned(), |s| s.variant.clone()),
-                served(s),
-                share.map(|x| 1.0 - x),
-            ),
-        ],
-        chi_square: None,
-        p_value: None,
-        alpha,
-        mismatch: None,
-        note: String::new(),
-    };
-    out.note = match (mode, share) {
-        (StageMode::Shadow, _) => {
-            "not applicable: shadow stage (stable serves every client)".into()
-        }
-        (_, None) => "not applicable: configured split unknown (no ramp given)".into(),
-        (_, Some(share)) if !(share > 0.0 && share < 1.0) => {
-            "not applicable: the candidate serves everyone".into()
-        }
-        (_, Some(share)) => {
-            match stats::sample_ratio(&[served(c), served(s)], &[share, 1.0 - share]) {
-                Some((chi, p)) => {
-                    out.chi_square = Some(chi);
-                    out.p_value = Some(p);
-                    out.mismatch = Some(p < alpha);
-                    if p < alpha {
-                        "MISMATCH: the observed split differs from the configured one".to_owned()
-                    } else {
-                        "consistent with the configured split".to_owned()
-                    }
-                }
-                None => "not applicable: no served requests".into(),
-            }
-        }
-    };
-    out
 }
 
 async fn reference_tests(

@@ -10,7 +10,8 @@ use std::fmt::Write as _;
 use super::format as f;
 use super::model::*;
 use super::sections::wtl_text;
-use super::svg::{self, ForestRow, Series};
+use super::svg::{self, ForestRow};
+use super::svg_latency::{self, Series};
 use crate::gate::Method;
 
 /// Escapes text for HTML element content and double-quoted attributes.
@@ -19,57 +20,8 @@ pub fn esc(s: &str) -> String {
     html_escape::encode_double_quoted_attribute(s).into_owned()
 }
 
-const CSS: &str = r#"
-:root { --ok: #1a7f37; --bad: #c62828; --warn: #b26a00; --none: #6b7280; --ink: #1f2328;
-  --muted: #57606a; --line: #d0d7de; --bg: #f6f8fa; --stable: #2563eb; --candidate: #d9480f; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
-  max-width: 1100px; margin: 0 auto; padding: 24px; }
-h1 { font-size: 1.5em; margin: 0 0 4px; } h2 { font-size: 1.15em; margin: 0 0 8px; }
-h3 { font-size: 1em; margin: 12px 0 6px; }
-section { margin: 20px 0; }
-.meta, .muted { color: var(--muted); }
-code, pre { font: 12.5px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-pre { white-space: pre-wrap; word-break: break-word; background: var(--bg); border: 1px solid var(--line);
-  border-radius: 6px; padding: 8px; margin: 0; max-height: 24em; overflow: auto; }
-table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; font-variant-numeric: tabular-nums; }
-th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: var(--bg); font-weight: 600; }
-td.n { text-align: right; white-space: nowrap; }
-.decision { border-left: 6px solid var(--none); background: var(--bg); padding: 10px 14px; border-radius: 4px; }
-.decision.promote { border-color: var(--ok); } .decision.rollback { border-color: var(--bad); }
-.decision.hold { border-color: var(--warn); }
-.decision h2 { margin: 0 0 4px; font-size: 1.3em; }
-.alert { color: var(--bad); font-weight: 600; }
-.verdict { font-weight: 600; } .v-non_inferior, .v-passed { color: var(--ok); }
-.v-worse, .v-invalid, .v-blocked { color: var(--bad); } .v-inconclusive, .v-insufficient_data { color: var(--warn); }
-.pair { display: grid; grid-template-columns: 1fr 1fr; gap: 10px; }
-figure { margin: 0; } figcaption { font-weight: 600; margin-bottom: 4px; }
-article { border-top: 1px solid var(--line); padding-top: 6px; }
-svg.chart { width: 100%; height: auto; display: block; }
-svg .grid { stroke: #e5e7eb; stroke-width: 1; } svg .zero { stroke: var(--ink); stroke-width: 1.5; }
-svg .bound { stroke: var(--warn); stroke-width: 2; stroke-dasharray: 3 2; }
-svg .axis { font-size: 11px; fill: var(--muted); } svg .label { font-size: 11px; fill: var(--ink); }
-svg .muted { font-size: 13px; fill: var(--muted); }
-svg .ramp { fill: none; stroke: var(--candidate); stroke-width: 2.5; }
-svg .marker { stroke: #fff; stroke-width: 1.5; }
-svg .marker.ok, svg .est.ok { fill: var(--ok); } svg .marker.bad, svg .est.bad { fill: var(--bad); }
-svg .marker.warn { fill: var(--warn); } svg .marker.none, svg .est.none { fill: var(--none); }
-svg .ci { stroke-width: 2.5; } svg .ci.ok { stroke: var(--ok); } svg .ci.bad { stroke: var(--bad); }
-svg .ci.none { stroke: var(--none); }
-svg .hist { fill: none; stroke-width: 1.8; } svg .hist.stable { stroke: var(--stable); }
-svg .hist.candidate { stroke: var(--candidate); }
-.reference { border: 1px dashed var(--line); padding: 8px 12px; border-radius: 6px; }
-footer { margin-top: 28px; font-size: 12px; color: var(--muted); }
-@media print {
-  body { max-width: none; padding: 0; font-size: 10pt; }
-  section, article, figure, tr, svg { break-inside: avoid; }
-  h2 { break-after: avoid; }
-  pre { max-height: none; overflow: visible; }
-  .decision, th, .v-worse, svg * { print-color-adjust: exact; -webkit-print-color-adjust: exact; }
-  @page { margin: 14mm; }
-}
-"#;
+/// The page style (screen and print), inlined into every report.
+const CSS: &str = include_str!("report.css");
 
 pub fn to_html(r: &StageReport) -> String {
     let mut o = String::with_capacity(32 * 1024);
@@ -107,8 +59,8 @@ pub fn to_html(r: &StageReport) -> String {
     scores(&mut o, r);
     traffic(&mut o, r);
     judge(&mut o, r);
-    worst(&mut o, r);
-    reference(&mut o, r);
+    super::html_answers::worst(&mut o, r);
+    super::html_answers::reference(&mut o, r);
     o.push_str("<footer>");
     for n in &r.notes {
         let _ = write!(o, "<p>{}</p>", esc(n));
@@ -121,7 +73,7 @@ pub fn to_html(r: &StageReport) -> String {
     o
 }
 
-fn table(o: &mut String, head: &[&str], rows: &[Vec<String>]) {
+pub(super) fn table(o: &mut String, head: &[&str], rows: &[Vec<String>]) {
     o.push_str("<table><thead><tr>");
     for h in head {
         let _ = write!(o, "<th>{}</th>", esc(h));
@@ -146,7 +98,7 @@ fn table(o: &mut String, head: &[&str], rows: &[Vec<String>]) {
 }
 
 /// A numeric cell (escaped, right-aligned).
-fn n(s: String) -> String {
+pub(super) fn n(s: String) -> String {
     format!("#{}", esc(&s))
 }
 
@@ -403,7 +355,7 @@ fn traffic(o: &mut String, r: &StageReport) {
             buckets: &v.latency_ms.histogram,
         })
         .collect();
-    o.push_str(&svg::latency_chart(
+    o.push_str(&svg_latency::latency_chart(
         &series,
         "Latency distribution per variant (successful requests)",
     ));
@@ -523,113 +475,6 @@ fn judge(o: &mut String, r: &StageReport) {
             &rows,
         );
     }
-    o.push_str("</section>\n");
-}
-
-fn worst(o: &mut String, r: &StageReport) {
-    if r.worst_answers.is_empty() {
-        return;
-    }
-    o.push_str("<section><h2>Worst candidate answers</h2>\n");
-    for (i, w) in r.worst_answers.iter().enumerate() {
-        let _ = write!(
-            o,
-            "<article><h3>{}. Request <code>{}</code> <span class=\"muted\">{}</span></h3><ul>",
-            i + 1,
-            w.request_id,
-            esc(&w.cohort)
-        );
-        for reason in &w.reasons {
-            let _ = write!(o, "<li>{}</li>", esc(reason));
-        }
-        o.push_str("</ul><div class=\"pair\">");
-        for (who, answer, error) in [
-            ("Candidate", &w.candidate_answer, &w.candidate_error),
-            ("Stable", &w.stable_answer, &w.stable_error),
-        ] {
-            let _ = write!(
-                o,
-                "<figure><figcaption>{who}{}</figcaption><pre>{}</pre></figure>",
-                error
-                    .as_deref()
-                    .map_or(String::new(), |e| format!(" (error: {})", esc(e))),
-                esc(answer.as_deref().unwrap_or("(no answer)"))
-            );
-        }
-        o.push_str("</div>");
-        if !w.judgments.is_empty() {
-            o.push_str("<ul>");
-            for j in &w.judgments {
-                let verdict = match (&j.score, &j.winner, &j.abstain_reason) {
-                    (_, _, Some(a)) => format!("abstained ({a})"),
-                    (Some(s), _, _) => format!("score {}", f::num(Some(*s), 2)),
-                    (None, Some(w), _) => format!("winner {w}"),
-                    _ => f::MISSING.to_owned(),
-                };
-                let who = match &j.side {
-                    Some(side) => format!("{side} {}", j.order),
-                    None => j.order.clone(),
-                };
-                let _ = write!(
-                    o,
-                    "<li><code>{}</code> {}: <strong>{}</strong> — {}</li>",
-                    esc(&j.criterion),
-                    esc(&who),
-                    esc(&verdict),
-                    esc(j.reasoning.as_deref().unwrap_or(""))
-                );
-            }
-            o.push_str("</ul>");
-        }
-        o.push_str("</article>\n");
-    }
-    o.push_str("</section>\n");
-}
-
-fn reference(o: &mut String, r: &StageReport) {
-    if r.reference_tests.rows.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        o,
-        "<section class=\"reference\"><h2>Classic fixed-sample tests, for reference only</h2>\n\
-         <p class=\"muted\">{}: not valid under continuous monitoring; the gate never uses them.</p>",
-        esc(&r.reference_tests.label)
-    );
-    let rows: Vec<Vec<String>> = r
-        .reference_tests
-        .rows
-        .iter()
-        .map(|t| {
-            vec![
-                esc(&t.criterion),
-                n(f::num(t.welch_t, 3)),
-                n(f::num(t.welch_df, 1)),
-                n(f::p_value(t.welch_p)),
-                n(f::num(t.mann_whitney_u, 1)),
-                n(f::p_value(t.mann_whitney_p)),
-                n(format!(
-                    "{} / {}{}",
-                    t.mann_whitney_n.0,
-                    t.mann_whitney_n.1,
-                    if t.sampled { " (sampled)" } else { "" }
-                )),
-            ]
-        })
-        .collect();
-    table(
-        o,
-        &[
-            "criterion",
-            "Welch t",
-            "df",
-            "p",
-            "Mann-Whitney U",
-            "p",
-            "n cand / stable",
-        ],
-        &rows,
-    );
     o.push_str("</section>\n");
 }
 

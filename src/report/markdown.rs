@@ -47,13 +47,13 @@ pub fn code(s: &str) -> String {
 }
 
 /// A fenced block that `text` cannot close early.
-fn fenced(out: &mut String, text: &str) {
+pub(super) fn fenced(out: &mut String, text: &str) {
     let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest.max(2) + 1);
     let _ = writeln!(out, "{fence}text\n{}\n{fence}", text.trim_end());
 }
 
-fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
+pub(super) fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
     let _ = writeln!(out, "| {} |", head.join(" | "));
     let _ = writeln!(out, "|{}", head.iter().map(|_| "---|").collect::<String>());
     for r in rows {
@@ -77,8 +77,8 @@ pub fn to_markdown(r: &StageReport) -> String {
     scores(&mut o, r);
     traffic(&mut o, r);
     judge(&mut o, r);
-    worst(&mut o, r);
-    reference(&mut o, r);
+    super::markdown_answers::worst(&mut o, r);
+    super::markdown_answers::reference(&mut o, r);
     if !r.notes.is_empty() {
         o.push_str("## Notes\n\n");
         for n in &r.notes {
@@ -404,108 +404,6 @@ fn judge(o: &mut String, r: &StageReport) {
             &rows,
         );
     }
-}
-
-fn worst(o: &mut String, r: &StageReport) {
-    if r.worst_answers.is_empty() {
-        return;
-    }
-    o.push_str("## Worst candidate answers\n\n");
-    for (i, w) in r.worst_answers.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "### {}. Request `{}` ({})\n",
-            i + 1,
-            w.request_id,
-            cell(&w.cohort)
-        );
-        for reason in &w.reasons {
-            let _ = writeln!(o, "- {}", cell(reason));
-        }
-        o.push('\n');
-        for (who, answer, error) in [
-            ("Candidate", &w.candidate_answer, &w.candidate_error),
-            ("Stable", &w.stable_answer, &w.stable_error),
-        ] {
-            let _ = writeln!(
-                o,
-                "**{who}**{}:\n",
-                error
-                    .as_deref()
-                    .map_or(String::new(), |e| format!(" (error: {})", cell(e)))
-            );
-            fenced(o, answer.as_deref().unwrap_or("(no answer)"));
-            o.push('\n');
-        }
-        if !w.judgments.is_empty() {
-            o.push_str("Judge:\n\n");
-            for j in &w.judgments {
-                let verdict = match (&j.score, &j.winner, &j.abstain_reason) {
-                    (_, _, Some(a)) => format!("abstained ({})", cell(a)),
-                    (Some(s), _, _) => format!("score {}", f::num(Some(*s), 2)),
-                    (None, Some(w), _) => format!("winner {}", cell(w)),
-                    _ => f::MISSING.to_owned(),
-                };
-                let who = match &j.side {
-                    Some(side) => format!("{} {}", cell(side), cell(&j.order)),
-                    None => cell(&j.order),
-                };
-                let _ = writeln!(
-                    o,
-                    "- {} {who}: {verdict} — {}",
-                    code(&j.criterion),
-                    j.reasoning.as_deref().map_or(String::new(), cell)
-                );
-            }
-            o.push('\n');
-        }
-    }
-}
-
-fn reference(o: &mut String, r: &StageReport) {
-    if r.reference_tests.rows.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        o,
-        "## Classic fixed-sample tests, for reference only\n\n_{}: not valid under continuous \
-         monitoring; the gate never uses them._\n",
-        cell(&r.reference_tests.label)
-    );
-    let rows: Vec<Vec<String>> = r
-        .reference_tests
-        .rows
-        .iter()
-        .map(|t| {
-            vec![
-                cell(&t.criterion),
-                f::num(t.welch_t, 3),
-                f::num(t.welch_df, 1),
-                f::p_value(t.welch_p),
-                f::num(t.mann_whitney_u, 1),
-                f::p_value(t.mann_whitney_p),
-                format!(
-                    "{} / {}{}",
-                    t.mann_whitney_n.0,
-                    t.mann_whitney_n.1,
-                    if t.sampled { " (sampled)" } else { "" }
-                ),
-            ]
-        })
-        .collect();
-    table(
-        o,
-        &[
-            "criterion",
-            "Welch t",
-            "df",
-            "p",
-            "Mann-Whitney U",
-            "p",
-            "n cand / stable",
-        ],
-        &rows,
-    );
 }
 
 #[cfg(test)]

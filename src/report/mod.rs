@@ -17,11 +17,14 @@ pub mod cli;
 mod format;
 mod gate_input;
 mod html;
+mod html_answers;
 mod markdown;
+mod markdown_answers;
 pub mod model;
 mod sections;
 mod stats;
 pub mod svg;
+pub mod svg_latency;
 mod worst;
 
 pub use build::{

@@ -1,13 +1,17 @@
 //! Turns the store's [`StageSummary`] into the report's tables: per-variant traffic, errors,
 //! latency, tokens and cost; pair counts; per-criterion and per-check comparisons with their
-//! intervals; judge abstention rates; Welch's t for the reference section.
+//! intervals; judge abstention rates; the sample-ratio check; Welch's t for the reference
+//! section.
 //!
 //! Pure: no I/O. Rows come out in the summary's order (cohort `all` first, then by label),
 //! which is deterministic, so the rendered reports are too.
 
-use super::model::{CheckStats, CriterionStats, PairCount, ReferenceRow, VariantStats, WinTieLoss};
+use super::model::{
+    CheckStats, CriterionStats, PairCount, ReferenceRow, SampleRatio, StageMode, VariantStats,
+    WinTieLoss,
+};
 use super::stats;
-use crate::store::{CheckSummary, Cohort, ScoreSummary, StageSummary};
+use crate::store::{CheckSummary, Cohort, ScoreSummary, StageSummary, VariantSummary};
 
 /// `all` or `key=value`, as the gate names cohorts.
 pub fn cohort_name(cohort: &Cohort) -> String {
@@ -233,6 +237,75 @@ pub fn welch_rows(summary: &StageSummary) -> Vec<(ReferenceRow, String)> {
 /// Win/tie/loss of a criterion row, if pairwise (for renderers).
 pub fn wtl_text(w: &WinTieLoss) -> String {
     format!("{}/{}/{}", w.wins, w.ties, w.losses)
+}
+
+/// The candidate's and stable's overall rows.
+pub fn sides<'a>(
+    variants: &'a [VariantSummary],
+    candidate: &str,
+) -> (Option<&'a VariantSummary>, Option<&'a VariantSummary>) {
+    let c = variants
+        .iter()
+        .find(|v| v.cohort.is_none() && v.role == "candidate" && v.variant == candidate);
+    let s = variants
+        .iter()
+        .find(|v| v.cohort.is_none() && v.role == "stable");
+    (c, s)
+}
+
+/// The sample-ratio check of a live stage: served requests per side against the configured
+/// candidate percentage (chi-square at `alpha`); not applicable to shadow stages or an unknown
+/// split.
+pub fn sample_ratio(
+    summary: &StageSummary,
+    candidate: &str,
+    mode: StageMode,
+    configured: Option<f64>,
+    alpha: f64,
+) -> SampleRatio {
+    let (c, s) = sides(&summary.variants, candidate);
+    let served = |v: Option<&VariantSummary>| v.map_or(0, |v| v.served);
+    let share = configured.map(|p| p / 100.0);
+    let mut out = SampleRatio {
+        variants: vec![
+            (candidate.to_owned(), served(c), share),
+            (
+                s.map_or_else(|| "stable".to_owned(), |s| s.variant.clone()),
+                served(s),
+                share.map(|x| 1.0 - x),
+            ),
+        ],
+        chi_square: None,
+        p_value: None,
+        alpha,
+        mismatch: None,
+        note: String::new(),
+    };
+    out.note = match (mode, share) {
+        (StageMode::Shadow, _) => {
+            "not applicable: shadow stage (stable serves every client)".into()
+        }
+        (_, None) => "not applicable: configured split unknown (no ramp given)".into(),
+        (_, Some(share)) if !(share > 0.0 && share < 1.0) => {
+            "not applicable: the candidate serves everyone".into()
+        }
+        (_, Some(share)) => {
+            match stats::sample_ratio(&[served(c), served(s)], &[share, 1.0 - share]) {
+                Some((chi, p)) => {
+                    out.chi_square = Some(chi);
+                    out.p_value = Some(p);
+                    out.mismatch = Some(p < alpha);
+                    if p < alpha {
+                        "MISMATCH: the observed split differs from the configured one".to_owned()
+                    } else {
+                        "consistent with the configured split".to_owned()
+                    }
+                }
+                None => "not applicable: no served requests".into(),
+            }
+        }
+    };
+    out
 }
 
 #[cfg(test)]
