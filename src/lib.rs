@@ -10,6 +10,7 @@ pub mod gate;
 pub mod http;
 pub mod judge;
 pub mod mock;
+pub mod report;
 pub mod rollout;
 pub mod routing;
 pub mod rubric;

@@ -36,6 +36,8 @@ pub enum Command {
     Keys(crate::http::admin::keys::KeysArgs),
     /// Start, inspect, promote, roll back, pause or resume a deployment's rollout.
     Rollout(crate::rollout::cli::RolloutArgs),
+    /// Write per-stage quality reports of a deployment's rollout (HTML, Markdown or JSON).
+    Report(crate::report::ReportArgs),
 }
 
 /// Entry point of the binary.
@@ -71,6 +73,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => crate::judge::replay::run(args).await,
         Command::Keys(args) => crate::http::admin::keys::run(args).await,
         Command::Rollout(args) => crate::rollout::cli::run(args).await,
+        Command::Report(args) => crate::report::run(args).await,
     }
 }
 

@@ -38,13 +38,14 @@ mod jobs;
 mod judgments;
 mod keys;
 mod replicas;
+mod report_reads;
 mod retention;
 mod rollouts;
 mod sink;
 mod traffic;
 
 pub use aggregates::{
-    CheckSummary, Moments, ScoreSummary, StageSummary, SummaryScope, VariantSummary,
+    CheckSummary, Cohort, Moments, ScoreSummary, StageSummary, SummaryScope, VariantSummary,
 };
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use histogram::LatencyHistogram;
@@ -52,6 +53,7 @@ pub use jobs::{JobState, JudgeJob, MAX_ATTEMPTS};
 pub use judgments::{NewCheckResult, NewJudgment, ORDER_COMBINED, ORDER_SINGLE, Verdict};
 pub use keys::ApiKey;
 pub use replicas::{CONFIG_CHANNEL, CONTROLLER_LOCK_KEY, ConfigWatcher, LeaderLock, Leadership};
+pub use report_reads::{FailedCheck, JudgmentRow, LowScore, PositionConsistency, RolloutStage};
 pub use retention::{PruneReport, RetentionPolicy};
 pub use rollouts::{NewRollout, Rollout, RolloutUpdate, Transition};
 pub use sink::StoreSink;

@@ -7,6 +7,7 @@ mod errors;
 mod judge;
 mod live;
 mod mock_upstream;
+mod report;
 mod rollout;
 mod rubric;
 mod shadow;

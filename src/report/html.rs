@@ -1,0 +1,492 @@
+//! The report as ONE self-contained HTML file: inline CSS and inline SVG charts (`svg`), no
+//! script, no font, image or stylesheet from anywhere else, so it opens offline, attaches to a
+//! ticket and prints (print CSS: no backgrounds wasted, sections kept whole where possible).
+//!
+//! Every text that is not a literal of this file goes through [`esc`] (`html-escape`): names,
+//! labels, reasons, answers and judge reasoning may contain markup. Pure.
+
+use std::fmt::Write as _;
+
+use super::format as f;
+use super::model::*;
+use super::sections::wtl_text;
+use super::svg::{self, ForestRow};
+use super::svg_latency::{self, Series};
+use crate::gate::Method;
+
+/// Escapes text for HTML element content and double-quoted attributes.
+pub fn esc(s: &str) -> String {
+    // `&`, `<`, `>` and `"`: safe in element content and in double-quoted attributes.
+    html_escape::encode_double_quoted_attribute(s).into_owned()
+}
+
+/// The page style (screen and print), inlined into every report.
+const CSS: &str = include_str!("report.css");
+
+pub fn to_html(r: &StageReport) -> String {
+    let mut o = String::with_capacity(32 * 1024);
+    let title = format!(
+        "{} · stage {} {} · canarist report",
+        r.deployment, r.stage.index, r.stage.name
+    );
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
+        esc(&title)
+    );
+    let _ = writeln!(
+        o,
+        "<header><h1>Stage report: {} · stage {} <code>{}</code></h1>\n<p class=\"meta\">candidate \
+         <code>{}</code> · rollout <code>{}</code> ({}) · generated {}</p></header>",
+        esc(&r.deployment),
+        r.stage.index,
+        esc(&r.stage.name),
+        esc(&r.rollout.candidate),
+        r.rollout.id,
+        esc(&r.rollout.state),
+        f::time(r.generated_at)
+    );
+    decision(&mut o, r);
+    overview(&mut o, r);
+    let _ = writeln!(
+        o,
+        "<section><h2>Ramp</h2>\n{}\n</section>",
+        svg::ramp_curve(&r.ramp, r.generated_at)
+    );
+    evidence(&mut o, r);
+    scores(&mut o, r);
+    traffic(&mut o, r);
+    judge(&mut o, r);
+    super::html_answers::worst(&mut o, r);
+    super::html_answers::reference(&mut o, r);
+    o.push_str("<footer>");
+    for n in &r.notes {
+        let _ = write!(o, "<p>{}</p>", esc(n));
+    }
+    let _ = writeln!(
+        o,
+        "<p>canarist report schema v{}.</p></footer>\n</body>\n</html>",
+        r.schema_version
+    );
+    o
+}
+
+pub(super) fn table(o: &mut String, head: &[&str], rows: &[Vec<String>]) {
+    o.push_str("<table><thead><tr>");
+    for h in head {
+        let _ = write!(o, "<th>{}</th>", esc(h));
+    }
+    o.push_str("</tr></thead><tbody>\n");
+    for r in rows {
+        o.push_str("<tr>");
+        for c in r {
+            // Cells are pre-escaped; a leading `#` marks a numeric (right-aligned) cell.
+            match c.strip_prefix('#') {
+                Some(n) => {
+                    let _ = write!(o, "<td class=\"n\">{n}</td>");
+                }
+                None => {
+                    let _ = write!(o, "<td>{c}</td>");
+                }
+            }
+        }
+        o.push_str("</tr>\n");
+    }
+    o.push_str("</tbody></table>\n");
+}
+
+/// A numeric cell (escaped, right-aligned).
+pub(super) fn n(s: String) -> String {
+    format!("#{}", esc(&s))
+}
+
+fn decision(o: &mut String, r: &StageReport) {
+    let Some(d) = &r.decision else {
+        o.push_str(
+            "<section class=\"decision\"><h2>Decision: none recorded</h2>\
+             <p class=\"muted\">No gate decision was recorded for this stage and no gate policy \
+             was given.</p></section>\n",
+        );
+        return;
+    };
+    let source = match (d.source, &d.transition) {
+        (DecisionSource::Transition, Some(t)) => format!(
+            "recorded {} by {}, {} → {} (stage {} → {})",
+            f::time(t.at),
+            esc(&t.actor),
+            esc(&t.from_state),
+            esc(&t.to_state),
+            t.from_stage,
+            t.to_stage
+        ),
+        _ => "recomputed by this report with gate::evaluate".to_owned(),
+    };
+    let _ = write!(
+        o,
+        "<section class=\"decision {}\"><h2>Decision: {}</h2><p>{}</p><p class=\"meta\">{source}</p>",
+        esc(&d.action),
+        esc(&d.action.to_uppercase()),
+        esc(&d.reason)
+    );
+    for a in &d.alerts {
+        let _ = write!(o, "<p class=\"alert\">Alert: {}</p>", esc(&a.message));
+    }
+    o.push_str("</section>\n");
+}
+
+fn overview(o: &mut String, r: &StageReport) {
+    let s = &r.stage;
+    let mode = match s.mode {
+        StageMode::Shadow => "shadow",
+        StageMode::Live => "live",
+        StageMode::Unknown => "unknown",
+    };
+    let rows = vec![
+        vec![
+            "Stage".into(),
+            format!("{} <code>{}</code> · {mode}", s.index, esc(&s.name)),
+        ],
+        vec![
+            "Candidate percentage".into(),
+            format!(
+                "configured {} · observed {}",
+                f::percent(s.configured_percent),
+                f::percent(s.observed_percent)
+            ),
+        ],
+        vec![
+            "Window".into(),
+            format!(
+                "{} → {} ({})",
+                f::time(s.started_at),
+                s.ended_at.map_or_else(|| "running".to_owned(), f::time),
+                f::duration(s.duration_seconds)
+            ),
+        ],
+        vec![
+            "Outcome".into(),
+            esc(s.outcome.as_deref().unwrap_or(f::MISSING)),
+        ],
+        vec!["Judged pairs".into(), r.judge.judged_pairs.to_string()],
+    ];
+    o.push_str("<section><h2>Overview</h2>\n");
+    table(o, &["", ""], &rows);
+    o.push_str("</section>\n");
+}
+
+fn evidence(o: &mut String, r: &StageReport) {
+    let Some(d) = &r.decision else { return };
+    o.push_str("<section><h2>Gate evidence</h2>\n");
+    let rows: Vec<Vec<String>> = d
+        .evidence
+        .iter()
+        .map(|e| {
+            vec![
+                esc(&e.metric),
+                esc(&e.cohort),
+                n(f::num(e.estimate, 4)),
+                n(f::interval(e.interval, 4)),
+                n(f::signed(e.bound, 4)),
+                n(format!("{} / {}", e.candidate_n, e.stable_n)),
+                esc(e.method.describe()),
+                n(format!("{:.4}", e.alpha)),
+                format!(
+                    "<span class=\"verdict v-{0}\">{0}</span>",
+                    esc(e.verdict.as_str())
+                ),
+                esc(e.note.as_deref().unwrap_or("")),
+            ]
+        })
+        .collect();
+    table(
+        o,
+        &[
+            "metric",
+            "cohort",
+            "estimate",
+            "interval",
+            "bound",
+            "n cand / stable",
+            "method",
+            "α",
+            "verdict",
+            "note",
+        ],
+        &rows,
+    );
+    o.push_str("</section>\n");
+}
+
+/// The gate's bound for a criterion in a cohort, when the evidence has a mean test of it.
+fn bound_for(r: &StageReport, metric: &str, cohort: &str) -> Option<f64> {
+    r.decision.as_ref()?.evidence.iter().find_map(|e| {
+        (e.metric == metric
+            && e.cohort == cohort
+            && matches!(e.method, Method::PairedCs | Method::TwoSampleCs))
+        .then_some(e.bound)
+    })
+}
+
+fn scores(o: &mut String, r: &StageReport) {
+    let _ = writeln!(
+        o,
+        "<section><h2>Score differences</h2>\n<p class=\"muted\">candidate − stable, {} \
+         anytime-valid confidence sequences (valid however often they are looked at); dashed: the \
+         gate's bound.</p>",
+        f::level(r)
+    );
+    let forest: Vec<ForestRow> = r
+        .criteria
+        .iter()
+        .filter_map(|c| {
+            c.difference.map(|d| ForestRow {
+                label: format!("{} · {}", c.criterion, c.cohort),
+                estimate: d.estimate,
+                lo: d.lo,
+                hi: d.hi,
+                bound: bound_for(r, &c.criterion, &c.cohort),
+            })
+        })
+        .collect();
+    if forest.is_empty() {
+        o.push_str("<p class=\"muted\">No scored criterion with enough data.</p>\n");
+    } else {
+        o.push_str(&svg::forest_plot(
+            &forest,
+            "Score difference per criterion and cohort",
+        ));
+        o.push('\n');
+    }
+    if !r.criteria.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .criteria
+            .iter()
+            .map(|c| {
+                vec![
+                    esc(&c.criterion),
+                    esc(&c.cohort),
+                    n(f::num(c.stable_mean, 3)),
+                    n(f::num(c.candidate_mean, 3)),
+                    n(f::difference(c.difference.as_ref())),
+                    n(c.difference.map_or_else(
+                        || format!("{} / {}", c.candidate_n, c.stable_n),
+                        |d| d.n.to_string(),
+                    )),
+                    c.win_tie_loss.as_ref().map_or(f::MISSING.into(), |w| {
+                        esc(&format!(
+                            "{} · win rate {} {}",
+                            wtl_text(w),
+                            f::num(w.win_rate, 3),
+                            f::interval(w.interval, 3)
+                        ))
+                    }),
+                    n(f::pct(c.abstention_rate)),
+                ]
+            })
+            .collect();
+        o.push_str("<h3>Judge criteria</h3>\n");
+        table(
+            o,
+            &[
+                "criterion",
+                "cohort",
+                "stable",
+                "candidate",
+                "difference",
+                "n",
+                "win/tie/loss",
+                "abstained",
+            ],
+            &rows,
+        );
+    }
+    if !r.checks.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .checks
+            .iter()
+            .map(|c| {
+                vec![
+                    esc(&c.check),
+                    esc(&c.cohort),
+                    n(format!("{} of {}", f::pct(c.stable_pass_rate), c.stable_n)),
+                    n(format!(
+                        "{} of {}",
+                        f::pct(c.candidate_pass_rate),
+                        c.candidate_n
+                    )),
+                    n(f::difference(c.difference.as_ref())),
+                    n(c.regressions.to_string()),
+                    n(c.improvements.to_string()),
+                ]
+            })
+            .collect();
+        o.push_str("<h3>Checks</h3>\n");
+        table(
+            o,
+            &[
+                "check",
+                "cohort",
+                "stable pass",
+                "candidate pass",
+                "difference",
+                "regressions",
+                "improvements",
+            ],
+            &rows,
+        );
+    }
+    o.push_str("</section>\n");
+}
+
+fn traffic(o: &mut String, r: &StageReport) {
+    o.push_str("<section><h2>Traffic, errors, latency and cost</h2>\n");
+    let overall: Vec<&VariantStats> = r.variants.iter().filter(|v| v.cohort == "all").collect();
+    let series: Vec<Series<'_>> = overall
+        .iter()
+        .map(|v| Series {
+            name: &v.variant,
+            class: if v.role == "stable" {
+                "stable"
+            } else {
+                "candidate"
+            },
+            buckets: &v.latency_ms.histogram,
+        })
+        .collect();
+    o.push_str(&svg_latency::latency_chart(
+        &series,
+        "Latency distribution per variant (successful requests)",
+    ));
+    o.push('\n');
+    let rows: Vec<Vec<String>> = r
+        .variants
+        .iter()
+        .map(|v| {
+            let classes: Vec<String> = v
+                .errors_by_class
+                .iter()
+                .map(|(k, c)| format!("{k} {c}"))
+                .collect();
+            vec![
+                esc(&v.cohort),
+                format!(
+                    "{} <span class=\"muted\">{}</span>",
+                    esc(&v.variant),
+                    esc(&v.role)
+                ),
+                n(v.requests.to_string()),
+                n(v.served.to_string()),
+                n(format!("{} {}", f::pct(v.error_rate), classes.join(", "))
+                    .trim()
+                    .to_owned()),
+                n(format!(
+                    "{} / {} / {}",
+                    f::ms(v.latency_ms.p50),
+                    f::ms(v.latency_ms.p95),
+                    f::ms(v.latency_ms.p99)
+                )),
+                n(format!(
+                    "{} / {} / {}",
+                    f::ms(v.ttft_ms.p50),
+                    f::ms(v.ttft_ms.p95),
+                    f::ms(v.ttft_ms.p99)
+                )),
+                n(format!(
+                    "{} / {}",
+                    f::num(v.prompt_tokens_per_request, 1),
+                    f::num(v.completion_tokens_per_request, 1)
+                )),
+                n(f::usd(v.cost_per_request)),
+            ]
+        })
+        .collect();
+    table(
+        o,
+        &[
+            "cohort",
+            "variant",
+            "requests",
+            "served",
+            "errors",
+            "latency p50/p95/p99",
+            "TTFT p50/p95/p99",
+            "tokens in/out per request",
+            "cost per request",
+        ],
+        &rows,
+    );
+    if !r.pairs.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .pairs
+            .iter()
+            .map(|p| vec![esc(&p.cohort), esc(&p.candidate), n(p.pairs.to_string())])
+            .collect();
+        table(o, &["cohort", "candidate", "matched pairs"], &rows);
+    }
+    let sr = &r.sample_ratio;
+    let split: Vec<String> = sr
+        .variants
+        .iter()
+        .map(|(v, c, share)| format!("{} {c} served (configured {})", esc(v), f::pct(*share)))
+        .collect();
+    let _ = writeln!(
+        o,
+        "<p><strong>Sample-ratio check:</strong> {} — {}; χ² {}, p {}, α {}.</p>\n</section>",
+        esc(&sr.note),
+        split.join(", "),
+        f::num(sr.chi_square, 3),
+        f::p_value(sr.p_value),
+        sr.alpha
+    );
+}
+
+fn judge(o: &mut String, r: &StageReport) {
+    let j = &r.judge;
+    let _ = writeln!(
+        o,
+        "<section><h2>Judge</h2>\n<p>Abstention rate: stable {}, candidate {}, pairwise {}.</p>",
+        f::pct(j.stable_abstention_rate),
+        f::pct(j.candidate_abstention_rate),
+        f::pct(j.pairwise_abstention_rate)
+    );
+    if !j.position_consistency.is_empty() {
+        let rows: Vec<Vec<String>> = j
+            .position_consistency
+            .iter()
+            .map(|c| {
+                vec![
+                    esc(&c.criterion),
+                    n(c.consistent.to_string()),
+                    n(c.inconsistent.to_string()),
+                    n(f::pct(c.rate)),
+                ]
+            })
+            .collect();
+        table(
+            o,
+            &[
+                "pairwise criterion",
+                "consistent",
+                "inconsistent",
+                "position consistency",
+            ],
+            &rows,
+        );
+    }
+    o.push_str("</section>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            esc(r#"<img src="x" onerror=alert(1)>&"#),
+            "&lt;img src=&quot;x&quot; onerror=alert(1)&gt;&amp;"
+        );
+    }
+}
