@@ -70,6 +70,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         &store,
         &server.gateway().metrics,
     )?;
+    let background = tokio_util::task::TaskTracker::new();
+    let stop_background = tokio_util::sync::CancellationToken::new();
+    let retention = server.gateway().config.retention;
+    if retention.observations.is_some() || retention.bodies.is_some() {
+        store.spawn_retention(
+            crate::store::RetentionPolicy {
+                observations: retention.observations,
+                bodies: retention.bodies,
+                interval: Duration::from_secs(600),
+            },
+            &background,
+            stop_background.clone(),
+        );
+    }
     let rollouts = crate::rollout::controller::start_with_gateway(store, server.gateway().clone());
     tracing::info!(addr = %server.addr(), deployments, "canarist gateway listening");
     println!("canarist listening on {}", server.url());
@@ -78,6 +92,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         () = shutdown_signal() => {
             tracing::info!("shutting down");
             rollouts.stop().await;
+            stop_background.cancel();
+            background.close();
             server.shutdown(Duration::from_secs(30)).await;
             if let Some(judge) = judge {
                 judge.shutdown().await;
