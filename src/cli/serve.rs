@@ -64,12 +64,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let deployments = config.deployments.len();
     let (judge_config, prices) = (config.judge.clone(), config.prices.clone());
     let mut server = Server::start_with_store(config, listen, sink, Some(store.clone())).await?;
-    let judge = crate::judge::start(
-        judge_config.as_ref(),
-        &prices,
-        &store,
-        &server.gateway().metrics,
-    )?;
     let background = tokio_util::task::TaskTracker::new();
     let stop_background = tokio_util::sync::CancellationToken::new();
     let retention = server.gateway().config.retention;
@@ -84,7 +78,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             stop_background.clone(),
         );
     }
-    let rollouts = crate::rollout::controller::start_with_gateway(store, server.gateway().clone());
+    let rollouts =
+        crate::rollout::controller::start_with_gateway(store.clone(), server.gateway().clone());
+    let judge = crate::judge::start(
+        judge_config.as_ref(),
+        &prices,
+        &store,
+        &server.gateway().metrics,
+    )?;
+    if let Some(judge) = &judge {
+        // Hard checks that fail on the candidate where stable passed feed the guardrails.
+        let outcomes = rollouts.outcomes.clone();
+        judge
+            .judge
+            .on_hard_failure(crate::judge::HardFailureHook(std::sync::Arc::new(
+                move |deployment, stage| outcomes.hard_failure(deployment, stage),
+            )));
+    }
     tracing::info!(addr = %server.addr(), deployments, "canarist gateway listening");
     println!("canarist listening on {}", server.url());
     tokio::select! {

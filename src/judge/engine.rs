@@ -79,6 +79,21 @@ pub struct Judge {
     cache: JudgeCache,
     stats: Arc<JudgeStats>,
     options: JudgeOptions,
+    on_hard_failure: std::sync::OnceLock<HardFailureHook>,
+}
+
+/// Called with (deployment, stage) for every hard check that passed on stable and failed on
+/// the candidate: the rollout guardrails count these.
+#[derive(Clone)]
+pub struct HardFailureHook(pub Arc<HardFailureFn>);
+
+/// `(deployment, stage)`.
+pub type HardFailureFn = dyn Fn(&str, &str) + Send + Sync;
+
+impl std::fmt::Debug for HardFailureHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HardFailureHook")
+    }
 }
 
 fn endpoint_key(m: &JudgeModel) -> (String, String, String) {
@@ -124,7 +139,13 @@ impl Judge {
             cache: JudgeCache::new(options.cache_capacity),
             stats,
             options,
+            on_hard_failure: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets where hard-check failures are reported (once; later calls are ignored).
+    pub fn on_hard_failure(&self, hook: HardFailureHook) {
+        let _ = self.on_hard_failure.set(hook);
     }
 
     pub fn rubrics(&self) -> &[Rubric] {
@@ -175,8 +196,13 @@ impl Judge {
         sampled: bool,
         out: &mut PairOutput,
     ) -> Result<(), Unavailable> {
-        out.checks
-            .extend(rows::check_rows(rubric, pair, &run_checks(rubric, pair)));
+        let report = run_checks(rubric, pair);
+        if let Some(hook) = self.on_hard_failure.get() {
+            for _ in report.guardrails() {
+                (hook.0)(&pair.deployment, &pair.stage);
+            }
+        }
+        out.checks.extend(rows::check_rows(rubric, pair, &report));
         let Some(judging) = rubric.judging.as_ref().filter(|_| sampled) else {
             return Ok(());
         };
