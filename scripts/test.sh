@@ -17,3 +17,8 @@ fi
 if [ "${CANARIST_FUZZ:-0}" = "1" ]; then
   ./scripts/fuzz-admin.sh
 fi
+
+# The dashboard in headless Chromium (installs chromium and playwright-core on first use).
+if [ "${CANARIST_UI:-0}" = "1" ]; then
+  ./scripts/e2e-ui.sh
+fi

@@ -43,7 +43,8 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Flushes exported spans when main returns.
+    let _tracing = crate::telemetry::traces::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,13 +76,4 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Rollout(args) => crate::rollout::cli::run(args).await,
         Command::Report(args) => crate::report::run(args).await,
     }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CANARIST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
