@@ -19,6 +19,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show the whole product in one process: mock upstream, gateway, judge, traffic and a
+    /// live rollout that is promoted or rolled back, then the reports.
+    Demo(crate::demo::DemoArgs),
     /// Run the gateway.
     Serve(ServeArgs),
     /// Run the built-in OpenAI-compatible mock upstream (for tests, benches and the demo).
@@ -43,7 +46,12 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo's own display is the output; only warnings are logged unless CANARIST_LOG says.
+    init_tracing(if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,6 +73,7 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Demo(args) => crate::demo::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::MockUpstream(args) => crate::mock::run(args).await,
         Command::Migrate(args) => crate::store::run_migrate(args).await,
@@ -77,9 +86,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CANARIST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("CANARIST_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
