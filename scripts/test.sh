@@ -17,3 +17,14 @@ fi
 if [ "${CANARIST_FUZZ:-0}" = "1" ]; then
   ./scripts/fuzz-admin.sh
 fi
+
+# The official OpenAI Python SDK (from PyPI, in a venv cached under ~/.cache) against
+# `canarist demo --keep-running` (about a minute and a half).
+if [ "${CANARIST_E2E:-0}" = "1" ]; then
+  ./scripts/e2e-python.sh
+fi
+
+# A real model server (../shared/realllm: llama.cpp with SmolLM2 and gemma-3 base); opt-in.
+if [ "${CANARIST_REALLLM:-0}" = "1" ]; then
+  ./scripts/e2e-realllm.sh
+fi

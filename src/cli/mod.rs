@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod serve;
+pub(crate) mod serve;
 
 pub use serve::ServeArgs;
 
