@@ -18,6 +18,11 @@ if [ "${CANARIST_FUZZ:-0}" = "1" ]; then
   ./scripts/fuzz-admin.sh
 fi
 
+# The dashboard in headless Chromium (installs chromium and playwright-core on first use).
+if [ "${CANARIST_UI:-0}" = "1" ]; then
+  ./scripts/e2e-ui.sh
+fi
+
 # The official OpenAI Python SDK (from PyPI, in a venv cached under ~/.cache) against
 # `canarist demo --keep-running` (about a minute and a half).
 if [ "${CANARIST_E2E:-0}" = "1" ]; then

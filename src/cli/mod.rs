@@ -46,12 +46,14 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo's own display is the output; only warnings are logged unless CANARIST_LOG says.
-    init_tracing(if matches!(cli.command, Command::Demo(_)) {
+    // Flushes exported spans when main returns. The demo's own display is its output: only
+    // warnings are logged unless CANARIST_LOG says otherwise.
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
         "warn"
     } else {
         "info"
-    });
+    };
+    let _tracing = crate::telemetry::traces::init_with(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,14 +86,4 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Rollout(args) => crate::rollout::cli::run(args).await,
         Command::Report(args) => crate::report::run(args).await,
     }
-}
-
-fn init_tracing(default_level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("CANARIST_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

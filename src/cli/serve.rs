@@ -64,13 +64,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let deployments = config.deployments.len();
     let (judge_config, prices) = (config.judge.clone(), config.prices.clone());
     let mut server = Server::start_with_store(config, listen, sink, Some(store.clone())).await?;
+    let background = tokio_util::task::TaskTracker::new();
+    let stop_background = tokio_util::sync::CancellationToken::new();
+    let retention = server.gateway().config.retention;
+    if retention.observations.is_some() || retention.bodies.is_some() {
+        store.spawn_retention(
+            crate::store::RetentionPolicy {
+                observations: retention.observations,
+                bodies: retention.bodies,
+                interval: Duration::from_secs(600),
+            },
+            &background,
+            stop_background.clone(),
+        );
+    }
+    let rollouts =
+        crate::rollout::controller::start_with_gateway(store.clone(), server.gateway().clone());
     let judge = crate::judge::start(
         judge_config.as_ref(),
         &prices,
         &store,
         &server.gateway().metrics,
     )?;
-    let rollouts = crate::rollout::controller::start_with_gateway(store, server.gateway().clone());
+    if let Some(judge) = &judge {
+        // Hard checks that fail on the candidate where stable passed feed the guardrails.
+        let outcomes = rollouts.outcomes.clone();
+        judge
+            .judge
+            .on_hard_failure(crate::judge::HardFailureHook(std::sync::Arc::new(
+                move |deployment, stage| outcomes.hard_failure(deployment, stage),
+            )));
+    }
     tracing::info!(addr = %server.addr(), deployments, "canarist gateway listening");
     println!("canarist listening on {}", server.url());
     tokio::select! {
@@ -78,6 +102,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         () = shutdown_signal() => {
             tracing::info!("shutting down");
             rollouts.stop().await;
+            stop_background.cancel();
+            background.close();
             server.shutdown(Duration::from_secs(30)).await;
             if let Some(judge) = judge {
                 judge.shutdown().await;

@@ -39,6 +39,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// `sqlite://…` (default `sqlite://canarist.db`) or `postgres://…`.
     pub storage_url: String,
+    /// How long observations and their bodies are kept (`storage.keep_*`).
+    pub retention: Retention,
     /// The `judge:` section; `None` when absent (no judge workers).
     pub judge: Option<JudgeConfig>,
     /// The admin API (`admin:`).
@@ -142,6 +144,13 @@ pub struct Deployment {
     pub fallback_to_stable: bool,
     pub spend_cap: SpendCap,
     pub cohorts: Cohorts,
+}
+
+/// Retention of captured data; `None` keeps it forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub observations: Option<Duration>,
+    pub bodies: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -222,5 +222,12 @@ pub struct RawCapture {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Observations older than this are deleted (e.g. `30d`); absent: kept.
+    #[serde(default, with = "humantime_serde")]
+    pub keep_observations: Option<std::time::Duration>,
+    /// Request and response bodies older than this are cleared (e.g. `7d`); absent: kept.
+    #[serde(default, with = "humantime_serde")]
+    pub keep_bodies: Option<std::time::Duration>,
 }

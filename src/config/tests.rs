@@ -112,3 +112,27 @@ deployments:
     let err = Config::from_yaml(Path::new("c.yaml"), &too_much, &no_env).unwrap_err();
     assert!(err.to_string().contains("at most 50%"), "{err}");
 }
+
+#[test]
+fn storage_defaults_to_sqlite_and_takes_retention() {
+    let config = Config::from_yaml(Path::new("c.yaml"), "{}", &no_env).unwrap();
+    assert_eq!(config.storage_url, "sqlite://canarist.db");
+    assert_eq!(config.retention, Retention::default());
+    let yaml = "storage: { url: \"postgres://db/x\", keep_observations: 30d, keep_bodies: 7d }";
+    let config = Config::from_yaml(Path::new("c.yaml"), yaml, &no_env).unwrap();
+    assert_eq!(
+        config.retention.observations,
+        Some(std::time::Duration::from_secs(30 * 86_400))
+    );
+    assert_eq!(
+        config.retention.bodies,
+        Some(std::time::Duration::from_secs(7 * 86_400))
+    );
+    let err = Config::from_yaml(
+        Path::new("c.yaml"),
+        "storage: { url: \"mysql://x\" }",
+        &no_env,
+    )
+    .unwrap_err();
+    assert_eq!(err.problems[0].field, "storage.url");
+}

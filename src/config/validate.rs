@@ -209,7 +209,16 @@ pub(super) fn validate(
     }
 
     let capture = capture(raw.capture, &mut p);
-    let storage_url = raw.storage.map_or_else(default_storage_url, |s| s.url);
+    let (storage_url, retention) = match raw.storage {
+        None => (default_storage_url(), Retention::default()),
+        Some(s) => (
+            s.url.unwrap_or_else(default_storage_url),
+            Retention {
+                observations: s.keep_observations,
+                bodies: s.keep_bodies,
+            },
+        ),
+    };
     if !(storage_url.starts_with("sqlite:")
         || storage_url.starts_with("postgres://")
         || storage_url.starts_with("postgresql://"))
@@ -241,6 +250,7 @@ pub(super) fn validate(
         deployments,
         capture,
         storage_url,
+        retention,
         judge,
         admin,
         rollouts,

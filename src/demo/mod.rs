@@ -76,10 +76,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "  judge           SIMULATED: `mock-judge` on the mock upstream grades against the dataset's reference answers; it is not a language model"
     );
     println!("  gateway         {url} (model `{DEPLOYMENT}`)");
-    println!(
-        "  database        {}",
-        stack.dir.join("demo.db").display()
-    );
+    println!("  database        {}", stack.dir.join("demo.db").display());
     println!("  expected        {}", scenario.expectation());
 
     let entries = Arc::new(crate::mock::Dataset::builtin()?.entries().to_vec());
@@ -95,7 +92,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         entries,
     );
     let reason = format!("canarist demo --scenario {}", scenario.name());
-    actions::start(&stack.rollouts.ctx, DEPLOYMENT, &Actor::new("demo"), &reason).await?;
+    actions::start(
+        &stack.rollouts.ctx,
+        DEPLOYMENT,
+        &Actor::new("demo"),
+        &reason,
+    )
+    .await?;
     let percents: Vec<String> = pace.percents.iter().map(|p| format!("{p}%")).collect();
     println!(
         "  rollout         started: shadow, then {} of traffic ({rate:.0} requests/s from {} clients)\n",
@@ -109,7 +112,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     println!();
     let reports = stack.write_reports().await?;
-    for p in reports.iter().filter(|p| p.extension().is_some_and(|e| e != "md")) {
+    for p in reports
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e != "md"))
+    {
         println!("report: {}", p.display());
     }
     println!("dashboard: {url}/ui");
@@ -220,7 +226,9 @@ pub fn outcome_line(scenario: Scenario, ending: &Ending, expected: bool) -> Stri
         )
     };
     match ending {
-        Ending::Promoted => format!("outcome: promoted — the candidate is the new stable; {verdict}"),
+        Ending::Promoted => {
+            format!("outcome: promoted — the candidate is the new stable; {verdict}")
+        }
         Ending::RolledBack {
             stage,
             metric,

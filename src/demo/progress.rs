@@ -228,9 +228,16 @@ mod tests {
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[0].contains("helpfulness") && lines[0].contains("all"));
         assert!(lines[1].contains("tier=enterprise") && lines[1].contains("worse"));
-        assert!(lines[1].contains("Δ -1.500 [-2.250, -1.125]"), "{}", lines[1]);
+        assert!(
+            lines[1].contains("Δ -1.500 [-2.250, -1.125]"),
+            "{}",
+            lines[1]
+        );
         let plain = plain_line(&s);
         assert!(!plain.contains('\n'));
-        assert!(plain.contains("helpfulness tier=enterprise Δ -1.500"), "{plain}");
+        assert!(
+            plain.contains("helpfulness tier=enterprise Δ -1.500"),
+            "{plain}"
+        );
     }
 }

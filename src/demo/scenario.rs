@@ -43,7 +43,10 @@ pub enum Ending {
         reason: String,
     },
     /// Still running at the deadline (state and stage).
-    Unfinished { state: String, stage: String },
+    Unfinished {
+        state: String,
+        stage: String,
+    },
 }
 
 impl Scenario {
@@ -196,10 +199,11 @@ mod tests {
                 candidate: scenario.candidate_model(),
                 pace: Pace::new(fast),
             });
-            let c = crate::config::Config::from_yaml(std::path::Path::new("demo.yaml"), &yaml, &|_| {
-                None
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
+            let c =
+                crate::config::Config::from_yaml(std::path::Path::new("demo.yaml"), &yaml, &|_| {
+                    None
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(c.storage_url, "sqlite:///tmp/x y/demo.db");
             let d = c.deployment(DEPLOYMENT).unwrap();
             assert_eq!(d.candidates[0].variant.model, scenario.candidate_model());
@@ -215,8 +219,18 @@ mod tests {
                     Exposure::Live { share: 1.0 },
                 ]
             );
-            assert_eq!(r.ramp.stages[0].min_judged_pairs, Pace::new(fast).shadow_pairs);
-            let names: Vec<&str> = r.gate.as_ref().unwrap().metrics.iter().map(|m| m.name.as_str()).collect();
+            assert_eq!(
+                r.ramp.stages[0].min_judged_pairs,
+                Pace::new(fast).shadow_pairs
+            );
+            let names: Vec<&str> = r
+                .gate
+                .as_ref()
+                .unwrap()
+                .metrics
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect();
             assert_eq!(names, [JUDGE_METRIC, "error_rate"]);
             assert_eq!(c.controller.tick, Pace::new(fast).tick);
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::capture::{Endpoint, ErrorClass};
 use crate::upstream::{Upstreams, class_of_status, sse};
@@ -50,58 +51,70 @@ pub fn spawn(
     client_auth: Option<http::HeaderValue>,
 ) {
     let tasks = gw.tasks.clone();
-    tasks.spawn(async move {
-        let deadline = Instant::now() + timeout;
-        let provider = side.provider.clone();
-        let sent = tokio::time::timeout_at(
-            deadline,
-            gw.upstreams.send(
-                &provider,
-                endpoint,
-                body,
-                stream,
-                Some(timeout),
-                client_auth.as_ref(),
-            ),
-        )
-        .await;
-        let response = match sent {
-            Err(_) => {
-                side.finish(
-                    &gw,
-                    Outcome::failed(None, ErrorClass::Timeout, "mirror timeout before response"),
-                );
-                return;
-            }
-            Ok(Err(e)) => {
-                side.finish(&gw, Outcome::failed(None, e.class, e.detail));
-                return;
-            }
-            Ok(Ok(r)) => r,
-        };
-        let status = response.status().as_u16();
-        let streaming_ok = stream && response.status().is_success();
-        if !streaming_ok {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match Upstreams::read_body(&provider, response, remaining).await {
-                Ok(bytes) => {
-                    let ttft = side.started.elapsed();
-                    let keep = side.ctx.keep_bodies;
-                    side.finish(&gw, outcome_of_body(status, &bytes, keep, ttft));
+    // A child of the request's span, though it may outlive it.
+    let span = super::serve::upstream_span(&side);
+    let record = span.clone();
+    tasks.spawn(
+        async move {
+            let deadline = Instant::now() + timeout;
+            let provider = side.provider.clone();
+            let sent = tokio::time::timeout_at(
+                deadline,
+                gw.upstreams.send(
+                    &provider,
+                    endpoint,
+                    body,
+                    stream,
+                    Some(timeout),
+                    client_auth.as_ref(),
+                ),
+            )
+            .await;
+            let response = match sent {
+                Err(_) => {
+                    side.finish(
+                        &gw,
+                        Outcome::failed(
+                            None,
+                            ErrorClass::Timeout,
+                            "mirror timeout before response",
+                        ),
+                    );
+                    return;
                 }
-                Err(e) => side.finish(&gw, Outcome::failed(Some(status), e.class, e.detail)),
+                Ok(Err(e)) => {
+                    side.finish(&gw, Outcome::failed(None, e.class, e.detail));
+                    return;
+                }
+                Ok(Ok(r)) => r,
+            };
+            let status = response.status().as_u16();
+            record.record("http.status_code", i64::from(status));
+            let streaming_ok = stream && response.status().is_success();
+            if !streaming_ok {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match Upstreams::read_body(&provider, response, remaining).await {
+                    Ok(bytes) => {
+                        let ttft = side.started.elapsed();
+                        let keep = side.ctx.keep_bodies;
+                        side.finish(&gw, outcome_of_body(status, &bytes, keep, ttft));
+                    }
+                    Err(e) => side.finish(&gw, Outcome::failed(Some(status), e.class, e.detail)),
+                }
+                return;
             }
-            return;
+            let chat = endpoint == Endpoint::ChatCompletions;
+            let mut tee = TeeStream::new(response, side, gw.clone(), chat, false);
+            let drained =
+                tokio::time::timeout_at(deadline, async { while tee.next().await.is_some() {} })
+                    .await;
+            if drained.is_err() {
+                tee.abort(
+                    ErrorClass::Timeout,
+                    "mirror stream did not finish within its timeout",
+                );
+            }
         }
-        let chat = endpoint == Endpoint::ChatCompletions;
-        let mut tee = TeeStream::new(response, side, gw.clone(), chat, false);
-        let drained =
-            tokio::time::timeout_at(deadline, async { while tee.next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tee.abort(
-                ErrorClass::Timeout,
-                "mirror stream did not finish within its timeout",
-            );
-        }
-    });
+        .instrument(span),
+    );
 }

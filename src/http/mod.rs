@@ -1,5 +1,5 @@
 //! `http`: the axum application: the OpenAI-compatible proxy routes, `/metrics`, `/healthz`, and
-//! the admin API ([`admin`]).
+//! the admin API ([`admin`]) and the dashboard at `/ui` (`ui`).
 //!
 //! Owns: request handling, the per-request span, response headers, the one error type
 //! ([`ApiError`]) that becomes OpenAI-shaped JSON. Never: waits on capture, judging, storage or
@@ -10,11 +10,13 @@ pub mod admin;
 mod error;
 mod mirror;
 mod proxy;
+mod serve;
 mod server;
 mod side;
 mod spend;
 mod state;
 mod tee;
+mod ui;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -54,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(proxy::not_found)
         .with_state(state)
         .merge(admin::router(admin))
+        .merge(ui::router())
         .layer(axum::middleware::map_response(ensure_request_id))
 }
 

@@ -9,17 +9,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
 use uuid::Uuid;
 
 use crate::capture::{Endpoint, PairSlot, Purpose, Role};
 use crate::config::{Deployment, Mode, Variant};
 use crate::routing::{self, Draws, Target, UNIT_HEADER};
-use crate::telemetry::{DeploymentLabels, RequestLabels, SkipLabels};
+use crate::telemetry::{DeploymentLabels, RequestLabels, SkipLabels, traces};
 use crate::upstream::request::{self, ClientRequest};
-use crate::upstream::{Upstreams, class_of_status};
 
-use super::side::{Outcome, RequestCtx, Side};
-use super::tee::TeeStream;
+use super::serve::{Served, passthrough, serve};
+use super::side::{RequestCtx, Side};
 use super::{
     ApiError, AppState, Gateway, HEADER_DEPLOYMENT, HEADER_REQUEST_ID, HEADER_STAGE,
     HEADER_VARIANT, mirror,
@@ -107,11 +108,20 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn handle(gw: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let request_id = Uuid::new_v4();
-    let mut response =
-        match route_and_serve(&gw, endpoint, &headers, body, request_id, started).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        };
+    // Fields are filled in once routing has decided; all of this is a no-op without a subscriber.
+    let span = tracing::info_span!("proxy.request", otel.kind = "server", %request_id,
+        endpoint = endpoint.path(), deployment = Empty, variant = Empty, stage = Empty,
+        bucket = Empty, cohort = Empty, sticky = Empty, http.status_code = Empty);
+    traces::adopt_client_parent(&span, &headers);
+    gw.metrics.traces.remember(request_id, &span);
+    let mut response = match route_and_serve(&gw, endpoint, &headers, body, request_id, started)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    span.record("http.status_code", i64::from(response.status().as_u16()));
     if let Ok(v) = HeaderValue::from_str(&request_id.to_string()) {
         response.headers_mut().insert(HEADER_REQUEST_ID, v);
     }
@@ -181,9 +191,14 @@ async fn route_and_serve(
         keep_bodies: policy.body_sample_rate >= 1.0
             || rand::random::<f64>() < policy.body_sample_rate,
     });
-    let span = tracing::debug_span!("proxy", deployment = %dep.slug, stage = %dep.stage,
-        bucket = plan.bucket, serve = ?plan.serve, mirror = ?plan.mirror, %request_id);
-    let _enter = span.enter();
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("deployment", dep.slug.as_str());
+        span.record("stage", dep.stage.as_str());
+        span.record("bucket", i64::from(plan.bucket));
+        span.record("sticky", plan.sticky);
+        span.record("cohort", cohort_text(&ctx.cohort).as_str());
+    }
 
     let client_auth = headers.get(header::AUTHORIZATION);
     let pair = plan
@@ -277,6 +292,7 @@ async fn route_and_serve(
             }
         }
     };
+    span.record("variant", served_by);
     let overhead = started.elapsed().saturating_sub(upstream_wait);
     gw.metrics.overhead.observe(overhead.as_secs_f64());
     gw.metrics
@@ -298,6 +314,18 @@ async fn route_and_serve(
         }
     }
     Ok(response)
+}
+
+/// Cohort labels as one span field: `key=value` pairs joined by `,` (`all` when none).
+fn cohort_text(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "all".to_owned();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn status_class(status: StatusCode) -> &'static str {
@@ -367,148 +395,4 @@ fn mirror_allowed(gw: &Gateway, dep: &Deployment, endpoint: Endpoint) -> bool {
         return false;
     }
     true
-}
-
-enum Served {
-    Ok(Response),
-    Failed { response: Response, retryable: bool },
-}
-
-/// Calls the serving variant and turns its answer into the client's response.
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    gw: &AppState,
-    side: Side,
-    body: Vec<u8>,
-    endpoint: Endpoint,
-    stream: bool,
-    strip_usage: bool,
-    client_auth: Option<&HeaderValue>,
-    upstream_wait: &mut Duration,
-) -> Served {
-    let waited = Instant::now();
-    let provider = side.provider.clone();
-    let sent = gw
-        .upstreams
-        .send(&provider, endpoint, body, stream, None, client_auth)
-        .await;
-    let response = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            *upstream_wait += waited.elapsed();
-            let retryable = e.retryable();
-            let client_error = ApiError::from_upstream(&e);
-            side.finish(gw, Outcome::failed(None, e.class, e.detail));
-            return Served::Failed {
-                response: client_error.into_response(),
-                retryable,
-            };
-        }
-    };
-    let status = response.status();
-    if stream && status.is_success() {
-        *upstream_wait += waited.elapsed();
-        let tee = TeeStream::new(
-            response,
-            side,
-            gw.clone(),
-            endpoint == Endpoint::ChatCompletions,
-            strip_usage,
-        );
-        let mut r = Response::new(Body::from_stream(tee));
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Served::Ok(r);
-    }
-    let timeout = gw
-        .upstreams
-        .provider(&provider)
-        .map_or(crate::config::default_timeout(), |p| p.timeout);
-    let read = Upstreams::read_body(&provider, response, timeout).await;
-    *upstream_wait += waited.elapsed();
-    let bytes = match read {
-        Ok(b) => b,
-        Err(e) => {
-            let retryable = e.retryable();
-            let client_error = ApiError::from_upstream(&e);
-            side.finish(
-                gw,
-                Outcome::failed(Some(status.as_u16()), e.class, e.detail),
-            );
-            return Served::Failed {
-                response: client_error.into_response(),
-                retryable,
-            };
-        }
-    };
-    let outcome = mirror::outcome_of_body(
-        status.as_u16(),
-        &bytes,
-        side.ctx.keep_bodies,
-        side.started.elapsed(),
-    );
-    let error = outcome.error;
-    side.finish(gw, outcome);
-    match (error, class_of_status(status.as_u16())) {
-        (None, _) => Served::Ok(json_response(status, bytes)),
-        // A provider's own error passes through with its status and body when it is JSON.
-        (_, Some(_)) if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() => {
-            Served::Failed {
-                response: json_response(status, bytes),
-                retryable: status.is_server_error(),
-            }
-        }
-        _ => Served::Failed {
-            response: ApiError::BadUpstream.into_response(),
-            retryable: true,
-        },
-    }
-}
-
-fn json_response(status: StatusCode, bytes: bytes::Bytes) -> Response {
-    let mut r = Response::new(Body::from(bytes));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// A model that is no deployment: the configured default provider answers it unchanged, or 404.
-async fn passthrough(
-    gw: &AppState,
-    model: &str,
-    endpoint: Endpoint,
-    body: Vec<u8>,
-    stream: bool,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    let Some(provider) = gw.config.default_provider.as_deref() else {
-        return Err(ApiError::ModelNotFound(model.to_owned()));
-    };
-    let response = gw
-        .upstreams
-        .send(
-            provider,
-            endpoint,
-            body,
-            stream,
-            None,
-            headers.get(header::AUTHORIZATION),
-        )
-        .await
-        .map_err(|e| ApiError::from_upstream(&e))?;
-    let status = response.status();
-    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    let mut r = Response::new(Body::from_stream(response.bytes_stream()));
-    *r.status_mut() = status;
-    if let Some(ct) = content_type {
-        r.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    Ok(r)
 }

@@ -48,6 +48,7 @@ impl Gateway {
             capture.stats().clone(),
             Arc::new(move || depth_handle.queue_depth()),
         );
+        metrics.rollout.observe_traffic(&traffic, &config);
         Ok(Self {
             config: Arc::new(config),
             traffic: ArcSwap::from_pointee(traffic),
@@ -84,6 +85,7 @@ impl Gateway {
 
     /// Replaces the traffic table (one atomic store).
     pub fn set_traffic(&self, table: TrafficTable) {
+        self.metrics.rollout.observe_traffic(&table, &self.config);
         self.traffic.store(Arc::new(table));
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::capture::{Pair, Role};
 use crate::config::Price;
@@ -79,6 +80,23 @@ pub struct Judge {
     cache: JudgeCache,
     stats: Arc<JudgeStats>,
     options: JudgeOptions,
+    on_hard_failure: std::sync::OnceLock<HardFailureHook>,
+    /// The gateway's request spans, for linking `judge.pair` to its request's trace.
+    traces: Option<crate::telemetry::TraceIndex>,
+}
+
+/// Called with (deployment, stage) for every hard check that passed on stable and failed on
+/// the candidate: the rollout guardrails count these.
+#[derive(Clone)]
+pub struct HardFailureHook(pub Arc<HardFailureFn>);
+
+/// `(deployment, stage)`.
+pub type HardFailureFn = dyn Fn(&str, &str) + Send + Sync;
+
+impl std::fmt::Debug for HardFailureHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HardFailureHook")
+    }
 }
 
 fn endpoint_key(m: &JudgeModel) -> (String, String, String) {
@@ -124,7 +142,20 @@ impl Judge {
             cache: JudgeCache::new(options.cache_capacity),
             stats,
             options,
+            on_hard_failure: std::sync::OnceLock::new(),
+            traces: None,
         })
+    }
+
+    /// Sets where hard-check failures are reported (once; later calls are ignored).
+    pub fn on_hard_failure(&self, hook: HardFailureHook) {
+        let _ = self.on_hard_failure.set(hook);
+    }
+
+    /// Links each pair's `judge.pair` span to its request's span when `traces` still knows it.
+    pub fn with_traces(mut self, traces: crate::telemetry::TraceIndex) -> Self {
+        self.traces = Some(traces);
+        self
     }
 
     pub fn rubrics(&self) -> &[Rubric] {
@@ -147,7 +178,10 @@ impl Judge {
     /// Judges `pair` against every rubric that applies, LLM criteria on each rubric's sample.
     pub async fn judge_pair(&self, pair: &Pair) -> Result<PairOutput, Unavailable> {
         let span = tracing::info_span!("judge.pair", request_id = %pair.request_id, pair_id = %pair.id, deployment = %pair.deployment, stage = %pair.stage);
-        async {
+        if let Some(request) = self.traces.as_ref().and_then(|t| t.get(pair.request_id)) {
+            span.add_link(request);
+        }
+        let result = async {
             let mut out = PairOutput::default();
             for rubric in &self.rubrics {
                 let s = select(rubric, pair);
@@ -163,8 +197,12 @@ impl Judge {
             );
             Ok(out)
         }
-        .instrument(span)
-        .await
+        .instrument(span.clone())
+        .await;
+        if let Ok(out) = &result {
+            score_attributes(&span, out);
+        }
+        result
     }
 
     /// Checks of `rubric` on `pair`, and its criteria when `sampled` (replay judges every pair).
@@ -175,8 +213,13 @@ impl Judge {
         sampled: bool,
         out: &mut PairOutput,
     ) -> Result<(), Unavailable> {
-        out.checks
-            .extend(rows::check_rows(rubric, pair, &run_checks(rubric, pair)));
+        let report = run_checks(rubric, pair);
+        if let Some(hook) = self.on_hard_failure.get() {
+            for _ in report.guardrails() {
+                (hook.0)(&pair.deployment, &pair.stage);
+            }
+        }
+        out.checks.extend(rows::check_rows(rubric, pair, &report));
         let Some(judging) = rubric.judging.as_ref().filter(|_| sampled) else {
             return Ok(());
         };
@@ -407,4 +450,29 @@ fn panel_answer(
             },
         },
     })
+}
+
+/// The pair's scores on its span: `score.<rubric>.<criterion>.<side>` (0..=1) for pointwise and
+/// reference judgments, `winner.<rubric>.<criterion>` for the combined pairwise verdict,
+/// `abstained.<rubric>.<criterion>` with the reason, and the count of failed checks.
+fn score_attributes(span: &tracing::Span, out: &PairOutput) {
+    if span.is_disabled() {
+        return;
+    }
+    for j in &out.judgments {
+        let name = format!("{}.{}", j.rubric_id, j.criterion);
+        if let Some(reason) = &j.abstain_reason {
+            span.set_attribute(format!("abstained.{name}"), reason.clone());
+        } else if let (Some(score), Some(side)) = (j.score, j.side) {
+            span.set_attribute(format!("score.{name}.{}", side.as_str()), score);
+        } else if let Some(winner) = j.winner.filter(|_| j.order == "combined") {
+            span.set_attribute(format!("winner.{name}"), winner.as_str());
+        }
+    }
+    let failed = out.checks.iter().filter(|c| !c.passed).count();
+    span.set_attribute("checks.failed", i64::try_from(failed).unwrap_or(i64::MAX));
+    span.set_attribute(
+        "judgments",
+        i64::try_from(out.judgments.len()).unwrap_or(i64::MAX),
+    );
 }

@@ -32,7 +32,7 @@ pub use cache::{CacheKey, JudgeCache};
 pub use call::{AskContext, Asked, Endpoint, Unavailable, ask, estimate_tokens};
 pub use client::{CallFailure, ClientError, Completion, HttpFailure, JudgeClient, Message};
 pub use concurrency::AdaptiveConcurrency;
-pub use engine::{Judge, JudgeOptions, PairOutput};
+pub use engine::{HardFailureHook, Judge, JudgeOptions, PairOutput};
 pub use limits::{LimitSettings, Limits, TokioClock, Waited, backoff, retry_after};
 pub use replay::{ReplayArgs, ReplayReport};
 pub use rows::order_name;

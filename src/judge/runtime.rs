@@ -76,7 +76,9 @@ pub fn start(
     let stats = JudgeStats::new();
     metrics.register_collector(Box::new(JudgeCollector::new(stats.clone())));
     let n = rubrics.len();
-    let judge = Arc::new(Judge::new(rubrics, options(cfg, prices), stats)?);
+    let judge = Arc::new(
+        Judge::new(rubrics, options(cfg, prices), stats)?.with_traces(metrics.traces.clone()),
+    );
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let worker = WorkerConfig {

@@ -149,6 +149,16 @@ impl Controller {
         };
         if let Some(d) = &decision {
             self.srm_alert(&r, d);
+            if let Some(gw) = &self.gateway {
+                gw.metrics
+                    .rollout
+                    .gate_decisions
+                    .get_or_create(&crate::telemetry::GateLabels {
+                        deployment: slug.to_owned(),
+                        action: crate::telemetry::action_label(d.action),
+                    })
+                    .inc();
+            }
         }
         let gateway = self.gateway.clone();
         let result =
@@ -227,6 +237,9 @@ pub fn spawn(
     let handle = ControllerHandle {
         leader: leader.clone(),
     };
+    let leader_gauge = gateway
+        .as_ref()
+        .map(|gw| gw.metrics.rollout.controller_leader.clone());
     let mut controller = Controller::new(ctx, gateway);
     tracker.spawn(async move {
         let mut was_leader = false;
@@ -244,6 +257,9 @@ pub fn spawn(
             let is_leader = *leader.borrow();
             if is_leader != was_leader {
                 was_leader = is_leader;
+                if let Some(g) = &leader_gauge {
+                    g.set(i64::from(is_leader));
+                }
                 if is_leader {
                     tracing::info!(pid = std::process::id(), "rollout controller is leader");
                 } else {

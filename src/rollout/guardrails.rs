@@ -129,6 +129,16 @@ pub fn spawn(
             let Some(trip) = windows.record(&ctx, signal) else {
                 continue;
             };
+            if let Some(gw) = &gateway {
+                gw.metrics
+                    .rollout
+                    .guardrail_trips
+                    .get_or_create(&crate::telemetry::GuardrailLabels {
+                        deployment: trip.deployment.clone(),
+                        kind: trip_kind(&trip.trip),
+                    })
+                    .inc();
+            }
             match trip_rollback(&ctx, gateway.as_ref(), &trip).await {
                 Ok(()) => {}
                 Err(RolloutError::NoRollout(_) | RolloutError::Conflict(_)) => {}
@@ -218,22 +228,27 @@ impl Windows {
     }
 }
 
+/// `hard_checks` when hard-check failures tripped the guardrail, else `error_rate`.
+fn trip_kind(trip: &crate::gate::Trip) -> &'static str {
+    if trip.hard_failures > 0 && trip.reason.contains("hard") {
+        "hard_checks"
+    } else {
+        "error_rate"
+    }
+}
+
 async fn trip_rollback(
     ctx: &RolloutCtx,
     gateway: Option<&AppState>,
     t: &Tripped,
 ) -> Result<(), RolloutError> {
     tracing::warn!(deployment = %t.deployment, stage = %t.stage, reason = %t.trip.reason, "guardrail tripped");
-    let metric = if t.trip.hard_failures > 0 && t.trip.reason.contains("hard") {
-        "guardrail.hard_checks"
-    } else {
-        "guardrail.error_rate"
-    };
+    let metric = format!("guardrail.{}", trip_kind(&t.trip));
     let evidence = json!({
         "kind": "guardrail",
         "trip": t.trip,
         "failing": Failing {
-            metric: metric.to_owned(),
+            metric,
             cohort: "all".to_owned(),
             evidence: serde_json::to_value(&t.trip).unwrap_or_default(),
         },

@@ -1,4 +1,5 @@
-//! `telemetry`: Prometheus metrics (names defined here and only here) and their text encoding.
+//! `telemetry`: Prometheus metrics (names defined here and only here) and their text encoding;
+//! traces and their export (`traces`).
 //!
 //! Owns: the metric families and their documentation. Never: decides anything from a metric.
 //! Fails open: a metric that cannot be encoded is skipped, the request path never waits on it.
@@ -14,6 +15,14 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::capture::CaptureStats;
+
+mod rollout;
+pub mod traces;
+
+pub use rollout::{
+    GateLabels, GuardrailLabels, RoleLabels, RolloutMetrics, action_label, stage_index,
+};
+pub use traces::{TraceIndex, TracingGuard};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -74,6 +83,10 @@ pub struct Metrics {
     pub mirror_spend_usd: Family<DeploymentLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub spend_cap_reached: Family<DeploymentLabels, Gauge>,
     pub fallbacks: Family<DeploymentLabels, Counter>,
+    /// Guardrails, gate decisions, stage and percentage gauges, admin 429s, leadership.
+    pub rollout: RolloutMetrics,
+    /// Recent requests' span contexts, for the judge's span links.
+    pub traces: TraceIndex,
 }
 
 impl Metrics {
@@ -150,6 +163,7 @@ impl Metrics {
             "Live requests retried on stable after the candidate failed",
             fallbacks.clone(),
         );
+        let rollout = RolloutMetrics::register(&mut registry);
         registry.register_collector(Box::new(CaptureCollector {
             stats: capture,
             depth: capture_depth,
@@ -166,6 +180,8 @@ impl Metrics {
             mirror_spend_usd,
             spend_cap_reached,
             fallbacks,
+            rollout,
+            traces: TraceIndex::default(),
         }
     }
 

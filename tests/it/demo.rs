@@ -34,7 +34,10 @@ fn reports(stdout: &str, state: &str) -> Vec<canarist::report::StageReport> {
     for p in &paths {
         let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p}: {e}"));
         if p.ends_with(".html") {
-            assert!(text.contains("<html") && text.contains("support-bot"), "{p}");
+            assert!(
+                text.contains("<html") && text.contains("support-bot"),
+                "{p}"
+            );
         }
         if p.ends_with(".json") {
             let r = canarist::report::from_json(&text).unwrap_or_else(|e| panic!("{p}: {e}"));
@@ -65,7 +68,10 @@ async fn regression_scenario_is_rolled_back_on_the_judge_metric() {
     assert!(last.starts_with("outcome: rolled back"), "{last}");
     assert!(last.contains("failing metric `helpfulness`"), "{last}");
     assert!(last.contains("in cohort `"), "{last}");
-    assert!(stdout.contains("SIMULATED"), "the judge is labelled: {stdout}");
+    assert!(
+        stdout.contains("SIMULATED"),
+        "the judge is labelled: {stdout}"
+    );
     assert!(stdout.contains("/ui"), "dashboard URL: {stdout}");
     let parsed = reports(&stdout, "rolled_back");
     // The stage that was rolled back shows the candidate worse on helpfulness than stable.

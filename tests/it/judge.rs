@@ -27,7 +27,7 @@ mod replay;
 
 /// Writes a rubric (pointwise helpfulness, pairwise preference, a finish_reason check) whose
 /// judge is `model` at `base_url`, and returns it loaded.
-fn rubric(dir: &Path, base_url: &str, model: &str, rpm: u32) -> Rubric {
+pub(crate) fn rubric(dir: &Path, base_url: &str, model: &str, rpm: u32) -> Rubric {
     std::fs::create_dir_all(dir.join("judges")).unwrap();
     std::fs::write(
         dir.join("judges/j.yaml"),
@@ -50,7 +50,7 @@ fn rubric(dir: &Path, base_url: &str, model: &str, rpm: u32) -> Rubric {
     load_file(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn options(max_in_flight: usize) -> JudgeOptions {
+pub(crate) fn options(max_in_flight: usize) -> JudgeOptions {
     JudgeOptions {
         max_in_flight,
         grow_every: 1000,

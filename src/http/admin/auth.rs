@@ -157,7 +157,18 @@ impl FromRequestParts<Arc<Admin>> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, admin: &Arc<Admin>) -> Result<Self, AdminError> {
         let principal = authenticate(admin, parts).await?;
-        admin.limits.check(&principal.id)?;
+        if let Err(e) = admin.limits.check(&principal.id) {
+            admin
+                .gateway
+                .metrics
+                .rollout
+                .admin_rate_limited
+                .get_or_create(&crate::telemetry::RoleLabels {
+                    role: principal.role.as_str(),
+                })
+                .inc();
+            return Err(e);
+        }
         Ok(principal)
     }
 }

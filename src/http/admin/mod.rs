@@ -17,6 +17,7 @@ mod jwt;
 pub mod keys;
 mod limit;
 mod openapi;
+mod reports;
 mod rollouts;
 mod traffic;
 
@@ -127,6 +128,9 @@ pub fn router(admin: AdminState) -> Router {
             "/v1/deployments/{slug}/stages/{stage}/report",
             get(deployments::stage_report),
         )
+        .route("/v1/deployments/{slug}/reports", get(reports::all))
+        .route("/v1/deployments/{slug}/reports/{index}", get(reports::html))
+        .route("/v1/admin/whoami", get(reports::whoami))
         .route("/v1/admin/keys", get(keys::list).post(keys::create))
         .route("/v1/admin/keys/{id}", delete(keys::revoke))
         .route("/openapi.json", get(openapi::serve))

@@ -7,7 +7,7 @@ use utoipa::openapi::{HeaderBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{ErrorDetail, ErrorResponse};
-use super::{canary, deployments, keys, rollouts, traffic};
+use super::{canary, deployments, keys, reports, rollouts, traffic};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,9 @@ use super::{canary, deployments, keys, rollouts, traffic};
         deployments::status,
         deployments::audit,
         deployments::stage_report,
+        reports::all,
+        reports::html,
+        reports::whoami,
         rollouts::status,
         rollouts::start,
         rollouts::promote,

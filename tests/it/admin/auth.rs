@@ -253,6 +253,9 @@ async fn openapi_document_lists_every_admin_path() {
         ("/v1/deployments/{slug}/rollout/resume", &["post"]),
         ("/v1/admin/keys", &["get", "post"]),
         ("/v1/admin/keys/{id}", &["delete"]),
+        ("/v1/deployments/{slug}/reports", &["get"]),
+        ("/v1/deployments/{slug}/reports/{index}", &["get"]),
+        ("/v1/admin/whoami", &["get"]),
     ] {
         for m in methods {
             let op = &paths[path][*m];
@@ -262,7 +265,7 @@ async fn openapi_document_lists_every_admin_path() {
             }
         }
     }
-    assert_eq!(paths.len(), 13);
+    assert_eq!(paths.len(), 16);
     let traffic = &paths["/v1/deployments/{slug}/traffic"]["patch"]["responses"];
     for code in ["200", "400", "404", "422"] {
         assert!(traffic[code].is_object(), "traffic lacks {code}");

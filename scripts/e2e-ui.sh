@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# End-to-end test of the dashboard at /ui in headless Chromium. Installs Debian's `chromium`
+# (apt-get, only when /usr/bin/chromium is missing) and `playwright-core` from npm into
+# ~/.cache/canarist-ui, starts the real binary with fixtures/ui/dashboard.yaml and its mock
+# upstream, starts a rollout and promotes it once through the admin API, sends a little traffic,
+# then runs tests/ui/dashboard.mjs: the page loads, an admin key is entered, the deployment is
+# listed, a rollback click (with a reason) changes the state shown. The screenshot is saved as
+# $CARGO_TARGET_DIR/ui-artifacts/dashboard.png. Exit status: the browser test's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/canarist-target}"
+CACHE="${CANARIST_UI_CACHE:-$HOME/.cache/canarist-ui}"
+ARTIFACTS="${CANARIST_UI_ARTIFACTS:-$CARGO_TARGET_DIR/ui-artifacts}"
+BASE=http://127.0.0.1:18181
+
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
+if [ ! -d "$CACHE/node_modules/playwright-core" ]; then
+  mkdir -p "$CACHE"
+  [ -f "$CACHE/package.json" ] || echo '{"private": true}' > "$CACHE/package.json"
+  npm install --prefix "$CACHE" --no-audit --no-fund --silent "playwright-core@^1"
+fi
+
+WORK="$(mktemp -d)"
+cleanup() {
+  if [ -n "${PID:-}" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+# A private copy: the shared target dir's binary may be rebuilt from another checkout meanwhile.
+cargo build --quiet --bin canarist
+cp "$CARGO_TARGET_DIR/debug/canarist" "$WORK/canarist"
+BIN="$WORK/canarist"
+
+cp fixtures/ui/dashboard.yaml "$WORK/canarist.yaml"
+printf 'storage:\n  url: sqlite://%s/canarist.db\n' "$WORK" >> "$WORK/canarist.yaml"
+ADMIN_KEY="$("$BIN" keys create --role admin --name e2e-admin --config "$WORK/canarist.yaml" 2>/dev/null)"
+VIEWER_KEY="$("$BIN" keys create --role viewer --name e2e-viewer --config "$WORK/canarist.yaml" 2>/dev/null)"
+
+CANARIST_LOG=warn "$BIN" serve --config "$WORK/canarist.yaml" \
+  --with-mock-upstream 127.0.0.1:19191 >"$WORK/serve.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 100); do
+  curl -fs "$BASE/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+admin() { curl -fsS -X POST -H "Authorization: Bearer $ADMIN_KEY" -H 'Content-Type: application/json' \
+  -d "{\"reason\": \"$2\"}" "$BASE/v1/deployments/support/rollout$1" >/dev/null; }
+chat() {
+  for i in $(seq 1 "$1"); do
+    curl -fsS -H 'Content-Type: application/json' -H "x-canarist-unit: $2$i" \
+      -d '{"model": "support", "messages": [{"role": "user", "content": "My order has not arrived."}]}' \
+      "$BASE/v1/chat/completions" >/dev/null
+  done
+}
+admin "" "e2e: start the ramp"
+chat 10 shadow-user-
+admin /promote "e2e: shadow looks fine"
+chat 20 canary-user-
+
+mkdir -p "$ARTIFACTS"
+status=0
+BASE="$BASE" ADMIN_KEY="$ADMIN_KEY" VIEWER_KEY="$VIEWER_KEY" PLAYWRIGHT_DIR="$CACHE" \
+  ARTIFACTS="$ARTIFACTS" node tests/ui/dashboard.mjs || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "--- gateway log (tail) ---"
+  tail -50 "$WORK/serve.log"
+fi
+exit "$status"

@@ -1,0 +1,141 @@
+//! The full stage reports of [`crate::report`] over HTTP: every stage of the deployment's latest
+//! rollout as JSON (what the dashboard reads for the ramp curve and each stage's decision and
+//! evidence), and one stage as the self-contained HTML page. Built with the deployment's own gate
+//! policy and ramp from the config. Viewer role. Also `GET /v1/admin/whoami` (any valid key or
+//! token: its actor id and role, so the dashboard knows which buttons to show).
+//!
+//! Never: writes anything. Fails closed: a store error is a 500 (logged, not echoed); an unknown
+//! rollout or stage is a 404.
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::{Principal, Role};
+use super::{AdminError, AdminState};
+use crate::report::{self, BuildOptions, ReportError};
+
+/// Every stage report of the deployment's latest rollout, in stage order (the schema of
+/// `docs/report-schema.md`, one object per stage).
+#[derive(Debug, Serialize)]
+pub struct StageReports {
+    pub reports: Vec<report::StageReport>,
+}
+
+impl From<ReportError> for AdminError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::NoRollout(slug) => AdminError::NotFound {
+                code: "rollout_not_found",
+                param: Some("slug"),
+                message: format!("deployment `{slug}` has no rollout"),
+            },
+            e @ ReportError::NoStage { .. } => AdminError::NotFound {
+                code: "stage_not_found",
+                param: Some("stage"),
+                message: e.to_string(),
+            },
+            other => AdminError::Internal(format!("report: {other}")),
+        }
+    }
+}
+
+fn options(admin: &AdminState, slug: &str) -> Result<BuildOptions, AdminError> {
+    let table = admin.gateway.traffic.load();
+    if table.by_slug(slug).is_none() {
+        return Err(AdminError::DeploymentNotFound(slug.to_owned()));
+    }
+    let settings = admin.gateway.config.rollouts.get(slug);
+    Ok(BuildOptions {
+        policy: settings.and_then(|s| s.gate.clone()),
+        ramp: settings.map(|s| s.ramp.clone()),
+        ..BuildOptions::default()
+    })
+}
+
+/// Every stage's report (JSON).
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{slug}/reports",
+    tag = "deployments",
+    params(("slug" = String, Path, description = "The deployment's slug")),
+    responses(
+        (status = 200, description = "`{\"reports\": [StageReport…]}`, one per stage of the latest rollout (schema in docs/report-schema.md)"),
+        (status = 404, description = "`deployment_not_found` or `rollout_not_found`", body = super::ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn all(
+    State(admin): State<AdminState>,
+    principal: Principal,
+    Path(slug): Path<String>,
+) -> Result<axum::Json<StageReports>, AdminError> {
+    principal.require(Role::Viewer)?;
+    let opts = options(&admin, &slug)?;
+    let reports = report::build_all(admin.store()?, &slug, &opts).await?;
+    Ok(axum::Json(StageReports { reports }))
+}
+
+/// One stage's report as a self-contained HTML page.
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{slug}/reports/{index}",
+    tag = "deployments",
+    params(
+        ("slug" = String, Path, description = "The deployment's slug"),
+        ("index" = String, Path, description = "The stage's index in the ramp (0 = first)"),
+    ),
+    responses(
+        (status = 200, description = "The report (text/html, no external assets)", content_type = "text/html"),
+        (status = 404, description = "`deployment_not_found`, `rollout_not_found` or `stage_not_found`", body = super::ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn html(
+    State(admin): State<AdminState>,
+    principal: Principal,
+    Path((slug, index)): Path<(String, String)>,
+) -> Result<Response, AdminError> {
+    principal.require(Role::Viewer)?;
+    let opts = options(&admin, &slug)?;
+    // Parsed here so that a non-number is the same documented 404 as an unknown stage.
+    let index: u32 = index.parse().map_err(|_| AdminError::NotFound {
+        code: "stage_not_found",
+        param: Some("index"),
+        message: format!("`{index}` is not a stage index (0 = the ramp's first stage)"),
+    })?;
+    let built = report::build_with(admin.store()?, &slug, index, &opts).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        report::to_html(&built),
+    )
+        .into_response())
+}
+
+/// The caller as the admin API sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// `key:<key id>` or `jwt:<subject>`.
+    pub id: String,
+    pub role: Role,
+}
+
+/// Who the bearer credential belongs to, and its role.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/whoami",
+    tag = "keys",
+    responses((status = 200, description = "The caller", body = WhoAmI)),
+    security(("bearer" = []))
+)]
+pub async fn whoami(principal: Principal) -> axum::Json<WhoAmI> {
+    axum::Json(WhoAmI {
+        id: principal.id,
+        role: principal.role,
+    })
+}

@@ -1,0 +1,369 @@
+// canarist dashboard: a client of the admin API. No framework, no build step, no external assets.
+// The key lives in sessionStorage (this tab only) and is sent as a bearer token.
+"use strict";
+
+const KEY_STORE = "canarist.key";
+const LIVE_EVERY_MS = 3000;
+const STAGES_EVERY_MS = 15000;
+const SVGNS = "http://www.w3.org/2000/svg";
+
+const state = { key: sessionStorage.getItem(KEY_STORE) || "", role: null, selected: null,
+  liveTimer: null, stagesTimer: null, listTimer: null };
+
+const $ = (id) => document.getElementById(id);
+
+// Builds an element; children are nodes or strings (always inserted as text, never as HTML).
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const fmt = {
+  num: (v, d = 0) => (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(d),
+  pct: (v) => (v === null || v === undefined) ? "–" : `${Number(v).toFixed(v < 1 ? 2 : 1)}%`,
+  time: (t) => t ? new Date(t).toLocaleString() : "–",
+  dur: (s) => {
+    if (s === null || s === undefined) return "–";
+    const m = Math.floor(s / 60), h = Math.floor(m / 60);
+    return h > 0 ? `${h}h ${m % 60}m` : m > 0 ? `${m}m ${Math.floor(s % 60)}s` : `${Math.floor(s)}s`;
+  },
+};
+
+// --- errors -----------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function showError(e) {
+  const box = $("error");
+  if (!e) { box.hidden = true; box.textContent = ""; return; }
+  let text;
+  if (e instanceof ApiError) {
+    const hint = e.status === 401 ? " — check the key"
+      : e.status === 403 ? " — this key's role may not do that"
+      : e.status === 429 ? " — rate limited, retrying shortly" : "";
+    text = `HTTP ${e.status}${e.code ? ` ${e.code}` : ""}: ${e.message}${hint}`;
+  } else {
+    text = `Cannot reach the gateway: ${e.message || e}`;
+  }
+  box.textContent = text;
+  box.hidden = false;
+}
+
+// --- API --------------------------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const headers = { "Authorization": `Bearer ${state.key}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const type = res.headers.get("content-type") || "";
+  if (!res.ok) {
+    let code = null, message = res.statusText || "request failed";
+    if (type.includes("json")) {
+      try {
+        const j = await res.json();
+        if (j && j.error) { message = j.error.message || message; code = j.error.code || j.error.type || null; }
+      } catch (_) { /* keep the status text */ }
+    }
+    throw new ApiError(res.status, code, message);
+  }
+  return type.includes("json") ? res.json() : res.text();
+}
+
+// --- key --------------------------------------------------------------------------------------
+
+async function useKey(key) {
+  state.key = key.trim();
+  if (!state.key) { forgetKey(); return; }
+  sessionStorage.setItem(KEY_STORE, state.key);
+  try {
+    const me = await api("GET", "/v1/admin/whoami");
+    state.role = me.role;
+    $("whoami").textContent = `${me.id} · ${me.role}`;
+    showError(null);
+    await loadList();
+    clearInterval(state.listTimer);
+    state.listTimer = setInterval(() => loadList().catch(showError), STAGES_EVERY_MS);
+  } catch (e) {
+    state.role = null;
+    $("whoami").textContent = "";
+    showError(e);
+  }
+}
+
+function forgetKey() {
+  sessionStorage.removeItem(KEY_STORE);
+  Object.assign(state, { key: "", role: null, selected: null });
+  for (const t of ["liveTimer", "stagesTimer", "listTimer"]) clearInterval(state[t]);
+  $("key-input").value = "";
+  $("whoami").textContent = "";
+  $("deployments").hidden = true;
+  $("list-empty").hidden = false;
+  $("detail").hidden = true;
+  showError(null);
+}
+
+const canAct = () => state.role === "admin" || state.role === "owner";
+
+// --- list -------------------------------------------------------------------------------------
+
+async function loadList() {
+  const data = await api("GET", "/v1/deployments");
+  const body = $("deployments").querySelector("tbody");
+  body.replaceChildren(...data.deployments.map((d) => el("tr", {
+    "data-slug": d.slug,
+    class: d.slug === state.selected ? "selected" : null,
+    onclick: () => select(d.slug),
+  },
+    el("td", {}, el("strong", {}, d.slug)),
+    el("td", {}, d.model),
+    el("td", {}, el("span", { class: `badge mode-${d.mode}`, "data-field": "mode" }, d.mode)),
+    el("td", { "data-field": "stage" }, d.stage),
+    el("td", {}, d.challengers.map((c) => `${c.id} (${c.model_id}) ${fmt.pct(c.traffic_pct)}${c.is_active ? "" : ", inactive"}`).join("; ") || "–"),
+    el("td", { class: "num" }, `v${d.config_version}`),
+  )));
+  $("deployments").hidden = data.deployments.length === 0;
+  $("list-empty").hidden = data.deployments.length !== 0;
+  $("list-empty").textContent = "No deployments configured.";
+}
+
+async function select(slug) {
+  state.selected = slug;
+  for (const tr of $("deployments").querySelectorAll("tbody tr")) {
+    tr.classList.toggle("selected", tr.dataset.slug === slug);
+  }
+  $("detail").hidden = false;
+  $("detail-title").textContent = slug;
+  $("actions").hidden = !canAct();
+  clearInterval(state.liveTimer);
+  clearInterval(state.stagesTimer);
+  await refreshDetail();
+  state.liveTimer = setInterval(() => loadLive(slug).catch(showError), LIVE_EVERY_MS);
+  state.stagesTimer = setInterval(() => loadStages(slug).catch(showError), STAGES_EVERY_MS);
+}
+
+async function refreshDetail() {
+  const slug = state.selected;
+  if (!slug) return;
+  try {
+    await Promise.all([loadLive(slug), loadStages(slug)]);
+    showError(null);
+  } catch (e) {
+    showError(e);
+  }
+}
+
+// --- live -------------------------------------------------------------------------------------
+
+async function loadLive(slug) {
+  const s = await api("GET", `/v1/deployments/${encodeURIComponent(slug)}`);
+  if (state.selected !== slug) return;
+  const r = s.rollout;
+  const badge = $("detail-state");
+  const shown = r ? r.state : s.deployment.mode;
+  badge.textContent = shown;
+  badge.className = `badge ${shown}`;
+  badge.dataset.state = shown;
+  $("detail-rollout").textContent = r
+    ? `Candidate ${r.candidate} · stage ${r.stage_index} (${s.deployment.stage}) since ${fmt.time(r.stage_started_at)} · config v${r.config_version}`
+    : `No rollout started · mode ${s.deployment.mode}, stage ${s.deployment.stage}`;
+  for (const b of $("actions").querySelectorAll("button")) {
+    const a = b.dataset.action;
+    const st = r ? r.state : null;
+    const active = st && st !== "promoted" && st !== "rolled_back";
+    b.disabled = !active || (a === "resume" && st !== "paused") || (a === "pause" && st === "paused");
+  }
+  $("live").querySelector("tbody").replaceChildren(...s.live.map((v) => el("tr", {},
+    el("td", {}, v.variant), el("td", {}, v.role),
+    el("td", { class: "num" }, v.requests), el("td", { class: "num" }, v.served),
+    el("td", { class: "num" }, v.errors),
+    el("td", { class: "num" }, v.mean_latency_ms === null ? "–" : `${fmt.num(v.mean_latency_ms, 1)} ms`),
+    el("td", { class: "num" }, `${v.prompt_tokens} / ${v.completion_tokens}`),
+  )));
+  if (s.live.length === 0) {
+    $("live").querySelector("tbody").append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No requests in this stage yet.")));
+  }
+  $("live-pairs").textContent = `${s.pairs} matched pairs in this stage`;
+  $("live-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  const d = s.latest_decision;
+  $("live-decision").replaceChildren(d ? el("p", {},
+    "Last transition: ", el("strong", {}, `${d.from_state} → ${d.to_state}`),
+    ` by ${d.actor} at ${fmt.time(d.at)}: ${d.reason}`) : "");
+}
+
+// --- stages and ramp --------------------------------------------------------------------------
+
+async function loadStages(slug) {
+  let data;
+  try {
+    data = await api("GET", `/v1/deployments/${encodeURIComponent(slug)}/reports`);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404 && e.code === "rollout_not_found") {
+      $("stages").querySelector("tbody").replaceChildren();
+      $("stages-note").textContent = "No rollout yet: nothing to report.";
+      $("ramp").replaceChildren();
+      return;
+    }
+    throw e;
+  }
+  if (state.selected !== slug) return;
+  const reports = data.reports;
+  $("stages-note").textContent = reports.length ? `Rollout ${reports[0].rollout.id} of ${reports[0].rollout.candidate}` : "";
+  $("stages").querySelector("tbody").replaceChildren(...reports.map((r) => stageRow(slug, r)));
+  const last = reports[reports.length - 1];
+  $("ramp").replaceChildren(last ? rampChart(last.ramp, last.generated_at) : "");
+}
+
+function evidenceTable(evidence) {
+  return el("table", { class: "evidence" },
+    el("thead", {}, el("tr", {}, ["Metric", "Cohort", "Estimate", "Interval", "Bound", "n cand / stable", "Verdict"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, evidence.map((e) => el("tr", {},
+      el("td", {}, e.metric), el("td", {}, e.cohort),
+      el("td", { class: "num" }, fmt.num(e.estimate, 4)),
+      el("td", { class: "num" }, e.interval ? `[${fmt.num(e.interval[0], 4)}, ${fmt.num(e.interval[1], 4)}]` : "–"),
+      el("td", { class: "num" }, fmt.num(e.bound, 4)),
+      el("td", { class: "num" }, `${e.candidate_n} / ${e.stable_n}`),
+      el("td", { class: `verdict-${e.verdict}` }, e.verdict + (e.note ? ` (${e.note})` : "")),
+    ))));
+}
+
+function stageRow(slug, r) {
+  const s = r.stage;
+  const d = r.decision;
+  const decision = d
+    ? el("details", {},
+      el("summary", {}, el("span", { class: `badge ${d.action}` }, d.action), ` ${d.reason}`),
+      d.evidence.length ? evidenceTable(d.evidence) : el("p", { class: "muted" }, "No evidence recorded."),
+      el("p", { class: "muted small" }, d.source === "recomputed" ? "Recomputed now (no decision was recorded)." : "As recorded by the controller."))
+    : el("span", { class: "muted" }, "–");
+  return el("tr", { "data-stage": s.index },
+    el("td", { class: "num" }, s.index),
+    el("td", {}, `${s.name} (${s.mode})`),
+    el("td", { class: "num" }, fmt.pct(s.configured_percent ?? s.observed_percent)),
+    el("td", {}, fmt.time(s.started_at)),
+    el("td", {}, fmt.dur(s.duration_seconds)),
+    el("td", {}, s.outcome ? el("span", { class: `badge ${s.outcome}` }, s.outcome) : el("span", { class: "muted" }, "running")),
+    el("td", {}, decision),
+    el("td", {}, el("button", { type: "button", class: "secondary", onclick: () => openReport(slug, s.index) }, "HTML report")),
+  );
+}
+
+// Opens a stage's HTML report in a new tab (fetched with the key; links cannot carry it).
+async function openReport(slug, index) {
+  const tab = window.open("", "_blank");
+  try {
+    const html = await api("GET", `/v1/deployments/${encodeURIComponent(slug)}/reports/${index}`);
+    const url = URL.createObjectURL(new Blob([html], { type: "text/html" }));
+    if (tab) tab.location = url; else window.location = url;
+  } catch (e) {
+    if (tab) tab.close();
+    showError(e);
+  }
+}
+
+// The ramp curve: candidate percent over time on a square-root scale (so 0.5% and 2% are visible
+// next to 50%), one step per stage, with each stage's outcome marked where it ended.
+function rampChart(points, generatedAt) {
+  const W = 560, H = 220, L = 44, R = 12, T = 12, B = 30;
+  const now = new Date(generatedAt).getTime();
+  const t0 = Math.min(...points.map((p) => new Date(p.started_at).getTime()));
+  const t1 = Math.max(now, ...points.map((p) => p.ended_at ? new Date(p.ended_at).getTime() : now));
+  const span = Math.max(t1 - t0, 1000);
+  const x = (t) => L + (W - L - R) * (t - t0) / span;
+  const y = (p) => T + (H - T - B) * (1 - Math.sqrt(Math.max(0, Math.min(100, p)) / 100));
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": "ramp curve" });
+  for (const tick of [0, 1, 5, 10, 25, 50, 100]) {
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(tick), y2: y(tick), stroke: "#e6e9ef" }));
+    root.append(svg("text", { x: L - 6, y: y(tick) + 4, "text-anchor": "end" }, `${tick}%`));
+  }
+  root.append(svg("text", { x: L, y: H - 8 }, new Date(t0).toLocaleString()));
+  root.append(svg("text", { x: W - R, y: H - 8, "text-anchor": "end" }, new Date(t1).toLocaleString()));
+  const colors = { promote: "#16803c", rollback: "#c0262d", hold: "#b26b00" };
+  let path = "";
+  for (const p of points) {
+    const shadow = p.name === "shadow";
+    const pct = shadow ? 0 : (p.percent ?? 0);
+    const xa = x(new Date(p.started_at).getTime());
+    const xb = x(p.ended_at ? new Date(p.ended_at).getTime() : now);
+    path += `${path ? "L" : "M"}${xa.toFixed(1)},${y(pct).toFixed(1)} L${xb.toFixed(1)},${y(pct).toFixed(1)} `;
+    root.append(svg("text", { x: (xa + xb) / 2, y: y(pct) - 6, "text-anchor": "middle" },
+      shadow ? "shadow" : `${fmt.pct(pct)}`));
+    const outcome = p.action || (p.outcome === "rolled_back" ? "rollback" : p.outcome ? "promote" : null);
+    if (p.ended_at && outcome) {
+      const c = svg("circle", { cx: xb, cy: y(pct), r: 5, fill: colors[outcome] || "#667085" });
+      c.append(svg("title", {}, `stage ${p.index} ${p.name}: ${outcome}${p.outcome ? ` → ${p.outcome}` : ""}`));
+      root.append(c);
+    }
+  }
+  root.insertBefore(svg("path", { d: path, fill: "none", stroke: "#2857c5", "stroke-width": 2 }), root.querySelector("text"));
+  return root;
+}
+
+// --- actions ----------------------------------------------------------------------------------
+
+const TITLES = { promote: "Promote to the next stage", rollback: "Roll back (candidate traffic to zero)",
+  pause: "Pause the rollout", resume: "Resume the rollout" };
+
+function askReason(action) {
+  return new Promise((resolve) => {
+    const dialog = $("reason-dialog");
+    $("reason-title").textContent = `${TITLES[action]}: ${state.selected}`;
+    $("reason-input").value = "";
+    const done = (value) => {
+      $("reason-form").onsubmit = null;
+      $("reason-cancel").onclick = null;
+      dialog.close();
+      resolve(value);
+    };
+    $("reason-form").onsubmit = (ev) => {
+      ev.preventDefault();
+      const reason = $("reason-input").value.trim();
+      if (reason) done(reason);
+    };
+    $("reason-cancel").onclick = () => done(null);
+    dialog.showModal();
+    $("reason-input").focus();
+  });
+}
+
+async function act(action) {
+  const slug = state.selected;
+  const reason = await askReason(action);
+  if (!reason) return;
+  try {
+    await api("POST", `/v1/deployments/${encodeURIComponent(slug)}/rollout/${action}`, { reason });
+    showError(null);
+  } catch (e) {
+    showError(e);
+  }
+  await Promise.all([loadList().catch(showError), refreshDetail()]);
+}
+
+// --- start ------------------------------------------------------------------------------------
+
+$("key-form").addEventListener("submit", (ev) => { ev.preventDefault(); useKey($("key-input").value); });
+$("key-forget").addEventListener("click", forgetKey);
+for (const b of $("actions").querySelectorAll("button")) b.addEventListener("click", () => act(b.dataset.action));
+if (state.key) useKey(state.key);

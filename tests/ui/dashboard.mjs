@@ -1,0 +1,106 @@
+// Browser test of the dashboard at /ui (run by scripts/e2e-ui.sh against a running gateway with a
+// rollout of `support` in its canary stage). Headless Debian Chromium through playwright-core.
+// Env: BASE, ADMIN_KEY, VIEWER_KEY, PLAYWRIGHT_DIR (where playwright-core is installed), ARTIFACTS.
+import { createRequire } from "node:module";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+
+const require = createRequire(join(process.env.PLAYWRIGHT_DIR, "package.json"));
+const { chromium } = require("playwright-core");
+
+const BASE = process.env.BASE;
+const ARTIFACTS = process.env.ARTIFACTS;
+const profile = mkdtempSync(join(tmpdir(), "canarist-ui-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run"],
+  viewport: { width: 1280, height: 1000 },
+});
+const page = context.pages()[0] ?? await context.newPage();
+const external = [];
+page.on("request", (r) => { if (!r.url().startsWith(BASE) && !r.url().startsWith("blob:")) external.push(r.url()); });
+const consoleErrors = [];
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+const step = (name) => console.log(`ok - ${name}`);
+try {
+  await page.goto(`${BASE}/ui`);
+  assert.equal(await page.title(), "canarist · rollouts");
+  step("the page loads");
+
+  // A wrong key is refused and the API's error is shown.
+  await page.fill("#key-input", "cnr_not-a-key");
+  await page.click("#key-save");
+  await page.waitForSelector("#error:not([hidden])");
+  const err = await page.textContent("#error");
+  assert.match(err, /HTTP 401/);
+  step(`a bad key shows the error: ${err.trim()}`);
+
+  // A viewer sees the deployment but no action buttons.
+  await page.fill("#key-input", process.env.VIEWER_KEY);
+  await page.click("#key-save");
+  await page.waitForSelector('#deployments tr[data-slug="support"]');
+  await page.click('#deployments tr[data-slug="support"]');
+  await page.waitForSelector("#detail:not([hidden])");
+  assert.equal(await page.isVisible("#actions"), false);
+  step("a viewer sees the deployment without action buttons");
+
+  // An admin: the deployment is listed, its rollout is in the canary stage.
+  await page.fill("#key-input", process.env.ADMIN_KEY);
+  await page.click("#key-save");
+  await page.waitForSelector("#whoami:has-text('admin')");
+  const row = page.locator('#deployments tr[data-slug="support"]');
+  await row.waitFor();
+  assert.equal(await row.locator('[data-field="stage"]').textContent(), "canary-1");
+  await row.click();
+  await page.waitForSelector("#detail-state[data-state='canary']");
+  await page.waitForSelector("#actions:not([hidden])");
+  step("an admin sees the deployment in stage canary-1 with the action buttons");
+
+  // The ramp curve, the stages with their decisions, and live counts.
+  await page.waitForSelector("#ramp svg path");
+  const stages = await page.locator("#stages > tbody > tr").count();
+  assert.equal(stages, 2, "two stages so far: shadow and canary-1");
+  await page.waitForSelector("#live tbody tr td.num");
+  const liveRows = await page.locator("#live > tbody > tr").count();
+  assert.ok(liveRows >= 1, "live counts of the current stage");
+  step(`ramp curve drawn, ${stages} stages listed, ${liveRows} live rows`);
+
+  // The first stage's HTML report opens in a new tab.
+  const [popup] = await Promise.all([
+    context.waitForEvent("page"),
+    page.locator('#stages tr[data-stage="0"] button').click(),
+  ]);
+  await popup.waitForFunction(() => document.body && document.body.innerText.includes("shadow"));
+  assert.match(await popup.title(), /support/);
+  await popup.close();
+  step("the stage report opens as HTML");
+
+  // Roll back with a reason: the state shown changes.
+  await page.click('#actions button[data-action="rollback"]');
+  await page.waitForSelector("#reason-dialog[open]");
+  await page.fill("#reason-input", "e2e: rolled back from the dashboard");
+  await page.click("#reason-confirm");
+  await page.waitForSelector("#detail-state[data-state='rolled_back']");
+  assert.equal(await page.isVisible("#error"), false, await page.textContent("#error"));
+  assert.equal(await page.locator('#actions button[data-action="promote"]').isDisabled(), true);
+  await page.waitForSelector("#live-decision:has-text('rolled_back')");
+  step("a rollback click changes the state shown to rolled_back");
+
+  await page.screenshot({ path: join(ARTIFACTS, "dashboard.png"), fullPage: true });
+  step(`screenshot saved to ${join(ARTIFACTS, "dashboard.png")}`);
+  assert.deepEqual(external, [], "no request leaves the gateway");
+  assert.deepEqual(consoleErrors, [], "no script errors");
+  step("no external requests, no script errors");
+} catch (e) {
+  await page.screenshot({ path: join(ARTIFACTS, "dashboard-failure.png"), fullPage: true }).catch(() => {});
+  console.error(`not ok - ${e.stack || e}`);
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
