@@ -28,8 +28,3 @@ fi
 if [ "${CANARIST_E2E:-0}" = "1" ]; then
   ./scripts/e2e-python.sh
 fi
-
-# A real model server (../shared/realllm: llama.cpp with SmolLM2 and gemma-3 base); opt-in.
-if [ "${CANARIST_REALLLM:-0}" = "1" ]; then
-  ./scripts/e2e-realllm.sh
-fi
