@@ -28,3 +28,9 @@ fi
 if [ "${CANARIST_REALLLM:-0}" = "1" ]; then
   ./scripts/e2e-realllm-judge.sh
 fi
+
+# The official OpenAI Python SDK (from PyPI, in a venv cached under ~/.cache) against
+# `canarist demo --keep-running` (about a minute and a half).
+if [ "${CANARIST_E2E:-0}" = "1" ]; then
+  ./scripts/e2e-python.sh
+fi

@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod gate;
 pub mod http;
 pub mod judge;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod serve;
+pub(crate) mod serve;
 
 pub use serve::ServeArgs;
 
@@ -19,6 +19,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show the whole product in one process: mock upstream, gateway, judge, traffic and a
+    /// live rollout that is promoted or rolled back, then the reports.
+    Demo(crate::demo::DemoArgs),
     /// Run the gateway.
     Serve(ServeArgs),
     /// Run the built-in OpenAI-compatible mock upstream (for tests, benches and the demo).
@@ -43,8 +46,14 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Flushes exported spans when main returns.
-    let _tracing = crate::telemetry::traces::init();
+    // Flushes exported spans when main returns. The demo's own display is its output: only
+    // warnings are logged unless CANARIST_LOG says otherwise.
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    let _tracing = crate::telemetry::traces::init_with(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,6 +75,7 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Demo(args) => crate::demo::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::MockUpstream(args) => crate::mock::run(args).await,
         Command::Migrate(args) => crate::store::run_migrate(args).await,

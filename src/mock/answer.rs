@@ -139,6 +139,28 @@ pub fn decide(profile: &Profile, draws: &Draws) -> Outcome {
     })
 }
 
+/// The profile a request is answered with: `profile` itself, or a copy whose `degraded_rate`
+/// is the `degraded_when` rate when the request's `metadata` matches that rule.
+pub fn for_request<'p>(
+    profile: &'p Profile,
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Cow<'p, Profile> {
+    let Some(rule) = &profile.degraded_when else {
+        return Cow::Borrowed(profile);
+    };
+    let value = body
+        .get("metadata")
+        .and_then(|m| m.get(&rule.key))
+        .and_then(serde_json::Value::as_str);
+    if value == Some(rule.value.as_str()) {
+        let mut p = profile.clone();
+        p.degraded_rate = rule.rate;
+        Cow::Owned(p)
+    } else {
+        Cow::Borrowed(profile)
+    }
+}
+
 /// The good/degraded draw alone (used per prompt when one request carries several).
 pub fn is_degraded(profile: &Profile, draws: &Draws) -> bool {
     draws.uniform(Stream::Quality) < profile.degraded_rate
@@ -324,6 +346,32 @@ mod tests {
         let Outcome::Answer(a) = clean else { panic!() };
         assert!(!a.degraded && !a.truncated && !a.malformed);
         assert_eq!(a.latency, Duration::ZERO);
+    }
+
+    #[test]
+    fn degraded_when_applies_only_to_matching_metadata() {
+        let p = Profile {
+            degraded_rate: 0.0,
+            degraded_when: Some(super::super::config::CohortRate {
+                key: "tier".into(),
+                value: "enterprise".into(),
+                rate: 1.0,
+            }),
+            ..Profile::default()
+        };
+        let body = |tier: &str| {
+            serde_json::json!({"metadata": {"tier": tier}})
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        let degraded = |b| match decide(&for_request(&p, &b), &draws(0)) {
+            Outcome::Answer(a) => a.degraded,
+            other => panic!("{other:?}"),
+        };
+        assert!(degraded(body("enterprise")));
+        assert!(!degraded(body("pro")));
+        assert!(!degraded(serde_json::Map::new()));
     }
 
     #[test]

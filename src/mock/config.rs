@@ -123,6 +123,9 @@ pub struct Profile {
     pub hang: bool,
     /// Probability that the answer is the dataset's degraded one.
     pub degraded_rate: f64,
+    /// A different `degraded_rate` for requests whose `metadata` has `key: value` (a regression
+    /// confined to one cohort, e.g. `tier=enterprise`).
+    pub degraded_when: Option<CohortRate>,
     /// A stream waits after its first chunk until `MockServer::release_streams` lets it go on.
     pub hold_after_first_chunk: bool,
     /// The first this-many requests to the model answer `error_status` (e.g. a burst of 429s).
@@ -147,12 +150,21 @@ impl Default for Profile {
             malformed_rate: 0.0,
             hang: false,
             degraded_rate: 0.0,
+            degraded_when: None,
             hold_after_first_chunk: false,
             fail_first: 0,
             judge: false,
             judge_garbage_rate: 0.0,
         }
     }
+}
+
+/// `degraded_when`: requests whose `metadata.<key>` is `value` are degraded with `rate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CohortRate {
+    pub key: String,
+    pub value: String,
+    pub rate: f64,
 }
 
 pub fn default_words_per_chunk() -> usize {
@@ -294,10 +306,19 @@ struct RawProfile {
     malformed_rate: Option<f64>,
     hang: Option<bool>,
     degraded_rate: Option<f64>,
+    degraded_when: Option<RawCohortRate>,
     hold_after_first_chunk: Option<bool>,
     fail_first: Option<u64>,
     judge: Option<bool>,
     judge_garbage_rate: Option<f64>,
+}
+
+/// `{metadata: "tier=enterprise", rate: 0.6}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCohortRate {
+    metadata: String,
+    rate: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -361,6 +382,27 @@ impl RawProfile {
         let malformed_rate = rate("malformed_rate", self.malformed_rate);
         let degraded_rate = rate("degraded_rate", self.degraded_rate);
         let judge_garbage_rate = rate("judge_garbage_rate", self.judge_garbage_rate);
+        let when_rate = self
+            .degraded_when
+            .as_ref()
+            .map(|w| rate("degraded_when.rate", Some(w.rate)));
+        let degraded_when = match (&self.degraded_when, when_rate) {
+            (Some(w), Some(rate)) => match w.metadata.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Some(CohortRate {
+                    key: k.trim().to_owned(),
+                    value: v.trim().to_owned(),
+                    rate,
+                }),
+                _ => {
+                    problems.push(format!(
+                        "{field}.degraded_when.metadata: expected `key=value`, got `{}`",
+                        w.metadata
+                    ));
+                    None
+                }
+            },
+            _ => None,
+        };
         let latency = match &self.latency {
             Some(l) => l.validate(&format!("{field}.latency"), problems),
             None => Some(d.latency),
@@ -400,6 +442,7 @@ impl RawProfile {
             malformed_rate,
             hang: self.hang.unwrap_or(false),
             degraded_rate,
+            degraded_when,
             hold_after_first_chunk: self.hold_after_first_chunk.unwrap_or(false),
             fail_first: self.fail_first.unwrap_or(0),
             judge: self.judge.unwrap_or(false),

@@ -158,6 +158,8 @@ async fn chat_inner(
     let Some(profile) = st.profile(&a.model) else {
         return Err(MockHttpError::model_not_found(&a.model));
     };
+    let effective = answer::for_request(profile, &a.body);
+    let profile: &Profile = &effective;
     let draws = a.draws(st, headers, &prompt);
     if a.counter < profile.fail_first {
         st.count_completed(&a.model);

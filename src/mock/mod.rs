@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub use config::{ErrorStatus, Latency, MockConfig, MockError, Profile};
+pub use config::{CohortRate, ErrorStatus, Latency, MockConfig, MockError, Profile};
 pub use dataset::{Dataset, DatasetEntry};
 pub use handlers::router;
 pub use server::{MockServer, MockState, RecordedRequest, serve};

@@ -152,7 +152,13 @@ fn otlp_provider() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuil
 /// Installs the global subscriber: logs on stderr filtered by `CANARIST_LOG` (default `info`),
 /// and OTLP span export when the standard OpenTelemetry endpoint variables are set.
 pub fn init() -> TracingGuard {
-    let filter = EnvFilter::try_from_env("CANARIST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with("info")
+}
+
+/// [`init`] with another log level than `info` when `CANARIST_LOG` is not set.
+pub fn init_with(default_level: &str) -> TracingGuard {
+    let filter =
+        EnvFilter::try_from_env("CANARIST_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let provider = if otlp_configured() {
         match otlp_provider() {

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod admin;
 mod clients;
+mod demo;
 mod durability;
 mod errors;
 mod judge;
