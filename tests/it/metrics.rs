@@ -197,8 +197,17 @@ async fn metrics_count_a_known_sequence() {
         store.rollouts("chat").await.unwrap()[0].state,
         "rolled_back"
     );
-    gw.reload_traffic().await.unwrap();
-    let m = scrape(&client, &server).await;
+    // The transition is persisted before the traffic change is written (a few ms later): wait
+    // for the zero-traffic state rather than racing it.
+    let mut m = String::new();
+    for _ in 0..200 {
+        gw.reload_traffic().await.unwrap();
+        m = scrape(&client, &server).await;
+        if sample(&m, &format!("canarist_candidate_served_percent{labels}")) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     assert_eq!(
         sample(
             &m,
