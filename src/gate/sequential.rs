@@ -69,6 +69,30 @@ impl Moments {
     }
 }
 
+impl Moments {
+    /// Mean and a variance that never collapses to zero, for data known to lie in `[lo, hi]`
+    /// (scores normalised to 0–1, their paired differences in −1…1, win/tie/loss as 1, ½, 0).
+    /// The mean is the observed one; the variance is that of the sample with one pseudo-
+    /// observation added, half at each end of the range — for 0/1 data exactly the shrinkage
+    /// of [`Count::stats`]. Without it, eight identical paired differences (every pair scored the
+    /// same, as a deterministic check at temperature 0 does) give a zero-width interval, and the
+    /// gate would promote on the strength of eight pairs. `None` below two observations.
+    pub fn stats_bounded(&self, lo: f64, hi: f64) -> Option<SampleStats> {
+        if self.n < 2 {
+            return None;
+        }
+        let n = self.n as f64;
+        let pseudo_mean = (self.sum + 0.5 * (lo + hi)) / (n + 1.0);
+        let pseudo_sq = (self.sum_sq + 0.5 * (lo * lo + hi * hi)) / (n + 1.0);
+        let shrunk = (pseudo_sq - pseudo_mean * pseudo_mean).max(0.0);
+        let plain = self.stats()?;
+        Some(SampleStats {
+            var: plain.var.max(shrunk),
+            ..plain
+        })
+    }
+}
+
 /// A count of events among `n` trials (errors, check failures, requests above a quantile).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Count {
@@ -307,6 +331,35 @@ mod tests {
             var: 0.0,
         };
         assert!(ratio_cs(&c, &zero, 0.05, 1000.0).is_none());
+    }
+
+    #[test]
+    fn bounded_variance_never_collapses_and_matches_the_count_shrinkage_on_0_1_data() {
+        // Eight paired differences of −1 (a check stable always passes, the candidate never).
+        let all_worse = Moments::from_values(&[-1.0; 8]);
+        assert_eq!(all_worse.stats().unwrap().var, 0.0);
+        let s = all_worse.stats_bounded(-1.0, 1.0).unwrap();
+        assert_eq!(s.mean, -1.0);
+        // Pseudo-sample: mean −8/9, mean square 9/9 → variance 1 − 64/81 = 17/81.
+        assert!(close(s.var, 17.0 / 81.0, 1e-12), "{s:?}");
+        // On 0/1 data it is Count's variance: 3 hits in 20 → p̃ = 3.5/21.
+        let mut m = Moments::default();
+        for i in 0..20 {
+            m.push(if i < 3 { 1.0 } else { 0.0 });
+        }
+        let p = 3.5 / 21.0;
+        let c = Count::new(3, 20).stats().unwrap();
+        let b = m.stats_bounded(0.0, 1.0).unwrap();
+        assert!(
+            close(c.var, p * (1.0 - p), 1e-12)
+                && close(b.var, m.stats().unwrap().var.max(c.var), 1e-12)
+        );
+        // Spread-out data keeps its own (larger) variance.
+        let wide = Moments::from_values(&[-1.0, 1.0, -1.0, 1.0]);
+        assert_eq!(
+            wide.stats_bounded(-1.0, 1.0).unwrap().var,
+            wide.stats().unwrap().var
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Alert webhooks: a rollback, a stage that hit its maximum duration, a sample-ratio mismatch.
+//! Alert webhooks: a rollback, a stage that hit its maximum duration, a sample-ratio mismatch,
+//! a guardrail trip on a canary that may not roll back on its own.
 //!
 //! [`Alerts::send`] only puts the alert on a bounded queue (full: dropped and counted); one
 //! spawned task POSTs each alert to its deployment's webhook, Slack-compatible
@@ -26,6 +27,8 @@ pub enum AlertEvent {
     RolledBack,
     StageTimeout,
     SampleRatioMismatch,
+    /// A guardrail tripped on an admin-API canary whose `auto_rollback` is off.
+    GuardrailTripped,
 }
 
 impl AlertEvent {
@@ -34,6 +37,7 @@ impl AlertEvent {
             AlertEvent::RolledBack => "rolled_back",
             AlertEvent::StageTimeout => "stage_timeout",
             AlertEvent::SampleRatioMismatch => "sample_ratio_mismatch",
+            AlertEvent::GuardrailTripped => "guardrail_tripped",
         }
     }
 }

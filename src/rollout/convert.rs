@@ -229,6 +229,57 @@ fn insert(out: &mut StageSummaries, cohort: &Cohort, metric: &str, data: MetricD
         .insert(metric.to_owned(), data);
 }
 
+/// The summary of a stage that keeps `excluded` cohorts out of the candidate: their rows are
+/// dropped (the candidate has no data there, so they could only block promotion), and their
+/// stable requests, errors and served counts are taken out of the overall (`all`) stable row,
+/// so that the overall error rate and the sample-ratio check compare the traffic the candidate
+/// was eligible for. Latency and cost of the overall stable row still include them.
+fn without_cohorts(summary: &StageSummary, excluded: &[(String, String)]) -> StageSummary {
+    let is_excluded = |c: &Cohort| c.as_ref().is_some_and(|kv| excluded.contains(kv));
+    let mut out = StageSummary {
+        variants: Vec::new(),
+        pairs: summary
+            .pairs
+            .iter()
+            .filter(|((c, _), _)| !is_excluded(c))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        scores: summary
+            .scores
+            .iter()
+            .filter(|s| !is_excluded(&s.cohort))
+            .cloned()
+            .collect(),
+        checks: summary
+            .checks
+            .iter()
+            .filter(|s| !is_excluded(&s.cohort))
+            .cloned()
+            .collect(),
+    };
+    let removed: Vec<&VariantSummary> = summary
+        .variants
+        .iter()
+        .filter(|v| is_excluded(&v.cohort) && v.role != "candidate")
+        .collect();
+    for v in summary.variants.iter().filter(|v| !is_excluded(&v.cohort)) {
+        let mut v = v.clone();
+        if v.cohort.is_none() && v.role != "candidate" {
+            for r in removed.iter().filter(|r| r.variant == v.variant) {
+                v.requests = v.requests.saturating_sub(r.requests);
+                v.served = v.served.saturating_sub(r.served);
+                for (class, n) in &r.errors {
+                    if let Some(e) = v.errors.get_mut(class) {
+                        *e = e.saturating_sub(*n);
+                    }
+                }
+            }
+        }
+        out.variants.push(v);
+    }
+    out
+}
+
 /// Converts and evaluates: the gate's decision on one stage after `elapsed` (paused time
 /// excluded).
 pub fn decide(
@@ -237,6 +288,13 @@ pub fn decide(
     elapsed: Duration,
     summary: &StageSummary,
 ) -> Decision {
+    let eligible;
+    let summary = if stage.exclude_cohorts.is_empty() {
+        summary
+    } else {
+        eligible = without_cohorts(summary, &stage.exclude_cohorts);
+        &eligible
+    };
     let (data, judged_pairs) = summaries(policy, stage.exposure, summary);
     let ctx = StageContext {
         elapsed,
@@ -441,5 +499,66 @@ mod tests {
         };
         let d = decide(&p, &stage, Duration::from_secs(1), &summary);
         assert_eq!(d.action, Action::Rollback, "{d:?}");
+    }
+
+    /// A stage at 10% that keeps `tier=enterprise` (20% of traffic) on stable: the candidate
+    /// serves 10% of the other 80%. Counted over all traffic that is a sample-ratio mismatch
+    /// (800 of 10,000 against 10%) that would block promotion forever, and the enterprise cohort,
+    /// where the candidate has no data, would too. Over eligible traffic the split is right.
+    #[test]
+    fn excluded_cohorts_leave_the_gate_and_the_sample_ratio_check() {
+        let enterprise = Some(("tier".to_owned(), "enterprise".to_owned()));
+        let summary = StageSummary {
+            variants: vec![
+                variant(None, "stable", 9_200, 100),
+                variant(None, "candidate", 800, 8),
+                variant(enterprise.clone(), "stable", 2_000, 80),
+            ],
+            ..StageSummary::default()
+        };
+        let p = policy(vec![metric(
+            "error_rate",
+            MetricKind::ErrorRate {
+                margin: 0.05,
+                ceiling: 0.5,
+            },
+        )]);
+        let mut stage = Stage {
+            exposure: Exposure::Live { share: 0.1 },
+            min_duration: Duration::ZERO,
+            min_judged_pairs: 0,
+            max_duration: Duration::from_secs(3600),
+            on_timeout: OnTimeout::HoldAndAlert,
+            exclude_cohorts: Vec::new(),
+        };
+        let blocked = |d: &Decision| {
+            d.evidence
+                .iter()
+                .filter(|e| {
+                    e.verdict != crate::gate::Verdict::NonInferior
+                        && e.verdict != crate::gate::Verdict::Passed
+                })
+                .map(|e| format!("{}/{}", e.metric, e.cohort))
+                .collect::<Vec<_>>()
+        };
+        let d = decide(&p, &stage, Duration::from_secs(1), &summary);
+        let b = blocked(&d);
+        assert!(b.contains(&"sample_ratio/all".to_owned()), "{b:?}");
+        assert!(
+            b.contains(&"error_rate/tier=enterprise".to_owned()),
+            "{b:?}"
+        );
+
+        stage.exclude_cohorts = vec![("tier".into(), "enterprise".into())];
+        let d = decide(&p, &stage, Duration::from_secs(1), &summary);
+        assert_eq!(blocked(&d), Vec::<String>::new(), "{d:?}");
+        assert_eq!(d.action, Action::Promote, "{}", d.reason);
+        let eligible = without_cohorts(&summary, &stage.exclude_cohorts);
+        assert_eq!(eligible.variants.len(), 2);
+        let stable = &eligible.variants[0];
+        assert_eq!(
+            (stable.requests, stable.served, stable.error_count()),
+            (7_200, 7_200, 20)
+        );
     }
 }

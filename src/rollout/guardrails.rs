@@ -6,8 +6,10 @@
 //! counts it, so the request path never waits. One task per process feeds each deployment's
 //! [`Guardrail`] (from `gate`) and, when it trips, calls [`actions::apply`] with a guardrail
 //! event (actor `guardrail`), so the rollback is persisted, applied to traffic, alerted — then
-//! reloads this gateway's traffic at once. The judge reports hard-check failures (candidate
-//! failed where stable passed) through [`OutcomeSender::hard_failure`].
+//! reloads this gateway's traffic at once. A trip on a canary set through the admin API (no
+//! rollout; guarded by the defaults unless the deployment configures guardrails) goes to
+//! [`canary_guard`], which honours the canary's `auto_rollback`. The judge reports hard-check
+//! failures (candidate failed where stable passed) through [`OutcomeSender::hard_failure`].
 //! Owns: the channel, the windows, the trip → rollback wiring. Never: decides the trip rule
 //! (the gate's `Guardrail` does). Fails open on overload (drops and counts outcomes); a trip
 //! whose rollback cannot be persisted is logged and re-tried on the next outcome.
@@ -24,10 +26,12 @@ use tokio_util::task::TaskTracker;
 
 use super::actions::{self, RolloutCtx, RolloutError};
 use super::alerts::Failing;
+use super::canary_guard::{self, CanaryTrip};
 use super::{Event, stored};
 use crate::capture::{ErrorClass, Role};
-use crate::gate::Guardrail;
+use crate::gate::{Guardrail, GuardrailConfig};
 use crate::http::AppState;
+use crate::routing::CANARY_STAGE;
 
 /// One thing the guardrails hear about.
 #[derive(Debug, Clone)]
@@ -139,9 +143,29 @@ pub fn spawn(
                     })
                     .inc();
             }
-            match trip_rollback(&ctx, gateway.as_ref(), &trip).await {
+            let result = match trip_rollback(&ctx, gateway.as_ref(), &trip).await {
+                // No rollout owns this traffic: an admin-API canary, or nothing to do.
+                Err(RolloutError::NoRollout(_) | RolloutError::DeploymentNotFound(_)) => {
+                    let metric = format!("guardrail.{}", trip_kind(&trip.trip));
+                    canary_guard::on_trip(&ctx, gateway.as_ref(), &trip.deployment, &metric, &trip.trip)
+                        .await
+                        .map(|done| {
+                            if done == CanaryTrip::RolledBack {
+                                // The next canary of this deployment starts with a fresh window.
+                                windows.forget(&trip.deployment);
+                            }
+                        })
+                }
+                other => other,
+            };
+            match result {
                 Ok(()) => {}
-                Err(RolloutError::NoRollout(_) | RolloutError::Conflict(_)) => {}
+                Err(RolloutError::NoRollout(_)) => {}
+                Err(error @ RolloutError::Conflict(_)) if trip_was_canary(&trip) => {
+                    windows.untrip(&trip.deployment, &trip.stage);
+                    tracing::warn!(%error, deployment = %trip.deployment, "guardrail rollback raced a traffic change; retried on the next outcome");
+                }
+                Err(RolloutError::Conflict(_)) => {}
                 Err(error) => {
                     // Not persisted: let the next outcome try again.
                     windows.untrip(&trip.deployment, &trip.stage);
@@ -191,7 +215,13 @@ impl Windows {
         ) {
             return None;
         }
-        let cfg = ctx.config.rollouts.get(deployment)?.guardrails.clone()?;
+        // A canary set through the admin API is guarded by the defaults unless the deployment
+        // configures its own guardrails.
+        let cfg = ctx
+            .config
+            .guardrails_of(deployment)
+            .cloned()
+            .or_else(|| (stage == CANARY_STAGE).then(GuardrailConfig::default))?;
         // A new stage label means a new stage: forget the other windows of this deployment.
         self.windows
             .retain(|(d, s), _| d != deployment || s == stage);
@@ -218,6 +248,10 @@ impl Windows {
         })
     }
 
+    fn forget(&mut self, deployment: &str) {
+        self.windows.retain(|(d, _), _| d != deployment);
+    }
+
     fn untrip(&mut self, deployment: &str, stage: &str) {
         if let Some(w) = self
             .windows
@@ -226,6 +260,12 @@ impl Windows {
             w.tripped = false;
         }
     }
+}
+
+/// Whether the trip was on an admin-API canary (its conflicts are retried; a rollout's are the
+/// state machine refusing a rollback that already happened).
+fn trip_was_canary(t: &Tripped) -> bool {
+    t.stage == CANARY_STAGE
 }
 
 /// `hard_checks` when hard-check failures tripped the guardrail, else `error_rate`.

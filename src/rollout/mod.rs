@@ -12,6 +12,7 @@
 
 pub mod actions;
 pub mod alerts;
+pub mod canary_guard;
 pub mod cli;
 pub mod controller;
 pub mod convert;

@@ -127,6 +127,11 @@ pub fn traffic_for(base: &Deployment, ramp: &Ramp, state: &State) -> TrafficStat
         }
         State::Running(run) | State::Paused { run, .. } => {
             t.stage = stage_label(ramp, run.stage);
+            t.exclude_cohorts = ramp
+                .stages
+                .get(run.stage)
+                .map(|s| s.exclude_cohorts.clone())
+                .unwrap_or_default();
             match ramp.stages.get(run.stage).map(|s| s.exposure) {
                 Some(Exposure::Shadow { sample_rate }) => {
                     t.mode = "shadow".to_owned();

@@ -25,6 +25,10 @@ use crate::config::{Deployment, Mode};
 pub const BUCKETS: u16 = 10_000;
 
 /// The header clients set to choose their unit key.
+/// The stage label of a canary set through the admin API (`POST /api/v1/gateway/canary`),
+/// outside any rollout.
+pub const CANARY_STAGE: &str = "canary";
+
 pub const UNIT_HEADER: &str = "x-canarist-unit";
 
 /// Width of each candidate's lane in the bucket space.

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Candidate, Deployment, Mode, Variant};
+use crate::config::{Candidate, CohortAction, CohortRule, Deployment, Mode, Variant};
 
 /// A variant as stored in a traffic state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +34,24 @@ pub struct TrafficState {
     pub stage: String,
     pub stable: VariantState,
     pub candidates: Vec<CandidateState>,
+    /// Whether a guardrail trip takes the candidates' traffic away at once (`true`, the
+    /// default) or only records and alerts. Set by `POST /api/v1/gateway/canary`
+    /// (`auto_rollback`); rollouts always roll back on a trip. Stored only when off.
+    #[serde(default = "auto_rollback_on", skip_serializing_if = "is_on")]
+    pub auto_rollback: bool,
+    /// Cohort labels (`key`, `value`) kept out of the candidate whatever its share: a ramp
+    /// stage's `exclude_cohorts`, on top of the deployment's own `cohorts.rules`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_cohorts: Vec<(String, String)>,
+}
+
+fn auto_rollback_on() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_on(b: &bool) -> bool {
+    *b
 }
 
 impl From<&Variant> for VariantState {
@@ -75,6 +93,8 @@ impl TrafficState {
                     buckets: c.buckets,
                 })
                 .collect(),
+            auto_rollback: true,
+            exclude_cohorts: Vec::new(),
         }
     }
 
@@ -97,6 +117,14 @@ impl TrafficState {
                 buckets: c.buckets.min(crate::routing::BUCKETS),
             })
             .collect();
+        d.cohorts
+            .rules
+            .extend(self.exclude_cohorts.iter().map(|kv| CohortRule {
+                matches: vec![kv.clone()],
+                action: CohortAction::Exclude {
+                    until_buckets: None,
+                },
+            }));
         d
     }
 }

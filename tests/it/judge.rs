@@ -20,7 +20,7 @@ use crate::store::{TestDb, backends};
 
 /// The engine against the simulated judge: repair, 429, permanent errors, rate, cache.
 mod engine;
-/// Against a real model server (ignored; `scripts/e2e-realllm-judge.sh` runs it).
+/// Against a real model server (ignored; `scripts/e2e-realllm.sh` runs it).
 mod realllm;
 /// `canarist replay`.
 mod replay;

@@ -9,6 +9,8 @@ mod judge;
 mod live;
 mod metrics;
 mod mock_upstream;
+/// A rollout against real model servers (ignored; `scripts/e2e-realllm.sh` runs it).
+mod realllm;
 mod report;
 mod rollout;
 mod rubric;

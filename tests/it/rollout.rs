@@ -714,3 +714,195 @@ deployments:
     let _ = b.process.kill().await;
     db.cleanup().await;
 }
+
+/// A deployment without a ramp: its canaries come from `POST /api/v1/gateway/canary`, guarded
+/// by the default guardrails (10% error ceiling, at least 100 candidate calls in the minute),
+/// alerting to a webhook.
+const API_CANARY: &str = r#"
+deployments:
+  - slug: chat
+    stable: { provider: mock, model: mock-fast }
+    alerts: { webhook_url: "HOOK", format: json }
+"#;
+
+/// Starts an admin-API canary of `mock-500` (every call fails) at 50% on `chat`.
+async fn api_canary(node: &Node, key: &str, auto_rollback: bool) {
+    let r = node
+        .client
+        .post(format!("{}/api/v1/gateway/canary", node.server.url()))
+        .bearer_auth(key)
+        .json(&serde_json::json!({
+            "candidate_model": "mock-500", "stable_model": "mock-fast",
+            "traffic_percent": 50, "auto_rollback": auto_rollback,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    node.wait_stage("canary").await;
+}
+
+#[tokio::test]
+async fn an_api_canary_is_rolled_back_by_its_guardrail_unless_auto_rollback_is_off() {
+    use canarist::http::admin::Role;
+    use canarist::http::admin::keys::create_key;
+    for db in backends().await {
+        let mock = MockServer::start(mock_config()).await.unwrap();
+        let hooks = Hooks::start().await;
+        let cfg = config(&mock, &db.url, &API_CANARY.replace("HOOK", &hooks.url));
+        let node = Node::start(&cfg, &db).await;
+        let (key, _) = create_key(&node.store, "ops", Role::Admin, "test")
+            .await
+            .unwrap();
+        let audit = |action: &'static str| {
+            let store = node.store.clone();
+            async move {
+                store
+                    .admin_audit(Some(DEPLOYMENT))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|e| e.action == action)
+                    .collect::<Vec<_>>()
+            }
+        };
+
+        // auto_rollback on (the default): the trip takes the candidate's traffic away.
+        api_canary(&node, &key, true).await;
+        let mut served_by_candidate = 0;
+        for i in 0..2_000 {
+            let (_, variant, _) = node.chat(&format!("a{i}")).await;
+            served_by_candidate += usize::from(variant != "stable");
+            if !audit("traffic.rollback").await.is_empty() {
+                break;
+            }
+        }
+        let rollback = audit("traffic.rollback").await;
+        assert_eq!(rollback.len(), 1, "{}: {rollback:?}", db.label);
+        assert_eq!(rollback[0].actor, "guardrail");
+        assert_eq!(
+            rollback[0].detail["evidence"]["metric"], "guardrail.error_rate",
+            "{:?}",
+            rollback[0].detail
+        );
+        assert!(
+            served_by_candidate >= 100,
+            "the default guardrail waits for 100 candidate calls: {served_by_candidate}"
+        );
+        node.wait_stage("rolled_back").await;
+        let hook = hooks.wait_for(|b| b["event"] == "rolled_back").await;
+        assert_eq!(
+            (
+                &hook["actor"],
+                &hook["failing"]["metric"],
+                &hook["candidate"]
+            ),
+            (
+                &Value::from("guardrail"),
+                &Value::from("guardrail.error_rate"),
+                &Value::from("mock-500")
+            ),
+            "{hook}"
+        );
+        let failing_calls = mock.request_count("mock-500");
+        for i in 0..50 {
+            let (status, variant, _) = node.chat(&format!("a{i}")).await;
+            assert_eq!((status, variant.as_str()), (200, "stable"));
+        }
+        assert_eq!(mock.request_count("mock-500"), failing_calls);
+
+        // auto_rollback off: the same failures are recorded (once) and the canary keeps serving.
+        api_canary(&node, &key, false).await;
+        for i in 0..2_000 {
+            node.chat(&format!("b{i}")).await;
+            if !audit("traffic.guardrail_tripped").await.is_empty() {
+                break;
+            }
+        }
+        let tripped = audit("traffic.guardrail_tripped").await;
+        assert_eq!(tripped.len(), 1, "{}: {tripped:?}", db.label);
+        assert_eq!(tripped[0].actor, "guardrail");
+        assert_eq!(tripped[0].detail["auto_rollback"], false);
+        let hook = hooks.wait_for(|b| b["event"] == "guardrail_tripped").await;
+        assert!(
+            hook["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("auto_rollback is off")),
+            "{hook}"
+        );
+        let mut still_candidate = 0;
+        for i in 0..200 {
+            let (_, variant, stage) = node.chat(&format!("b{i}")).await;
+            assert_eq!(stage, "canary");
+            still_candidate += usize::from(variant != "stable");
+        }
+        assert!(still_candidate > 50, "{still_candidate} of 200");
+        assert_eq!(audit("traffic.guardrail_tripped").await.len(), 1);
+        assert_eq!(audit("traffic.rollback").await.len(), 1);
+        node.stop().await;
+        db.cleanup().await;
+    }
+}
+
+const STAGE_EXCLUSION: &str = r#"
+deployments:
+  - slug: chat
+    stable: { provider: mock, model: mock-fast }
+    candidates: [{ name: cand, provider: mock, model: mock-cand }]
+    cohorts:
+      labels:
+        tier: { metadata: tier }
+    ramp:
+      stages:
+        - { percent: 40, min_duration: 1h, min_judged_pairs: 0, exclude_cohorts: ["tier=enterprise"] }
+        - { percent: 50, min_duration: 1h, min_judged_pairs: 0 }
+"#;
+
+/// A ramp stage's `exclude_cohorts` keeps that cohort on stable in live traffic, and the next
+/// stage, which excludes nothing, lets it in.
+#[tokio::test]
+async fn a_stage_cohort_exclusion_keeps_the_cohort_on_stable() {
+    let db = backends().await.swap_remove(0);
+    let mock = MockServer::start(mock_config()).await.unwrap();
+    let node = Node::start(&config(&mock, &db.url, STAGE_EXCLUSION), &db).await;
+    actions::start(node.ctx(), DEPLOYMENT, &actor("cli"), "canary")
+        .await
+        .unwrap();
+    node.wait_stage("canary-0").await;
+    let served = |tier: &'static str, stage: &'static str| {
+        let node = &node;
+        async move {
+            let mut candidate = 0;
+            for i in 0..200 {
+                let mut body = chat_body(DEPLOYMENT, "hello");
+                body["metadata"] = serde_json::json!({ "tier": tier });
+                let r = node
+                    .client
+                    .post(format!("{}/v1/chat/completions", node.server.url()))
+                    .header("x-canarist-unit", format!("{tier}-{i}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                assert_eq!(r.headers()["x-canarist-stage"], stage);
+                candidate += usize::from(r.headers()["x-canarist-variant"] == "cand");
+            }
+            candidate
+        }
+    };
+    assert_eq!(served("enterprise", "canary-0").await, 0);
+    let free = served("free", "canary-0").await;
+    assert!(
+        (70..=130).contains(&free),
+        "{free} of 200 free units at 50%"
+    );
+    actions::promote(node.ctx(), DEPLOYMENT, &actor("cli"), "next stage")
+        .await
+        .unwrap();
+    node.wait_stage("canary-1").await;
+    let enterprise = served("enterprise", "canary-1").await;
+    assert!((70..=130).contains(&enterprise), "{enterprise} of 200");
+    node.stop().await;
+    db.cleanup().await;
+}

@@ -13,7 +13,7 @@ use super::auth::{Principal, Role};
 use super::body::{JsonBody, bad_field};
 use super::traffic::{self, percent_to_buckets};
 use super::{AdminError, AdminState};
-use crate::routing::{CandidateState, TrafficState, VariantState};
+use crate::routing::{CANARY_STAGE, CandidateState, TrafficState, VariantState};
 
 fn yes() -> bool {
     true
@@ -30,7 +30,10 @@ pub struct CanaryRequest {
     /// Percent of units served by the candidate, 0–100 in 0.01 steps.
     #[schema(minimum = 0.0, maximum = 100.0, multiple_of = 0.01)]
     pub traffic_percent: f64,
-    /// Roll back automatically when guardrails trip (recorded with the change).
+    /// When the deployment's guardrails trip (its configured `guardrails`, else the defaults:
+    /// error rate above 10% over the last minute with at least 100 candidate calls, or 3× stable's
+    /// rate): `true` takes the candidate's traffic away at once (audited as `traffic.rollback`
+    /// by `guardrail`); `false` only records the trip (`traffic.guardrail_tripped`) and alerts.
     #[serde(default = "yes")]
     pub auto_rollback: bool,
 }
@@ -112,7 +115,7 @@ pub async fn start_canary(
                 .ok_or_else(|| not_served("stable_model", &req.stable_model))?;
             let state = TrafficState {
                 mode: "off".into(),
-                stage: "canary".into(),
+                stage: CANARY_STAGE.into(),
                 stable: VariantState {
                     name: "stable".into(),
                     provider,
@@ -121,6 +124,8 @@ pub async fn start_canary(
                     params: serde_json::Map::new(),
                 },
                 candidates: Vec::new(),
+                auto_rollback: true,
+                exclude_cohorts: Vec::new(),
             };
             (req.stable_model.clone(), Some(state))
         }
@@ -168,7 +173,10 @@ pub async fn start_canary(
                 buckets,
             }];
             next.mode = "live".into();
-            next.stage = "canary".into();
+            next.stage = CANARY_STAGE.into();
+            next.auto_rollback = req.auto_rollback;
+            // A rollout stage's cohort exclusions do not carry over to a manual canary.
+            next.exclude_cohorts.clear();
             Ok((next, id))
         },
     )

@@ -1,5 +1,5 @@
 //! The judge against a real model server: llama.cpp serving SmolLM2-135M-Instruct
-//! (`/work/shared/realllm`), started by `scripts/e2e-realllm-judge.sh`, which passes its URL in
+//! (`/work/shared/realllm`), started by `scripts/e2e-realllm.sh`, which passes its URL in
 //! `CANARIST_REALLLM_URL`. Ignored by default (it needs the server and takes tens of seconds);
 //! without the variable it passes with a message.
 //!
@@ -145,11 +145,11 @@ fn assert_stamped(j: &NewJudgment, rubric: &Rubric, pair: &Pair) {
 }
 
 #[tokio::test]
-#[ignore = "needs a real model server: scripts/e2e-realllm-judge.sh"]
+#[ignore = "needs a real model server: scripts/e2e-realllm.sh"]
 async fn judge_realllm_parses_schema_output_into_stamped_judgments() {
     let Some(url) = realllm_url() else {
         eprintln!(
-            "judge_realllm: CANARIST_REALLLM_URL is not set; skipped (run scripts/e2e-realllm-judge.sh)"
+            "judge_realllm: CANARIST_REALLLM_URL is not set; skipped (run scripts/e2e-realllm.sh)"
         );
         return;
     };

@@ -19,6 +19,8 @@ fn state(candidates: &[(&str, u16)]) -> TrafficState {
                 buckets: *b,
             })
             .collect(),
+        auto_rollback: true,
+        exclude_cohorts: Vec::new(),
     }
 }
 
