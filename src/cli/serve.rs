@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::capture::{JsonlSink, MemorySink, Sink};
 use crate::config::{Config, SinkKind};
 use crate::http::Server;
+use crate::judge::{Checker, CheckingSink};
 use crate::store::{Store, StoreSink, redact_url};
 
 #[derive(Debug, clap::Args)]
@@ -24,12 +25,15 @@ pub struct ServeArgs {
     pub with_mock_upstream: Option<std::net::SocketAddr>,
 }
 
-/// The sink the config asks for.
-pub fn sink_for(config: &Config, store: &Store) -> Arc<dyn Sink> {
-    match &config.capture.sink {
-        SinkKind::Memory => Arc::new(MemorySink::new()),
-        SinkKind::Jsonl(path) => Arc::new(JsonlSink::new(path)),
-        SinkKind::Store => Arc::new(StoreSink::new(store.clone())),
+/// The sink the config asks for; the store sink runs the rubrics' checks when there are any.
+pub fn sink_for(config: &Config, store: &Store, checker: Option<&Arc<Checker>>) -> Arc<dyn Sink> {
+    match (&config.capture.sink, checker) {
+        (SinkKind::Memory, _) => Arc::new(MemorySink::new()),
+        (SinkKind::Jsonl(path), _) => Arc::new(JsonlSink::new(path)),
+        (SinkKind::Store, Some(checker)) => {
+            Arc::new(CheckingSink::new(store.clone(), checker.clone()))
+        }
+        (SinkKind::Store, None) => Arc::new(StoreSink::new(store.clone())),
     }
 }
 
@@ -60,9 +64,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             redact_url(&config.storage_url)
         )
     })?;
-    let sink = sink_for(&config, &store);
+    let judge_setup = crate::judge::prepare(config.judge.as_ref())?;
+    let sink = sink_for(&config, &store, judge_setup.as_ref().map(|j| &j.checker));
     let deployments = config.deployments.len();
-    let (judge_config, prices) = (config.judge.clone(), config.prices.clone());
+    let prices = config.prices.clone();
     let mut server = Server::start_with_store(config, listen, sink, Some(store.clone())).await?;
     let background = tokio_util::task::TaskTracker::new();
     let stop_background = tokio_util::sync::CancellationToken::new();
@@ -80,17 +85,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let rollouts =
         crate::rollout::controller::start_with_gateway(store.clone(), server.gateway().clone());
-    let judge = crate::judge::start(
-        judge_config.as_ref(),
-        &prices,
-        &store,
-        &server.gateway().metrics,
-    )?;
+    let judge = judge_setup
+        .map(|setup| setup.start(&prices, &store, &server.gateway().metrics))
+        .transpose()?;
     if let Some(judge) = &judge {
         // Hard checks that fail on the candidate where stable passed feed the guardrails.
         let outcomes = rollouts.outcomes.clone();
         judge
-            .judge
+            .checker
             .on_hard_failure(crate::judge::HardFailureHook(std::sync::Arc::new(
                 move |deployment, stage| outcomes.hard_failure(deployment, stage),
             )));

@@ -21,7 +21,7 @@ use crate::judge::JudgeRuntime;
 use crate::mock::{MockConfig, MockServer};
 use crate::report::{BuildOptions, build_all, file_name, to_html, to_markdown};
 use crate::rollout::controller::RolloutRuntime;
-use crate::store::{Store, StoreSink};
+use crate::store::Store;
 
 /// The running parts.
 pub struct Stack {
@@ -85,20 +85,28 @@ impl Stack {
         let store = Store::connect(&config.storage_url)
             .await
             .with_context(|| format!("opening the demo database {}", db.display()))?;
-        let sink = Arc::new(StoreSink::new(store.clone()));
-        let (judge_config, prices) = (config.judge.clone(), config.prices.clone());
+        let judge_setup = crate::judge::prepare(config.judge.as_ref())?;
+        let sink =
+            crate::cli::serve::sink_for(&config, &store, judge_setup.as_ref().map(|j| &j.checker));
+        let prices = config.prices.clone();
         let shared = Arc::new(config.clone());
         let server = Server::start_with_store(config, listen, sink, Some(store.clone()))
             .await
             .with_context(|| format!("starting the gateway on {listen}"))?;
-        let judge = crate::judge::start(
-            judge_config.as_ref(),
-            &prices,
-            &store,
-            &server.gateway().metrics,
-        )?;
+        let judge = judge_setup
+            .map(|setup| setup.start(&prices, &store, &server.gateway().metrics))
+            .transpose()?;
         let rollouts =
             crate::rollout::controller::start_with_gateway(store.clone(), server.gateway().clone());
+        if let Some(judge) = &judge {
+            // As in `serve`: hard-check failures on the candidate feed the guardrails.
+            let outcomes = rollouts.outcomes.clone();
+            judge
+                .checker
+                .on_hard_failure(crate::judge::HardFailureHook(Arc::new(
+                    move |deployment, stage| outcomes.hard_failure(deployment, stage),
+                )));
+        }
         Ok(Stack {
             mock,
             server,

@@ -80,23 +80,8 @@ pub struct Judge {
     cache: JudgeCache,
     stats: Arc<JudgeStats>,
     options: JudgeOptions,
-    on_hard_failure: std::sync::OnceLock<HardFailureHook>,
     /// The gateway's request spans, for linking `judge.pair` to its request's trace.
     traces: Option<crate::telemetry::TraceIndex>,
-}
-
-/// Called with (deployment, stage) for every hard check that passed on stable and failed on
-/// the candidate: the rollout guardrails count these.
-#[derive(Clone)]
-pub struct HardFailureHook(pub Arc<HardFailureFn>);
-
-/// `(deployment, stage)`.
-pub type HardFailureFn = dyn Fn(&str, &str) + Send + Sync;
-
-impl std::fmt::Debug for HardFailureHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HardFailureHook")
-    }
 }
 
 fn endpoint_key(m: &JudgeModel) -> (String, String, String) {
@@ -142,14 +127,8 @@ impl Judge {
             cache: JudgeCache::new(options.cache_capacity),
             stats,
             options,
-            on_hard_failure: std::sync::OnceLock::new(),
             traces: None,
         })
-    }
-
-    /// Sets where hard-check failures are reported (once; later calls are ignored).
-    pub fn on_hard_failure(&self, hook: HardFailureHook) {
-        let _ = self.on_hard_failure.set(hook);
     }
 
     /// Links each pair's `judge.pair` span to its request's span when `traces` still knows it.
@@ -175,8 +154,19 @@ impl Judge {
         self.endpoints.get(&endpoint_key(m))
     }
 
-    /// Judges `pair` against every rubric that applies, LLM criteria on each rubric's sample.
+    /// Judges `pair` against every rubric that applies: its checks, and its LLM criteria on
+    /// each rubric's sample. (In `serve` the checks run at capture, see [`super::Checker`]; the
+    /// worker asks for the criteria alone with [`Judge::judge_criteria`].)
     pub async fn judge_pair(&self, pair: &Pair) -> Result<PairOutput, Unavailable> {
+        self.judge_sampled(pair, true).await
+    }
+
+    /// The LLM criteria of every rubric whose judge sample holds `pair`; no checks.
+    pub async fn judge_criteria(&self, pair: &Pair) -> Result<Vec<NewJudgment>, Unavailable> {
+        Ok(self.judge_sampled(pair, false).await?.judgments)
+    }
+
+    async fn judge_sampled(&self, pair: &Pair, checks: bool) -> Result<PairOutput, Unavailable> {
         let span = tracing::info_span!("judge.pair", request_id = %pair.request_id, pair_id = %pair.id, deployment = %pair.deployment, stage = %pair.stage);
         if let Some(request) = self.traces.as_ref().and_then(|t| t.get(pair.request_id)) {
             span.add_link(request);
@@ -185,9 +175,11 @@ impl Judge {
             let mut out = PairOutput::default();
             for rubric in &self.rubrics {
                 let s = select(rubric, pair);
-                if s.applies {
+                if checks && s.applies {
                     self.judge_rubric(rubric, pair, s.judge_sampled, &mut out)
                         .await?;
+                } else if s.judge_sampled {
+                    self.judge_rubric_criteria(rubric, pair, &mut out).await?;
                 }
             }
             tracing::info!(
@@ -214,13 +206,21 @@ impl Judge {
         out: &mut PairOutput,
     ) -> Result<(), Unavailable> {
         let report = run_checks(rubric, pair);
-        if let Some(hook) = self.on_hard_failure.get() {
-            for _ in report.guardrails() {
-                (hook.0)(&pair.deployment, &pair.stage);
-            }
-        }
         out.checks.extend(rows::check_rows(rubric, pair, &report));
-        let Some(judging) = rubric.judging.as_ref().filter(|_| sampled) else {
+        if sampled {
+            self.judge_rubric_criteria(rubric, pair, out).await?;
+        }
+        Ok(())
+    }
+
+    /// The LLM criteria of `rubric` on `pair`.
+    async fn judge_rubric_criteria(
+        &self,
+        rubric: &Rubric,
+        pair: &Pair,
+        out: &mut PairOutput,
+    ) -> Result<(), Unavailable> {
+        let Some(judging) = rubric.judging.as_ref() else {
             return Ok(());
         };
         let results = join_all(

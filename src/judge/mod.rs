@@ -1,12 +1,13 @@
-//! `judge`: the worker that scores matched pairs against the rubrics — deterministic checks on
-//! every applicable pair, LLM criteria (through async-openai, strict JSON-schema output) on each
-//! rubric's sample — and `canarist replay`, the same judging offline on a golden dataset.
+//! `judge`: scores matched pairs against the rubrics — deterministic checks on every applicable
+//! pair as it is captured (`checker`, run by the store sink), LLM criteria (through async-openai,
+//! strict JSON-schema output) on each rubric's sample by the worker — and `canarist replay`, the
+//! same judging offline on a golden dataset.
 //!
 //! Layout: `client` (one endpoint: request building, transport, error classes), `limits`
 //! (requests and tokens per minute on tokio's clock, back-off after 429, spend per stage),
 //! `concurrency` (calls in flight, halved on 429, grown back slowly), `cache` (bounded LRU of
 //! parsed answers), `call` (one question: cache, limits, retries, the repair retry, abstention),
-//! `rows` (store rows), `engine` ([`Judge`]: one pair against every rubric), `worker` (the job
+//! `rows` (store rows), `checker` (the checks at capture), `engine` ([`Judge`]: one pair against every rubric), `worker` (the job
 //! loop on the store), `stats` (counters and their `/metrics` collector), `runtime` (the workers inside `serve`),
 //! `replay` (the CLI).
 //!
@@ -17,6 +18,7 @@
 
 mod cache;
 mod call;
+mod checker;
 mod client;
 mod concurrency;
 mod engine;
@@ -30,13 +32,14 @@ mod worker;
 
 pub use cache::{CacheKey, JudgeCache};
 pub use call::{AskContext, Asked, Endpoint, Unavailable, ask, estimate_tokens};
+pub use checker::{Checked, Checker, CheckingSink, HardFailureFn, HardFailureHook};
 pub use client::{CallFailure, ClientError, Completion, HttpFailure, JudgeClient, Message};
 pub use concurrency::AdaptiveConcurrency;
-pub use engine::{HardFailureHook, Judge, JudgeOptions, PairOutput};
+pub use engine::{Judge, JudgeOptions, PairOutput};
 pub use limits::{LimitSettings, Limits, TokioClock, Waited, backoff, retry_after};
 pub use replay::{ReplayArgs, ReplayReport};
 pub use rows::order_name;
-pub use runtime::{JudgeRuntime, StartError, options, start};
+pub use runtime::{JudgeRuntime, JudgeSetup, StartError, options, prepare, start};
 pub use stats::{JudgeCollector, JudgeStats};
 pub use summary::{Line, SummaryBuilder, render_table};
 pub use worker::{Poll, Worker, WorkerConfig, spawn_workers};

@@ -1,7 +1,9 @@
 //! The judge worker loop: bounds the queue, claims jobs from the store under a lease, loads each
-//! pair, judges it ([`Judge::judge_pair`]), stores check results and judgments, and completes
+//! pair, asks its LLM criteria ([`Judge::judge_criteria`]), stores the judgments, and completes
 //! the job — or gives it back (`fail`: queued again until the store's `MAX_ATTEMPTS`) when the
-//! judge stayed unreachable or the store failed.
+//! judge stayed unreachable or the store failed. A job exists only for a pair in some rubric's
+//! judge sample; the deterministic checks were stored with the pair ([`super::Checker`]), so
+//! neither a shed job nor a judge outage costs a check result.
 //!
 //! Never: runs on the request path (jobs are enqueued by the capture sink; the request path never
 //! waits on the judge). Fails open for the gateway (a judge outage only delays scores) and closed
@@ -121,13 +123,9 @@ impl Worker {
             let Some(pair) = self.store.pair(job.pair_id).await? else {
                 return Ok::<_, StoreError>(Err("the pair is not in the store".to_owned()));
             };
-            match self.judge.judge_pair(&pair).await {
-                Ok(out) => {
-                    self.store.insert_check_results(&out.checks).await?;
-                    self.store.insert_judgments(&out.judgments).await?;
-                    stats
-                        .check_results
-                        .fetch_add(out.checks.len() as u64, Relaxed);
+            match self.judge.judge_criteria(&pair).await {
+                Ok(judgments) => {
+                    self.store.insert_judgments(&judgments).await?;
                     stats.pairs_judged.fetch_add(1, Relaxed);
                     Ok(Ok(()))
                 }

@@ -122,10 +122,12 @@ macro_rules! insert_judgments {
     }};
 }
 
-macro_rules! insert_checks {
-    ($pool:expr, $db:ty, $rows:expr, $now:expr) => {{
-        let mut tx = $pool.begin().await?;
-        for chunk in $rows.chunks(ROWS_PER_STATEMENT) {
+/// Inserts check rows on transaction `$tx` of database type `$db`; a row already stored (same
+/// pair, rubric hash, check and side) is left as it is, so a retried write never duplicates one.
+macro_rules! push_check_rows {
+    ($tx:expr, $db:ty, $rows:expr, $now:expr) => {{
+        let rows: &[NewCheckResult] = $rows;
+        for chunk in rows.chunks(CHECK_ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<$db>::new(
                 "INSERT INTO check_results (pair_id, rubric_id, rubric_version, rubric_hash, name, \
                  side, passed, score, severity, detail, created_at) ",
@@ -143,11 +145,15 @@ macro_rules! insert_checks {
                     .push_bind(c.detail.as_deref())
                     .push_bind($now);
             });
-            qb.build().execute(&mut *tx).await?;
+            qb.push(" ON CONFLICT (pair_id, rubric_hash, name, side) DO NOTHING");
+            qb.build().execute(&mut *$tx).await?;
         }
-        tx.commit().await?;
     }};
 }
+pub(super) use push_check_rows;
+
+/// Check rows per statement (11 columns each).
+pub(super) const CHECK_ROWS_PER_STATEMENT: usize = 1500;
 
 impl Store {
     /// Stores judgments in one transaction; returns their ids in order.
@@ -164,15 +170,23 @@ impl Store {
         Ok(ids)
     }
 
-    /// Stores check results in one transaction.
+    /// Stores check results in one transaction (rows already stored are skipped).
     pub async fn insert_check_results(&self, rows: &[NewCheckResult]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
         let now = Utc::now();
         match &self.backend {
-            super::Backend::Sqlite(p) => insert_checks!(p, Sqlite, rows, now),
-            super::Backend::Postgres(p) => insert_checks!(p, Postgres, rows, now),
+            super::Backend::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                push_check_rows!(tx, Sqlite, rows, now);
+                tx.commit().await?;
+            }
+            super::Backend::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                push_check_rows!(tx, Postgres, rows, now);
+                tx.commit().await?;
+            }
         }
         Ok(())
     }

@@ -56,7 +56,7 @@ pub use replicas::{CONFIG_CHANNEL, CONTROLLER_LOCK_KEY, ConfigWatcher, LeaderLoc
 pub use report_reads::{FailedCheck, JudgmentRow, LowScore, PositionConsistency, RolloutStage};
 pub use retention::{PruneReport, RetentionPolicy};
 pub use rollouts::{NewRollout, Rollout, RolloutUpdate, Transition};
-pub use sink::StoreSink;
+pub use sink::{BatchExtras, StoreSink};
 pub use traffic::StoredTraffic;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

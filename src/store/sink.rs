@@ -1,5 +1,6 @@
-//! [`StoreSink`]: the capture sink that writes batches of observations and pairs to the store,
-//! and reading them back. A batch is one transaction of multi-row inserts; every insert is
+//! [`StoreSink`]: the capture sink that writes batches of observations and pairs to the store
+//! (and, through [`Store::write_events_with`], the pairs' check results and judge jobs), and
+//! reading them back. A batch is one transaction of multi-row inserts; every insert is
 //! idempotent (`ON CONFLICT DO NOTHING`) so that a retried batch never duplicates a row.
 
 use std::collections::{BTreeMap, HashSet};
@@ -11,6 +12,7 @@ use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::histogram::LatencyHistogram;
+use super::judgments::{CHECK_ROWS_PER_STATEMENT, NewCheckResult, push_check_rows};
 use super::{Store, StoreError, to_i64, to_u64, with_pool};
 use crate::capture::{
     CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Sink, SinkError, Usage,
@@ -49,17 +51,30 @@ impl Sink for StoreSink {
     }
 }
 
+/// What a batch writes besides its events' own rows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchExtras<'a> {
+    /// Check results of the batch's pairs, written in the same transaction.
+    pub checks: &'a [NewCheckResult],
+    /// The pairs that get a judge job; `None`: every pair (when the writer knows no rubrics,
+    /// the worker decides).
+    pub judge_jobs: Option<&'a HashSet<Uuid>>,
+}
+
 /// The rows one batch turns into.
 struct Rows<'a> {
     observations: Vec<&'a Observation>,
     pairs: Vec<&'a Pair>,
+    /// The pairs among `pairs` that get a judge job.
+    jobs: Vec<&'a Pair>,
+    checks: &'a [NewCheckResult],
     observation_labels: Vec<(Uuid, &'a str, &'a str)>,
     pair_labels: Vec<(Uuid, &'a str, &'a str)>,
     now: DateTime<Utc>,
 }
 
 impl<'a> Rows<'a> {
-    fn new(batch: &'a [CaptureEvent]) -> Self {
+    fn new(batch: &'a [CaptureEvent], extras: BatchExtras<'a>) -> Self {
         let mut observations = Vec::with_capacity(batch.len());
         let mut pairs = Vec::new();
         for event in batch {
@@ -86,9 +101,16 @@ impl<'a> Rows<'a> {
             .iter()
             .flat_map(|p| p.cohort.iter().map(|(k, v)| (p.id, k.as_str(), v.as_str())))
             .collect();
+        let jobs = pairs
+            .iter()
+            .copied()
+            .filter(|p| extras.judge_jobs.is_none_or(|ids| ids.contains(&p.id)))
+            .collect();
         Self {
             observations,
             pairs,
+            jobs,
+            checks: extras.checks,
             observation_labels,
             pair_labels,
             now: Utc::now(),
@@ -179,7 +201,9 @@ macro_rules! write_rows {
             });
             qb.push(" ON CONFLICT (id) DO NOTHING");
             qb.build().execute(&mut *tx).await?;
-
+        }
+        push_check_rows!(tx, $db, rows.checks, rows.now);
+        for chunk in rows.jobs.chunks(SMALL_ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<$db>::new(
                 "INSERT INTO judge_jobs (pair_id, deployment, candidate, state, attempts, \
                  created_at, updated_at) ",
@@ -278,12 +302,22 @@ type PairHead = (
 );
 
 impl Store {
-    /// Writes a batch of capture events in one transaction.
+    /// Writes a batch of capture events in one transaction, with a judge job for every pair.
     pub async fn write_events(&self, batch: &[CaptureEvent]) -> Result<(), StoreError> {
+        self.write_events_with(batch, BatchExtras::default()).await
+    }
+
+    /// Writes a batch of capture events in one transaction, with the check results of its pairs
+    /// and judge jobs for the pairs `extras` names.
+    pub async fn write_events_with(
+        &self,
+        batch: &[CaptureEvent],
+        extras: BatchExtras<'_>,
+    ) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let rows = Rows::new(batch);
+        let rows = Rows::new(batch, extras);
         match &self.backend {
             super::Backend::Sqlite(p) => write_rows!(p, Sqlite, &rows)?,
             super::Backend::Postgres(p) => write_rows!(p, Postgres, &rows)?,

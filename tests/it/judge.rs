@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canarist::capture::{CaptureEvent, Endpoint, Observation, Pair, Purpose, Role, Sink};
-use canarist::judge::{Judge, JudgeOptions, JudgeStats, PairOutput, Worker, WorkerConfig};
+use canarist::judge::{
+    Checker, CheckingSink, HardFailureHook, Judge, JudgeOptions, JudgeStats, PairOutput, Worker,
+    WorkerConfig,
+};
 use canarist::mock::{DatasetEntry, ErrorStatus, MockConfig, MockServer, Profile};
 use canarist::rubric::{Rubric, load_file};
 use canarist::store::{StoreSink, SummaryScope};
@@ -210,11 +213,13 @@ async fn worker_judges_stored_pairs_and_stamps_every_judgment() {
     }
     for db in backends().await {
         let store = db.store().await;
-        StoreSink::new(store.clone())
+        let stats = JudgeStats::new();
+        // As in `serve`: the checks are stored with the pairs, the worker asks the criteria.
+        let checker = Arc::new(Checker::new(vec![rubric.clone()], stats.clone()));
+        CheckingSink::new(store.clone(), checker)
             .write_batch(&events)
             .await
             .unwrap();
-        let stats = JudgeStats::new();
         let judge = Arc::new(Judge::new(vec![rubric.clone()], options(8), stats.clone()).unwrap());
         let worker = Worker::new(
             store.clone(),
@@ -300,6 +305,118 @@ async fn worker_judges_stored_pairs_and_stamps_every_judgment() {
                 .any(|c| c.check == "finished" && c.stable_passed == 16)
         );
         assert_eq!(JudgeStats::get(&stats.pairs_judged), 32);
+        db.cleanup().await;
+    }
+}
+
+/// Check rows per pair in the store: (pair id, check, side, passed).
+async fn check_rows(db: &TestDb) -> Vec<(Uuid, String, String, bool)> {
+    let sql = "SELECT pair_id, name, side, passed FROM check_results ORDER BY pair_id, name, side";
+    if db.pg.is_some() {
+        let p = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&p).await.unwrap()
+    } else {
+        let p = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&p).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn checks_are_stored_with_the_pair_and_do_not_wait_for_a_judge_that_is_down() {
+    // The judge answers 503 to everything: the checks must not care.
+    let config = MockConfig::builtin().unwrap().with_model(
+        "judge-503",
+        Profile {
+            judge: true,
+            error_rate: 1.0,
+            error_status: ErrorStatus::Unavailable503,
+            ..Profile::default()
+        },
+    );
+    let mock = MockServer::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sampled = rubric(dir.path(), &mock.base_url(), "judge-503", 60_000);
+    let mut unsampled = sampled.clone();
+    unsampled.applies_to.sample_rate = 0.0;
+    let e = &entries(1)[0];
+    let fine = pair("d", "c", &e.prompt, &e.good, &e.good);
+    // The candidate stopped on length where stable finished: the hard `finished` check regresses.
+    let mut cut = pair("d", "c", &e.prompt, &e.good, &e.good);
+    cut.candidate.finish_reason = Some("length".into());
+    let events = [
+        CaptureEvent::Pair(Box::new(fine.clone())),
+        CaptureEvent::Pair(Box::new(cut.clone())),
+    ];
+    for db in backends().await {
+        let store = db.store().await;
+        for (rubric, jobs) in [(&unsampled, 0), (&sampled, 2)] {
+            let stats = JudgeStats::new();
+            let checker = Arc::new(Checker::new(vec![rubric.clone()], stats.clone()));
+            let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+            let hook_seen = seen.clone();
+            checker.on_hard_failure(HardFailureHook(Arc::new(move |d, s| {
+                hook_seen.lock().unwrap().push((d.to_owned(), s.to_owned()));
+            })));
+            let sink = CheckingSink::new(store.clone(), checker);
+            sink.write_batch(&events).await.unwrap();
+
+            // Stored with the pairs: one row per side of the `finished` check; the cut answer
+            // failed on the candidate only, and that hard failure reached the guardrails once.
+            let mut expected = vec![
+                (fine.id, "finished".to_owned(), "candidate".to_owned(), true),
+                (fine.id, "finished".to_owned(), "stable".to_owned(), true),
+                (cut.id, "finished".to_owned(), "candidate".to_owned(), false),
+                (cut.id, "finished".to_owned(), "stable".to_owned(), true),
+            ];
+            expected.sort();
+            let mut rows = check_rows(&db).await;
+            rows.sort();
+            assert_eq!(rows, expected, "{}", db.label);
+            assert_eq!(
+                *seen.lock().unwrap(),
+                vec![("d".to_owned(), "shadow".to_owned())],
+                "{}",
+                db.label
+            );
+            assert_eq!(JudgeStats::get(&stats.check_results), 4);
+            // A judge job only for the pairs in the rubric's judge sample.
+            let queued: BTreeMap<String, u64> =
+                store.job_counts().await.unwrap().into_iter().collect();
+            assert_eq!(
+                queued.get("queued").copied().unwrap_or(0),
+                jobs,
+                "{}: {queued:?}",
+                db.label
+            );
+            // The same batch written again (a retried write) stores nothing twice.
+            sink.write_batch(&events).await.unwrap();
+            assert_eq!(check_rows(&db).await.len(), 4, "{}", db.label);
+        }
+
+        // The worker meets the 503 judge: the job goes back, no judgment; the checks stay.
+        let stats = JudgeStats::new();
+        let mut opts = options(4);
+        opts.max_retries = 0;
+        let judge = Arc::new(Judge::new(vec![sampled.clone()], opts, stats.clone()).unwrap());
+        let worker = Worker::new(store.clone(), judge, WorkerConfig::default());
+        let poll = worker.run_once().await.unwrap();
+        assert_eq!((poll.claimed, poll.failed), (2, 2), "{}", db.label);
+        assert!(judgment_rows(&db).await.is_empty(), "{}", db.label);
+        assert_eq!(check_rows(&db).await.len(), 4, "{}", db.label);
+        let checks = store
+            .check_summaries(SummaryScope::new("d", "shadow"))
+            .await
+            .unwrap();
+        let finished = checks
+            .iter()
+            .find(|c| c.check == "finished" && c.cohort.is_none())
+            .unwrap_or_else(|| panic!("{}: {checks:?}", db.label));
+        assert_eq!(
+            (finished.stable_passed, finished.candidate_passed),
+            (2, 1),
+            "{}: {finished:?}",
+            db.label
+        );
         db.cleanup().await;
     }
 }

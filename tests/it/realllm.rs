@@ -273,6 +273,20 @@ async fn status(config: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("status JSON: {e}: {text}"))
 }
 
+/// Failed upstream calls in the store: (variant, error class, detail, count).
+async fn upstream_errors(db: &Path) -> Vec<(String, String, String, i64)> {
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
+        .await
+        .unwrap();
+    sqlx::query_as(
+        "SELECT variant, error_class, COALESCE(error_detail, ''), COUNT(*) FROM observations \
+         WHERE error_class IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT 10",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap()
+}
+
 /// What the clients saw.
 #[derive(Default)]
 struct ClientTally {
@@ -454,6 +468,10 @@ async fn rollout_realllm_shadow_rolls_back_a_base_model_on_the_json_check() {
         .find(|e| e["to_state"] == "rolled_back")
         .unwrap_or_else(|| panic!("no rollback in the audit log: {log}"));
     eprintln!("rollout_realllm: {}", rollback["reason"]);
+    eprintln!(
+        "rollout_realllm: upstream errors {:?}",
+        upstream_errors(&dir.path().join("canarist.db")).await
+    );
     assert_eq!(rollback["actor"], "gate", "{rollback:#}");
     let failing = &rollback["evidence"]["failing"];
     assert_eq!(failing["metric"], CHECK_METRIC, "{rollback:#}");

@@ -221,31 +221,3 @@ async fn an_identical_pair_is_answered_from_the_cache() {
     assert_eq!(scores(&first, "helpfulness", Role::Stable), [Some(1.0)]);
     assert_eq!(scores(&first, "helpfulness", Role::Candidate), [Some(0.0)]);
 }
-
-#[tokio::test]
-async fn hard_check_failures_of_the_candidate_reach_the_guardrail_hook() {
-    let mock = MockServer::start(MockConfig::builtin().unwrap())
-        .await
-        .unwrap();
-    let (judge, _stats, _dir) = judge_with(&mock, "mock-judge", 6_000, 4).await;
-    let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
-    let sink = seen.clone();
-    judge.on_hard_failure(canarist::judge::HardFailureHook(Arc::new(move |d, s| {
-        sink.lock().unwrap().push((d.to_owned(), s.to_owned()));
-    })));
-    let e = &entries(1)[0];
-    // Both finished: no guardrail signal.
-    judge
-        .judge_pair(&pair("dep", "cand", &e.prompt, &e.good, &e.good))
-        .await
-        .unwrap();
-    assert!(seen.lock().unwrap().is_empty());
-    // The candidate stopped on length where stable finished: the hard `finished` check regresses.
-    let mut p = pair("dep", "cand", &e.prompt, &e.good, &e.good);
-    p.candidate.finish_reason = Some("length".into());
-    judge.judge_pair(&p).await.unwrap();
-    assert_eq!(
-        *seen.lock().unwrap(),
-        vec![("dep".to_owned(), "shadow".to_owned())]
-    );
-}
