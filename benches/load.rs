@@ -6,6 +6,11 @@
 //! Run: `cargo bench --bench load` (env `LOAD_RPS`, `LOAD_SECS`, `LOAD_STREAMS` to change the
 //! load; defaults 1000 req/s for 10 s over a 50 ms upstream, 300 streams).
 //! The mock upstream and the gateway run as separate processes of the real `canarist` binary.
+//!
+//! For scale on the same machine and load, when nginx is installed (`LOAD_NGINX`, default
+//! `/usr/sbin/nginx`; `LOAD_NGINX=off` skips it) the same load also goes through a plain nginx
+//! reverse proxy to the mock (one process, keep-alive upstream, no logs): a proxy hop that does
+//! nothing else, against which the gateway's CPU per request can be read.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -66,6 +71,45 @@ fn cpu_time(pid: u32) -> Duration {
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     let hz = 100; // USER_HZ on Linux
     Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// A plain nginx reverse proxy in front of `upstream` (`http://host:port`), one process; its URL.
+fn spawn_nginx(nginx: &str, upstream: &str, dir: &std::path::Path) -> Option<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let upstream = upstream.trim_start_matches("http://");
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\n\
+         error_log {dir}/nginx-error.log warn;\nevents {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
+         \x20 upstream mock {{ server {upstream}; keepalive 256; }}\n\
+         \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n\
+         \x20     proxy_pass http://mock;\n      proxy_http_version 1.1;\n\
+         \x20     proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
+        dir = dir.display(),
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).ok()?;
+    let child = Command::new(nginx)
+        .arg("-c")
+        .arg(&path)
+        .arg("-e")
+        .arg(dir.join("nginx-error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .ok()?;
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((child, url));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 fn body(model: &str, i: usize, stream: bool) -> String {
@@ -250,6 +294,30 @@ capture:
         "for scale, the mock upstream's own CPU per direct request: {:.1} µs",
         mock_cpu.as_secs_f64() * 1e6 / direct.len().max(1) as f64
     );
+
+    let nginx = std::env::var("LOAD_NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".to_owned());
+    if nginx != "off" && std::path::Path::new(&nginx).exists() {
+        match spawn_nginx(&nginx, &mock_url, dir.path()) {
+            Some((mut proxy, url)) => {
+                let _ = run_load(&client, &url, "mock-50ms", 200, 1).await;
+                let before = cpu_time(proxy.id());
+                let (h, errors) = run_load(&client, &url, "mock-50ms", rate, secs).await;
+                let nginx_cpu = cpu_time(proxy.id()).saturating_sub(before);
+                println!(
+                    "for scale, plain nginx proxy hop (no mirroring, no capture): p50 {} µs p99 {} µs, \
+                     errors {errors}, added p50 {:.0} µs, CPU {:.1} µs per request; canarist/nginx CPU {:.2}",
+                    q(&h, 0.5),
+                    q(&h, 0.99),
+                    q(&h, 0.5) as f64 - q(&direct, 0.5) as f64,
+                    nginx_cpu.as_secs_f64() * 1e6 / h.len().max(1) as f64,
+                    (cpu.as_secs_f64() / n as f64)
+                        / (nginx_cpu.as_secs_f64() / h.len().max(1) as f64).max(1e-9),
+                );
+                let _ = proxy.kill();
+            }
+            None => println!("nginx at {nginx} did not start; no reference hop"),
+        }
+    }
 
     let direct_ttfc = first_chunk(&client, &mock_url, "mock-fast", streams).await;
     let proxied_ttfc = first_chunk(&client, &gw_url, "bench-stream", streams).await;

@@ -30,7 +30,7 @@ pub struct RawJudge {
     /// How long a claimed job is reserved for its worker.
     #[serde(default, with = "humantime_serde")]
     pub lease: Option<Duration>,
-    /// Jobs claimed per poll.
+    /// Jobs each worker judges at once (a free slot is filled as soon as one finishes).
     #[serde(default)]
     pub batch: Option<u32>,
     #[serde(default, with = "humantime_serde")]

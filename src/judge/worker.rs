@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::future::join_all;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,7 +33,7 @@ pub struct WorkerConfig {
     /// The lease owner's name (unique per worker).
     pub name: String,
     pub lease: Duration,
-    /// Jobs claimed per poll (judged concurrently).
+    /// Jobs in flight at once (`run`); jobs claimed per poll (`run_once`).
     pub batch: u32,
     /// Sleep between polls that found nothing.
     pub poll_interval: Duration,
@@ -78,25 +79,11 @@ impl Worker {
         }
     }
 
-    /// One poll: bound the queue, claim a batch, judge it.
+    /// One poll: bound the queue, claim a batch, judge it (all of it before returning).
     pub async fn run_once(&self) -> Result<Poll, StoreError> {
-        let stats = self.judge.stats();
         let mut poll = Poll::default();
-        if let Some(max) = self.config.max_backlog {
-            poll.dropped = self.store.shed_backlog(max).await?;
-            if poll.dropped > 0 {
-                stats.queue_dropped.fetch_add(poll.dropped, Relaxed);
-                tracing::warn!(
-                    dropped = poll.dropped,
-                    max,
-                    "judge queue full: newest jobs dropped"
-                );
-            }
-        }
-        let jobs = self
-            .store
-            .claim(&self.config.name, self.config.batch, self.config.lease)
-            .await?;
+        let (dropped, jobs) = self.claim(self.config.batch).await?;
+        poll.dropped = dropped;
         poll.claimed = jobs.len();
         for ok in join_all(jobs.iter().map(|j| self.process(j))).await {
             if ok {
@@ -105,6 +92,31 @@ impl Worker {
                 poll.failed += 1;
             }
         }
+        self.refresh_queue_depth().await?;
+        Ok(poll)
+    }
+
+    /// Bounds the queue, then claims up to `n` jobs; (jobs dropped, jobs claimed).
+    async fn claim(&self, n: u32) -> Result<(u64, Vec<JudgeJob>), StoreError> {
+        let stats = self.judge.stats();
+        let mut dropped = 0;
+        if let Some(max) = self.config.max_backlog {
+            dropped = self.store.shed_backlog(max).await?;
+            if dropped > 0 {
+                stats.queue_dropped.fetch_add(dropped, Relaxed);
+                tracing::warn!(dropped, max, "judge queue full: newest jobs dropped");
+            }
+        }
+        let jobs = self
+            .store
+            .claim(&self.config.name, n, self.config.lease)
+            .await?;
+        self.refresh_queue_depth().await?;
+        Ok((dropped, jobs))
+    }
+
+    /// Sets the queue-depth gauge to the jobs queued now.
+    async fn refresh_queue_depth(&self) -> Result<(), StoreError> {
         let queued = self
             .store
             .job_counts()
@@ -112,8 +124,8 @@ impl Worker {
             .into_iter()
             .find(|(s, _)| s == "queued")
             .map_or(0, |(_, n)| n);
-        stats.queue_depth.store(queued, Relaxed);
-        Ok(poll)
+        self.judge.stats().queue_depth.store(queued, Relaxed);
+        Ok(())
     }
 
     /// Judges one job; `true` when it was completed.
@@ -158,25 +170,41 @@ impl Worker {
         false
     }
 
-    /// Polls until `cancel`; sleeps `poll_interval` when a poll found nothing or failed.
+    /// Judges until `cancel`, keeping up to `batch` jobs in flight: a free slot is filled at
+    /// once while the queue has work (a slow judgment never holds back the jobs claimed with
+    /// it), and the queue is polled every `poll_interval` while it is empty. On `cancel` the
+    /// jobs in flight are finished.
     pub async fn run(self, cancel: CancellationToken) {
+        let slots = self.config.batch.max(1) as usize;
+        let mut in_flight: JoinSet<bool> = JoinSet::new();
         loop {
-            let idle = match self.run_once().await {
-                Ok(p) => p.claimed == 0,
-                Err(e) => {
-                    tracing::warn!(error = %e, "judge worker poll failed");
-                    true
+            let free = slots - in_flight.len();
+            let mut queue_empty = true;
+            if free > 0 {
+                match self.claim(free as u32).await {
+                    Ok((_, jobs)) => {
+                        queue_empty = jobs.len() < free;
+                        for job in jobs {
+                            let worker = self.clone();
+                            in_flight.spawn(async move { worker.process(&job).await });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "judge worker poll failed"),
                 }
-            };
-            if idle {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
+            } else {
+                queue_empty = false;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Err(e) = done {
+                        tracing::warn!(error = %e, "judge job task failed");
+                    }
                 }
-            } else if cancel.is_cancelled() {
-                return;
+                () = tokio::time::sleep(self.config.poll_interval), if queue_empty => {}
             }
         }
+        while in_flight.join_next().await.is_some() {}
     }
 }
 

@@ -309,6 +309,76 @@ async fn worker_judges_stored_pairs_and_stamps_every_judgment() {
     }
 }
 
+#[tokio::test]
+async fn a_hanging_judgment_holds_one_slot_not_the_jobs_claimed_with_it() {
+    // Pairs of deployment `slow` go to a judge that never answers; those of `fast` to the
+    // simulated judge. The worker keeps two jobs in flight: the hanging one holds one slot,
+    // the other slot must go on judging every `fast` pair (a batch barrier would wait forever).
+    let config = MockConfig::builtin().unwrap().with_model(
+        "judge-hang",
+        Profile {
+            judge: true,
+            hang: true,
+            ..Profile::default()
+        },
+    );
+    let mock = MockServer::start(config).await.unwrap();
+    let (slow_dir, fast_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut slow = rubric(slow_dir.path(), &mock.base_url(), "judge-hang", 60_000);
+    slow.id = "slow-support".into();
+    slow.applies_to.deployments = vec!["slow".into()];
+    let mut fast = rubric(fast_dir.path(), &mock.base_url(), "mock-judge", 60_000);
+    fast.applies_to.deployments = vec!["fast".into()];
+    let e = &entries(1)[0];
+    // The hanging pair first: it is claimed first.
+    let mut events = vec![CaptureEvent::Pair(Box::new(pair(
+        "slow", "c", &e.prompt, &e.good, &e.good,
+    )))];
+    for _ in 0..4 {
+        events.push(CaptureEvent::Pair(Box::new(pair(
+            "fast", "c", &e.prompt, &e.good, &e.good,
+        ))));
+    }
+    for db in backends().await {
+        let store = db.store().await;
+        let stats = JudgeStats::new();
+        let rubrics = vec![slow.clone(), fast.clone()];
+        CheckingSink::new(
+            store.clone(),
+            Arc::new(Checker::new(rubrics.clone(), stats.clone())),
+        )
+        .write_batch(&events)
+        .await
+        .unwrap();
+        let mut opts = options(8);
+        opts.timeout = Duration::from_secs(600);
+        let judge = Arc::new(Judge::new(rubrics, opts, stats.clone()).unwrap());
+        let worker = Worker::new(
+            store.clone(),
+            judge,
+            WorkerConfig {
+                batch: 2,
+                poll_interval: Duration::from_millis(10),
+                ..WorkerConfig::default()
+            },
+        );
+        let running = tokio::spawn(worker.run(tokio_util::sync::CancellationToken::new()));
+        let mut counts = BTreeMap::new();
+        for _ in 0..1000 {
+            counts = store.job_counts().await.unwrap().into_iter().collect();
+            if counts.get("done") == Some(&4) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(counts.get("done"), Some(&4), "{}: {counts:?}", db.label);
+        assert_eq!(counts.get("running"), Some(&1), "{}: {counts:?}", db.label);
+        assert_eq!(JudgeStats::get(&stats.pairs_judged), 4, "{}", db.label);
+        running.abort();
+        db.cleanup().await;
+    }
+}
+
 /// Check rows per pair in the store: (pair id, check, side, passed).
 async fn check_rows(db: &TestDb) -> Vec<(Uuid, String, String, bool)> {
     let sql = "SELECT pair_id, name, side, passed FROM check_results ORDER BY pair_id, name, side";
