@@ -231,9 +231,11 @@ fn insert(out: &mut StageSummaries, cohort: &Cohort, metric: &str, data: MetricD
 
 /// The summary of a stage that keeps `excluded` cohorts out of the candidate: their rows are
 /// dropped (the candidate has no data there, so they could only block promotion), and their
-/// stable requests, errors and served counts are taken out of the overall (`all`) stable row,
-/// so that the overall error rate and the sample-ratio check compare the traffic the candidate
-/// was eligible for. Latency and cost of the overall stable row still include them.
+/// stable requests, errors, served counts, latency and time-to-first-token (moments and
+/// histograms), tokens and cost are taken out of the overall (`all`) stable row, so that the
+/// overall error rate, latency tail, cost and the sample-ratio check compare the traffic the
+/// candidate was eligible for. (An observation in two excluded cohorts of different labels is
+/// taken out twice: the store aggregates one label at a time.)
 fn without_cohorts(summary: &StageSummary, excluded: &[(String, String)]) -> StageSummary {
     let is_excluded = |c: &Cohort| c.as_ref().is_some_and(|kv| excluded.contains(kv));
     let mut out = StageSummary {
@@ -273,6 +275,13 @@ fn without_cohorts(summary: &StageSummary, excluded: &[(String, String)]) -> Sta
                         *e = e.saturating_sub(*n);
                     }
                 }
+                v.latency.subtract(&r.latency);
+                v.ttft.subtract(&r.ttft);
+                v.latency_histogram.subtract(&r.latency_histogram);
+                v.ttft_histogram.subtract(&r.ttft_histogram);
+                v.prompt_tokens = v.prompt_tokens.saturating_sub(r.prompt_tokens);
+                v.completion_tokens = v.completion_tokens.saturating_sub(r.completion_tokens);
+                v.cost.subtract(&r.cost);
             }
         }
         out.variants.push(v);
@@ -560,5 +569,58 @@ mod tests {
             (stable.requests, stable.served, stable.error_count()),
             (7_200, 7_200, 20)
         );
+    }
+
+    /// Enterprise requests (kept on stable) are slow. A candidate slower than the stable traffic
+    /// it replaces must not hide behind them: the latency tail compares eligible traffic.
+    #[test]
+    fn excluded_cohorts_leave_stable_latency_too() {
+        let enterprise = Some(("tier".to_owned(), "enterprise".to_owned()));
+        let timed = |cohort: &Cohort, role: &str, n: u64, ms: f64| {
+            let mut v = variant(cohort.clone(), role, n, 0);
+            for _ in 0..n {
+                v.latency_histogram.record(ms);
+            }
+            v.latency.add(n, ms * n as f64, ms * ms * n as f64);
+            v
+        };
+        // Stable: 8,000 eligible requests at 100 ms and 2,000 enterprise ones at 2 s; the
+        // candidate: 900 requests at 300 ms (10% of eligible traffic).
+        let mut stable = timed(&None, "stable", 8_000, 100.0);
+        let slow = timed(&enterprise, "stable", 2_000, 2_000.0);
+        stable.requests += slow.requests;
+        stable.served += slow.served;
+        stable.latency_histogram.merge(&slow.latency_histogram);
+        stable
+            .latency
+            .add(slow.latency.count, slow.latency.sum, slow.latency.sum_sq);
+        let summary = StageSummary {
+            variants: vec![stable, timed(&None, "candidate", 900, 300.0), slow],
+            ..StageSummary::default()
+        };
+        let p = policy(vec![metric(
+            "latency_p90",
+            MetricKind::LatencyTail {
+                quantile: 0.9,
+                margin: 0.05,
+            },
+        )]);
+        let stage = Stage {
+            exposure: Exposure::Live { share: 0.1 },
+            min_duration: Duration::ZERO,
+            min_judged_pairs: 0,
+            max_duration: Duration::from_secs(3600),
+            on_timeout: OnTimeout::HoldAndAlert,
+            exclude_cohorts: vec![("tier".into(), "enterprise".into())],
+        };
+        let eligible = without_cohorts(&summary, &stage.exclude_cohorts);
+        let stable = &eligible.variants[0];
+        assert_eq!(stable.latency.count, 8_000);
+        assert!((stable.latency.mean().unwrap() - 100.0).abs() < 1e-9);
+        assert_eq!(stable.latency_histogram.total(), 8_000);
+        assert!(stable.latency_histogram.quantile(0.9).unwrap() < 200.0);
+        let d = decide(&p, &stage, Duration::from_secs(1), &summary);
+        assert_eq!(d.action, Action::Rollback, "{}", d.reason);
+        assert!(d.reason.contains("latency_p90"), "{}", d.reason);
     }
 }

@@ -57,6 +57,17 @@ impl Moments {
         self.sum_sq += sum_sq;
     }
 
+    /// Takes a sub-population's moments out of these (never below an empty set).
+    pub fn subtract(&mut self, other: &Moments) {
+        if other.count >= self.count {
+            *self = Moments::default();
+            return;
+        }
+        self.count -= other.count;
+        self.sum -= other.sum;
+        self.sum_sq = (self.sum_sq - other.sum_sq).max(0.0);
+    }
+
     pub fn mean(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum / self.count as f64)
     }

@@ -106,6 +106,19 @@ impl LatencyHistogram {
             self.add(b, c);
         }
     }
+
+    /// Takes `other`'s counts out of this histogram (a sub-population of it), bucket by
+    /// bucket, never below zero; emptied buckets are removed.
+    pub fn subtract(&mut self, other: &LatencyHistogram) {
+        for (b, c) in &other.counts {
+            if let Some(own) = self.counts.get_mut(b) {
+                *own = own.saturating_sub(*c);
+                if *own == 0 {
+                    self.counts.remove(b);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
