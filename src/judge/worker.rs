@@ -14,6 +14,7 @@
 //! completed; if a lease expired in between (a judgment slower than the lease), the job may be
 //! judged twice — set the lease well above the slowest judgment.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -39,6 +40,10 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Queued jobs kept at most; `None`: unbounded.
     pub max_backlog: Option<u64>,
+    /// At shutdown, how long the jobs in flight may take to finish; those still running then
+    /// are abandoned and given back to the queue (another replica, or the next start, judges
+    /// them).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -49,6 +54,7 @@ impl Default for WorkerConfig {
             batch: 8,
             poll_interval: Duration::from_secs(1),
             max_backlog: Some(100_000),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -173,10 +179,12 @@ impl Worker {
     /// Judges until `cancel`, keeping up to `batch` jobs in flight: a free slot is filled at
     /// once while the queue has work (a slow judgment never holds back the jobs claimed with
     /// it), and the queue is polled every `poll_interval` while it is empty. On `cancel` the
-    /// jobs in flight are finished.
+    /// jobs in flight get `shutdown_grace` to finish; the rest are given back to the queue.
     pub async fn run(self, cancel: CancellationToken) {
         let slots = self.config.batch.max(1) as usize;
         let mut in_flight: JoinSet<bool> = JoinSet::new();
+        // Task → job, for giving back what is still running at shutdown.
+        let mut jobs_of: HashMap<tokio::task::Id, i64> = HashMap::new();
         loop {
             let free = slots - in_flight.len();
             let mut queue_empty = true;
@@ -185,8 +193,9 @@ impl Worker {
                     Ok((_, jobs)) => {
                         queue_empty = jobs.len() < free;
                         for job in jobs {
-                            let worker = self.clone();
-                            in_flight.spawn(async move { worker.process(&job).await });
+                            let (worker, id) = (self.clone(), job.id);
+                            let task = in_flight.spawn(async move { worker.process(&job).await });
+                            jobs_of.insert(task.id(), id);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "judge worker poll failed"),
@@ -196,15 +205,45 @@ impl Worker {
             }
             tokio::select! {
                 () = cancel.cancelled() => break,
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Err(e) = done {
-                        tracing::warn!(error = %e, "judge job task failed");
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    match done {
+                        Ok((task, _)) => {
+                            jobs_of.remove(&task);
+                        }
+                        Err(e) => {
+                            jobs_of.remove(&e.id());
+                            tracing::warn!(error = %e, "judge job task failed");
+                        }
                     }
                 }
                 () = tokio::time::sleep(self.config.poll_interval), if queue_empty => {}
             }
         }
-        while in_flight.join_next().await.is_some() {}
+        let drain = async {
+            while let Some(done) = in_flight.join_next_with_id().await {
+                let task = match done {
+                    Ok((task, _)) => task,
+                    Err(e) => e.id(),
+                };
+                jobs_of.remove(&task);
+            }
+        };
+        if tokio::time::timeout(self.config.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
+            in_flight.abort_all();
+            while in_flight.join_next().await.is_some() {}
+            tracing::warn!(
+                jobs = jobs_of.len(),
+                "judge jobs still running at shutdown were given back to the queue"
+            );
+            for job in jobs_of.into_values() {
+                if let Err(e) = self.store.release(job, &self.config.name).await {
+                    tracing::warn!(job, error = %e, "cannot give the judge job back; its lease will expire");
+                }
+            }
+        }
     }
 }
 

@@ -179,6 +179,25 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Gives a job back unfinished, e.g. at shutdown: queued again at once and its attempt not
+    /// counted. Returns `false` when `worker` no longer holds the lease.
+    pub async fn release(&self, job_id: i64, worker: &str) -> Result<bool, StoreError> {
+        let n = with_pool!(self, p => {
+            sqlx::query(
+                "UPDATE judge_jobs SET state = 'queued', lease_owner = NULL, \
+                   lease_expires_at = NULL, attempts = attempts - 1, updated_at = $3 \
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            )
+            .bind(job_id)
+            .bind(worker)
+            .bind(Utc::now())
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// Cancels every pending (queued or running) job of a candidate, e.g. on rollback.
     /// Returns how many were cancelled.
     pub async fn cancel_for_candidate(

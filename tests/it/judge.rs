@@ -310,7 +310,7 @@ async fn worker_judges_stored_pairs_and_stamps_every_judgment() {
 }
 
 #[tokio::test]
-async fn a_hanging_judgment_holds_one_slot_not_the_jobs_claimed_with_it() {
+async fn a_hanging_judgment_holds_one_slot_and_is_given_back_at_shutdown() {
     // Pairs of deployment `slow` go to a judge that never answers; those of `fast` to the
     // simulated judge. The worker keeps two jobs in flight: the hanging one holds one slot,
     // the other slot must go on judging every `fast` pair (a batch barrier would wait forever).
@@ -359,10 +359,12 @@ async fn a_hanging_judgment_holds_one_slot_not_the_jobs_claimed_with_it() {
             WorkerConfig {
                 batch: 2,
                 poll_interval: Duration::from_millis(10),
+                shutdown_grace: Duration::from_millis(50),
                 ..WorkerConfig::default()
             },
         );
-        let running = tokio::spawn(worker.run(tokio_util::sync::CancellationToken::new()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn(worker.run(stop.clone()));
         let mut counts = BTreeMap::new();
         for _ in 0..1000 {
             counts = store.job_counts().await.unwrap().into_iter().collect();
@@ -374,7 +376,27 @@ async fn a_hanging_judgment_holds_one_slot_not_the_jobs_claimed_with_it() {
         assert_eq!(counts.get("done"), Some(&4), "{}: {counts:?}", db.label);
         assert_eq!(counts.get("running"), Some(&1), "{}: {counts:?}", db.label);
         assert_eq!(JudgeStats::get(&stats.pairs_judged), 4, "{}", db.label);
-        running.abort();
+        // Shutdown does not wait for the hanging judgment past the grace: the job goes back to
+        // the queue at once, its attempt not counted.
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(60), running)
+            .await
+            .expect("the worker stops after its shutdown grace")
+            .unwrap();
+        let counts: BTreeMap<String, u64> = store.job_counts().await.unwrap().into_iter().collect();
+        assert_eq!(counts.get("queued"), Some(&1), "{}: {counts:?}", db.label);
+        assert_eq!(counts.get("running"), None, "{}: {counts:?}", db.label);
+        let again = store
+            .claim("next", 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "{}", db.label);
+        assert_eq!(again[0].deployment, "slow", "{}", db.label);
+        assert_eq!(
+            again[0].attempts, 1,
+            "{}: claimed once, released uncounted",
+            db.label
+        );
         db.cleanup().await;
     }
 }
