@@ -145,6 +145,9 @@ pub struct Deployment {
     pub mirror_embeddings: bool,
     /// Basis points (0..=10000) of candidate-served requests also sent to stable.
     pub pair_sample_buckets: u16,
+    /// Basis points (0..=10000) of stable-served, otherwise unpaired requests sent to stable a
+    /// second time: the A/A arm ([`crate::capture::AA_VARIANT`]).
+    pub aa_buckets: u16,
     pub fallback_to_stable: bool,
     pub spend_cap: SpendCap,
     pub cohorts: Cohorts,

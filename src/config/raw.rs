@@ -95,6 +95,10 @@ pub struct RawDeployment {
     pub live: RawLive,
     #[serde(default)]
     pub spend_cap: RawSpendCap,
+    /// The A/A arm: percent of stable-served requests (not otherwise paired) sent to stable a
+    /// second time in the background; the two stable answers are judged against each other.
+    #[serde(default)]
+    pub aa_percent: Option<f64>,
     #[serde(default)]
     pub cohorts: RawCohorts,
     /// Ramp stages, gate policy, guardrails and alerts; see `config::rollout`.

@@ -417,6 +417,15 @@ fn deployment(
                     format!("`{}` is used twice", c.variant.name),
                 );
             }
+            if c.variant.name == crate::capture::AA_VARIANT {
+                p.push(
+                    format!("{cf}.name"),
+                    format!(
+                        "`{}` is reserved for the A/A arm (stable asked twice); pick another name",
+                        crate::capture::AA_VARIANT
+                    ),
+                );
+            }
             c
         })
         .collect();
@@ -445,6 +454,11 @@ fn deployment(
         rd.live.pair_sample_percent.unwrap_or(0.0),
         p,
     );
+    let aa_buckets = percent_to_buckets(
+        &format!("{field}.aa_percent"),
+        rd.aa_percent.unwrap_or(0.0),
+        p,
+    );
     if rd
         .spend_cap
         .usd
@@ -467,6 +481,7 @@ fn deployment(
         shadow_timeout: rd.shadow.timeout.unwrap_or_else(default_shadow_timeout),
         mirror_embeddings: rd.shadow.mirror_embeddings.unwrap_or(false),
         pair_sample_buckets,
+        aa_buckets,
         fallback_to_stable: rd.live.fallback_to_stable.unwrap_or(false),
         spend_cap: SpendCap {
             tokens: rd.spend_cap.tokens,

@@ -205,6 +205,9 @@ async fn route_and_serve(
         .mirror
         .filter(|_| mirror_allowed(gw, dep, endpoint))
         .map(|target| (target, PairSlot::new()));
+    // The A/A arm's slot: stable-served requests that no mirror pairs already.
+    let aa = (pair.is_none() && plan.serve == Target::Stable && aa_drawn(gw, dep, endpoint))
+        .then(|| spawn_aa(gw, dep, &ctx, &req, client_auth));
     if let Some((target, slot)) = &pair {
         let variant = variant_of(dep, *target);
         let (side, body) = new_side(
@@ -233,7 +236,7 @@ async fn route_and_serve(
         role_of(plan.serve),
         Purpose::Served,
         &req,
-        pair.as_ref().map(|(_, s)| s.clone()),
+        pair.as_ref().map(|(_, s)| s.clone()).or(aa),
     );
     let strip_usage = req.stream && !req.client_wants_usage;
     let mut upstream_wait = Duration::ZERO;
@@ -374,12 +377,61 @@ fn new_side(
     (side, body)
 }
 
+/// Whether this stable-served request goes to the A/A arm: drawn at `aa_percent`, not an
+/// embedding (nothing to judge), within the stage's spend cap. Any mode: the judge's noise floor
+/// is worth knowing before a rollout starts.
+fn aa_drawn(gw: &Gateway, dep: &Deployment, endpoint: Endpoint) -> bool {
+    dep.aa_buckets > 0
+        && endpoint != Endpoint::Embeddings
+        && rand::random_range(0..routing::BUCKETS) < dep.aa_buckets
+        && within_spend_cap(gw, dep)
+}
+
+/// Starts the A/A arm's second stable call in the background; the pair slot the served
+/// stable side completes.
+fn spawn_aa(
+    gw: &AppState,
+    dep: &Deployment,
+    ctx: &Arc<RequestCtx>,
+    req: &ClientRequest<'_>,
+    client_auth: Option<&HeaderValue>,
+) -> PairSlot {
+    let slot = PairSlot::new();
+    let again = Variant {
+        name: crate::capture::AA_VARIANT.to_owned(),
+        ..dep.stable.clone()
+    };
+    let (side, body) = new_side(
+        ctx,
+        &again,
+        Role::Candidate,
+        Purpose::Mirrored,
+        req,
+        Some(slot.clone()),
+    );
+    mirror::spawn(
+        gw.clone(),
+        side,
+        body,
+        ctx.endpoint,
+        ctx.stream,
+        dep.shadow_timeout,
+        client_auth.cloned(),
+    );
+    slot
+}
+
 /// Whether this request may be mirrored: the endpoint is mirrored and the stage's spend cap
 /// is not reached (counted and flagged when it is).
 fn mirror_allowed(gw: &Gateway, dep: &Deployment, endpoint: Endpoint) -> bool {
     if dep.mode == Mode::Off || (endpoint == Endpoint::Embeddings && !dep.mirror_embeddings) {
         return false;
     }
+    within_spend_cap(gw, dep)
+}
+
+/// Whether the stage's mirror spend cap is not reached (counted and flagged when it is).
+fn within_spend_cap(gw: &Gateway, dep: &Deployment) -> bool {
     if gw.spend.get(&dep.slug, &dep.stage).reached(&dep.spend_cap) {
         let labels = DeploymentLabels {
             deployment: dep.slug.clone(),

@@ -76,11 +76,17 @@ impl Outcome {
 }
 
 impl Side {
+    /// The A/A arm's second stable call.
+    pub fn is_aa(&self) -> bool {
+        self.role == Role::Candidate && self.variant == crate::capture::AA_VARIANT
+    }
+
     /// Records the outcome: metrics, mirror spend, and the observation (and pair) into capture.
     pub fn finish(self, gw: &Gateway, outcome: Outcome) {
         let latency = self.started.elapsed();
         let ctx = &self.ctx;
-        if let Some(guardrails) = gw.outcomes.get() {
+        // The A/A arm's second stable call is not the candidate's: the guardrails never see it.
+        if let Some(guardrails) = gw.outcomes.get().filter(|_| !self.is_aa()) {
             guardrails.outcome(&ctx.deployment, &ctx.stage, self.role, outcome.error);
         }
         let labels = VariantLabels {

@@ -78,7 +78,10 @@ impl Checker {
                 continue;
             }
             let report = run_checks(rubric, pair);
-            out.hard_failures += report.guardrails().count();
+            // The A/A arm's second answer is stable's: no candidate guardrail to feed.
+            if pair.candidate.variant != crate::capture::AA_VARIANT {
+                out.hard_failures += report.guardrails().count();
+            }
             out.rows.extend(rows::check_rows(rubric, pair, &report));
             out.needs_judge |= s.judge_sampled;
         }

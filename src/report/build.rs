@@ -291,6 +291,7 @@ async fn stage_report(
         pairs: sections::pairs(&summary),
         criteria: sections::criteria(&summary, iv),
         checks: sections::checks(&summary, iv),
+        aa: sections::aa(&summary, iv),
         judge: JudgeQuality {
             stable_abstention_rate: stable_abst,
             candidate_abstention_rate: candidate_abst,

@@ -118,6 +118,50 @@ pub fn level(report: &StageReport) -> String {
     format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
 }
 
+/// The A/A table's header and rows (`esc` escapes text for the output format): per criterion
+/// and check, the pairs and the difference "second stable − stable" with its interval, and the
+/// pairwise verdicts.
+pub fn aa_rows(
+    r: &StageReport,
+    esc: impl Fn(&str) -> String,
+) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let head = vec![
+        "criterion or check",
+        "n",
+        "difference (aa − stable)",
+        "win/tie/loss",
+    ];
+    let mut rows = Vec::new();
+    for c in &r.aa.criteria {
+        rows.push(vec![
+            esc(&c.criterion),
+            c.difference
+                .map_or_else(|| c.stable_n.min(c.candidate_n), |d| d.n)
+                .to_string(),
+            difference(c.difference.as_ref()),
+            c.win_tie_loss.as_ref().map_or(MISSING.into(), |w| {
+                format!(
+                    "{} / {} / {} (win rate {} {})",
+                    w.wins,
+                    w.ties,
+                    w.losses,
+                    num(w.win_rate, 3),
+                    interval(w.interval, 3)
+                )
+            }),
+        ]);
+    }
+    for c in &r.aa.checks {
+        rows.push(vec![
+            format!("{} (check)", esc(&c.check)),
+            c.difference.map_or(c.stable_n, |d| d.n).to_string(),
+            difference(c.difference.as_ref()),
+            MISSING.into(),
+        ]);
+    }
+    (head, rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,18 @@ pub fn to_html(r: &StageReport) -> String {
     scores(&mut o, r);
     traffic(&mut o, r);
     judge(&mut o, r);
+    if !r.aa.is_empty() {
+        let _ = writeln!(
+            o,
+            "<section><h2>Judge noise floor (A/A arm)</h2>\n<p class=\"muted\">{} pairs of \
+             stable against a second stable answer to the same request. A candidate's \
+             difference smaller than these is noise.</p>",
+            r.aa.pairs
+        );
+        let (head, rows) = f::aa_rows(r, esc);
+        table(&mut o, &head, &rows);
+        o.push_str("</section>\n");
+    }
     super::html_answers::worst(&mut o, r);
     super::html_answers::reference(&mut o, r);
     o.push_str("<footer>");

@@ -77,6 +77,16 @@ pub fn to_markdown(r: &StageReport) -> String {
     scores(&mut o, r);
     traffic(&mut o, r);
     judge(&mut o, r);
+    if !r.aa.is_empty() {
+        let _ = writeln!(
+            o,
+            "## Judge noise floor (A/A arm)\n\n{} pairs of stable against a second stable \
+             answer to the same request. A candidate's difference smaller than these is noise.\n",
+            r.aa.pairs
+        );
+        let (head, rows) = f::aa_rows(r, cell);
+        table(&mut o, &head, &rows);
+    }
     super::markdown_answers::worst(&mut o, r);
     super::markdown_answers::reference(&mut o, r);
     if !r.notes.is_empty() {

@@ -33,7 +33,7 @@ pub use build::{
 pub use cli::{ReportArgs, run};
 pub use html::to_html;
 pub use markdown::to_markdown;
-pub use model::{REFERENCE_LABEL, SCHEMA_VERSION, StageReport};
+pub use model::{AaReport, REFERENCE_LABEL, SCHEMA_VERSION, StageReport};
 
 use crate::store::{Store, StoreError};
 

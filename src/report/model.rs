@@ -41,6 +41,9 @@ pub struct StageReport {
     pub pairs: Vec<PairCount>,
     pub criteria: Vec<CriterionStats>,
     pub checks: Vec<CheckStats>,
+    /// The A/A arm (stable against a second stable answer), when the deployment runs one.
+    #[serde(default, skip_serializing_if = "AaReport::is_empty")]
+    pub aa: AaReport,
     pub judge: JudgeQuality,
     pub sample_ratio: SampleRatio,
     /// `None` when no decision was recorded and no gate policy was given.
@@ -49,6 +52,24 @@ pub struct StageReport {
     pub reference_tests: ReferenceTests,
     /// Things the reader should know (missing data, recomputed decision, sampling).
     pub notes: Vec<String>,
+}
+
+/// The A/A arm of a stage: stable judged against a second stable answer to the same request.
+/// A perfect judge of a deterministic model would show zero differences and all ties; what it
+/// shows instead is the noise floor below which a candidate's difference means nothing.
+/// Rows are the criteria and checks sections' (their `candidate` is `aa`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AaReport {
+    /// A/A pairs captured in the stage.
+    pub pairs: u64,
+    pub criteria: Vec<CriterionStats>,
+    pub checks: Vec<CheckStats>,
+}
+
+impl AaReport {
+    pub fn is_empty(&self) -> bool {
+        self.pairs == 0 && self.criteria.is_empty() && self.checks.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

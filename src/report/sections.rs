@@ -7,8 +7,8 @@
 //! which is deterministic, so the rendered reports are too.
 
 use super::model::{
-    CheckStats, CriterionStats, PairCount, ReferenceRow, SampleRatio, StageMode, VariantStats,
-    WinTieLoss,
+    AaReport, CheckStats, CriterionStats, PairCount, ReferenceRow, SampleRatio, StageMode,
+    VariantStats, WinTieLoss,
 };
 use super::stats;
 use crate::store::{CheckSummary, Cohort, ScoreSummary, StageSummary, VariantSummary};
@@ -191,6 +191,26 @@ pub fn checks(summary: &StageSummary, iv: Intervals) -> Vec<CheckStats> {
         ))
     });
     rows
+}
+
+/// The A/A arm's pairs, criteria and checks (overall only: the noise floor is one figure).
+pub fn aa(summary: &StageSummary, iv: Intervals) -> AaReport {
+    let arm = StageSummary {
+        scores: summary.aa.scores.clone(),
+        checks: summary.aa.checks.clone(),
+        ..StageSummary::default()
+    };
+    AaReport {
+        pairs: summary.aa.pairs.get(&None).copied().unwrap_or(0),
+        criteria: criteria(&arm, iv)
+            .into_iter()
+            .filter(|c| c.cohort == "all")
+            .collect(),
+        checks: checks(&arm, iv)
+            .into_iter()
+            .filter(|c| c.cohort == "all")
+            .collect(),
+    }
 }
 
 /// Abstentions over attempts per side (stable, candidate, pairwise), cohort `all`.

@@ -258,6 +258,7 @@ fn without_cohorts(summary: &StageSummary, excluded: &[(String, String)]) -> Sta
             .filter(|s| !is_excluded(&s.cohort))
             .cloned()
             .collect(),
+        aa: summary.aa.clone(),
     };
     let removed: Vec<&VariantSummary> = summary
         .variants

@@ -145,6 +145,7 @@ impl TrafficState {
             shadow_timeout: crate::config::default_shadow_timeout(),
             mirror_embeddings: false,
             pair_sample_buckets: 0,
+            aa_buckets: 0,
             fallback_to_stable: false,
             spend_cap: crate::config::SpendCap::default(),
             cohorts: crate::config::Cohorts::default(),

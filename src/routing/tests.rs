@@ -34,6 +34,7 @@ fn deployment(mode: Mode, percents: &[f64]) -> crate::config::Deployment {
         shadow_timeout: std::time::Duration::from_secs(1),
         mirror_embeddings: false,
         pair_sample_buckets: 0,
+        aa_buckets: 0,
         fallback_to_stable: false,
         spend_cap: Default::default(),
         cohorts: Cohorts::default(),

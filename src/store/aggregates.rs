@@ -150,11 +150,57 @@ pub struct CheckSummary {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageSummary {
+    /// Stable and the candidates (the A/A arm's second stable answer is in `aa`).
     pub variants: Vec<VariantSummary>,
     /// (cohort, candidate) → pairs.
     pub pairs: BTreeMap<(Cohort, String), u64>,
     pub scores: Vec<ScoreSummary>,
     pub checks: Vec<CheckSummary>,
+    /// The A/A arm, kept apart so that nothing reads it as a candidate.
+    pub aa: AaSummary,
+}
+
+/// The A/A arm of a stage: stable judged against a second stable answer
+/// ([`crate::capture::AA_VARIANT`]). Its paired differences and pairwise verdicts are the
+/// judge's noise floor on real traffic (they would all be zero for a perfect judge).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AaSummary {
+    /// The second stable answers' requests, errors, latency and cost.
+    pub variants: Vec<VariantSummary>,
+    /// Cohort → pairs.
+    pub pairs: BTreeMap<Cohort, u64>,
+    pub scores: Vec<ScoreSummary>,
+    pub checks: Vec<CheckSummary>,
+}
+
+impl StageSummary {
+    /// Moves the A/A arm's rows out of the candidates' into `aa`.
+    fn split_aa(&mut self) {
+        use crate::capture::AA_VARIANT;
+        let (aa, variants) = std::mem::take(&mut self.variants)
+            .into_iter()
+            .partition(|v| v.role == "candidate" && v.variant == AA_VARIANT);
+        self.variants = variants;
+        self.aa.variants = aa;
+        let (aa, scores) = std::mem::take(&mut self.scores)
+            .into_iter()
+            .partition(|s| s.candidate == AA_VARIANT);
+        self.scores = scores;
+        self.aa.scores = aa;
+        let (aa, checks) = std::mem::take(&mut self.checks)
+            .into_iter()
+            .partition(|c| c.candidate == AA_VARIANT);
+        self.checks = checks;
+        self.aa.checks = aa;
+        let pairs = std::mem::take(&mut self.pairs);
+        for ((cohort, candidate), n) in pairs {
+            if candidate == AA_VARIANT {
+                self.aa.pairs.insert(cohort, n);
+            } else {
+                self.pairs.insert((cohort, candidate), n);
+            }
+        }
+    }
 }
 
 /// SQL fragments for "overall" or "per label": (select, join, group).
@@ -204,7 +250,7 @@ fn cohort_of(key: Option<String>, value: Option<String>) -> Cohort {
 }
 
 impl Store {
-    /// Everything the gate needs about one stage of one deployment.
+    /// Everything the gate needs about one stage of one deployment, the A/A arm apart.
     pub async fn stage_summary(&self, scope: SummaryScope<'_>) -> Result<StageSummary, StoreError> {
         let mut summary = StageSummary {
             variants: self.variant_summaries(scope).await?,
@@ -227,6 +273,7 @@ impl Store {
         }
         summary.scores = self.score_summaries(scope).await?;
         summary.checks = self.check_summaries(scope).await?;
+        summary.split_aa();
         Ok(summary)
     }
 

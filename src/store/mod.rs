@@ -45,7 +45,8 @@ mod sink;
 mod traffic;
 
 pub use aggregates::{
-    CheckSummary, Cohort, Moments, ScoreSummary, StageSummary, SummaryScope, VariantSummary,
+    AaSummary, CheckSummary, Cohort, Moments, ScoreSummary, StageSummary, SummaryScope,
+    VariantSummary,
 };
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use histogram::LatencyHistogram;

@@ -435,13 +435,23 @@ async fn checks_are_stored_with_the_pair_and_do_not_wait_for_a_judge_that_is_dow
     // The candidate stopped on length where stable finished: the hard `finished` check regresses.
     let mut cut = pair("d", "c", &e.prompt, &e.good, &e.good);
     cut.candidate.finish_reason = Some("length".into());
+    // The same cut answer from the A/A arm (stable asked twice): stored, but no guardrail signal.
+    let mut aa_cut = pair(
+        "d",
+        canarist::capture::AA_VARIANT,
+        &e.prompt,
+        &e.good,
+        &e.good,
+    );
+    aa_cut.candidate.finish_reason = Some("length".into());
     let events = [
         CaptureEvent::Pair(Box::new(fine.clone())),
         CaptureEvent::Pair(Box::new(cut.clone())),
+        CaptureEvent::Pair(Box::new(aa_cut.clone())),
     ];
     for db in backends().await {
         let store = db.store().await;
-        for (rubric, jobs) in [(&unsampled, 0), (&sampled, 2)] {
+        for (rubric, jobs) in [(&unsampled, 0), (&sampled, 3)] {
             let stats = JudgeStats::new();
             let checker = Arc::new(Checker::new(vec![rubric.clone()], stats.clone()));
             let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
@@ -459,6 +469,13 @@ async fn checks_are_stored_with_the_pair_and_do_not_wait_for_a_judge_that_is_dow
                 (fine.id, "finished".to_owned(), "stable".to_owned(), true),
                 (cut.id, "finished".to_owned(), "candidate".to_owned(), false),
                 (cut.id, "finished".to_owned(), "stable".to_owned(), true),
+                (
+                    aa_cut.id,
+                    "finished".to_owned(),
+                    "candidate".to_owned(),
+                    false,
+                ),
+                (aa_cut.id, "finished".to_owned(), "stable".to_owned(), true),
             ];
             expected.sort();
             let mut rows = check_rows(&db).await;
@@ -470,7 +487,7 @@ async fn checks_are_stored_with_the_pair_and_do_not_wait_for_a_judge_that_is_dow
                 "{}",
                 db.label
             );
-            assert_eq!(JudgeStats::get(&stats.check_results), 4);
+            assert_eq!(JudgeStats::get(&stats.check_results), 6);
             // A judge job only for the pairs in the rubric's judge sample.
             let queued: BTreeMap<String, u64> =
                 store.job_counts().await.unwrap().into_iter().collect();
@@ -482,7 +499,7 @@ async fn checks_are_stored_with_the_pair_and_do_not_wait_for_a_judge_that_is_dow
             );
             // The same batch written again (a retried write) stores nothing twice.
             sink.write_batch(&events).await.unwrap();
-            assert_eq!(check_rows(&db).await.len(), 4, "{}", db.label);
+            assert_eq!(check_rows(&db).await.len(), 6, "{}", db.label);
         }
 
         // The worker meets the 503 judge: the job goes back, no judgment; the checks stay.
@@ -492,16 +509,16 @@ async fn checks_are_stored_with_the_pair_and_do_not_wait_for_a_judge_that_is_dow
         let judge = Arc::new(Judge::new(vec![sampled.clone()], opts, stats.clone()).unwrap());
         let worker = Worker::new(store.clone(), judge, WorkerConfig::default());
         let poll = worker.run_once().await.unwrap();
-        assert_eq!((poll.claimed, poll.failed), (2, 2), "{}", db.label);
+        assert_eq!((poll.claimed, poll.failed), (3, 3), "{}", db.label);
         assert!(judgment_rows(&db).await.is_empty(), "{}", db.label);
-        assert_eq!(check_rows(&db).await.len(), 4, "{}", db.label);
+        assert_eq!(check_rows(&db).await.len(), 6, "{}", db.label);
         let checks = store
             .check_summaries(SummaryScope::new("d", "shadow"))
             .await
             .unwrap();
         let finished = checks
             .iter()
-            .find(|c| c.check == "finished" && c.cohort.is_none())
+            .find(|c| c.check == "finished" && c.cohort.is_none() && c.candidate == "c")
             .unwrap_or_else(|| panic!("{}: {checks:?}", db.label));
         assert_eq!(
             (finished.stable_passed, finished.candidate_passed),

@@ -1,5 +1,6 @@
 //! canarist's integration tests: one binary so that it links once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod aa;
 mod admin;
 mod clients;
 mod demo;

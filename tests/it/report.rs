@@ -211,6 +211,53 @@ async fn stage_reports_match_golden_files_and_the_data_written() {
 }
 
 #[tokio::test]
+async fn the_aa_arm_has_its_own_section_only_when_the_stage_has_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fixture(dir.path()).await;
+    let mut r = report::build_with(&store, DEPLOYMENT, 1, &options())
+        .await
+        .unwrap();
+    // No A/A pairs in the fixture: no section, no key (the golden files hold).
+    assert!(r.aa.is_empty());
+    assert!(!report::to_json(&r).unwrap().contains("\"aa\""));
+    assert!(!report::to_markdown(&r).contains("A/A"));
+    assert!(!report::to_html(&r).contains("A/A"));
+
+    // An arm: the criteria and checks rows as the sections make them, candidate `aa`.
+    let mut criterion = r
+        .criteria
+        .iter()
+        .find(|c| c.cohort == "all" && c.difference.is_some())
+        .unwrap()
+        .clone();
+    criterion.candidate = "aa".into();
+    criterion.criterion = "helpfulness".into();
+    let mut check = r.checks.iter().find(|c| c.cohort == "all").unwrap().clone();
+    check.candidate = "aa".into();
+    r.aa = canarist::report::AaReport {
+        pairs: 17,
+        criteria: vec![criterion.clone()],
+        checks: vec![check.clone()],
+    };
+    let json = report::to_json(&r).unwrap();
+    assert_eq!(report::from_json(&json).unwrap(), r);
+    let d = criterion.difference.unwrap();
+    // As the report writes a signed number: a true minus sign.
+    let shown = if d.estimate < 0.0 {
+        format!("\u{2212}{:.3}", -d.estimate)
+    } else {
+        format!("+{:.3}", d.estimate)
+    };
+    for text in [report::to_markdown(&r), report::to_html(&r)] {
+        assert!(text.contains("Judge noise floor (A/A arm)"), "{text}");
+        assert!(text.contains("17 pairs of stable against a second stable"));
+        assert!(text.contains("helpfulness"));
+        assert!(text.contains(" (check)"), "{text}");
+        assert!(text.contains(&shown), "{shown} in {text}");
+    }
+}
+
+#[tokio::test]
 async fn a_stage_without_a_recorded_decision_is_re_evaluated_with_the_policy() {
     let dir = tempfile::tempdir().unwrap();
     let store = fixture(dir.path()).await;
