@@ -473,6 +473,64 @@ async fn a_guardrail_trip_rolls_back_a_failing_live_candidate() {
     }
 }
 
+const AA_GUARDRAIL: &str = r#"
+deployments:
+  - slug: chat
+    stable: { provider: mock, model: mock-500 }
+    candidates: [{ name: cand, provider: mock, model: mock-fast }]
+    aa_percent: 100
+    ramp:
+      stages:
+        - { shadow: 10, min_duration: 1h, min_judged_pairs: 0 }
+    guardrails: { bucket: 1s, buckets: 60, min_count: 10, error_ceiling: 0.5 }
+"#;
+
+/// Stable fails every call, so the A/A arm's second stable calls fail too: they are stable's
+/// failures, and the candidate's guardrail (which would trip on 10 failures) never sees them.
+#[tokio::test]
+async fn the_aa_arm_never_reaches_the_candidates_guardrail() {
+    for db in backends().await {
+        let mock = MockServer::start(mock_config()).await.unwrap();
+        let cfg = config(&mock, &db.url, AA_GUARDRAIL);
+        let node = Node::start(&cfg, &db).await;
+        actions::start(
+            node.ctx(),
+            DEPLOYMENT,
+            &actor("cli"),
+            "shadow with an A/A arm",
+        )
+        .await
+        .unwrap();
+        node.wait_stage("shadow").await;
+        for i in 0..200 {
+            let (status, variant, _) = node.chat(&format!("aa{i}")).await;
+            assert_eq!((status, variant.as_str()), (500, "stable"), "{}", db.label);
+        }
+        // Every request was served by stable; ~90% were not mirrored and went to the A/A arm.
+        let aa_failures = eventually("the A/A observations in the store", || async {
+            let summary = node
+                .store
+                .stage_summary(canarist::store::SummaryScope::new(DEPLOYMENT, "shadow"))
+                .await
+                .unwrap();
+            let arm = summary.aa.variants.iter().find(|v| v.cohort.is_none())?;
+            (arm.requests >= 100).then(|| arm.error_count())
+        })
+        .await;
+        assert!(aa_failures >= 100, "{}: {aa_failures}", db.label);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(latest(node.ctx()).await.0, "shadow", "{}", db.label);
+        let log = actions::audit_log(node.ctx(), DEPLOYMENT).await.unwrap();
+        assert!(
+            log.iter().all(|e| e.actor != "guardrail"),
+            "{}: {log:?}",
+            db.label
+        );
+        node.stop().await;
+        db.cleanup().await;
+    }
+}
+
 const TIMEOUT: &str = r#"
 deployments:
   - slug: chat
