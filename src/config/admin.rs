@@ -15,6 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use super::Problem;
+use super::secret::{Env, resolve};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,16 +41,28 @@ pub struct RawJwt {
     /// PEM file with the issuer's public key (relative to the config file).
     #[serde(default)]
     pub public_key_file: Option<PathBuf>,
+    /// Name of the environment variable that holds `public_key_file`.
+    #[serde(default)]
+    pub public_key_file_env: Option<String>,
     /// JWKS file (`{"keys": [...]}`) with the issuer's public keys (relative to the config file).
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
+    /// Name of the environment variable that holds `jwks_file`.
+    #[serde(default)]
+    pub jwks_file_env: Option<String>,
     /// Claim whose value is the role (`viewer`, `admin`, `owner`, `client`). Default `role`.
     #[serde(default)]
     pub role_claim: Option<String>,
     #[serde(default)]
     pub issuer: Option<String>,
+    /// Name of the environment variable that holds `issuer`.
+    #[serde(default)]
+    pub issuer_env: Option<String>,
     #[serde(default)]
     pub audience: Option<String>,
+    /// Name of the environment variable that holds `audience`.
+    #[serde(default)]
+    pub audience_env: Option<String>,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds. Default 30.
     #[serde(default)]
     pub leeway_seconds: Option<u64>,
@@ -110,11 +123,16 @@ impl std::fmt::Debug for JwtConfig {
 pub(super) fn validate(
     path: &Path,
     raw: Option<RawAdmin>,
+    env: Env<'_>,
     problems: &mut Vec<Problem>,
 ) -> AdminConfig {
-    let Some(raw) = raw else {
+    let Some(mut raw) = raw else {
         return AdminConfig::default();
     };
+    let jwt_secrets = raw
+        .jwt
+        .as_mut()
+        .map(|j| JwtSecrets::resolve(j, env, problems));
     let mut push = |field: &str, message: String| {
         problems.push(Problem {
             field: format!("admin.{field}"),
@@ -143,7 +161,10 @@ pub(super) fn validate(
         "rate_limit_burst",
         &mut push,
     );
-    let jwt = raw.jwt.and_then(|j| jwt(path, j, &mut push));
+    let jwt = match (raw.jwt, jwt_secrets) {
+        (Some(j), Some(Ok(secrets))) => jwt(path, j, secrets, &mut push),
+        _ => None,
+    };
     AdminConfig {
         rate_limit_per_minute,
         rate_limit_burst,
@@ -152,7 +173,50 @@ pub(super) fn validate(
     }
 }
 
-fn jwt(path: &Path, raw: RawJwt, push: &mut dyn FnMut(&str, String)) -> Option<JwtConfig> {
+/// The `admin.jwt` fields that may come from the environment, resolved.
+struct JwtSecrets {
+    public_key_file: Option<PathBuf>,
+    jwks_file: Option<PathBuf>,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl JwtSecrets {
+    /// `Err(())` when any of them has a problem (pushed to `problems`).
+    fn resolve(raw: &mut RawJwt, env: Env<'_>, problems: &mut Vec<Problem>) -> Result<Self, ()> {
+        let path = |p: Option<PathBuf>| p.map(|p| p.to_string_lossy().into_owned());
+        let mut one = |field: &str, literal: Option<String>, var: &Option<String>| {
+            resolve(
+                &format!("admin.jwt.{field}"),
+                literal,
+                var.as_deref(),
+                env,
+                problems,
+            )
+        };
+        let public_key_file = one(
+            "public_key_file",
+            path(raw.public_key_file.take()),
+            &raw.public_key_file_env,
+        );
+        let jwks_file = one("jwks_file", path(raw.jwks_file.take()), &raw.jwks_file_env);
+        let issuer = one("issuer", raw.issuer.take(), &raw.issuer_env);
+        let audience = one("audience", raw.audience.take(), &raw.audience_env);
+        Ok(Self {
+            public_key_file: public_key_file?.map(PathBuf::from),
+            jwks_file: jwks_file?.map(PathBuf::from),
+            issuer: issuer?,
+            audience: audience?,
+        })
+    }
+}
+
+fn jwt(
+    path: &Path,
+    raw: RawJwt,
+    secrets: JwtSecrets,
+    push: &mut dyn FnMut(&str, String),
+) -> Option<JwtConfig> {
     let algorithm = match raw.algorithm.as_str() {
         "RS256" => Some(Algorithm::RS256),
         "ES256" => Some(Algorithm::ES256),
@@ -165,7 +229,7 @@ fn jwt(path: &Path, raw: RawJwt, push: &mut dyn FnMut(&str, String)) -> Option<J
         }
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let keys = match (&raw.public_key_file, &raw.jwks_file) {
+    let keys = match (&secrets.public_key_file, &secrets.jwks_file) {
         (Some(_), Some(_)) => {
             push("jwt", "give public_key_file or jwks_file, not both".into());
             None
@@ -205,8 +269,8 @@ fn jwt(path: &Path, raw: RawJwt, push: &mut dyn FnMut(&str, String)) -> Option<J
         algorithm: algorithm?,
         keys: Arc::new(keys?),
         role_claim,
-        issuer: raw.issuer,
-        audience: raw.audience,
+        issuer: secrets.issuer,
+        audience: secrets.audience,
         leeway_seconds: raw.leeway_seconds.unwrap_or(30),
     })
 }
@@ -256,10 +320,66 @@ fn jwks(
 mod tests {
     use super::*;
 
+    fn raw_jwt() -> RawJwt {
+        RawJwt {
+            algorithm: "ES256".into(),
+            public_key_file: None,
+            public_key_file_env: None,
+            jwks_file: None,
+            jwks_file_env: None,
+            role_claim: None,
+            issuer: None,
+            issuer_env: None,
+            audience: None,
+            audience_env: None,
+            leeway_seconds: None,
+        }
+    }
+
+    #[test]
+    fn jwt_settings_come_from_the_environment() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/admin/c.yaml");
+        let env = |name: &str| match name {
+            "JWT_KEY" => Some("jwt-es256-public.pem".to_owned()),
+            "JWT_ISS" => Some("https://issuer.example".to_owned()),
+            _ => None,
+        };
+        let raw = RawAdmin {
+            jwt: Some(RawJwt {
+                public_key_file_env: Some("JWT_KEY".into()),
+                issuer_env: Some("JWT_ISS".into()),
+                audience_env: Some("JWT_AUD_UNSET".into()),
+                ..raw_jwt()
+            }),
+            ..RawAdmin::default()
+        };
+        let mut problems = Vec::new();
+        let cfg = validate(&dir, Some(raw), &env, &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "admin.jwt.audience_env");
+        assert!(problems[0].message.contains("`JWT_AUD_UNSET`"));
+        assert!(cfg.jwt.is_none());
+
+        let raw = RawAdmin {
+            jwt: Some(RawJwt {
+                public_key_file_env: Some("JWT_KEY".into()),
+                issuer_env: Some("JWT_ISS".into()),
+                ..raw_jwt()
+            }),
+            ..RawAdmin::default()
+        };
+        let mut problems = Vec::new();
+        let cfg = validate(&dir, Some(raw), &env, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let jwt = cfg.jwt.unwrap();
+        assert_eq!(jwt.issuer.as_deref(), Some("https://issuer.example"));
+        assert_eq!(jwt.keys.len(), 1);
+    }
+
     #[test]
     fn defaults_and_bad_values_name_their_fields() {
         let mut problems = Vec::new();
-        let cfg = validate(Path::new("c.yaml"), None, &mut problems);
+        let cfg = validate(Path::new("c.yaml"), None, &|_| None, &mut problems);
         assert!(problems.is_empty());
         assert!(!cfg.proxy_keys_required);
         assert_eq!(cfg.rate_limit_per_minute.get(), 600);
@@ -271,14 +391,10 @@ mod tests {
             jwt: Some(RawJwt {
                 algorithm: "HS256".into(),
                 public_key_file: Some("missing.pem".into()),
-                jwks_file: None,
-                role_claim: None,
-                issuer: None,
-                audience: None,
-                leeway_seconds: None,
+                ..raw_jwt()
             }),
         };
-        let cfg = validate(Path::new("c.yaml"), Some(raw), &mut problems);
+        let cfg = validate(Path::new("c.yaml"), Some(raw), &|_| None, &mut problems);
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -294,16 +410,17 @@ mod tests {
         let raw = RawAdmin {
             jwt: Some(RawJwt {
                 algorithm: "ES256".into(),
-                public_key_file: None,
                 jwks_file: Some("nope.json".into()),
-                role_claim: None,
-                issuer: None,
-                audience: None,
-                leeway_seconds: None,
+                ..raw_jwt()
             }),
             ..RawAdmin::default()
         };
-        validate(Path::new("/etc/x/c.yaml"), Some(raw), &mut problems);
+        validate(
+            Path::new("/etc/x/c.yaml"),
+            Some(raw),
+            &|_| None,
+            &mut problems,
+        );
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].field, "admin.jwt.jwks_file");
         assert!(

@@ -8,6 +8,7 @@ pub mod admin;
 mod judge;
 mod raw;
 mod rollout;
+mod secret;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -24,8 +25,19 @@ pub use rollout::{
 };
 pub use validate::{ConfigError, Problem};
 
-/// The validated configuration.
-#[derive(Debug, Clone)]
+/// What the command loading a config needs from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Everything: a provider's `api_key_env` must name a set variable (`serve`, `demo`,
+    /// `replay`).
+    Full,
+    /// The store and the rollout settings: provider API keys are read when set but not
+    /// required (`rollout`, `report`, `keys`, `migrate`). Every other secret is still required.
+    Store,
+}
+
+/// The validated configuration. Its `Debug` output redacts every secret.
+#[derive(Clone)]
 pub struct Config {
     /// The file this was loaded from (for messages).
     pub source: PathBuf,
@@ -52,6 +64,29 @@ pub struct Config {
     /// admin-API canaries).
     pub canary_guards: BTreeMap<String, CanaryGuards>,
     pub controller: ControllerSettings,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("source", &self.source)
+            .field("listen", &self.listen)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("providers", &self.providers)
+            .field("prices", &self.prices)
+            .field("default_provider", &self.default_provider)
+            .field("tenant_header", &self.tenant_header)
+            .field("deployments", &self.deployments)
+            .field("capture", &self.capture)
+            .field("storage_url", &"<redacted>")
+            .field("retention", &self.retention)
+            .field("judge", &self.judge)
+            .field("admin", &self.admin)
+            .field("rollouts", &self.rollouts)
+            .field("canary_guards", &self.canary_guards)
+            .field("controller", &self.controller)
+            .finish()
+    }
 }
 
 /// An OpenAI-compatible upstream.
@@ -255,10 +290,15 @@ impl Config {
         }
     }
 
-    /// Reads and validates `path`, reading API keys from the process environment.
+    /// Reads and validates `path`, reading secrets from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, LoadMode::Full)
+    }
+
+    /// Reads and validates `path` for a command that needs only what `mode` says.
+    pub fn load_with(path: &Path, mode: LoadMode) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::single(path, "", e))?;
-        Self::from_yaml(path, &text, &|name| std::env::var(name).ok())
+        Self::from_yaml_with(path, &text, &|name| std::env::var(name).ok(), mode)
     }
 
     /// Validates `text` as if read from `path`; `env` looks up environment variables.
@@ -267,8 +307,18 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::from_yaml_with(path, text, env, LoadMode::Full)
+    }
+
+    /// [`Config::from_yaml`] for a command that needs only what `mode` says.
+    pub fn from_yaml_with(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        mode: LoadMode,
+    ) -> Result<Config, ConfigError> {
         let raw = validate::parse(path, text)?;
-        validate::validate(path, raw, env)
+        validate::validate(path, raw, env, mode)
     }
 
     pub fn deployment(&self, slug: &str) -> Option<&Deployment> {

@@ -226,8 +226,12 @@ pub struct RawCapture {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
+    /// `sqlite://…` or `postgres://…` (default `sqlite://canarist.db`).
     #[serde(default)]
     pub url: Option<String>,
+    /// Name of the environment variable that holds `url` (it may carry a password).
+    #[serde(default)]
+    pub url_env: Option<String>,
     /// Observations older than this are deleted (e.g. `30d`); absent: kept.
     #[serde(default, with = "humantime_serde")]
     pub keep_observations: Option<std::time::Duration>,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::secret::Env;
 use super::{Deployment, Problem};
 use crate::gate::{GatePolicy, GuardrailConfig};
 use crate::rollout::{Ramp, RawRamp};
@@ -31,7 +32,12 @@ pub struct RawController {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
-    pub webhook_url: String,
+    /// The webhook (a Slack incoming-webhook URL is a secret: prefer `webhook_url_env`).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Name of the environment variable that holds `webhook_url`.
+    #[serde(default)]
+    pub webhook_url_env: Option<String>,
     /// `slack` (the default) or `json`.
     #[serde(default)]
     pub format: Option<String>,
@@ -46,10 +52,19 @@ pub enum AlertFormat {
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct AlertTarget {
     pub webhook_url: String,
     pub format: AlertFormat,
+}
+
+impl std::fmt::Debug for AlertTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertTarget")
+            .field("webhook_url", &"<redacted>")
+            .field("format", &self.format)
+            .finish()
+    }
 }
 
 /// Everything the rollout module needs about one deployment.
@@ -136,6 +151,7 @@ pub struct CanaryGuards {
 pub(super) fn canary_guards(
     field: &str,
     raw: RawRolloutParts,
+    env: Env<'_>,
     out: &mut Vec<Problem>,
 ) -> Option<CanaryGuards> {
     let before = out.len();
@@ -150,7 +166,7 @@ pub(super) fn canary_guards(
     }
     let alerts = raw
         .alerts
-        .and_then(|a| alerts(&format!("{field}.alerts"), a, out));
+        .and_then(|a| alerts(&format!("{field}.alerts"), a, env, out));
     (out.len() == before && (raw.guardrails.is_some() || alerts.is_some())).then_some(
         CanaryGuards {
             guardrails: raw.guardrails,
@@ -166,6 +182,7 @@ pub(super) fn settings(
     field: &str,
     raw: RawRolloutParts,
     deployment: &Deployment,
+    env: Env<'_>,
     out: &mut Vec<Problem>,
 ) -> Option<RolloutSettings> {
     let before = out.len();
@@ -205,7 +222,7 @@ pub(super) fn settings(
     }
     let alerts = raw
         .alerts
-        .and_then(|a| alerts(&format!("{field}.alerts"), a, out));
+        .and_then(|a| alerts(&format!("{field}.alerts"), a, env, out));
     match ramp {
         Some(ramp) if out.len() == before => Some(RolloutSettings {
             ramp,
@@ -242,16 +259,36 @@ fn guardrails(field: &str, g: &GuardrailConfig, out: &mut Vec<Problem>) {
     }
 }
 
-fn alerts(field: &str, raw: RawAlerts, out: &mut Vec<Problem>) -> Option<AlertTarget> {
+fn alerts(
+    field: &str,
+    raw: RawAlerts,
+    env: Env<'_>,
+    out: &mut Vec<Problem>,
+) -> Option<AlertTarget> {
     let before = out.len();
-    let url_ok = (raw.webhook_url.starts_with("http://")
-        || raw.webhook_url.starts_with("https://"))
-        && reqwest::Url::parse(&raw.webhook_url).is_ok();
-    if !url_ok {
-        out.push(problem(
-            &format!("{field}.webhook_url"),
-            &format!("`{}` is not an http:// or https:// URL", raw.webhook_url),
-        ));
+    let url_field = format!("{field}.webhook_url");
+    let webhook_url = match super::secret::resolve(
+        &url_field,
+        raw.webhook_url,
+        raw.webhook_url_env.as_deref(),
+        env,
+        out,
+    ) {
+        Ok(Some(url)) => url,
+        Ok(None) => {
+            out.push(problem(
+                &url_field,
+                "give `webhook_url` or `webhook_url_env`",
+            ));
+            String::new()
+        }
+        Err(()) => String::new(),
+    };
+    let url_ok = (webhook_url.starts_with("http://") || webhook_url.starts_with("https://"))
+        && reqwest::Url::parse(&webhook_url).is_ok();
+    if out.len() == before && !url_ok {
+        // The value is not echoed: it may be a secret.
+        out.push(problem(&url_field, "is not an http:// or https:// URL"));
     }
     let format = match raw.format.as_deref().unwrap_or("slack") {
         "slack" => AlertFormat::Slack,
@@ -265,7 +302,7 @@ fn alerts(field: &str, raw: RawAlerts, out: &mut Vec<Problem>) -> Option<AlertTa
         }
     };
     (out.len() == before).then_some(AlertTarget {
-        webhook_url: raw.webhook_url,
+        webhook_url,
         format,
     })
 }

@@ -136,3 +136,73 @@ fn storage_defaults_to_sqlite_and_takes_retention() {
     .unwrap_err();
     assert_eq!(err.problems[0].field, "storage.url");
 }
+
+/// Every secret-bearing string has an `…_env` sibling; an unset variable is a problem that
+/// names the file, the field and the variable; `Debug` shows none of the values.
+#[test]
+fn secrets_come_from_the_environment_and_never_show_in_debug() {
+    let yaml = r#"
+providers:
+  p: { base_url: "http://127.0.0.1:1/v1", api_key_env: P_KEY }
+storage: { url_env: DB_URL }
+deployments:
+  - slug: chat
+    stable: { provider: p, model: a }
+    alerts: { webhook_url_env: HOOK }
+"#;
+    let env = |name: &str| match name {
+        "P_KEY" => Some("sk-provider-secret".to_owned()),
+        "DB_URL" => Some("postgres://u:db-secret@127.0.0.1/x".to_owned()),
+        "HOOK" => Some("https://hooks.slack.com/services/hook-secret".to_owned()),
+        _ => None,
+    };
+    let config = Config::from_yaml(Path::new("s.yaml"), yaml, &env).unwrap();
+    assert_eq!(config.storage_url, "postgres://u:db-secret@127.0.0.1/x");
+    assert_eq!(
+        config.alerts_of("chat").map(|a| a.webhook_url.as_str()),
+        Some("https://hooks.slack.com/services/hook-secret")
+    );
+    let debug = format!("{config:?}");
+    for secret in ["sk-provider-secret", "db-secret", "hook-secret"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+
+    let err = Config::from_yaml(Path::new("s.yaml"), yaml, &no_env).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("s.yaml: 3 problems"), "{text}");
+    for line in [
+        "providers.p.api_key_env: environment variable `P_KEY` is not set",
+        "storage.url_env: environment variable `DB_URL` is not set",
+        "deployments[0].alerts.webhook_url_env: environment variable `HOOK` is not set",
+    ] {
+        assert!(text.contains(line), "missing {line} in {text}");
+    }
+
+    let both = "storage: { url: \"sqlite://a.db\", url_env: DB_URL }\n";
+    let err = Config::from_yaml(Path::new("s.yaml"), both, &env).unwrap_err();
+    assert_eq!(err.problems[0].field, "storage.url");
+    assert_eq!(err.problems[0].message, "give `url` or `url_env`, not both");
+}
+
+/// A bad storage URL is reported without echoing what may be a password.
+#[test]
+fn bad_storage_url_is_not_echoed() {
+    let yaml = "storage: { url: \"mysql://root:hunter2@db/x\" }\n";
+    let err = Config::from_yaml(Path::new("s.yaml"), yaml, &no_env).unwrap_err();
+    assert_eq!(err.problems[0].field, "storage.url");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+/// Store-only commands load a config whose provider keys are not set; other secrets still count.
+#[test]
+fn store_mode_does_not_need_provider_keys() {
+    let yaml = "providers:\n  p: { base_url: \"http://x/v1\", api_key_env: P_KEY }\n";
+    assert!(Config::from_yaml(Path::new("s.yaml"), yaml, &no_env).is_err());
+    let c = Config::from_yaml_with(Path::new("s.yaml"), yaml, &no_env, LoadMode::Store).unwrap();
+    assert!(c.providers["p"].api_key.is_none());
+    let yaml = format!("{yaml}storage: {{ url_env: DB_URL }}\n");
+    let err =
+        Config::from_yaml_with(Path::new("s.yaml"), &yaml, &no_env, LoadMode::Store).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert_eq!(err.problems[0].field, "storage.url_env");
+}

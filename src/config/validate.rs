@@ -81,6 +81,7 @@ pub(super) fn validate(
     path: &Path,
     raw: RawConfig,
     env: &dyn Fn(&str) -> Option<String>,
+    mode: LoadMode,
 ) -> Result<Config, ConfigError> {
     let mut p = Problems(Vec::new());
 
@@ -123,6 +124,7 @@ pub(super) fn validate(
             None => None,
             Some(var) => match env(var) {
                 Some(key) if !key.is_empty() => Some(key),
+                _ if mode == LoadMode::Store => None,
                 _ => {
                     p.push(
                         format!("{field}.api_key_env"),
@@ -191,11 +193,12 @@ pub(super) fn validate(
         let rollout_parts = super::rollout::RawRolloutParts::take(&mut rd);
         if let Some(d) = deployment(&field, rd, &providers, &mut p) {
             if !rollout_parts.has_ramp() {
-                if let Some(g) = super::rollout::canary_guards(&field, rollout_parts, &mut p.0) {
+                if let Some(g) = super::rollout::canary_guards(&field, rollout_parts, env, &mut p.0)
+                {
                     canary_guards.insert(d.slug.clone(), g);
                 }
             } else if let Some(s) =
-                super::rollout::settings(path, &field, rollout_parts, &d, &mut p.0)
+                super::rollout::settings(path, &field, rollout_parts, &d, env, &mut p.0)
             {
                 rollouts.insert(d.slug.clone(), s);
             }
@@ -217,27 +220,36 @@ pub(super) fn validate(
 
     let capture = capture(raw.capture, &mut p);
     let (storage_url, retention) = match raw.storage {
-        None => (default_storage_url(), Retention::default()),
+        None => (Ok(None), Retention::default()),
         Some(s) => (
-            s.url.unwrap_or_else(default_storage_url),
+            super::secret::resolve("storage.url", s.url, s.url_env.as_deref(), env, &mut p.0),
             Retention {
                 observations: s.keep_observations,
                 bodies: s.keep_bodies,
             },
         ),
     };
-    if !(storage_url.starts_with("sqlite:")
-        || storage_url.starts_with("postgres://")
-        || storage_url.starts_with("postgresql://"))
-    {
-        p.push(
-            "storage.url",
-            format!("`{storage_url}` is not a sqlite:… or postgres://… URL"),
-        );
-    }
+    let storage_url = match storage_url {
+        Ok(url) => {
+            let url = url.unwrap_or_else(default_storage_url);
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                // Only the scheme is echoed: the rest may carry a password.
+                let scheme = url.split(':').next().unwrap_or_default();
+                p.push(
+                    "storage.url",
+                    format!("`{scheme}:…` is not a sqlite:… or postgres://… URL"),
+                );
+            }
+            url
+        }
+        Err(()) => default_storage_url(),
+    };
 
     let judge = super::judge::judge(raw.judge, &mut p.0);
-    let admin = super::admin::validate(path, raw.admin, &mut p.0);
+    let admin = super::admin::validate(path, raw.admin, env, &mut p.0);
     let controller = super::rollout::controller(raw.controller, &mut p.0);
 
     if !p.0.is_empty() {

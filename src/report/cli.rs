@@ -1,8 +1,8 @@
 //! `canarist report`: builds stage reports from the store named in the config and writes one
 //! file per stage into `--out`, printing each path.
 //!
-//! `--gate` (a gate policy YAML, as `gate::GatePolicy`) and `--ramp` (a ramp YAML,
-//! `stages: [...]`) are optional: the policy sets the interval α and lets a stage without a
+//! The deployment's `gate` and `ramp` come from the config; `--gate` (a gate policy YAML, as
+//! `gate::GatePolicy`) and `--ramp` (a ramp YAML, `stages: [...]`) override them: the policy sets the interval α and lets a stage without a
 //! recorded decision be re-evaluated; the ramp gives configured percentages and the stage
 //! minimums. Glue only (anyhow); fails on the first error, naming the file.
 
@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use super::{
     BuildOptions, StageReport, build_all, build_with, file_name, to_html, to_json, to_markdown,
 };
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LoadMode};
 use crate::gate::GatePolicy;
 use crate::rollout::Ramp;
 use crate::store::{Store, StoreOptions};
@@ -55,10 +55,10 @@ pub struct ReportArgs {
     /// Directory to write into (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Gate policy YAML (metrics, margins, α).
+    /// Gate policy YAML (metrics, margins, α); default: the deployment's `gate` in the config.
     #[arg(long)]
     pub gate: Option<PathBuf>,
-    /// Ramp YAML (`stages: [...]`).
+    /// Ramp YAML (`stages: [...]`); default: the deployment's `ramp` in the config.
     #[arg(long)]
     pub ramp: Option<PathBuf>,
     /// How many worst candidate answers to include.
@@ -93,15 +93,20 @@ pub fn load_policy(path: &Path) -> Result<GatePolicy, ConfigError> {
 }
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
-    let policy = args.gate.as_deref().map(load_policy).transpose()?;
+    let config = Config::load_with(&args.config, LoadMode::Store)?;
+    // The deployment's own ramp and gate, unless `--ramp`/`--gate` override them.
+    let settings = config.rollouts.get(&args.deployment);
+    let policy = match args.gate.as_deref() {
+        Some(path) => Some(load_policy(path)?),
+        None => settings.and_then(|s| s.gate.clone()),
+    };
     let ramp = match &args.ramp {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading ramp {}", p.display()))?;
             Some(Ramp::from_yaml(p, &text)?)
         }
-        None => None,
+        None => settings.map(|s| s.ramp.clone()),
     };
     let store = Store::connect_with(&config.storage_url, &StoreOptions::default()).await?;
     let opts = BuildOptions {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::actions::{self, Actor, RolloutCtx, RolloutError};
 use super::alerts::{AlertOptions, Alerts};
-use crate::config::Config;
+use crate::config::{Config, LoadMode};
 use crate::store::{Store, redact_url};
 
 #[derive(Debug, clap::Args)]
@@ -65,7 +65,7 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
         | RolloutAction::Resume(t)
         | RolloutAction::Log(t) => t,
     };
-    let config = match Config::load(&t.config) {
+    let config = match Config::load_with(&t.config, LoadMode::Store) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

@@ -255,7 +255,9 @@ pub struct MigrateArgs {
 pub async fn run_migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let url = match (args.database_url, args.config) {
         (Some(url), _) => url,
-        (None, Some(path)) => crate::config::Config::load(&path)?.storage_url,
+        (None, Some(path)) => {
+            crate::config::Config::load_with(&path, crate::config::LoadMode::Store)?.storage_url
+        }
         (None, None) => anyhow::bail!("give --database-url (or DATABASE_URL) or --config"),
     };
     let store = Store::connect_no_migrate(&url, &StoreOptions::default()).await?;

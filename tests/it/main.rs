@@ -10,6 +10,7 @@ mod judge;
 mod live;
 mod metrics;
 mod mock_upstream;
+mod ops;
 /// A rollout against real model servers (ignored; `scripts/e2e-realllm.sh` runs it).
 mod realllm;
 mod report;

@@ -385,6 +385,7 @@ fn hash_ignores_key_order_comments_and_description_and_follows_the_prompt() {
 
 fn check_in(dir: &Path, update: bool) -> (ExitCode, String) {
     let args = CheckArgs {
+        files: Vec::new(),
         dir: dir.to_path_buf(),
         lock: None,
         update,

@@ -203,13 +203,14 @@ pub enum KeysCommand {
 }
 
 pub async fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
-    let config = match crate::config::Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let config =
+        match crate::config::Config::load_with(&args.config, crate::config::LoadMode::Store) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(2));
+            }
+        };
     let store = Store::connect(&config.storage_url).await?;
     let actor = format!(
         "cli:{}",
