@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod gate;
+pub mod gate_input;
 pub mod http;
 pub mod judge;
 pub mod mock;

@@ -1,24 +1,30 @@
 //! Builds a [`StageReport`] from the store: the deployment's latest rollout, its stages and audit
 //! log, the stage's aggregate summary, and the few row-level reads (worst answers, bounded score
 //! samples). All I/O of the report module except writing files lives here; the sections are
-//! computed by pure functions (`sections`, `stats`, `gate_input`).
+//! computed by pure functions (`sections`, `stats`, and `crate::gate_input` for a recomputed
+//! decision, the controller's own converter).
 //!
 //! The decision shown for a stage is, in order of preference:
 //! 1. the gate decision the controller recorded: the latest transition *out of* the stage
 //!    (`from_stage` = the stage) whose evidence JSON is a `gate::Decision`, either at the top
 //!    level or under a `decision` key (source `transition`);
-//! 2. otherwise, when a gate policy was given, `gate::evaluate` run now on the stage summary
-//!    (source `recomputed`; the stage minimums come from the ramp when one was given, else 0);
+//! 2. otherwise, when a gate policy was given, the controller's own evaluation
+//!    (`gate_input::decide`) run now on the stage summary (source `recomputed`; the stage's
+//!    exposure, excluded cohorts and minimums come from the ramp when one was given, else the
+//!    stored stage with no exclusions and minimums 0);
 //! 3. otherwise none, with a note.
 //!
 //! Fails closed: a store error fails the report; missing data shows as `null`, never as 0.
 
 use super::model::*;
 use super::sections::{self, Intervals, cohort_name, sides};
-use super::{ReportError, gate_input, stats};
+use super::{ReportError, stats};
 use crate::capture::Role;
-use crate::gate::{self, Action, Decision, GatePolicy, StageContext};
-use crate::rollout::{Exposure, Ramp};
+use std::time::Duration;
+
+use crate::gate::{self, Action, Decision, GatePolicy};
+use crate::gate_input;
+use crate::rollout::{Exposure, OnTimeout, Ramp, Stage};
 use crate::store::{
     Rollout, RolloutStage, StageSummary, Store, SummaryScope, Transition, VariantSummary,
 };
@@ -230,7 +236,6 @@ async fn stage_report(
         mode,
         configured,
         duration_seconds,
-        judged_pairs,
     };
     let decision = decision(ctx, &summary, index, opts, &facts, &mut notes);
     let srm_alpha = opts
@@ -347,7 +352,6 @@ struct StageFacts {
     mode: StageMode,
     configured: Option<f64>,
     duration_seconds: f64,
-    judged_pairs: u64,
 }
 
 fn decision(
@@ -391,22 +395,28 @@ fn decision(
         notes.push("no gate decision recorded for this stage and no gate policy given".into());
         return None;
     };
-    let share = match facts.mode {
-        StageMode::Live => facts.configured.map(|p| p / 100.0),
-        _ => None,
-    };
-    let inputs = gate_input::summaries(policy, summary, &ctx.rollout.candidate, share);
-    let ramp_stage = opts
+    // The ramp's stage when the report knows the ramp (its exclusions and minimums, as the
+    // controller evaluates it); otherwise the stage as stored, with no exclusions or minimums.
+    let stage = match opts
         .ramp
         .as_ref()
-        .and_then(|r| r.stages.get(index as usize));
-    let stage_ctx = StageContext {
-        elapsed: std::time::Duration::from_secs_f64(facts.duration_seconds),
-        judged_pairs: facts.judged_pairs,
-        min_duration: ramp_stage.map_or(std::time::Duration::ZERO, |s| s.min_duration),
-        min_judged_pairs: ramp_stage.map_or(0, |s| s.min_judged_pairs),
+        .and_then(|r| r.stages.get(index as usize))
+    {
+        Some(s) => s.clone(),
+        None => Stage {
+            exposure: match (facts.mode, facts.configured) {
+                (StageMode::Live, Some(p)) => Exposure::Live { share: p / 100.0 },
+                _ => Exposure::Shadow { sample_rate: 1.0 },
+            },
+            min_duration: Duration::ZERO,
+            min_judged_pairs: 0,
+            max_duration: Duration::ZERO,
+            on_timeout: OnTimeout::default(),
+            exclude_cohorts: Vec::new(),
+        },
     };
-    let d = gate::evaluate(policy, &stage_ctx, &inputs);
+    let elapsed = Duration::from_secs_f64(facts.duration_seconds.max(0.0));
+    let d = gate_input::decide(policy, &stage, elapsed, summary);
     notes.push("decision recomputed now with gate::evaluate on the stage summary".into());
     Some(DecisionReport {
         source: DecisionSource::Recomputed,

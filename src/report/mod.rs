@@ -3,7 +3,7 @@
 //!
 //! Owns: the report model and its stable JSON schema (`model`, documented in
 //! `docs/report-schema.md`), the builder that reads the store (`build`, `worst`), the pure
-//! conversions and statistics glue (`sections`, `stats`, `gate_input`), the pure renderers
+//! conversions and statistics glue (`sections`, `stats`; the gate's input comes from `crate::gate_input`), the pure renderers
 //! (`markdown`, `html`, `svg`, and [`to_json`]) and `canarist report` (`cli`).
 //! Never: writes to the store, changes a rollout, or decides anything — a decision shown in a
 //! report is the one the controller recorded, or `gate::evaluate` re-run and labelled so. The
@@ -15,7 +15,6 @@
 mod build;
 pub mod cli;
 mod format;
-mod gate_input;
 mod html;
 mod html_answers;
 mod markdown;

@@ -11,15 +11,9 @@ use super::model::{
     VariantStats, WinTieLoss,
 };
 use super::stats;
-use crate::store::{CheckSummary, Cohort, ScoreSummary, StageSummary, VariantSummary};
+use crate::store::{CheckSummary, ScoreSummary, StageSummary, VariantSummary};
 
-/// `all` or `key=value`, as the gate names cohorts.
-pub fn cohort_name(cohort: &Cohort) -> String {
-    match cohort {
-        None => "all".to_owned(),
-        Some((k, v)) => format!("{k}={v}"),
-    }
-}
+pub use crate::gate_input::cohort_name;
 
 /// Interval settings shared by every section.
 #[derive(Debug, Clone, Copy)]

@@ -261,7 +261,7 @@ pub async fn status(ctx: &RolloutCtx, deployment: &str) -> Result<RolloutStatus,
                 }
                 _ => std::time::Duration::ZERO,
             };
-            Some(super::convert::decide(policy, stage, elapsed, &summary))
+            Some(crate::gate_input::decide(policy, stage, elapsed, &summary))
         }
         _ => None,
     };

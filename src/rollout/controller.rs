@@ -1,6 +1,6 @@
 //! The rollout controller: on the leader replica only, every `controller.tick`, for each
 //! deployment with a rollout in progress: read the current stage's aggregates from the store,
-//! convert them (`convert`), ask the gate, step the state machine with its decision, and
+//! convert them (`crate::gate_input`), ask the gate, step the state machine with its decision, and
 //! persist and apply the result (`actions::apply_expecting`).
 //!
 //! Leadership is the store's [`Leadership`] (a Postgres advisory lock; SQLite always leads), so
@@ -25,8 +25,9 @@ use uuid::Uuid;
 use super::actions::{self, RolloutCtx, RolloutError};
 use super::alerts::{AlertEvent, AlertMessage, Failing};
 use super::stored::{self, machine_state};
-use super::{Event, State, convert};
+use super::{Event, State};
 use crate::gate::{Action, Decision, Verdict};
+use crate::gate_input;
 use crate::http::AppState;
 use crate::store::{CONTROLLER_LOCK_KEY, Leadership, Rollout, SummaryScope};
 
@@ -125,7 +126,7 @@ impl Controller {
                         since: r.stage_started_at,
                     })
                     .await?;
-                let decision = convert::decide(policy, stage, run.elapsed(now), &summary);
+                let decision = gate_input::decide(policy, stage, run.elapsed(now), &summary);
                 let failing = decision
                     .evidence
                     .iter()

@@ -6,6 +6,7 @@ mod clients;
 mod demo;
 mod durability;
 mod errors;
+mod gate_input;
 mod judge;
 mod live;
 mod metrics;

@@ -1,0 +1,307 @@
+use super::*;
+use crate::gate::{Action, Direction, MetricPolicy};
+use crate::rollout::ramp::OnTimeout;
+use crate::store::ScoreSummary;
+
+fn variant(cohort: Cohort, role: &str, requests: u64, errors: u64) -> VariantSummary {
+    let mut v = VariantSummary {
+        cohort,
+        variant: role.to_owned(),
+        role: role.to_owned(),
+        requests,
+        served: requests,
+        ..VariantSummary::default()
+    };
+    if errors > 0 {
+        v.errors.insert("upstream_5xx".into(), errors);
+    }
+    v
+}
+
+fn policy(metrics: Vec<MetricPolicy>) -> GatePolicy {
+    GatePolicy::with_metrics(metrics)
+}
+
+fn metric(name: &str, kind: MetricKind) -> MetricPolicy {
+    MetricPolicy {
+        name: name.into(),
+        kind,
+    }
+}
+
+#[test]
+fn error_counts_per_role_and_cohort_and_srm_shares() {
+    let tier = Some(("tier".to_owned(), "free".to_owned()));
+    let summary = StageSummary {
+        variants: vec![
+            variant(None, "stable", 900, 9),
+            variant(None, "candidate", 100, 30),
+            variant(tier.clone(), "stable", 90, 1),
+            variant(tier, "candidate", 10, 5),
+        ],
+        ..StageSummary::default()
+    };
+    let p = policy(vec![metric(
+        "error_rate",
+        MetricKind::ErrorRate {
+            margin: 0.02,
+            ceiling: 0.1,
+        },
+    )]);
+    let (s, judged) = summaries(&p, Exposure::Live { share: 0.1 }, &summary);
+    assert_eq!(judged, 0);
+    assert_eq!(
+        s.cohorts["all"]["error_rate"],
+        MetricData::Proportions {
+            candidate: Count::new(30, 100),
+            stable: Count::new(9, 900)
+        }
+    );
+    assert_eq!(
+        s.cohorts["tier=free"]["error_rate"],
+        MetricData::Proportions {
+            candidate: Count::new(5, 10),
+            stable: Count::new(1, 90)
+        }
+    );
+    let a = s.assignment.unwrap();
+    assert_eq!(a.variants[0], ("stable".into(), 900, 0.9));
+    assert_eq!(a.variants[1], ("candidate".into(), 100, 0.1));
+    // In shadow there is no served split to check.
+    let (s, _) = summaries(&p, Exposure::Shadow { sample_rate: 0.2 }, &summary);
+    assert!(s.assignment.is_none());
+}
+
+#[test]
+fn scores_prefer_pairs_and_never_pool_rubric_versions() {
+    let m = |count, sum, sum_sq| Moments { count, sum, sum_sq };
+    let old = ScoreSummary {
+        rubric_id: "support".into(),
+        rubric_hash: "h1".into(),
+        criterion: "helpfulness".into(),
+        paired: m(10, -1.0, 3.0),
+        candidate_abstentions: 2,
+        candidate_scores: m(10, 40.0, 170.0),
+        ..ScoreSummary::default()
+    };
+    let new = ScoreSummary {
+        rubric_hash: "h2".into(),
+        paired: m(50, -5.0, 20.0),
+        wins: 20,
+        ties: 10,
+        losses: 20,
+        ..old.clone()
+    };
+    let summary = StageSummary {
+        scores: vec![old, new],
+        ..StageSummary::default()
+    };
+    let p = policy(vec![
+        metric(
+            "support.helpfulness",
+            MetricKind::Mean {
+                direction: Direction::HigherIsBetter,
+                margin: 0.2,
+            },
+        ),
+        metric("helpfulness", MetricKind::WinRate { margin: 0.05 }),
+    ]);
+    let (s, judged) = summaries(&p, Exposure::Shadow { sample_rate: 1.0 }, &summary);
+    assert_eq!(judged, 50);
+    assert_eq!(
+        s.cohorts["all"]["support.helpfulness"],
+        MetricData::Paired(GateMoments {
+            n: 50,
+            sum: -5.0,
+            sum_sq: 20.0
+        })
+    );
+    assert_eq!(
+        s.cohorts["all"]["helpfulness"],
+        MetricData::WinTieLoss {
+            wins: 20,
+            ties: 10,
+            losses: 20
+        }
+    );
+    let cand = s.abstentions.iter().find(|a| a.variant == "candidate");
+    assert_eq!(cand.map(|a| (a.abstained, a.attempts)), Some((4, 24)));
+}
+
+#[test]
+fn latency_tail_counts_candidate_requests_above_stable_quantile() {
+    let mut stable = variant(None, "stable", 100, 0);
+    let mut cand = variant(None, "candidate", 100, 0);
+    for i in 1..=100 {
+        stable.latency_histogram.record(f64::from(i));
+        cand.latency_histogram.record(f64::from(i) * 10.0);
+    }
+    let summary = StageSummary {
+        variants: vec![stable.clone(), cand],
+        ..StageSummary::default()
+    };
+    let p = policy(vec![metric(
+        "latency_p95",
+        MetricKind::LatencyTail {
+            quantile: 0.95,
+            margin: 0.05,
+        },
+    )]);
+    let (s, _) = summaries(&p, Exposure::Shadow { sample_rate: 1.0 }, &summary);
+    let MetricData::Exceedance {
+        candidate_above,
+        stable_quantile,
+        ..
+    } = &s.cohorts["all"]["latency_p95"]
+    else {
+        panic!("{s:?}")
+    };
+    let q = stable_quantile.unwrap();
+    assert!((95.0..=100.0).contains(&q), "stable p95 {q}");
+    // Candidate values 10·i above ~96 ms: i ≥ 10, i.e. 91 of 100.
+    assert!(
+        (90..=92).contains(&candidate_above.hits),
+        "{candidate_above:?}"
+    );
+    assert_eq!(candidate_above.n, 100);
+
+    // A candidate with 30% errors against 1% is rolled back by the real gate.
+    let summary = StageSummary {
+        variants: vec![
+            variant(None, "stable", 1000, 10),
+            variant(None, "candidate", 1000, 300),
+        ],
+        ..StageSummary::default()
+    };
+    let p = policy(vec![metric(
+        "error_rate",
+        MetricKind::ErrorRate {
+            margin: 0.02,
+            ceiling: 0.5,
+        },
+    )]);
+    let stage = Stage {
+        exposure: Exposure::Shadow { sample_rate: 1.0 },
+        min_duration: Duration::ZERO,
+        min_judged_pairs: 0,
+        max_duration: Duration::from_secs(60),
+        on_timeout: OnTimeout::HoldAndAlert,
+        exclude_cohorts: Vec::new(),
+    };
+    let d = decide(&p, &stage, Duration::from_secs(1), &summary);
+    assert_eq!(d.action, Action::Rollback, "{d:?}");
+}
+
+/// A stage at 10% that keeps `tier=enterprise` (20% of traffic) on stable: the candidate
+/// serves 10% of the other 80%. Counted over all traffic that is a sample-ratio mismatch
+/// (800 of 10,000 against 10%) that would block promotion forever, and the enterprise cohort,
+/// where the candidate has no data, would too. Over eligible traffic the split is right.
+#[test]
+fn excluded_cohorts_leave_the_gate_and_the_sample_ratio_check() {
+    let enterprise = Some(("tier".to_owned(), "enterprise".to_owned()));
+    let summary = StageSummary {
+        variants: vec![
+            variant(None, "stable", 9_200, 100),
+            variant(None, "candidate", 800, 8),
+            variant(enterprise.clone(), "stable", 2_000, 80),
+        ],
+        ..StageSummary::default()
+    };
+    let p = policy(vec![metric(
+        "error_rate",
+        MetricKind::ErrorRate {
+            margin: 0.05,
+            ceiling: 0.5,
+        },
+    )]);
+    let mut stage = Stage {
+        exposure: Exposure::Live { share: 0.1 },
+        min_duration: Duration::ZERO,
+        min_judged_pairs: 0,
+        max_duration: Duration::from_secs(3600),
+        on_timeout: OnTimeout::HoldAndAlert,
+        exclude_cohorts: Vec::new(),
+    };
+    let blocked = |d: &Decision| {
+        d.evidence
+            .iter()
+            .filter(|e| {
+                e.verdict != crate::gate::Verdict::NonInferior
+                    && e.verdict != crate::gate::Verdict::Passed
+            })
+            .map(|e| format!("{}/{}", e.metric, e.cohort))
+            .collect::<Vec<_>>()
+    };
+    let d = decide(&p, &stage, Duration::from_secs(1), &summary);
+    let b = blocked(&d);
+    assert!(b.contains(&"sample_ratio/all".to_owned()), "{b:?}");
+    assert!(
+        b.contains(&"error_rate/tier=enterprise".to_owned()),
+        "{b:?}"
+    );
+
+    stage.exclude_cohorts = vec![("tier".into(), "enterprise".into())];
+    let d = decide(&p, &stage, Duration::from_secs(1), &summary);
+    assert_eq!(blocked(&d), Vec::<String>::new(), "{d:?}");
+    assert_eq!(d.action, Action::Promote, "{}", d.reason);
+    let eligible = without_cohorts(&summary, &stage.exclude_cohorts);
+    assert_eq!(eligible.variants.len(), 2);
+    let stable = &eligible.variants[0];
+    assert_eq!(
+        (stable.requests, stable.served, stable.error_count()),
+        (7_200, 7_200, 20)
+    );
+}
+
+/// Enterprise requests (kept on stable) are slow. A candidate slower than the stable traffic
+/// it replaces must not hide behind them: the latency tail compares eligible traffic.
+#[test]
+fn excluded_cohorts_leave_stable_latency_too() {
+    let enterprise = Some(("tier".to_owned(), "enterprise".to_owned()));
+    let timed = |cohort: &Cohort, role: &str, n: u64, ms: f64| {
+        let mut v = variant(cohort.clone(), role, n, 0);
+        for _ in 0..n {
+            v.latency_histogram.record(ms);
+        }
+        v.latency.add(n, ms * n as f64, ms * ms * n as f64);
+        v
+    };
+    // Stable: 8,000 eligible requests at 100 ms and 2,000 enterprise ones at 2 s; the
+    // candidate: 900 requests at 300 ms (10% of eligible traffic).
+    let mut stable = timed(&None, "stable", 8_000, 100.0);
+    let slow = timed(&enterprise, "stable", 2_000, 2_000.0);
+    stable.requests += slow.requests;
+    stable.served += slow.served;
+    stable.latency_histogram.merge(&slow.latency_histogram);
+    stable
+        .latency
+        .add(slow.latency.count, slow.latency.sum, slow.latency.sum_sq);
+    let summary = StageSummary {
+        variants: vec![stable, timed(&None, "candidate", 900, 300.0), slow],
+        ..StageSummary::default()
+    };
+    let p = policy(vec![metric(
+        "latency_p90",
+        MetricKind::LatencyTail {
+            quantile: 0.9,
+            margin: 0.05,
+        },
+    )]);
+    let stage = Stage {
+        exposure: Exposure::Live { share: 0.1 },
+        min_duration: Duration::ZERO,
+        min_judged_pairs: 0,
+        max_duration: Duration::from_secs(3600),
+        on_timeout: OnTimeout::HoldAndAlert,
+        exclude_cohorts: vec![("tier".into(), "enterprise".into())],
+    };
+    let eligible = without_cohorts(&summary, &stage.exclude_cohorts);
+    let stable = &eligible.variants[0];
+    assert_eq!(stable.latency.count, 8_000);
+    assert!((stable.latency.mean().unwrap() - 100.0).abs() < 1e-9);
+    assert_eq!(stable.latency_histogram.total(), 8_000);
+    assert!(stable.latency_histogram.quantile(0.9).unwrap() < 200.0);
+    let d = decide(&p, &stage, Duration::from_secs(1), &summary);
+    assert_eq!(d.action, Action::Rollback, "{}", d.reason);
+    assert!(d.reason.contains("latency_p90"), "{}", d.reason);
+}
