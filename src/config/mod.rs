@@ -98,6 +98,9 @@ pub struct Provider {
     /// The key, read from `api_key_env` at load time.
     pub api_key: Option<String>,
     pub api_key_env: Option<String>,
+    /// Whether the client's own provider credentials are forwarded to this provider (it then
+    /// has no key of its own). A canarist key is never forwarded.
+    pub forward_client_auth: bool,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -109,6 +112,7 @@ impl std::fmt::Debug for Provider {
             .field("name", &self.name)
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("forward_client_auth", &self.forward_client_auth)
             .field("timeout", &self.timeout)
             .finish()
     }

@@ -46,6 +46,10 @@ pub struct RawProvider {
     /// Name of the environment variable that holds the API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Forward the client's own provider credentials (`Authorization`, `x-api-key`,
+    /// `api-key`) to this provider, which has no key of its own. Off by default.
+    #[serde(default)]
+    pub forward_client_auth: bool,
     /// Whole-request timeout (e.g. `600s`).
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<std::time::Duration>,

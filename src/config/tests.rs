@@ -84,6 +84,25 @@ fn api_keys_come_from_the_named_variable() {
 }
 
 #[test]
+fn forwarding_client_credentials_is_opt_in_and_only_for_providers_without_a_key() {
+    let yaml = "providers:\n  p:\n    base_url: https://api.example.com/v1\n";
+    let config = Config::from_yaml(Path::new("c.yaml"), yaml, &no_env).unwrap();
+    assert!(!config.providers["p"].forward_client_auth, "off by default");
+
+    let yaml = "providers:\n  p:\n    base_url: https://api.example.com/v1\n    forward_client_auth: true\n";
+    let config = Config::from_yaml(Path::new("c.yaml"), yaml, &no_env).unwrap();
+    assert!(config.providers["p"].forward_client_auth);
+
+    let yaml = "providers:\n  p:\n    base_url: https://api.example.com/v1\n    \
+                api_key_env: MY_KEY\n    forward_client_auth: true\n";
+    let err =
+        Config::from_yaml(Path::new("c.yaml"), yaml, &|_| Some("sk-test".to_owned())).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].field, "providers.p.forward_client_auth");
+    assert!(err.problems[0].message.contains("api_key_env"), "{err}");
+}
+
+#[test]
 fn percent_steps_and_lanes_are_enforced() {
     let yaml = r#"
 providers: { p: { base_url: "http://x" } }

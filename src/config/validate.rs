@@ -134,6 +134,13 @@ pub(super) fn validate(
                 }
             },
         };
+        if rp.forward_client_auth && rp.api_key_env.is_some() {
+            p.push(
+                format!("{field}.forward_client_auth"),
+                "a provider with its own key (`api_key_env`) never receives the client's; \
+                 remove one of the two",
+            );
+        }
         providers.insert(
             name.clone(),
             Provider {
@@ -141,6 +148,7 @@ pub(super) fn validate(
                 base_url,
                 api_key,
                 api_key_env: rp.api_key_env,
+                forward_client_auth: rp.forward_client_auth,
                 timeout: rp.timeout.unwrap_or_else(default_timeout),
                 connect_timeout: rp.connect_timeout.unwrap_or_else(default_connect_timeout),
                 read_timeout: rp.read_timeout.unwrap_or_else(default_read_timeout),

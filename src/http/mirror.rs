@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::capture::{Endpoint, ErrorClass};
-use crate::upstream::{Upstreams, class_of_status, sse};
+use crate::upstream::{ClientCredentials, Upstreams, class_of_status, sse};
 
 use super::Gateway;
 use super::side::{Outcome, Side};
@@ -48,7 +48,7 @@ pub fn spawn(
     endpoint: Endpoint,
     stream: bool,
     timeout: Duration,
-    client_auth: Option<http::HeaderValue>,
+    credentials: ClientCredentials,
 ) {
     let tasks = gw.tasks.clone();
     // A child of the request's span, though it may outlive it.
@@ -66,7 +66,7 @@ pub fn spawn(
                     body,
                     stream,
                     Some(timeout),
-                    client_auth.as_ref(),
+                    &credentials,
                 ),
             )
             .await;

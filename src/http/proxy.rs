@@ -17,6 +17,7 @@ use crate::capture::{Endpoint, PairSlot, Purpose, Role};
 use crate::config::{Deployment, Mode, Variant};
 use crate::routing::{self, Draws, Target, UNIT_HEADER};
 use crate::telemetry::{DeploymentLabels, RequestLabels, SkipLabels, traces};
+use crate::upstream::ClientCredentials;
 use crate::upstream::request::{self, ClientRequest};
 
 use super::serve::{Served, passthrough, serve};
@@ -200,14 +201,14 @@ async fn route_and_serve(
         span.record("cohort", cohort_text(&ctx.cohort).as_str());
     }
 
-    let client_auth = headers.get(header::AUTHORIZATION);
+    let credentials = ClientCredentials::from_headers(headers);
     let pair = plan
         .mirror
         .filter(|_| mirror_allowed(gw, dep, endpoint))
         .map(|target| (target, PairSlot::new()));
     // The A/A arm's slot: stable-served requests that no mirror pairs already.
     let aa = (pair.is_none() && plan.serve == Target::Stable && aa_drawn(gw, dep, endpoint))
-        .then(|| spawn_aa(gw, dep, &ctx, &req, client_auth));
+        .then(|| spawn_aa(gw, dep, &ctx, &req, &credentials));
     if let Some((target, slot)) = &pair {
         let variant = variant_of(dep, *target);
         let (side, body) = new_side(
@@ -225,7 +226,7 @@ async fn route_and_serve(
             endpoint,
             req.stream,
             dep.shadow_timeout,
-            client_auth.cloned(),
+            credentials.clone(),
         );
     }
 
@@ -248,7 +249,7 @@ async fn route_and_serve(
         endpoint,
         req.stream,
         strip_usage,
-        client_auth,
+        &credentials,
         &mut upstream_wait,
     )
     .await
@@ -283,7 +284,7 @@ async fn route_and_serve(
                     endpoint,
                     req.stream,
                     strip_usage,
-                    client_auth,
+                    &credentials,
                     &mut upstream_wait,
                 )
                 .await
@@ -394,7 +395,7 @@ fn spawn_aa(
     dep: &Deployment,
     ctx: &Arc<RequestCtx>,
     req: &ClientRequest<'_>,
-    client_auth: Option<&HeaderValue>,
+    credentials: &ClientCredentials,
 ) -> PairSlot {
     let slot = PairSlot::new();
     let again = Variant {
@@ -416,7 +417,7 @@ fn spawn_aa(
         ctx.endpoint,
         ctx.stream,
         dep.shadow_timeout,
-        client_auth.cloned(),
+        credentials.clone(),
     );
     slot
 }

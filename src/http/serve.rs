@@ -12,7 +12,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::capture::Endpoint;
-use crate::upstream::{Upstreams, class_of_status};
+use crate::upstream::{ClientCredentials, Upstreams, class_of_status};
 
 use super::side::{Outcome, Side};
 use super::tee::TeeStream;
@@ -39,7 +39,7 @@ pub(super) async fn serve(
     endpoint: Endpoint,
     stream: bool,
     strip_usage: bool,
-    client_auth: Option<&HeaderValue>,
+    credentials: &ClientCredentials,
     upstream_wait: &mut Duration,
 ) -> Served {
     let waited = Instant::now();
@@ -47,7 +47,7 @@ pub(super) async fn serve(
     let span = upstream_span(&side);
     let sent = gw
         .upstreams
-        .send(&provider, endpoint, body, stream, None, client_auth)
+        .send(&provider, endpoint, body, stream, None, credentials)
         .instrument(span.clone())
         .await;
     if let Ok(r) = &sent {
@@ -162,7 +162,7 @@ pub(super) async fn passthrough(
             body,
             stream,
             None,
-            headers.get(header::AUTHORIZATION),
+            &ClientCredentials::from_headers(headers),
         )
         .await
         .map_err(|e| ApiError::from_upstream(&e))?;

@@ -6,6 +6,7 @@
 //! Never: decides routing or records anything; callers do. Fails closed per call: an error is
 //! returned to the caller, never swallowed.
 
+pub mod credentials;
 pub mod request;
 pub mod sse;
 
@@ -16,6 +17,8 @@ use bytes::Bytes;
 
 use crate::capture::{Endpoint, ErrorClass};
 use crate::config::Provider;
+
+pub use credentials::ClientCredentials;
 
 /// A call that produced no usable response.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -102,8 +105,8 @@ impl Upstreams {
 
     /// Sends `body` to `endpoint` of `provider`. `timeout` bounds the whole call (for
     /// non-streamed calls) or the wait for response headers (streams; the provider's read
-    /// timeout then bounds each silence). `client_auth` is forwarded when the provider has
-    /// no key of its own.
+    /// timeout then bounds each silence). The provider's own key is sent when it has one; the
+    /// client's `credentials` only when the provider opts in (`forward_client_auth`).
     pub async fn send(
         &self,
         provider: &str,
@@ -111,7 +114,7 @@ impl Upstreams {
         body: Vec<u8>,
         stream: bool,
         timeout: Option<Duration>,
-        client_auth: Option<&http::HeaderValue>,
+        credentials: &ClientCredentials,
     ) -> Result<reqwest::Response, UpstreamError> {
         let Some(pc) = self.by_name.get(provider) else {
             return Err(UpstreamError {
@@ -131,8 +134,10 @@ impl Upstreams {
         }
         if let Some(key) = &pc.provider.api_key {
             req = req.bearer_auth(key);
-        } else if let Some(auth) = client_auth {
-            req = req.header(http::header::AUTHORIZATION, auth.clone());
+        } else if pc.provider.forward_client_auth {
+            for (name, value) in credentials.headers() {
+                req = req.header(name.clone(), value.clone());
+            }
         }
         let total = timeout
             .unwrap_or(pc.provider.timeout)

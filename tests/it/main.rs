@@ -3,6 +3,7 @@
 mod aa;
 mod admin;
 mod clients;
+mod credentials;
 mod demo;
 mod durability;
 mod errors;

@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use super::{Admin, AdminError};
 
 /// Every API key starts with this, so that leaked keys are recognisable (secret scanners).
-pub const KEY_PREFIX: &str = "cnr_";
+pub const KEY_PREFIX: &str = crate::upstream::credentials::GATEWAY_KEY_PREFIX;
 
 /// What a caller may do. Ordered: each role may do what the roles below it may.
 #[derive(
@@ -173,8 +173,9 @@ impl FromRequestParts<Arc<Admin>> for Principal {
     }
 }
 
-/// Middleware for the proxy routes when `admin.proxy_keys_required`: any valid key or token
-/// (role `client` or above) may call them.
+/// Middleware for the proxy routes when `admin.proxy_keys_required`: only a key or token with
+/// the `client` role may call them (a key for one job: an admin, owner or viewer credential is
+/// refused with 403, so that it is never sent along with model traffic).
 pub async fn require_client(
     State(admin): State<Arc<Admin>>,
     request: Request,
@@ -182,9 +183,26 @@ pub async fn require_client(
 ) -> Response {
     let (parts, body) = request.into_parts();
     match authenticate(&admin, &parts).await {
-        Ok(_) => next.run(Request::from_parts(parts, body)).await,
+        Ok(p) if p.role == Role::Client => next.run(Request::from_parts(parts, body)).await,
+        Ok(p) => proxy_forbidden(p.role),
         Err(e) => e.into_response(),
     }
+}
+
+/// 403 for a credential of another role than `client` on a proxy route.
+fn proxy_forbidden(role: Role) -> Response {
+    let message = format!(
+        "the proxy routes accept only keys with the `client` role; this credential has role `{}` \
+         (create one with `canarist keys create --role client`)",
+        role.as_str()
+    );
+    let body = crate::http::error_body(
+        &message,
+        "permission_error",
+        None,
+        Some("insufficient_role"),
+    );
+    (axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
 #[cfg(test)]
