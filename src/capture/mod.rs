@@ -18,9 +18,6 @@ pub use observation::{
 };
 pub use pairing::PairSlot;
 
-/// The variant name of the A/A arm's second stable answer (role `candidate`, purpose
-/// `mirrored`): pairs whose candidate is this measure the judge's noise floor on real traffic.
-/// The gate, the guardrails and the candidate's figures leave them out.
-pub const AA_VARIANT: &str = "aa";
+pub use crate::vocab::AA_VARIANT;
 pub use sink::{JsonlSink, MemorySink, Sink, SinkError};
 pub use writer::{Capture, CaptureStats, WriterConfig};

@@ -7,34 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Which role a variant plays in its deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Stable,
-    Candidate,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Stable => "stable",
-            Role::Candidate => "candidate",
-        }
-    }
-}
-
-/// Why a side of a request ended: whether it served the client or was a background call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Purpose {
-    /// The answer the client received.
-    Served,
-    /// A background call whose answer nobody received (shadow mirror, live pair sample).
-    Mirrored,
-    /// A stable retry after the candidate failed in live mode (`fallback_to_stable`).
-    Fallback,
-}
+pub use crate::vocab::{Purpose, Role};
 
 /// The OpenAI endpoint a request was made to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

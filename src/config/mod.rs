@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::vocab::{ConfigError, Mode, Problem};
 pub use admin::{AdminConfig, JwtConfig};
 pub use judge::{JudgeConfig, RawJudge};
 pub use raw::RawConfig;
@@ -23,7 +24,6 @@ pub use rollout::{
     AlertFormat, AlertTarget, CanaryGuards, ControllerSettings, RawAlerts, RawController,
     RolloutSettings,
 };
-pub use validate::{ConfigError, Problem};
 
 /// What the command loading a config needs from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,26 +130,6 @@ impl Price {
         (prompt_tokens as f64 * self.input_per_mtok
             + completion_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Stable serves everything; nothing is mirrored.
-    Off,
-    /// Stable serves everything; candidates are called in the background for their share.
-    Shadow,
-    /// Candidates serve their share.
-    Live,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Off => "off",
-            Mode::Shadow => "shadow",
-            Mode::Live => "live",
-        }
     }
 }
 

@@ -1,60 +1,10 @@
 //! Turning a [`RawConfig`] into a [`Config`], collecting every problem on the way.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::raw::{RawCandidate, RawCohorts, RawConfig, RawDeployment, RawVariant};
 use super::*;
-
-/// One thing wrong with a config file, at one field.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    /// Dotted path of the field, e.g. `deployments[0].candidates[1].percent`.
-    pub field: String,
-    pub message: String,
-}
-
-/// Every problem found in one config file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub problems: Vec<Problem>,
-}
-
-impl ConfigError {
-    pub fn single(file: &Path, field: &str, message: impl fmt::Display) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            problems: vec![Problem {
-                field: field.to_owned(),
-                message: message.to_string(),
-            }],
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        write!(
-            f,
-            "{}: {n} problem{}",
-            self.file.display(),
-            if n == 1 { "" } else { "s" }
-        )?;
-        for p in &self.problems {
-            if p.field.is_empty() {
-                write!(f, "\n  - {}", p.message)?;
-            } else {
-                write!(f, "\n  - {}: {}", p.field, p.message)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// YAML → raw structs. A syntax or type error stops here, reported with its field path and line.
 pub(super) fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {

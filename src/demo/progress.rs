@@ -55,7 +55,7 @@ pub fn headline(s: &Snapshot<'_>) -> String {
     let Some(r) = &s.status.rollout else {
         return format!("{time} waiting for the rollout to start");
     };
-    let exposure = if r.mode == "shadow" {
+    let exposure = if r.mode == crate::vocab::Mode::Shadow {
         "shadow: every request mirrored to the candidate".to_owned()
     } else {
         format!("candidate serves {:.0}%", r.candidate_percent)
@@ -185,7 +185,7 @@ mod tests {
                 stage_label: "canary-1".into(),
                 stage_started_at: chrono::Utc::now(),
                 candidate_percent: 10.0,
-                mode: "live".into(),
+                mode: crate::vocab::Mode::Live,
                 config_version: 3,
                 updated_at: chrono::Utc::now(),
             }),

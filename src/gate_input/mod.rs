@@ -29,15 +29,8 @@ use crate::gate::{
     StageSummaries, evaluate,
 };
 use crate::rollout::ramp::{Exposure, Stage};
-use crate::store::{Cohort, Moments, StageSummary, VariantSummary};
-
-/// `all` or `key=value`.
-pub fn cohort_name(cohort: &Cohort) -> String {
-    match cohort {
-        None => "all".to_owned(),
-        Some((k, v)) => format!("{k}={v}"),
-    }
-}
+use crate::store::{Moments, StageSummary, VariantSummary};
+use crate::vocab::{Cohort, Role, cohort_name};
 
 fn moments(m: &Moments) -> GateMoments {
     GateMoments {
@@ -86,9 +79,9 @@ pub fn summaries(
     let mut sides: BTreeMap<Cohort, Sides> = BTreeMap::new();
     for v in &summary.variants {
         let s = sides.entry(v.cohort.clone()).or_default();
-        match v.role.as_str() {
-            "candidate" => merge(&mut s.candidate, v),
-            _ => merge(&mut s.stable, v),
+        match v.role {
+            Role::Candidate => merge(&mut s.candidate, v),
+            Role::Stable => merge(&mut s.stable, v),
         }
     }
     let mut out = StageSummaries::default();
@@ -266,11 +259,11 @@ fn without_cohorts(summary: &StageSummary, excluded: &[(String, String)]) -> Sta
     let removed: Vec<&VariantSummary> = summary
         .variants
         .iter()
-        .filter(|v| is_excluded(&v.cohort) && v.role != "candidate")
+        .filter(|v| is_excluded(&v.cohort) && v.role == Role::Stable)
         .collect();
     for v in summary.variants.iter().filter(|v| !is_excluded(&v.cohort)) {
         let mut v = v.clone();
-        if v.cohort.is_none() && v.role != "candidate" {
+        if v.cohort.is_none() && v.role == Role::Stable {
             for r in removed.iter().filter(|r| r.variant == v.variant) {
                 v.requests = v.requests.saturating_sub(r.requests);
                 v.served = v.served.saturating_sub(r.served);

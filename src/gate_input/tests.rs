@@ -7,7 +7,7 @@ fn variant(cohort: Cohort, role: &str, requests: u64, errors: u64) -> VariantSum
     let mut v = VariantSummary {
         cohort,
         variant: role.to_owned(),
-        role: role.to_owned(),
+        role: Role::parse(role).unwrap(),
         requests,
         served: requests,
         ..VariantSummary::default()

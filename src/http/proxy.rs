@@ -406,7 +406,7 @@ fn spawn_aa(
         ctx,
         &again,
         Role::Candidate,
-        Purpose::Mirrored,
+        Purpose::Aa,
         req,
         Some(slot.clone()),
     );

@@ -78,7 +78,7 @@ impl Outcome {
 impl Side {
     /// The A/A arm's second stable call.
     pub fn is_aa(&self) -> bool {
-        self.role == Role::Candidate && self.variant == crate::capture::AA_VARIANT
+        self.purpose == Purpose::Aa
     }
 
     /// Records the outcome: metrics, mirror spend, and the observation (and pair) into capture.
@@ -108,7 +108,7 @@ impl Side {
                 .price(&self.upstream_model)
                 .map(|p| p.cost(u.prompt_tokens, u.completion_tokens))
         });
-        if self.purpose == Purpose::Mirrored {
+        if self.purpose.is_background() {
             self.account_mirror(gw, &outcome, cost);
         }
         let policy = gw.capture_policy();

@@ -79,7 +79,7 @@ impl Checker {
             }
             let report = run_checks(rubric, pair);
             // The A/A arm's second answer is stable's: no candidate guardrail to feed.
-            if pair.candidate.variant != crate::capture::AA_VARIANT {
+            if pair.candidate.purpose != crate::vocab::Purpose::Aa {
                 out.hard_failures += report.guardrails().count();
             }
             out.rows.extend(rows::check_rows(rubric, pair, &report));

@@ -12,8 +12,9 @@ use super::model::{
 };
 use super::stats;
 use crate::store::{CheckSummary, ScoreSummary, StageSummary, VariantSummary};
+use crate::vocab::Role;
 
-pub use crate::gate_input::cohort_name;
+pub use crate::vocab::cohort_name;
 
 /// Interval settings shared by every section.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +33,7 @@ pub fn variants(summary: &StageSummary) -> Vec<VariantStats> {
             VariantStats {
                 cohort: cohort_name(&v.cohort),
                 variant: v.variant.clone(),
-                role: v.role.clone(),
+                role: v.role.as_str().to_owned(),
                 requests: v.requests,
                 served: v.served,
                 errors,
@@ -260,10 +261,10 @@ pub fn sides<'a>(
 ) -> (Option<&'a VariantSummary>, Option<&'a VariantSummary>) {
     let c = variants
         .iter()
-        .find(|v| v.cohort.is_none() && v.role == "candidate" && v.variant == candidate);
+        .find(|v| v.cohort.is_none() && v.role == Role::Candidate && v.variant == candidate);
     let s = variants
         .iter()
-        .find(|v| v.cohort.is_none() && v.role == "stable");
+        .find(|v| v.cohort.is_none() && v.role == Role::Stable);
     (c, s)
 }
 
@@ -374,7 +375,7 @@ mod tests {
     fn variants_sort_stable_first_and_rate_errors() {
         let mut cand = VariantSummary {
             variant: "cand".into(),
-            role: "candidate".into(),
+            role: Role::Candidate,
             requests: 10,
             ..VariantSummary::default()
         };
@@ -386,7 +387,7 @@ mod tests {
         };
         let stable = VariantSummary {
             variant: "stable".into(),
-            role: "stable".into(),
+            role: Role::Stable,
             requests: 10,
             ..VariantSummary::default()
         };

@@ -94,7 +94,7 @@ pub struct RolloutView {
     pub stage_started_at: DateTime<Utc>,
     /// Percent of units served (live) or mirrored (shadow) by the candidate in this state.
     pub candidate_percent: f64,
-    pub mode: String,
+    pub mode: crate::vocab::Mode,
     pub config_version: u64,
     pub updated_at: DateTime<Utc>,
 }
@@ -247,7 +247,7 @@ pub async fn status(ctx: &RolloutCtx, deployment: &str) -> Result<RolloutStatus,
         .filter(|v| v.cohort.is_none())
         .map(|v| LiveCount {
             variant: v.variant.clone(),
-            role: v.role.clone(),
+            role: v.role.as_str().to_owned(),
             requests: v.requests,
             errors: v.error_count(),
         })

@@ -21,6 +21,7 @@ use crate::gate::Trip;
 use crate::http::AppState;
 use crate::routing::CANARY_STAGE;
 use crate::store::NewAuditEntry;
+use crate::vocab::Mode;
 
 /// What a trip did to a canary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ pub async fn on_trip(
     let evidence = json!({ "kind": "guardrail", "metric": metric, "trip": trip });
     let outcome = if state.auto_rollback {
         let mut next = state.clone();
-        next.mode = "off".to_owned();
+        next.mode = Mode::Off;
         next.stage = ROLLED_BACK.to_owned();
         for c in &mut next.candidates {
             c.buckets = 0;

@@ -12,6 +12,7 @@ use super::{Exposure, Ramp, StageRun, State};
 use crate::config::Deployment;
 use crate::routing::{BUCKETS, TrafficState};
 use crate::store::{Rollout, Transition};
+use crate::vocab::Mode;
 
 pub const DRAFT: &str = "draft";
 pub const SHADOW: &str = "shadow";
@@ -121,7 +122,7 @@ pub fn traffic_for(base: &Deployment, ramp: &Ramp, state: &State) -> TrafficStat
     };
     match state {
         State::Draft => {
-            t.mode = "off".to_owned();
+            t.mode = Mode::Off;
             t.stage = DRAFT.to_owned();
             set_share(&mut t, 0);
         }
@@ -134,15 +135,15 @@ pub fn traffic_for(base: &Deployment, ramp: &Ramp, state: &State) -> TrafficStat
                 .unwrap_or_default();
             match ramp.stages.get(run.stage).map(|s| s.exposure) {
                 Some(Exposure::Shadow { sample_rate }) => {
-                    t.mode = "shadow".to_owned();
+                    t.mode = Mode::Shadow;
                     set_share(&mut t, buckets(sample_rate));
                 }
                 Some(Exposure::Live { share }) => {
-                    t.mode = "live".to_owned();
+                    t.mode = Mode::Live;
                     set_share(&mut t, buckets(share));
                 }
                 None => {
-                    t.mode = "off".to_owned();
+                    t.mode = Mode::Off;
                     set_share(&mut t, 0);
                 }
             }
@@ -152,11 +153,11 @@ pub fn traffic_for(base: &Deployment, ramp: &Ramp, state: &State) -> TrafficStat
                 t.stable = c.variant.clone();
             }
             t.candidates.clear();
-            t.mode = "off".to_owned();
+            t.mode = Mode::Off;
             t.stage = PROMOTED.to_owned();
         }
         State::RolledBack { .. } => {
-            t.mode = "off".to_owned();
+            t.mode = Mode::Off;
             t.stage = ROLLED_BACK.to_owned();
             set_share(&mut t, 0);
         }
@@ -266,10 +267,10 @@ mod tests {
             timeout_alerted: false,
         };
         let t = traffic_for(base, &r, &State::Running(run(0)));
-        assert_eq!((t.mode.as_str(), t.stage.as_str()), ("shadow", "shadow"));
+        assert_eq!((t.mode, t.stage.as_str()), (Mode::Shadow, "shadow"));
         assert_eq!(t.candidates[0].buckets, 2000);
         let t = traffic_for(base, &r, &State::Running(run(1)));
-        assert_eq!((t.mode.as_str(), t.stage.as_str()), ("live", "canary-1"));
+        assert_eq!((t.mode, t.stage.as_str()), (Mode::Live, "canary-1"));
         assert_eq!(t.candidates[0].buckets, 500);
         let paused = State::Paused {
             run: run(2),
@@ -277,7 +278,7 @@ mod tests {
         };
         assert_eq!(traffic_for(base, &r, &paused).candidates[0].buckets, 5000);
         let t = traffic_for(base, &r, &State::RolledBack { at: at(9) });
-        assert_eq!(t.mode, "off");
+        assert_eq!(t.mode, Mode::Off);
         assert_eq!(t.candidates[0].buckets, 0);
         let t = traffic_for(base, &r, &State::Promoted { at: at(9) });
         assert_eq!(t.stable.model, "new");

@@ -21,9 +21,6 @@ pub use table::{RoutedDeployment, TrafficTable};
 
 use crate::config::{Deployment, Mode};
 
-/// Number of buckets: 0.01% steps.
-pub const BUCKETS: u16 = 10_000;
-
 /// The header clients set to choose their unit key.
 /// The stage label of a canary set through the admin API (`POST /api/v1/gateway/canary`),
 /// outside any rollout.
@@ -31,14 +28,7 @@ pub const CANARY_STAGE: &str = "canary";
 
 pub const UNIT_HEADER: &str = "x-canarist-unit";
 
-/// Width of each candidate's lane in the bucket space.
-pub fn lane_width(candidates: usize) -> u16 {
-    if candidates <= 1 {
-        BUCKETS
-    } else {
-        BUCKETS / candidates as u16
-    }
-}
+pub use crate::vocab::{BUCKETS, lane_width};
 
 /// The hash seed of a deployment: its salt and the names of its candidates, in order.
 pub fn hash_seed<'a>(salt: &str, candidate_names: impl IntoIterator<Item = &'a str>) -> u64 {

@@ -30,7 +30,7 @@ pub struct CandidateState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrafficState {
     /// `off`, `shadow` or `live`.
-    pub mode: String,
+    pub mode: Mode,
     pub stage: String,
     pub stable: VariantState,
     pub candidates: Vec<CandidateState>,
@@ -82,7 +82,7 @@ impl TrafficState {
     /// The traffic part of `deployment`.
     pub fn of(deployment: &Deployment) -> Self {
         Self {
-            mode: deployment.mode.as_str().to_owned(),
+            mode: deployment.mode,
             stage: deployment.stage.clone(),
             stable: VariantState::from(&deployment.stable),
             candidates: deployment
@@ -101,11 +101,7 @@ impl TrafficState {
     /// `base` (from the config file) with this state applied.
     pub fn apply(&self, base: &Deployment) -> Deployment {
         let mut d = base.clone();
-        d.mode = match self.mode.as_str() {
-            "shadow" => Mode::Shadow,
-            "live" => Mode::Live,
-            _ => Mode::Off,
-        };
+        d.mode = self.mode;
         d.stage.clone_from(&self.stage);
         d.stable = Variant::from(&self.stable);
         d.stable.name = "stable".to_owned();

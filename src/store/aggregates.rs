@@ -81,15 +81,14 @@ impl Moments {
     }
 }
 
-/// `(label key, label value)`; `None` for the whole stage.
-pub type Cohort = Option<(String, String)>;
+pub use crate::vocab::Cohort;
+use crate::vocab::{AA_VARIANT, Role};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VariantSummary {
     pub cohort: Cohort,
     pub variant: String,
-    /// `stable` or `candidate`.
-    pub role: String,
+    pub role: Role,
     pub requests: u64,
     /// Requests whose answer went to the client (for the sample-ratio check).
     pub served: u64,
@@ -176,10 +175,11 @@ pub struct AaSummary {
 impl StageSummary {
     /// Moves the A/A arm's rows out of the candidates' into `aa`.
     fn split_aa(&mut self) {
-        use crate::capture::AA_VARIANT;
+        // Stored rows name the arm by its reserved variant; this is the one place that reads
+        // the name back (above the store, the arm is `StageSummary::aa`).
         let (aa, variants) = std::mem::take(&mut self.variants)
             .into_iter()
-            .partition(|v| v.role == "candidate" && v.variant == AA_VARIANT);
+            .partition(|v| v.role == Role::Candidate && v.variant == AA_VARIANT);
         self.variants = variants;
         self.aa.variants = aa;
         let (aa, scores) = std::mem::take(&mut self.scores)
@@ -314,12 +314,16 @@ impl Store {
                 cost: (to_u64(r.try_get(14)?), r.try_get(15)?, r.try_get(16)?),
             });
             for row in rows {
+                let role = Role::parse(&row.role).ok_or_else(|| StoreError::Corrupt {
+                    what: "observation",
+                    detail: format!("role `{}`", row.role),
+                })?;
                 let s = out
                     .entry((row.cohort.clone(), row.variant.clone()))
                     .or_insert_with(|| VariantSummary {
                         cohort: row.cohort.clone(),
                         variant: row.variant.clone(),
-                        role: row.role.clone(),
+                        role,
                         ..VariantSummary::default()
                     });
                 s.requests += row.count;

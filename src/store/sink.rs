@@ -140,7 +140,7 @@ macro_rules! write_rows {
                     .push_bind(o.deployment.as_str())
                     .push_bind(o.variant.as_str())
                     .push_bind(o.role.as_str())
-                    .push_bind(purpose_str(o.purpose))
+                    .push_bind(Purpose::as_str(o.purpose))
                     .push_bind(o.stage.as_str())
                     .push_bind(to_i64(o.config_version))
                     .push_bind(endpoint_str(o.endpoint))
@@ -257,8 +257,8 @@ macro_rules! decode_observation {
             at: row.try_get("at")?,
             deployment: row.try_get("deployment")?,
             variant: row.try_get("variant")?,
-            role: parse_role(&role).ok_or_else(|| corrupt(format!("role `{role}`")))?,
-            purpose: parse_purpose(&purpose)
+            role: Role::parse(&role).ok_or_else(|| corrupt(format!("role `{role}`")))?,
+            purpose: Purpose::parse(&purpose)
                 .ok_or_else(|| corrupt(format!("purpose `{purpose}`")))?,
             stage: row.try_get("stage")?,
             config_version: to_u64(row.try_get("config_version")?),
@@ -391,32 +391,12 @@ fn strip_nul(s: &str) -> String {
     s.replace('\0', "")
 }
 
-fn purpose_str(p: Purpose) -> &'static str {
-    match p {
-        Purpose::Served => "served",
-        Purpose::Mirrored => "mirrored",
-        Purpose::Fallback => "fallback",
-    }
-}
-
 fn endpoint_str(e: Endpoint) -> &'static str {
     match e {
         Endpoint::ChatCompletions => "chat_completions",
         Endpoint::Completions => "completions",
         Endpoint::Embeddings => "embeddings",
     }
-}
-
-fn parse_role(s: &str) -> Option<Role> {
-    [Role::Stable, Role::Candidate]
-        .into_iter()
-        .find(|r| r.as_str() == s)
-}
-
-fn parse_purpose(s: &str) -> Option<Purpose> {
-    [Purpose::Served, Purpose::Mirrored, Purpose::Fallback]
-        .into_iter()
-        .find(|p| purpose_str(*p) == s)
 }
 
 fn parse_endpoint(s: &str) -> Option<Endpoint> {

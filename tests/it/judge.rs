@@ -435,7 +435,8 @@ async fn checks_are_stored_with_the_pair_and_do_not_wait_for_a_judge_that_is_dow
     // The candidate stopped on length where stable finished: the hard `finished` check regresses.
     let mut cut = pair("d", "c", &e.prompt, &e.good, &e.good);
     cut.candidate.finish_reason = Some("length".into());
-    // The same cut answer from the A/A arm (stable asked twice): stored, but no guardrail signal.
+    // The same cut answer from the A/A arm (stable asked twice, purpose `aa`, stored under the
+    // reserved variant name): stored, but no guardrail signal.
     let mut aa_cut = pair(
         "d",
         canarist::capture::AA_VARIANT,
@@ -444,6 +445,7 @@ async fn checks_are_stored_with_the_pair_and_do_not_wait_for_a_judge_that_is_dow
         &e.good,
     );
     aa_cut.candidate.finish_reason = Some("length".into());
+    aa_cut.candidate.purpose = canarist::capture::Purpose::Aa;
     let events = [
         CaptureEvent::Pair(Box::new(fine.clone())),
         CaptureEvent::Pair(Box::new(cut.clone())),

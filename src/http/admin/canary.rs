@@ -14,6 +14,7 @@ use super::body::{JsonBody, bad_field};
 use super::traffic::{self, percent_to_buckets};
 use super::{AdminError, AdminState};
 use crate::routing::{CANARY_STAGE, CandidateState, TrafficState, VariantState};
+use crate::vocab::Mode;
 
 fn yes() -> bool {
     true
@@ -114,7 +115,7 @@ pub async fn start_canary(
                 .await
                 .ok_or_else(|| not_served("stable_model", &req.stable_model))?;
             let state = TrafficState {
-                mode: "off".into(),
+                mode: Mode::Off,
                 stage: CANARY_STAGE.into(),
                 stable: VariantState {
                     name: "stable".into(),
@@ -172,7 +173,7 @@ pub async fn start_canary(
                 },
                 buckets,
             }];
-            next.mode = "live".into();
+            next.mode = Mode::Live;
             next.stage = CANARY_STAGE.into();
             next.auto_rollback = req.auto_rollback;
             // A rollout stage's cohort exclusions do not carry over to a manual canary.

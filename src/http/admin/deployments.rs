@@ -219,7 +219,7 @@ fn counts(summary: &StageSummary) -> Vec<VariantCounts> {
         .filter(|v| v.cohort.is_none())
         .map(|v| VariantCounts {
             variant: v.variant.clone(),
-            role: v.role.clone(),
+            role: v.role.as_str().to_owned(),
             requests: v.requests,
             served: v.served,
             errors: v.error_count(),

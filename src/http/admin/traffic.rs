@@ -17,6 +17,7 @@ use super::body::{JsonBody, bad_field};
 use super::{AdminError, AdminState};
 use crate::routing::{CandidateState, TrafficState, VariantState};
 use crate::store::NewAuditEntry;
+use crate::vocab::Mode;
 
 /// Total challenger traffic may not exceed this many buckets (50%).
 pub const MAX_CHALLENGER_BUCKETS: u32 = 5_000;
@@ -75,12 +76,12 @@ pub struct Challenger {
 }
 
 impl Challenger {
-    pub fn of(c: &CandidateState, mode: &str) -> Self {
+    pub fn of(c: &CandidateState, mode: Mode) -> Self {
         Self {
             id: c.variant.name.clone(),
             model_id: c.variant.model.clone(),
             traffic_pct: f64::from(c.buckets) / 100.0,
-            is_active: c.buckets > 0 && mode != "off",
+            is_active: c.buckets > 0 && mode != Mode::Off,
         }
     }
 }
@@ -202,23 +203,21 @@ pub fn apply(
                 },
                 buckets,
             });
-            if next.mode == "off" {
-                next.mode = "live".to_owned();
+            if next.mode == Mode::Off {
+                next.mode = Mode::Live;
             }
-            next.candidates
-                .last()
-                .map(|c| Challenger::of(c, &next.mode))
+            next.candidates.last().map(|c| Challenger::of(c, next.mode))
         }
         TrafficAction::RemoveChallenger => {
             let id = required(&req.challenger_id, "challenger_id", action)?;
             let removed = next.candidates.remove(index_of(id)?);
             if next.candidates.is_empty() {
-                next.mode = "off".to_owned();
+                next.mode = Mode::Off;
             }
             Some(Challenger {
                 is_active: false,
                 traffic_pct: 0.0,
-                ..Challenger::of(&removed, &next.mode)
+                ..Challenger::of(&removed, next.mode)
             })
         }
         TrafficAction::UpdateTraffic => {
@@ -226,17 +225,17 @@ pub fn apply(
             let i = index_of(id)?;
             let buckets = pct_buckets(0.0)?;
             next.candidates[i].buckets = buckets;
-            if next.mode == "off" && buckets > 0 {
-                next.mode = "live".to_owned();
+            if next.mode == Mode::Off && buckets > 0 {
+                next.mode = Mode::Live;
             }
-            Some(Challenger::of(&next.candidates[i], &next.mode))
+            Some(Challenger::of(&next.candidates[i], next.mode))
         }
         TrafficAction::ToggleShadow => {
             let shadow = *required(&req.shadow_mode, "shadow_mode", action)?;
-            next.mode = if shadow { "shadow" } else { "live" }.to_owned();
+            next.mode = if shadow { Mode::Shadow } else { Mode::Live };
             next.candidates
                 .first()
-                .map(|c| Challenger::of(c, &next.mode))
+                .map(|c| Challenger::of(c, next.mode))
         }
     };
     let total: u32 = next.candidates.iter().map(|c| u32::from(c.buckets)).sum();

@@ -9,7 +9,11 @@ fn state(candidates: &[(&str, u16)]) -> TrafficState {
         params: serde_json::Map::new(),
     };
     TrafficState {
-        mode: if candidates.is_empty() { "off" } else { "live" }.into(),
+        mode: if candidates.is_empty() {
+            Mode::Off
+        } else {
+            Mode::Live
+        },
         stage: "s".into(),
         stable: v("stable"),
         candidates: candidates
@@ -58,7 +62,7 @@ fn add_challenger_takes_buckets_and_goes_live() {
         ..req(TrafficAction::AddChallenger)
     };
     let (next, ch) = apply(&s, &r, &none).unwrap();
-    assert_eq!(next.mode, "live");
+    assert_eq!(next.mode, Mode::Live);
     assert_eq!(next.candidates.len(), 1);
     assert_eq!(next.candidates[0].buckets, 1250);
     assert_eq!(next.candidates[0].variant.provider, "p");
@@ -163,14 +167,14 @@ fn remove_returns_traffic_to_champion_and_toggle_switches_mode() {
     };
     let (next, ch) = apply(&s, &rm, &none).unwrap();
     assert!(next.candidates.is_empty());
-    assert_eq!(next.mode, "off");
+    assert_eq!(next.mode, Mode::Off);
     assert!(!ch.unwrap().is_active);
     let t = TrafficRequest {
         shadow_mode: Some(true),
         ..req(TrafficAction::ToggleShadow)
     };
     let (next, ch) = apply(&s, &t, &none).unwrap();
-    assert_eq!(next.mode, "shadow");
+    assert_eq!(next.mode, Mode::Shadow);
     assert_eq!(ch.unwrap().id, "a");
 }
 
