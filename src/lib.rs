@@ -3,6 +3,7 @@
 //! The modules follow `ARCHITECTURE.md`: pure logic (`routing`, `rubric`, `gate`) is kept apart
 //! from I/O (`upstream`, `http`, `capture`, `store`, `judge`, `rollout`, `report`).
 
+pub mod app;
 pub mod capture;
 pub mod cli;
 pub mod config;

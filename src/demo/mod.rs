@@ -65,7 +65,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let pace = Pace::new(args.fast);
     let scenario = args.scenario;
     let stack = Stack::start(&args.dir, scenario, pace, args.listen, args.seed).await?;
-    let url = stack.server.url();
+    let url = stack.runtime.url();
     println!("canarist demo — scenario `{}`", scenario.name());
     println!(
         "  mock upstream   {} (stable `mock-stable`, candidate `{}`)",
@@ -92,13 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         entries,
     );
     let reason = format!("canarist demo --scenario {}", scenario.name());
-    actions::start(
-        &stack.rollouts.ctx,
-        DEPLOYMENT,
-        &Actor::new("demo"),
-        &reason,
-    )
-    .await?;
+    actions::start(&stack.rollouts, DEPLOYMENT, &Actor::new("demo"), &reason).await?;
     let percents: Vec<String> = pace.percents.iter().map(|p| format!("{p}%")).collect();
     println!(
         "  rollout         started: shadow, then {} of traffic ({rate:.0} requests/s from {} clients)\n",
@@ -147,7 +141,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 /// Shows the rollout about once a second until it ends or the pace's deadline passes.
 async fn watch(stack: &Stack, counters: &Counters, pace: Pace) -> Ending {
-    let ctx = &stack.rollouts.ctx;
+    let ctx = &stack.rollouts;
     let mut display = Display::new(std::io::stdout().is_terminal());
     let start = tokio::time::Instant::now();
     let mut last_stage = None;
@@ -189,7 +183,7 @@ async fn watch(stack: &Stack, counters: &Counters, pace: Pace) -> Ending {
 
 /// The rollback's stage, failing metric and cohort, from the audit log.
 async fn rolled_back(stack: &Stack) -> Ending {
-    let log = actions::audit_log(&stack.rollouts.ctx, DEPLOYMENT)
+    let log = actions::audit_log(&stack.rollouts, DEPLOYMENT)
         .await
         .unwrap_or_default();
     let Some(t) = log.iter().rev().find(|t| t.to_state == "rolled_back") else {

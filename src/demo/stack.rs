@@ -14,22 +14,23 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::scenario::{self, Fill, Pace, Scenario};
+use crate::app::{Options, Runtime, Storage};
 use crate::config::Config;
-use crate::http::Server;
 use crate::http::admin::Role;
-use crate::judge::JudgeRuntime;
 use crate::mock::{MockConfig, MockServer};
 use crate::report::{BuildOptions, build_all, file_name, to_html, to_markdown};
-use crate::rollout::controller::RolloutRuntime;
+use crate::rollout::actions::RolloutCtx;
 use crate::store::Store;
 
 /// The running parts.
 pub struct Stack {
     pub mock: MockServer,
-    pub server: Server,
+    /// The gateway with everything `serve` runs around it (judge workers, guardrails,
+    /// controller, retention).
+    pub runtime: Runtime,
     pub store: Store,
-    pub judge: Option<JudgeRuntime>,
-    pub rollouts: RolloutRuntime,
+    /// What the demo starts its rollout and reads its log with (the runtime's).
+    pub rollouts: RolloutCtx,
     pub config: Arc<Config>,
     pub dir: PathBuf,
 }
@@ -85,33 +86,26 @@ impl Stack {
         let store = Store::connect(&config.storage_url)
             .await
             .with_context(|| format!("opening the demo database {}", db.display()))?;
-        let judge_setup = crate::judge::prepare(config.judge.as_ref())?;
-        let sink =
-            crate::cli::serve::sink_for(&config, &store, judge_setup.as_ref().map(|j| &j.checker));
-        let prices = config.prices.clone();
         let shared = Arc::new(config.clone());
-        let server = Server::start_with_store(config, listen, sink, Some(store.clone()))
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("starting the gateway on {listen}"))?;
-        let judge = judge_setup
-            .map(|setup| setup.start(&prices, &store, &server.gateway().metrics))
-            .transpose()?;
-        let rollouts =
-            crate::rollout::controller::start_with_gateway(store.clone(), server.gateway().clone());
-        if let Some(judge) = &judge {
-            // As in `serve`: hard-check failures on the candidate feed the guardrails.
-            let outcomes = rollouts.outcomes.clone();
-            judge
-                .checker
-                .on_hard_failure(crate::judge::HardFailureHook(Arc::new(
-                    move |deployment, stage| outcomes.hard_failure(deployment, stage),
-                )));
-        }
+        let options = Options {
+            storage: Storage::Use(store.clone()),
+            grace: Duration::from_secs(5),
+            ..Options::default()
+        };
+        let runtime = Runtime::start_with(config, listener, options)
+            .await
+            .with_context(|| format!("starting the gateway on {listen}"))?;
+        let rollouts = runtime
+            .rollouts()
+            .map(|r| r.ctx.clone())
+            .context("the demo's gateway runs no rollout controller")?;
         Ok(Stack {
             mock,
-            server,
+            runtime,
             store,
-            judge,
             rollouts,
             config: shared,
             dir,
@@ -120,7 +114,7 @@ impl Stack {
 
     /// Pairs the judge has scored since the start.
     pub fn pairs_judged(&self) -> u64 {
-        self.judge.as_ref().map_or(0, |j| {
+        self.runtime.judge().map_or(0, |j| {
             crate::judge::JudgeStats::get(&j.judge.stats().pairs_judged)
         })
     }
@@ -177,11 +171,7 @@ impl Stack {
 
     /// Stops everything, in the reverse order of the start.
     pub async fn shutdown(self) {
-        self.rollouts.stop().await;
-        self.server.shutdown(Duration::from_secs(5)).await;
-        if let Some(judge) = self.judge {
-            judge.shutdown().await;
-        }
+        self.runtime.shutdown().await;
         self.mock.shutdown().await;
         self.store.close().await;
     }

@@ -22,9 +22,9 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use error::{ApiError, Blame, error_body};
-pub use server::Server;
+pub use server::{drain_background, serve};
 pub use spend::SpendTracker;
-pub use state::{AppState, Gateway};
+pub use state::{AppState, Gateway, GatewayParts};
 
 /// Response header: the deployment that handled the request.
 pub const HEADER_DEPLOYMENT: &str = "x-canarist-deployment";

@@ -86,7 +86,7 @@ impl Side {
         let latency = self.started.elapsed();
         let ctx = &self.ctx;
         // The A/A arm's second stable call is not the candidate's: the guardrails never see it.
-        if let Some(guardrails) = gw.outcomes.get().filter(|_| !self.is_aa()) {
+        if let Some(guardrails) = gw.outcomes.as_ref().filter(|_| !self.is_aa()) {
             guardrails.outcome(&ctx.deployment, &ctx.stage, self.role, outcome.error);
         }
         let labels = VariantLabels {

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::LiveTraffic;
 use super::alerts::{AlertEvent, AlertMessage, Alerts, Failing};
 use super::machine::Outcome;
 use super::stored::{self, machine_state, state_name, traffic_for};
@@ -42,6 +43,10 @@ pub struct RolloutCtx {
     pub store: Store,
     pub config: Arc<Config>,
     pub alerts: Alerts,
+    /// This process's live traffic, when it serves requests: swapped right after a change is
+    /// stored, so that its very next request already follows it. Other replicas follow within a
+    /// second (config-version watch). `None` in the CLI.
+    pub traffic: Option<LiveTraffic>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -312,24 +317,10 @@ pub async fn apply(
 
 /// Like [`apply`], but refuses (`Conflict`) unless the active rollout is still `expected`
 /// (same id, state and stage): a gate decision on one stage is never applied to another.
+/// The new traffic state is stored, then `ctx.traffic` swapped (before judge jobs are cancelled
+/// and the alert is sent).
 pub async fn apply_expecting(
     ctx: &RolloutCtx,
-    deployment: &str,
-    expected: Option<&Rollout>,
-    event: &Event,
-    evidence: Value,
-) -> Result<Rollout, RolloutError> {
-    apply_with(ctx, None, deployment, expected, event, evidence).await
-}
-
-/// Like [`apply_expecting`]; also swaps `gateway`'s traffic table right after the new traffic
-/// state is stored (before judge jobs are cancelled and the alert is sent), so that this
-/// process's very next request already follows the change. Other replicas follow within a
-/// second (config-version watch). Callers that run inside a gateway (controller, guardrails,
-/// the admin API) pass it.
-pub async fn apply_with(
-    ctx: &RolloutCtx,
-    gateway: Option<&crate::http::AppState>,
     deployment: &str,
     expected: Option<&Rollout>,
     event: &Event,
@@ -395,11 +386,9 @@ pub async fn apply_with(
         ctx.store
             .put_traffic(deployment, &traffic, &t.actor)
             .await?;
-        if let Some(gw) = gateway
-            && let Err(error) = gw.reload_traffic().await
-        {
-            // Stored already: the config-version watch applies it within a second anyway.
-            tracing::warn!(%error, deployment, "local traffic reload failed");
+        if let Some(live) = &ctx.traffic {
+            live.reload_after_change(deployment, "a rollout transition")
+                .await;
         }
     }
     // 3. Side effects of a rollback, then the alert.

@@ -18,7 +18,6 @@ use super::actions::{RolloutCtx, RolloutError};
 use super::alerts::{AlertEvent, AlertMessage, Failing};
 use super::stored::ROLLED_BACK;
 use crate::gate::Trip;
-use crate::http::AppState;
 use crate::routing::CANARY_STAGE;
 use crate::store::NewAuditEntry;
 use crate::vocab::Mode;
@@ -39,7 +38,6 @@ pub enum CanaryTrip {
 /// [`RolloutError::Conflict`]: the caller lets the next outcome try again.
 pub async fn on_trip(
     ctx: &RolloutCtx,
-    gateway: Option<&AppState>,
     deployment: &str,
     metric: &str,
     trip: &Trip,
@@ -81,10 +79,9 @@ pub async fn on_trip(
             )));
         }
         tracing::warn!(%deployment, reason = %trip.reason, "guardrail tripped: canary rolled back");
-        if let Some(gw) = gateway
-            && let Err(error) = gw.reload_traffic().await
-        {
-            tracing::warn!(%error, %deployment, "traffic reload after a guardrail rollback failed; the watcher retries");
+        if let Some(live) = &ctx.traffic {
+            live.reload_after_change(deployment, "a guardrail rollback")
+                .await;
         }
         CanaryTrip::RolledBack
     } else {

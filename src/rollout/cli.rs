@@ -86,6 +86,7 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
             max_attempts: 3,
             ..AlertOptions::default()
         }),
+        traffic: None,
     };
     let actor = Actor::new(t.actor.clone());
     let d = t.deployment.as_str();

@@ -28,8 +28,8 @@ use super::stored::{self, machine_state};
 use super::{Event, State};
 use crate::gate::{Action, Decision, Verdict};
 use crate::gate_input;
-use crate::http::AppState;
 use crate::store::{CONTROLLER_LOCK_KEY, Leadership, Rollout, SummaryScope};
+use crate::telemetry::RolloutMetrics;
 
 /// What one tick did for one deployment.
 #[derive(Debug)]
@@ -44,17 +44,18 @@ pub struct TickOutcome {
 /// The controller's memory between ticks (only what may be lost on restart: alert dedup).
 pub struct Controller {
     ctx: RolloutCtx,
-    gateway: Option<AppState>,
+    metrics: Option<RolloutMetrics>,
     /// (rollout, stage) whose sample-ratio mismatch was already alerted.
     srm_alerted: BTreeSet<(Uuid, u32)>,
 }
 
 impl Controller {
-    /// `gateway`: this process's gateway, whose traffic is reloaded at once after a change.
-    pub fn new(ctx: RolloutCtx, gateway: Option<AppState>) -> Self {
+    /// `metrics`: this process's gate-decision counters, when it exports metrics. The traffic
+    /// it reloads at once after a change is `ctx.traffic`.
+    pub fn new(ctx: RolloutCtx, metrics: Option<RolloutMetrics>) -> Self {
         Self {
             ctx,
-            gateway,
+            metrics,
             srm_alerted: BTreeSet::new(),
         }
     }
@@ -150,10 +151,8 @@ impl Controller {
         };
         if let Some(d) = &decision {
             self.srm_alert(&r, d);
-            if let Some(gw) = &self.gateway {
-                gw.metrics
-                    .rollout
-                    .gate_decisions
+            if let Some(m) = &self.metrics {
+                m.gate_decisions
                     .get_or_create(&crate::telemetry::GateLabels {
                         deployment: slug.to_owned(),
                         action: crate::telemetry::action_label(d.action),
@@ -161,9 +160,7 @@ impl Controller {
                     .inc();
             }
         }
-        let gateway = self.gateway.clone();
-        let result =
-            actions::apply_with(ctx, gateway.as_ref(), slug, Some(&r), &event, evidence).await;
+        let result = actions::apply_expecting(ctx, slug, Some(&r), &event, evidence).await;
         if let (Some(d), Ok(after)) = (&decision, &result)
             && d.action != Action::Hold
         {
@@ -222,7 +219,7 @@ impl ControllerHandle {
 /// Starts leadership and the tick loop (ticks only while leader).
 pub fn spawn(
     ctx: RolloutCtx,
-    gateway: Option<AppState>,
+    metrics: Option<RolloutMetrics>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> ControllerHandle {
@@ -238,10 +235,8 @@ pub fn spawn(
     let handle = ControllerHandle {
         leader: leader.clone(),
     };
-    let leader_gauge = gateway
-        .as_ref()
-        .map(|gw| gw.metrics.rollout.controller_leader.clone());
-    let mut controller = Controller::new(ctx, gateway);
+    let leader_gauge = metrics.as_ref().map(|m| m.controller_leader.clone());
+    let mut controller = Controller::new(ctx, metrics);
     tracker.spawn(async move {
         let mut was_leader = false;
         let mut leadership_gone = false;
@@ -278,56 +273,91 @@ pub fn spawn(
     handle
 }
 
-/// Everything `canarist serve` runs for rollouts: the controller (ticking while leader), the
-/// guardrail task fed by the gateway, and the alert sender.
+/// Everything `canarist serve` runs for rollouts: the guardrail task fed by the gateway, the
+/// controller (ticking while leader) and the alert sender. Started and stopped in two parts
+/// (guardrails first, controller after the judge workers; stopped the other way round).
 pub struct RolloutRuntime {
     pub ctx: RolloutCtx,
-    pub controller: ControllerHandle,
-    pub outcomes: super::guardrails::OutcomeSender,
-    tracker: TaskTracker,
-    cancel: CancellationToken,
+    metrics: Option<RolloutMetrics>,
+    guardrails: (TaskTracker, CancellationToken),
+    controller: Option<(ControllerHandle, TaskTracker, CancellationToken)>,
 }
 
 /// Outcomes the guardrail channel holds before it drops (and counts) new ones.
 pub const OUTCOME_QUEUE: usize = 10_000;
 
-/// Starts the rollout runtime next to a running gateway (which gets the guardrails' sender and
-/// has its traffic reloaded at once after every change made here).
-pub fn start_with_gateway(store: crate::store::Store, gateway: AppState) -> RolloutRuntime {
-    let ctx = RolloutCtx {
-        store,
-        config: gateway.config.clone(),
-        alerts: super::alerts::Alerts::spawn(super::alerts::AlertOptions::default()),
-    };
-    let tracker = TaskTracker::new();
-    let cancel = CancellationToken::new();
-    let outcomes = super::guardrails::spawn(
-        ctx.clone(),
-        Some(gateway.clone()),
-        OUTCOME_QUEUE,
-        &tracker,
-        cancel.clone(),
-    );
-    let controller = spawn(ctx.clone(), Some(gateway), &tracker, cancel.clone());
-    RolloutRuntime {
-        ctx,
-        controller,
-        outcomes,
-        tracker,
-        cancel,
-    }
-}
-
 impl RolloutRuntime {
-    /// Stops the controller and guardrails (releasing the leader lock), then lets queued
-    /// alerts go out for a few seconds.
-    pub async fn stop(self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.tracker.wait()).await;
+    /// Starts the guardrail task on `signals` (when given), the receiving side of the channel
+    /// whose sender the gateway and the judge are built with. Changes made here swap
+    /// `ctx.traffic` at once.
+    pub fn start(
+        ctx: RolloutCtx,
+        metrics: Option<RolloutMetrics>,
+        signals: Option<super::guardrails::Signals>,
+    ) -> RolloutRuntime {
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        if let Some(signals) = signals {
+            super::guardrails::spawn(
+                ctx.clone(),
+                metrics.clone(),
+                signals,
+                &tracker,
+                cancel.clone(),
+            );
+        }
+        RolloutRuntime {
+            ctx,
+            metrics,
+            guardrails: (tracker, cancel),
+            controller: None,
+        }
+    }
+
+    /// Starts the controller (leadership and the tick loop); a second call does nothing.
+    pub fn start_controller(&mut self) -> ControllerHandle {
+        if let Some((handle, _, _)) = &self.controller {
+            return handle.clone();
+        }
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let handle = spawn(
+            self.ctx.clone(),
+            self.metrics.clone(),
+            &tracker,
+            cancel.clone(),
+        );
+        self.controller = Some((handle.clone(), tracker, cancel));
+        handle
+    }
+
+    /// The controller, when started.
+    pub fn controller(&self) -> Option<&ControllerHandle> {
+        self.controller.as_ref().map(|(h, _, _)| h)
+    }
+
+    /// Stops the controller (releasing the leader lock); the guardrails keep running.
+    pub async fn stop_controller(&mut self) {
+        if let Some((_, tracker, cancel)) = self.controller.take() {
+            stop_tracked(tracker, cancel).await;
+        }
+    }
+
+    /// Stops the controller and the guardrails, then lets queued alerts go out for a few
+    /// seconds.
+    pub async fn stop(mut self) {
+        self.stop_controller().await;
+        let (tracker, cancel) = self.guardrails;
+        stop_tracked(tracker, cancel).await;
         self.ctx
             .alerts
             .drain(std::time::Duration::from_secs(5))
             .await;
     }
+}
+
+async fn stop_tracked(tracker: TaskTracker, cancel: CancellationToken) {
+    cancel.cancel();
+    tracker.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
 }

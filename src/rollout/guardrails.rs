@@ -30,8 +30,8 @@ use super::canary_guard::{self, CanaryTrip};
 use super::{Event, stored};
 use crate::capture::{ErrorClass, Role};
 use crate::gate::{Guardrail, GuardrailConfig};
-use crate::http::AppState;
 use crate::routing::CANARY_STAGE;
+use crate::telemetry::RolloutMetrics;
 
 /// One thing the guardrails hear about.
 #[derive(Debug, Clone)]
@@ -95,8 +95,12 @@ impl OutcomeSender {
     }
 }
 
-/// A bounded channel of signals.
-pub fn channel(capacity: usize) -> (OutcomeSender, mpsc::Receiver<Signal>) {
+/// The receiving side of the channel: what [`spawn`] reads.
+pub type Signals = mpsc::Receiver<Signal>;
+
+/// A bounded channel of signals. The sender goes to the gateway and the judge when they are
+/// built; the receiver to [`spawn`].
+pub fn channel(capacity: usize) -> (OutcomeSender, Signals) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (
         OutcomeSender {
@@ -107,19 +111,15 @@ pub fn channel(capacity: usize) -> (OutcomeSender, mpsc::Receiver<Signal>) {
     )
 }
 
-/// Starts the guardrail task and plugs its sender into `gateway` (when it has none yet).
-/// Returns the sender (for the judge's hard-check reports).
+/// Starts the guardrail task reading `rx` (see [`channel`]); a rollback it makes swaps
+/// `ctx.traffic` at once, and `metrics` count its trips.
 pub fn spawn(
     ctx: RolloutCtx,
-    gateway: Option<AppState>,
-    capacity: usize,
+    metrics: Option<RolloutMetrics>,
+    mut rx: Signals,
     tracker: &TaskTracker,
     cancel: CancellationToken,
-) -> OutcomeSender {
-    let (tx, mut rx) = channel(capacity);
-    if let Some(gw) = &gateway {
-        let _ = gw.outcomes.set(tx.clone());
-    }
+) {
     tracker.spawn(async move {
         let mut windows = Windows::default();
         loop {
@@ -133,21 +133,19 @@ pub fn spawn(
             let Some(trip) = windows.record(&ctx, signal) else {
                 continue;
             };
-            if let Some(gw) = &gateway {
-                gw.metrics
-                    .rollout
-                    .guardrail_trips
+            if let Some(m) = &metrics {
+                m.guardrail_trips
                     .get_or_create(&crate::telemetry::GuardrailLabels {
                         deployment: trip.deployment.clone(),
                         kind: trip_kind(&trip.trip),
                     })
                     .inc();
             }
-            let result = match trip_rollback(&ctx, gateway.as_ref(), &trip).await {
+            let result = match trip_rollback(&ctx, &trip).await {
                 // No rollout owns this traffic: an admin-API canary, or nothing to do.
                 Err(RolloutError::NoRollout(_) | RolloutError::DeploymentNotFound(_)) => {
                     let metric = format!("guardrail.{}", trip_kind(&trip.trip));
-                    canary_guard::on_trip(&ctx, gateway.as_ref(), &trip.deployment, &metric, &trip.trip)
+                    canary_guard::on_trip(&ctx, &trip.deployment, &metric, &trip.trip)
                         .await
                         .map(|done| {
                             if done == CanaryTrip::RolledBack {
@@ -174,7 +172,6 @@ pub fn spawn(
             }
         }
     });
-    tx
 }
 
 struct Window {
@@ -277,11 +274,7 @@ fn trip_kind(trip: &crate::gate::Trip) -> &'static str {
     }
 }
 
-async fn trip_rollback(
-    ctx: &RolloutCtx,
-    gateway: Option<&AppState>,
-    t: &Tripped,
-) -> Result<(), RolloutError> {
+async fn trip_rollback(ctx: &RolloutCtx, t: &Tripped) -> Result<(), RolloutError> {
     tracing::warn!(deployment = %t.deployment, stage = %t.stage, reason = %t.trip.reason, "guardrail tripped");
     let metric = format!("guardrail.{}", trip_kind(&t.trip));
     let evidence = json!({
@@ -296,7 +289,7 @@ async fn trip_rollback(
     let event = Event::Guardrail {
         reason: t.trip.reason.clone(),
     };
-    actions::apply_with(ctx, gateway, &t.deployment, None, &event, evidence).await?;
+    actions::apply(ctx, &t.deployment, &event, evidence).await?;
     Ok(())
 }
 

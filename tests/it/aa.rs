@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use canarist::capture::AA_VARIANT;
 use canarist::config::Config;
-use canarist::http::Server;
 use canarist::judge::{Checker, CheckingSink, Judge, JudgeStats, Worker, WorkerConfig};
 use canarist::mock::{Dataset, MockConfig, MockServer};
 use canarist::store::SummaryScope;
 
 use crate::judge::{options, rubric};
 use crate::store::backends;
-use crate::support::{chat_body, config_yaml};
+use crate::support::{chat_body, config_yaml, gateway};
 
 const DEPLOYMENT: &str = "support";
 const REQUESTS: usize = 12;
@@ -48,14 +47,11 @@ async fn the_aa_arm_judges_stable_against_itself_and_stays_out_of_the_candidate_
         let store = db.store().await;
         let stats = JudgeStats::new();
         let checker = Arc::new(Checker::new(vec![rubric.clone()], stats.clone()));
-        let server = Server::start_with_store(
+        let server = gateway::start(
             config,
-            "127.0.0.1:0".parse().unwrap(),
-            Arc::new(CheckingSink::new(store.clone(), checker)),
-            Some(store.clone()),
+            gateway::gateway_only(&store, Arc::new(CheckingSink::new(store.clone(), checker))),
         )
-        .await
-        .unwrap();
+        .await;
         let client = reqwest::Client::new();
         for prompt in &prompts {
             let r = client
@@ -174,7 +170,7 @@ async fn the_aa_arm_judges_stable_against_itself_and_stays_out_of_the_candidate_
             db.label
         );
 
-        server.shutdown(Duration::from_secs(5)).await;
+        server.shutdown().await;
         db.cleanup().await;
     }
 }

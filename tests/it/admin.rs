@@ -1,4 +1,4 @@
-//! The admin API over real sockets: the gateway (`Server::start_with_store`, SQLite in a temp
+//! The admin API over real sockets: the gateway (`app::Runtime`, SQLite in a temp
 //! dir, and Postgres when `DATABASE_URL` is set) in front of the mock upstream. Every status code
 //! of the issue is produced here with its body shape asserted.
 
@@ -8,9 +8,9 @@ mod auth;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use canarist::app::Runtime;
 use canarist::capture::MemorySink;
 use canarist::config::Config;
-use canarist::http::Server;
 use canarist::http::admin::Role;
 use canarist::http::admin::keys::create_key;
 use canarist::mock::{MockConfig, MockServer};
@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::store::{TestDb, backends};
-use crate::support::{chat_body, config_yaml};
+use crate::support::{chat_body, config_yaml, gateway};
 
 pub(crate) fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -40,7 +40,7 @@ pub(crate) async fn sqlite_db() -> TestDb {
 /// The gateway with a store, plus keys of every role.
 pub(crate) struct Env {
     pub(crate) _mock: MockServer,
-    pub(crate) server: Server,
+    pub(crate) server: Runtime,
     pub(crate) store: Store,
     pub(crate) client: reqwest::Client,
     pub(crate) owner: String,
@@ -87,14 +87,11 @@ impl Env {
                     .unwrap(),
             );
         }
-        let server = Server::start_with_store(
+        let server = gateway::start(
             config,
-            "127.0.0.1:0".parse().unwrap(),
-            Arc::new(MemorySink::new()),
-            Some(store.clone()),
+            gateway::gateway_only(&store, Arc::new(MemorySink::new())),
         )
-        .await
-        .unwrap();
+        .await;
         Env {
             _mock: mock,
             server,
@@ -164,9 +161,7 @@ impl Env {
     }
 
     pub(crate) async fn stop(self) {
-        self.server
-            .shutdown(std::time::Duration::from_secs(5))
-            .await;
+        self.server.shutdown().await;
         self.store.close().await;
     }
 }

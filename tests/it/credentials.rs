@@ -13,9 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use canarist::app::Runtime;
 use canarist::capture::MemorySink;
 use canarist::config::Config;
-use canarist::http::Server;
 use canarist::http::admin::Role;
 use canarist::http::admin::keys::create_key;
 use canarist::mock::{MockConfig, MockServer, RecordedRequest};
@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::admin::sqlite_db;
 use crate::store::TestDb;
+use crate::support::gateway;
 
 const PROVIDERS: [&str; 3] = ["keyed", "open", "optin"];
 const PROVIDER_KEY: &str = "sk-provider-own";
@@ -124,7 +125,7 @@ fn expected(provider: &str, header: &str, sent: Option<&str>) -> Option<String> 
 }
 
 struct Gateway {
-    server: Server,
+    server: Runtime,
     client: reqwest::Client,
     /// The client's `Authorization` value.
     auth: Option<String>,
@@ -149,14 +150,12 @@ impl Gateway {
             &|var| (var == "KEYED_API_KEY").then(|| PROVIDER_KEY.to_owned()),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let server = Server::start_with_store(
-            config,
-            "127.0.0.1:0".parse().unwrap(),
-            Arc::new(MemorySink::new()),
-            store,
-        )
-        .await
-        .unwrap();
+        let sink = MemorySink::new();
+        let options = match &store {
+            Some(store) => gateway::gateway_only(store, Arc::new(sink)),
+            None => gateway::without_store(&sink),
+        };
+        let server = gateway::start(config, options).await;
         Gateway {
             server,
             client: reqwest::Client::new(),
@@ -278,7 +277,7 @@ impl Gateway {
     }
 
     async fn stop(self) {
-        self.server.shutdown(Duration::from_secs(5)).await;
+        self.server.shutdown().await;
     }
 }
 

@@ -84,6 +84,7 @@ async fn the_reports_recomputed_decision_is_the_controllers_on_a_stage_with_excl
             store: store.clone(),
             config: Arc::new(config),
             alerts: Alerts::disabled(),
+            traffic: None,
         };
         actions::start(&ctx, DEPLOYMENT, &Actor::new("test"), "begin")
             .await

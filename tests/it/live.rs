@@ -86,7 +86,7 @@ async fn split_share_stickiness_and_ramp_over_http() {
                 d.candidates[0].buckets = (percent * 100.0) as u16
             })
             .unwrap();
-        gw.set_traffic(next);
+        gw.traffic.set(next);
         let seen: Vec<String> = candidates.iter().map(|u| (*u).clone()).collect();
         let now = variants_for(&h, &seen).await;
         for u in &seen {

@@ -7,20 +7,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use canarist::app::{Options, Runtime};
 use canarist::config::Config;
-use canarist::http::Server;
 use canarist::http::admin::Role;
 use canarist::http::admin::keys::create_key;
 use canarist::mock::{MockConfig, MockServer, Profile};
-use canarist::rollout::actions::{self, Actor, RolloutCtx};
+use canarist::rollout::actions::{self, Actor};
 use canarist::rollout::controller::{self, Controller};
-use canarist::rollout::{alerts, guardrails};
 use canarist::store::StoreSink;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::sqlite_db;
-use crate::support::{chat_body, config_yaml, metric_value};
+use crate::support::{chat_body, config_yaml, gateway, metric_value};
 
 const REST: &str = r#"
 controller: { tick: 1h, leader_retry: 100ms }
@@ -38,7 +37,7 @@ deployments:
     guardrails: { bucket: 1s, buckets: 60, min_count: 10, error_ceiling: 0.5 }
 "#;
 
-async fn scrape(client: &reqwest::Client, server: &Server) -> String {
+async fn scrape(client: &reqwest::Client, server: &Runtime) -> String {
     let r = client
         .get(format!("{}/metrics", server.url()))
         .send()
@@ -82,23 +81,18 @@ async fn metrics_count_a_known_sequence() {
     let (viewer, _) = create_key(&store, "viewer", Role::Viewer, "test")
         .await
         .unwrap();
-    let server = Server::start_with_store(
-        config,
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(StoreSink::new(store.clone())),
-        Some(store.clone()),
-    )
-    .await
-    .unwrap();
-    let gw = server.gateway().clone();
-    let ctx = RolloutCtx {
-        store: store.clone(),
-        config: gw.config.clone(),
-        alerts: alerts::Alerts::disabled(),
+    // The guardrails run as in `serve`; the controller is driven by hand below.
+    let options = Options {
+        sink: Some(Arc::new(StoreSink::new(store.clone()))),
+        controller: false,
+        ..gateway::with_store(&store)
     };
+    let server = gateway::start(config, options).await;
+    let gw = server.gateway().clone();
+    let ctx = server.rollouts().expect("guardrails run").ctx.clone();
+    let rollout_metrics = Some(gw.metrics.rollout.clone());
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
-    guardrails::spawn(ctx.clone(), Some(gw.clone()), 100, &tracker, cancel.clone());
     let client = reqwest::Client::new();
     let chat = |unit: String| {
         let client = client.clone();
@@ -147,7 +141,7 @@ async fn metrics_count_a_known_sequence() {
     actions::start(&ctx, "chat", &Actor::new("test"), "begin")
         .await
         .unwrap();
-    gw.reload_traffic().await.unwrap();
+    gw.traffic.reload().await.unwrap();
     let m = scrape(&client, &server).await;
     assert_eq!(
         sample(&m, &format!("canarist_rollout_stage_index{labels}")),
@@ -163,7 +157,7 @@ async fn metrics_count_a_known_sequence() {
     );
 
     // Three controller ticks on a stage far from its minimum duration: three holds.
-    let mut ctl = Controller::new(ctx.clone(), Some(gw.clone()));
+    let mut ctl = Controller::new(ctx.clone(), rollout_metrics.clone());
     for _ in 0..3 {
         let out = ctl.tick().await;
         assert_eq!(out.len(), 1, "{out:?}");
@@ -201,7 +195,7 @@ async fn metrics_count_a_known_sequence() {
     // for the zero-traffic state rather than racing it.
     let mut m = String::new();
     for _ in 0..200 {
-        gw.reload_traffic().await.unwrap();
+        gw.traffic.reload().await.unwrap();
         m = scrape(&client, &server).await;
         if sample(&m, &format!("canarist_candidate_served_percent{labels}")) == 0.0 {
             break;
@@ -258,7 +252,7 @@ async fn metrics_count_a_known_sequence() {
 
     // Leadership: 0 until the controller runs, then 1 (SQLite always leads).
     assert_eq!(sample(&m, "canarist_controller_leader"), 0.0);
-    let handle = controller::spawn(ctx.clone(), Some(gw.clone()), &tracker, cancel.clone());
+    let handle = controller::spawn(ctx.clone(), rollout_metrics, &tracker, cancel.clone());
     for _ in 0..500 {
         if handle.is_leader()
             && sample(
@@ -281,7 +275,7 @@ async fn metrics_count_a_known_sequence() {
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
-    server.shutdown(Duration::from_secs(5)).await;
+    server.shutdown().await;
     store.close().await;
     db.cleanup().await;
 }

@@ -1,4 +1,4 @@
-//! Rollouts end to end: the real gateway (`Server::start_with_store`) in front of the real mock
+//! Rollouts end to end: the real gateway (`app::Runtime`, as `canarist serve` starts it) in front of the real mock
 //! upstream, capturing into the store, with the rollout controller, guardrails and alert
 //! webhooks running as `canarist serve` runs them. SQLite always; Postgres too when
 //! `DATABASE_URL` is set (a fresh database per test), including two `canarist serve` processes
@@ -7,16 +7,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use canarist::app::Runtime;
 use canarist::config::Config;
-use canarist::http::Server;
 use canarist::mock::{MockConfig, MockServer, Profile};
 use canarist::rollout::actions::{self, Actor, RolloutCtx};
-use canarist::rollout::controller::{self, Controller, RolloutRuntime};
+use canarist::rollout::controller::Controller;
 use canarist::store::{Store, StoreSink};
 use serde_json::Value;
 
 use crate::store::{TestDb, backends};
-use crate::support::{chat_body, config_yaml};
+use crate::support::{chat_body, config_yaml, gateway};
 
 const DEPLOYMENT: &str = "chat";
 
@@ -94,8 +94,7 @@ fn config(mock: &MockServer, db: &str, rest: &str) -> Config {
 
 /// A gateway replica with its rollout runtime, as `canarist serve` runs them.
 struct Node {
-    server: Server,
-    runtime: RolloutRuntime,
+    server: Runtime,
     store: Store,
     client: reqwest::Client,
 }
@@ -103,26 +102,20 @@ struct Node {
 impl Node {
     async fn start(config: &Config, db: &TestDb) -> Node {
         let store = db.store().await;
-        let sink = Arc::new(StoreSink::new(store.clone()));
-        let server = Server::start_with_store(
-            config.clone(),
-            "127.0.0.1:0".parse().unwrap(),
-            sink,
-            Some(store.clone()),
-        )
-        .await
-        .unwrap();
-        let runtime = controller::start_with_gateway(store.clone(), server.gateway().clone());
+        let options = canarist::app::Options {
+            sink: Some(Arc::new(StoreSink::new(store.clone()))),
+            ..gateway::with_store(&store)
+        };
+        let server = gateway::start(config.clone(), options).await;
         Node {
             server,
-            runtime,
             store,
             client: reqwest::Client::new(),
         }
     }
 
     fn ctx(&self) -> &RolloutCtx {
-        &self.runtime.ctx
+        &self.server.rollouts().expect("rollouts run").ctx
     }
 
     /// One chat request as `unit`: (status, serving variant, stage).
@@ -165,8 +158,7 @@ impl Node {
     }
 
     async fn stop(self) {
-        self.runtime.stop().await;
-        self.server.shutdown(Duration::from_secs(5)).await;
+        self.server.shutdown().await;
         self.store.close().await;
     }
 }

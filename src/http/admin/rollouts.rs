@@ -57,6 +57,7 @@ fn ctx(admin: &AdminState) -> Result<RolloutCtx, AdminError> {
         store: admin.store()?.clone(),
         config: admin.gateway.config.clone(),
         alerts: admin.alerts.clone(),
+        traffic: Some(admin.gateway.traffic.clone()),
     })
 }
 
@@ -94,9 +95,13 @@ async fn act(
         Action::Pause => actions::pause(&ctx, &slug, &actor, reason).await?,
         Action::Resume => actions::resume(&ctx, &slug, &actor, reason).await?,
     };
-    if let Err(e) = admin.gateway.reload_traffic().await {
-        tracing::warn!(error = %e, deployment = %slug, "traffic reload after a rollout action failed; the watcher retries");
-    }
+    // The action swapped the table after a traffic change; this also follows a transition that
+    // only bumped the config version.
+    admin
+        .gateway
+        .traffic
+        .reload_after_change(&slug, "a rollout action")
+        .await;
     Ok(axum::Json(RolloutView::from(&rollout)))
 }
 

@@ -291,9 +291,11 @@ pub(super) async fn commit<R>(
             detail: detail.clone(),
         };
         if let Some(version) = store.put_traffic_if(slug, expected, &next, &audit).await? {
-            if let Err(e) = admin.gateway.reload_traffic().await {
-                tracing::warn!(error = %e, deployment = %slug, "traffic reload after an admin change failed; the watcher retries");
-            }
+            admin
+                .gateway
+                .traffic
+                .reload_after_change(slug, "an admin change")
+                .await;
             return Ok((version, result));
         }
     }

@@ -1,18 +1,20 @@
-//! Shared test harness: the real gateway (axum app on a real socket) in front of the real mock
-//! upstream, capturing into memory.
+//! Shared test harness: the real gateway (axum app on a real socket, started by
+//! [`gateway::start`] — the one way the tests start one) in front of the real mock upstream,
+//! capturing into memory.
 
-use std::sync::Arc;
+pub mod gateway;
+
 use std::time::Duration;
 
+use canarist::app::Runtime;
 use canarist::capture::{CaptureEvent, MemorySink, Observation, Pair};
 use canarist::config::Config;
-use canarist::http::Server;
 use canarist::mock::{MockConfig, MockServer};
 use serde_json::Value;
 
 pub struct Harness {
     pub mock: MockServer,
-    pub gateway: Server,
+    pub gateway: Runtime,
     pub sink: MemorySink,
     pub client: reqwest::Client,
 }
@@ -36,13 +38,7 @@ impl Harness {
 
     pub async fn with_config(mock: MockServer, config: Config) -> Harness {
         let sink = MemorySink::new();
-        let gateway = Server::start(
-            config,
-            "127.0.0.1:0".parse().unwrap(),
-            Arc::new(sink.clone()),
-        )
-        .await
-        .expect("gateway starts");
+        let gateway = gateway::start(config, gateway::without_store(&sink)).await;
         Harness {
             mock,
             gateway,
