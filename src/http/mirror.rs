@@ -1,4 +1,5 @@
-//! Background calls: the shadow mirror of a candidate and the live pair sample of stable.
+//! Background calls: the shadow mirror of a candidate, the live pair sample of stable and the
+//! A/A arm's second stable call (started by [`super::background`]).
 //!
 //! A background call runs in a detached task on the gateway's `TaskTracker`, with its own
 //! timeout, and is never cancelled by the client's disconnect. Its outcome only reaches capture.
@@ -11,19 +12,23 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::capture::{Endpoint, ErrorClass};
+use crate::capture::ErrorClass;
 use crate::upstream::{ClientCredentials, Upstreams, class_of_status, sse};
 
 use super::Gateway;
 use super::side::{Outcome, Side};
 use super::tee::TeeStream;
 
-/// The outcome of a complete (non-streamed) upstream body.
-pub fn outcome_of_body(status: u16, body: &Bytes, keep_body: bool, ttft: Duration) -> Outcome {
+/// The outcome of `side`'s complete (non-streamed) upstream body, received now.
+pub fn outcome_of_body(side: &Side, status: u16, body: &Bytes) -> Outcome {
+    let ttft = side.started.elapsed();
     let parsed = sse::summarize_body(body);
     let error =
         class_of_status(status).or_else(|| parsed.is_none().then_some(ErrorClass::Malformed));
-    let summary = parsed.as_ref().map(sse::summary_of).unwrap_or_default();
+    let summary = parsed
+        .as_ref()
+        .map(|v| side.ctx.shape.summarize(v))
+        .unwrap_or_default();
     Outcome {
         status: Some(status),
         error,
@@ -35,86 +40,87 @@ pub fn outcome_of_body(status: u16, body: &Bytes, keep_body: bool, ttft: Duratio
         usage: summary.usage,
         finish_reason: summary.finish_reason,
         text: summary.text,
-        response_body: if keep_body { parsed } else { None },
+        response_body: if side.ctx.keep_bodies { parsed } else { None },
         response_len: body.len(),
     }
 }
 
-/// Starts a detached background call for `side`.
+/// Starts a detached background call for `side`, bounded by `timeout` as a whole.
 pub fn spawn(
     gw: Arc<Gateway>,
     side: Side,
     body: Vec<u8>,
-    endpoint: Endpoint,
-    stream: bool,
     timeout: Duration,
     credentials: ClientCredentials,
 ) {
     let tasks = gw.tasks.clone();
     // A child of the request's span, though it may outlive it.
     let span = super::serve::upstream_span(&side);
-    let record = span.clone();
-    tasks.spawn(
-        async move {
-            let deadline = Instant::now() + timeout;
-            let provider = side.provider.clone();
-            let sent = tokio::time::timeout_at(
-                deadline,
-                gw.upstreams.send(
-                    &provider,
-                    endpoint,
-                    body,
-                    stream,
-                    Some(timeout),
-                    &credentials,
-                ),
-            )
-            .await;
-            let response = match sent {
-                Err(_) => {
-                    side.finish(
-                        &gw,
-                        Outcome::failed(
-                            None,
-                            ErrorClass::Timeout,
-                            "mirror timeout before response",
-                        ),
-                    );
-                    return;
-                }
-                Ok(Err(e)) => {
-                    side.finish(&gw, Outcome::failed(None, e.class, e.detail));
-                    return;
-                }
-                Ok(Ok(r)) => r,
-            };
-            let status = response.status().as_u16();
-            record.record("http.status_code", i64::from(status));
-            let streaming_ok = stream && response.status().is_success();
-            if !streaming_ok {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match Upstreams::read_body(&provider, response, remaining).await {
-                    Ok(bytes) => {
-                        let ttft = side.started.elapsed();
-                        let keep = side.ctx.keep_bodies;
-                        side.finish(&gw, outcome_of_body(status, &bytes, keep, ttft));
-                    }
-                    Err(e) => side.finish(&gw, Outcome::failed(Some(status), e.class, e.detail)),
-                }
-                return;
-            }
-            let chat = endpoint == Endpoint::ChatCompletions;
-            let mut tee = TeeStream::new(response, side, gw.clone(), chat, false);
-            let drained =
-                tokio::time::timeout_at(deadline, async { while tee.next().await.is_some() {} })
-                    .await;
-            if drained.is_err() {
-                tee.abort(
-                    ErrorClass::Timeout,
-                    "mirror stream did not finish within its timeout",
-                );
-            }
-        }
-        .instrument(span),
+    let call = run(gw, side, body, timeout, credentials, span.clone());
+    tasks.spawn(call.instrument(span));
+}
+
+async fn run(
+    gw: Arc<Gateway>,
+    side: Side,
+    body: Vec<u8>,
+    timeout: Duration,
+    credentials: ClientCredentials,
+    span: tracing::Span,
+) {
+    let deadline = Instant::now() + timeout;
+    let (endpoint, stream) = (side.ctx.endpoint, side.ctx.stream);
+    let send = gw.upstreams.send(
+        &side.provider,
+        endpoint,
+        body,
+        stream,
+        Some(timeout),
+        &credentials,
     );
+    let response = match tokio::time::timeout_at(deadline, send).await {
+        Err(_) => {
+            let detail = "mirror timeout before response";
+            side.finish(&gw, Outcome::failed(None, ErrorClass::Timeout, detail));
+            return;
+        }
+        Ok(Err(e)) => {
+            side.finish(&gw, Outcome::failed(None, e.class, e.detail));
+            return;
+        }
+        Ok(Ok(r)) => r,
+    };
+    span.record("http.status_code", i64::from(response.status().as_u16()));
+    if stream && response.status().is_success() {
+        drain(&gw, response, side, deadline).await;
+    } else {
+        read_whole(&gw, response, side, deadline).await;
+    }
+}
+
+/// Reads a whole body before `deadline` and finishes the side with it.
+async fn read_whole(gw: &Arc<Gateway>, response: reqwest::Response, side: Side, deadline: Instant) {
+    let status = response.status().as_u16();
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match Upstreams::read_body(&side.provider, response, remaining).await {
+        Ok(bytes) => {
+            let outcome = outcome_of_body(&side, status, &bytes);
+            side.finish(gw, outcome);
+        }
+        Err(e) => side.finish(gw, Outcome::failed(Some(status), e.class, e.detail)),
+    }
+}
+
+/// Drains a stream through the tee (nobody reads its output) before `deadline`.
+async fn drain(gw: &Arc<Gateway>, response: reqwest::Response, side: Side, deadline: Instant) {
+    let assembler = side.ctx.shape.stream_assembler();
+    let mut tee = TeeStream::new(response, side, gw.clone(), assembler, false);
+    let drained =
+        tokio::time::timeout_at(deadline, async { while tee.next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tee.abort(
+            ErrorClass::Timeout,
+            "mirror stream did not finish within its timeout",
+        );
+    }
 }

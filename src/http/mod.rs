@@ -7,9 +7,11 @@
 //! bounded channel. A shadow call never changes the client's response.
 
 pub mod admin;
+mod background;
 mod error;
 mod mirror;
 mod proxy;
+mod route;
 mod serve;
 mod server;
 mod side;

@@ -1,19 +1,24 @@
-//! Calling the serving variant and turning its answer into the client's response (streamed
-//! through the tee, or read whole), the child span of every upstream call, and the passthrough
-//! of models that are no deployment.
+//! Phase 3 of the request path: serve, with the live fallback. Calls the serving variant and
+//! turns its answer into the client's response (streamed through the tee, or read whole); a
+//! failed candidate is retried on stable when the deployment falls back. Also the child span of
+//! every upstream call, and the passthrough of models that are no deployment.
 
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::capture::Endpoint;
-use crate::upstream::{ClientCredentials, Upstreams, class_of_status};
+use crate::capture::{PairSlot, Purpose, Role};
+use crate::routing::Target;
+use crate::telemetry::DeploymentLabels;
+use crate::upstream::request::ClientRequest;
+use crate::upstream::{ClientCredentials, UpstreamError, Upstreams, class_of_status};
 
+use super::route::{RoutedRequest, role_of};
 use super::side::{Outcome, Side};
 use super::tee::TeeStream;
 use super::{ApiError, AppState, mirror};
@@ -25,95 +30,170 @@ pub(super) fn upstream_span(side: &Side) -> tracing::Span {
         model = %side.upstream_model, http.status_code = Empty)
 }
 
-pub(super) enum Served {
+/// Phase 3's result: the client's response and who answered it.
+pub(super) struct Answered {
+    pub response: Response,
+    /// Whose answer the client receives (stable after a fallback).
+    pub served: Target,
+    /// Time spent waiting on upstreams (all attempts), which is not the gateway's overhead.
+    pub upstream_wait: Duration,
+}
+
+/// Serves the plan's variant; a retryable failure of a candidate is retried on stable when the
+/// deployment falls back (counted; the failure still counts against the candidate).
+pub(super) async fn serve_with_fallback(
+    gw: &AppState,
+    routed: &RoutedRequest,
+    req: &ClientRequest<'_>,
+    pair: Option<PairSlot>,
+    credentials: &ClientCredentials,
+) -> Answered {
+    let target = routed.plan.serve;
+    let (side, body) = routed.side(
+        routed.variant(target),
+        role_of(target),
+        Purpose::Served,
+        req,
+        pair,
+    );
+    let first = call(gw, side, body, req, credentials).await;
+    let dep = routed.deployment();
+    let fallback = match first.served {
+        Served::Failed { retryable, .. } => {
+            retryable && dep.fallback_to_stable && matches!(target, Target::Candidate(_))
+        }
+        Served::Ok(_) => false,
+    };
+    if !fallback {
+        return Answered {
+            response: first.served.into_response(),
+            served: target,
+            upstream_wait: first.upstream_wait,
+        };
+    }
+    gw.metrics
+        .fallbacks
+        .get_or_create(&DeploymentLabels {
+            deployment: dep.slug.clone(),
+        })
+        .inc();
+    let (side, body) = routed.side(&dep.stable, Role::Stable, Purpose::Fallback, req, None);
+    let second = call(gw, side, body, req, credentials).await;
+    Answered {
+        response: second.served.into_response(),
+        served: Target::Stable,
+        upstream_wait: first.upstream_wait + second.upstream_wait,
+    }
+}
+
+/// How one call to a variant went, for the client.
+enum Served {
     Ok(Response),
     Failed { response: Response, retryable: bool },
 }
 
-/// Calls the serving variant and turns its answer into the client's response.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn serve(
+impl Served {
+    fn into_response(self) -> Response {
+        match self {
+            Served::Ok(r) | Served::Failed { response: r, .. } => r,
+        }
+    }
+}
+
+/// One call to a variant and how long it waited on the upstream.
+struct Attempt {
+    served: Served,
+    upstream_wait: Duration,
+}
+
+/// Calls the side's variant and turns its answer into a response for the client.
+async fn call(
     gw: &AppState,
     side: Side,
     body: Vec<u8>,
-    endpoint: Endpoint,
-    stream: bool,
-    strip_usage: bool,
+    req: &ClientRequest<'_>,
     credentials: &ClientCredentials,
-    upstream_wait: &mut Duration,
-) -> Served {
+) -> Attempt {
     let waited = Instant::now();
-    let provider = side.provider.clone();
     let span = upstream_span(&side);
+    let (endpoint, stream) = (side.ctx.endpoint, side.ctx.stream);
     let sent = gw
         .upstreams
-        .send(&provider, endpoint, body, stream, None, credentials)
+        .send(&side.provider, endpoint, body, stream, None, credentials)
         .instrument(span.clone())
         .await;
-    if let Ok(r) = &sent {
-        span.record("http.status_code", i64::from(r.status().as_u16()));
-    }
     let response = match sent {
         Ok(r) => r,
         Err(e) => {
-            *upstream_wait += waited.elapsed();
-            let retryable = e.retryable();
-            let client_error = ApiError::from_upstream(&e);
-            side.finish(gw, Outcome::failed(None, e.class, e.detail));
-            return Served::Failed {
-                response: client_error.into_response(),
-                retryable,
+            let upstream_wait = waited.elapsed();
+            let served = failed(gw, side, None, e);
+            return Attempt {
+                served,
+                upstream_wait,
             };
         }
     };
     let status = response.status();
+    span.record("http.status_code", i64::from(status.as_u16()));
     if stream && status.is_success() {
-        *upstream_wait += waited.elapsed();
-        let tee = TeeStream::new(
-            response,
-            side,
-            gw.clone(),
-            endpoint == Endpoint::ChatCompletions,
-            strip_usage,
-        );
-        let mut r = Response::new(Body::from_stream(tee));
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Served::Ok(r);
+        let upstream_wait = waited.elapsed();
+        let strip_usage = !req.client_wants_usage;
+        return Attempt {
+            served: Served::Ok(tee_response(gw, response, side, strip_usage)),
+            upstream_wait,
+        };
     }
     let timeout = gw
         .upstreams
-        .provider(&provider)
+        .provider(&side.provider)
         .map_or(crate::config::default_timeout(), |p| p.timeout);
-    let read = Upstreams::read_body(&provider, response, timeout)
+    let read = Upstreams::read_body(&side.provider, response, timeout)
         .instrument(span)
         .await;
-    *upstream_wait += waited.elapsed();
-    let bytes = match read {
-        Ok(b) => b,
-        Err(e) => {
-            let retryable = e.retryable();
-            let client_error = ApiError::from_upstream(&e);
-            side.finish(
-                gw,
-                Outcome::failed(Some(status.as_u16()), e.class, e.detail),
-            );
-            return Served::Failed {
-                response: client_error.into_response(),
-                retryable,
-            };
-        }
+    let upstream_wait = waited.elapsed();
+    let served = match read {
+        Ok(bytes) => answer_of_body(gw, side, status, bytes),
+        Err(e) => failed(gw, side, Some(status.as_u16()), e),
     };
-    let outcome = mirror::outcome_of_body(
-        status.as_u16(),
-        &bytes,
-        side.ctx.keep_bodies,
-        side.started.elapsed(),
+    Attempt {
+        served,
+        upstream_wait,
+    }
+}
+
+/// Finishes a side whose call failed; the client's error response.
+fn failed(gw: &AppState, side: Side, status: Option<u16>, e: UpstreamError) -> Served {
+    let retryable = e.retryable();
+    let response = ApiError::from_upstream(&e).into_response();
+    side.finish(gw, Outcome::failed(status, e.class, e.detail));
+    Served::Failed {
+        response,
+        retryable,
+    }
+}
+
+/// The client's streamed response: the upstream's events through the tee.
+fn tee_response(
+    gw: &AppState,
+    response: reqwest::Response,
+    side: Side,
+    strip_usage: bool,
+) -> Response {
+    let assembler = side.ctx.shape.stream_assembler();
+    let tee = TeeStream::new(response, side, gw.clone(), assembler, strip_usage);
+    let mut r = Response::new(Body::from_stream(tee));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
     );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Finishes a side from its whole body; the client's response.
+fn answer_of_body(gw: &AppState, side: Side, status: StatusCode, bytes: bytes::Bytes) -> Served {
+    let outcome = mirror::outcome_of_body(&side, status.as_u16(), &bytes);
     let error = outcome.error;
     side.finish(gw, outcome);
     match (error, class_of_status(status.as_u16())) {
@@ -145,25 +225,16 @@ fn json_response(status: StatusCode, bytes: bytes::Bytes) -> Response {
 /// A model that is no deployment: the configured default provider answers it unchanged, or 404.
 pub(super) async fn passthrough(
     gw: &AppState,
-    model: &str,
-    endpoint: Endpoint,
+    req: &ClientRequest<'_>,
     body: Vec<u8>,
-    stream: bool,
-    headers: &HeaderMap,
+    credentials: &ClientCredentials,
 ) -> Result<Response, ApiError> {
     let Some(provider) = gw.config.default_provider.as_deref() else {
-        return Err(ApiError::ModelNotFound(model.to_owned()));
+        return Err(ApiError::ModelNotFound(req.model.clone()));
     };
     let response = gw
         .upstreams
-        .send(
-            provider,
-            endpoint,
-            body,
-            stream,
-            None,
-            &ClientCredentials::from_headers(headers),
-        )
+        .send(provider, req.endpoint, body, req.stream, None, credentials)
         .await
         .map_err(|e| ApiError::from_upstream(&e))?;
     let status = response.status();

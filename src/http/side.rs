@@ -26,6 +26,8 @@ pub struct RequestCtx {
     pub stage: String,
     pub config_version: u64,
     pub endpoint: Endpoint,
+    /// The API surface's wire shape (parse, body rewrite, answer extraction).
+    pub shape: &'static dyn crate::upstream::shape::WireShape,
     pub stream: bool,
     pub bucket: Option<u16>,
     pub unit_key: Option<String>,
@@ -84,33 +86,8 @@ impl Side {
     /// Records the outcome: metrics, mirror spend, and the observation (and pair) into capture.
     pub fn finish(self, gw: &Gateway, outcome: Outcome) {
         let latency = self.started.elapsed();
+        let cost = self.report(gw, &outcome, latency);
         let ctx = &self.ctx;
-        // The A/A arm's second stable call is not the candidate's: the guardrails never see it.
-        if let Some(guardrails) = gw.outcomes.as_ref().filter(|_| !self.is_aa()) {
-            guardrails.outcome(&ctx.deployment, &ctx.stage, self.role, outcome.error);
-        }
-        let labels = VariantLabels {
-            deployment: ctx.deployment.clone(),
-            variant: self.variant.clone(),
-        };
-        gw.metrics
-            .request_duration
-            .get_or_create(&labels)
-            .observe(latency.as_secs_f64());
-        if let Some(t) = outcome.ttft {
-            gw.metrics
-                .ttft
-                .get_or_create(&labels)
-                .observe(t.as_secs_f64());
-        }
-        let cost = outcome.usage.and_then(|u| {
-            gw.config
-                .price(&self.upstream_model)
-                .map(|p| p.cost(u.prompt_tokens, u.completion_tokens))
-        });
-        if self.purpose.is_background() {
-            self.account_mirror(gw, &outcome, cost);
-        }
         let policy = gw.capture_policy();
         let request_body = if ctx.keep_bodies {
             self.sent_body.as_deref().and_then(|b| kept_body(policy, b))
@@ -160,6 +137,38 @@ impl Side {
                 .capture
                 .record(CaptureEvent::Observation(Box::new(observation))),
         }
+    }
+
+    /// The outcome's guardrail report, duration and TTFT metrics, and mirror spend; its cost.
+    fn report(&self, gw: &Gateway, outcome: &Outcome, latency: Duration) -> Option<f64> {
+        let ctx = &self.ctx;
+        // The A/A arm's second stable call is not the candidate's: the guardrails never see it.
+        if let Some(guardrails) = gw.outcomes.as_ref().filter(|_| !self.is_aa()) {
+            guardrails.outcome(&ctx.deployment, &ctx.stage, self.role, outcome.error);
+        }
+        let labels = VariantLabels {
+            deployment: ctx.deployment.clone(),
+            variant: self.variant.clone(),
+        };
+        gw.metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+        if let Some(t) = outcome.ttft {
+            gw.metrics
+                .ttft
+                .get_or_create(&labels)
+                .observe(t.as_secs_f64());
+        }
+        let cost = outcome.usage.and_then(|u| {
+            gw.config
+                .price(&self.upstream_model)
+                .map(|p| p.cost(u.prompt_tokens, u.completion_tokens))
+        });
+        if self.purpose.is_background() {
+            self.account_mirror(gw, outcome, cost);
+        }
+        cost
     }
 
     fn account_mirror(&self, gw: &Gateway, outcome: &Outcome, cost: Option<f64>) {

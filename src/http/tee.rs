@@ -42,14 +42,14 @@ impl TeeStream {
         response: reqwest::Response,
         side: Side,
         gw: Arc<Gateway>,
-        chat: bool,
+        assembler: StreamAssembler,
         strip_usage: bool,
     ) -> Self {
         let status = response.status().as_u16();
         Self {
             upstream: Box::pin(response.bytes_stream()),
             splitter: EventSplitter::default(),
-            assembler: StreamAssembler::new(chat),
+            assembler,
             strip_usage,
             pending: VecDeque::new(),
             malformed: false,

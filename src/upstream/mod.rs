@@ -8,6 +8,7 @@
 
 pub mod credentials;
 pub mod request;
+pub mod shape;
 pub mod sse;
 
 use std::collections::HashMap;

@@ -1,0 +1,154 @@
+//! Phase 1 of the request path: route. From the parsed body and the headers to a
+//! [`RoutedRequest`]: the deployment, its unit key and bucket, cohort labels, the plan (who
+//! serves, who is mirrored), the context every side shares, and the request span's fields.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::capture::{PairSlot, Purpose, Role};
+use crate::config::{Deployment, Variant};
+use crate::routing::{self, Draws, Plan, RoutedDeployment, Target, UNIT_HEADER};
+use crate::upstream::request::ClientRequest;
+use crate::upstream::shape::WireShape;
+
+use super::Gateway;
+use super::side::{RequestCtx, Side};
+
+/// A request routed to a deployment: everything the later phases read.
+pub(super) struct RoutedRequest {
+    pub routed: Arc<RoutedDeployment>,
+    pub plan: Plan,
+    pub ctx: Arc<RequestCtx>,
+}
+
+/// Routes `req`, or `None` when its model is no deployment (the passthrough answers it).
+pub(super) fn route(
+    gw: &Gateway,
+    shape: &'static dyn WireShape,
+    req: &ClientRequest<'_>,
+    headers: &HeaderMap,
+    request_id: Uuid,
+) -> Option<RoutedRequest> {
+    let traffic = gw.traffic.load();
+    let routed = traffic.by_model(&req.model)?.clone();
+    let dep = &routed.deployment;
+    let tenant = gw
+        .config
+        .tenant_header
+        .as_ref()
+        .and_then(|h| header_str(headers, h.as_str()));
+    let unit = routing::unit_key(
+        header_str(headers, UNIT_HEADER),
+        req.user.as_deref(),
+        tenant,
+    );
+    let labels = routing::cohort_labels(
+        &dep.cohorts,
+        |h| header_str(headers, h.as_str()),
+        req.metadata.as_ref(),
+    );
+    let draws = Draws {
+        unsticky_bucket: rand::random_range(0..routing::BUCKETS),
+        pair_roll: rand::random_range(0..routing::BUCKETS),
+    };
+    let unit_bucket = unit.map(|(key, _)| routing::bucket(routed.seed, key));
+    let plan = routing::plan(dep, unit_bucket, draws, |i| {
+        routing::eligible(&dep.cohorts, &labels, dep.candidates[i].buckets)
+    });
+    let body_rate = gw.capture_policy().body_sample_rate;
+    let ctx = Arc::new(RequestCtx {
+        request_id,
+        at: chrono::Utc::now(),
+        deployment: dep.slug.clone(),
+        stage: dep.stage.clone(),
+        config_version: traffic.version,
+        endpoint: shape.endpoint(),
+        shape,
+        stream: req.stream,
+        bucket: Some(plan.bucket),
+        unit_key: unit.map(|(k, _)| k.to_owned()),
+        sticky: plan.sticky,
+        cohort: labels,
+        keep_bodies: body_rate >= 1.0 || rand::random::<f64>() < body_rate,
+    });
+    record_span(&ctx, &plan);
+    Some(RoutedRequest { routed, plan, ctx })
+}
+
+/// Fills the request span's routing fields (a no-op without a subscriber).
+fn record_span(ctx: &RequestCtx, plan: &Plan) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    span.record("deployment", ctx.deployment.as_str());
+    span.record("stage", ctx.stage.as_str());
+    span.record("bucket", i64::from(plan.bucket));
+    span.record("sticky", plan.sticky);
+    span.record("cohort", cohort_text(&ctx.cohort).as_str());
+}
+
+pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Cohort labels as one span field: `key=value` pairs joined by `,` (`all` when none).
+fn cohort_text(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "all".to_owned();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl RoutedRequest {
+    pub fn deployment(&self) -> &Deployment {
+        &self.routed.deployment
+    }
+
+    /// The variant a target names (stable when a candidate index is out of range).
+    pub fn variant(&self, target: Target) -> &Variant {
+        let dep = self.deployment();
+        match target {
+            Target::Stable => &dep.stable,
+            Target::Candidate(i) => dep.candidates.get(i).map_or(&dep.stable, |c| &c.variant),
+        }
+    }
+
+    /// A call to `variant` in `role` for `purpose`, with the body it is sent.
+    pub fn side(
+        &self,
+        variant: &Variant,
+        role: Role,
+        purpose: Purpose,
+        req: &ClientRequest<'_>,
+        pair: Option<PairSlot>,
+    ) -> (Side, Vec<u8>) {
+        let body = self.ctx.shape.body_for(req, variant);
+        let side = Side {
+            ctx: self.ctx.clone(),
+            variant: variant.name.clone(),
+            role,
+            purpose,
+            provider: variant.provider.clone(),
+            upstream_model: variant.model.clone(),
+            sent_body: self.ctx.keep_bodies.then(|| Arc::new(body.clone())),
+            pair,
+            started: Instant::now(),
+        };
+        (side, body)
+    }
+}
+
+pub(super) fn role_of(target: Target) -> Role {
+    match target {
+        Target::Stable => Role::Stable,
+        Target::Candidate(_) => Role::Candidate,
+    }
+}

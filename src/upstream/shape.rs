@@ -1,0 +1,103 @@
+//! The wire shape of one API surface: how a client body is parsed, how the body a variant
+//! receives is written, and how an answer is read from a whole response body or a stream.
+//!
+//! The request path (`http::proxy`) is the same for every surface; it asks the shape only these
+//! questions. A new surface (e.g. `/v1/responses`, `/v1/messages`) implements [`WireShape`] and
+//! gets a route; it does not copy the handler. Today's three surfaces are OpenAI's chat
+//! completions, completions and embeddings ([`OpenAi`]).
+
+use crate::capture::Endpoint;
+use crate::config::Variant;
+
+use super::request::{self, ClientRequest, RequestError};
+use super::sse::{self, StreamAssembler, Summary};
+
+/// What the request path needs to know about one API surface.
+pub trait WireShape: Send + Sync + std::fmt::Debug {
+    /// The endpoint observations are recorded under; its path is appended to a provider's base URL.
+    fn endpoint(&self) -> Endpoint;
+
+    /// Reads a client body once, checking the fields the surface requires.
+    fn parse<'a>(&self, body: &'a [u8]) -> Result<ClientRequest<'a>, RequestError>;
+
+    /// The body `variant` receives (model, overrides, system prompt, usage for streams).
+    fn body_for(&self, request: &ClientRequest<'_>, variant: &Variant) -> Vec<u8>;
+
+    /// Text, finish reason and usage of a whole (non-streamed) answer that parsed as JSON.
+    fn summarize(&self, body: &serde_json::Value) -> Summary;
+
+    /// A fresh assembler for one streamed answer.
+    fn stream_assembler(&self) -> StreamAssembler;
+
+    /// Whether answers are text that can be checked and judged: only such requests go to the A/A
+    /// arm, and only such requests are mirrored unless the deployment mirrors embeddings too.
+    fn has_text_answer(&self) -> bool;
+}
+
+/// The OpenAI surfaces: `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenAi(Endpoint);
+
+impl OpenAi {
+    pub const CHAT_COMPLETIONS: OpenAi = OpenAi(Endpoint::ChatCompletions);
+    pub const COMPLETIONS: OpenAi = OpenAi(Endpoint::Completions);
+    pub const EMBEDDINGS: OpenAi = OpenAi(Endpoint::Embeddings);
+}
+
+impl WireShape for OpenAi {
+    fn endpoint(&self) -> Endpoint {
+        self.0
+    }
+
+    fn parse<'a>(&self, body: &'a [u8]) -> Result<ClientRequest<'a>, RequestError> {
+        request::parse(self.0, body)
+    }
+
+    fn body_for(&self, request: &ClientRequest<'_>, variant: &Variant) -> Vec<u8> {
+        request.body_for(variant)
+    }
+
+    fn summarize(&self, body: &serde_json::Value) -> Summary {
+        sse::summary_of(body)
+    }
+
+    fn stream_assembler(&self) -> StreamAssembler {
+        StreamAssembler::new(self.0 == Endpoint::ChatCompletions)
+    }
+
+    fn has_text_answer(&self) -> bool {
+        self.0 != Endpoint::Embeddings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_openai_surface_parses_its_own_required_field() {
+        let chat = br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}]}"#;
+        let prompt = br#"{"model": "m", "prompt": "hi"}"#;
+        let input = br#"{"model": "m", "input": "hi"}"#;
+        for (shape, ok, endpoint) in [
+            (
+                OpenAi::CHAT_COMPLETIONS,
+                &chat[..],
+                Endpoint::ChatCompletions,
+            ),
+            (OpenAi::COMPLETIONS, &prompt[..], Endpoint::Completions),
+            (OpenAi::EMBEDDINGS, &input[..], Endpoint::Embeddings),
+        ] {
+            assert_eq!(shape.endpoint(), endpoint);
+            assert_eq!(shape.parse(ok).unwrap().endpoint, endpoint);
+            for other in [&chat[..], &prompt[..], &input[..]] {
+                if other != ok {
+                    assert!(shape.parse(other).is_err(), "{shape:?}");
+                }
+            }
+        }
+        assert!(OpenAi::CHAT_COMPLETIONS.has_text_answer());
+        assert!(OpenAi::COMPLETIONS.has_text_answer());
+        assert!(!OpenAi::EMBEDDINGS.has_text_answer());
+    }
+}
