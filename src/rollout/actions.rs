@@ -4,7 +4,8 @@
 //! Every action reads the deployment's active rollout, runs one step of the pure state machine,
 //! persists the transition (actor, reason, evidence; compare-and-set on the state and stage it
 //! read, in one transaction that bumps the config version) and only then applies it: the new
-//! traffic state is written with `put_traffic` (every replica re-reads it on the version bump);
+//! traffic state goes through the traffic service (`traffic::TrafficService::put`: stored, then
+//! this process's table swapped; every other replica re-reads it on the version bump);
 //! on rollback the candidate's share is zero at once, its pending judge jobs are cancelled and
 //! the alert webhook fires. Owns: that order. Never: decides anything itself (the state machine
 //! and the gate do). Fails closed: a transition that cannot be persisted does not take effect
@@ -20,6 +21,7 @@ use super::LiveTraffic;
 use super::alerts::{AlertEvent, AlertMessage, Alerts, Failing};
 use super::machine::Outcome;
 use super::stored::{self, machine_state, state_name, traffic_for};
+use super::traffic::TrafficService;
 use super::{Event, Manual, Transition as Step, step};
 use crate::config::{Config, Deployment, RolloutSettings};
 use crate::gate::Decision;
@@ -47,6 +49,17 @@ pub struct RolloutCtx {
     /// stored, so that its very next request already follows it. Other replicas follow within a
     /// second (config-version watch). `None` in the CLI.
     pub traffic: Option<LiveTraffic>,
+}
+
+impl RolloutCtx {
+    /// The traffic service every traffic change goes through (swapping `traffic` after it).
+    pub fn traffic_service(&self) -> TrafficService {
+        TrafficService::new(
+            self.store.clone(),
+            self.config.clone(),
+            self.traffic.clone(),
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -383,13 +396,9 @@ pub async fn apply_expecting(
     // 2. Apply: the traffic every replica serves.
     if t.outcome == Outcome::Moved {
         let traffic = traffic_for(d, &s.ramp, &t.to);
-        ctx.store
-            .put_traffic(deployment, &traffic, &t.actor)
+        ctx.traffic_service()
+            .put(deployment, &traffic, &t.actor)
             .await?;
-        if let Some(live) = &ctx.traffic {
-            live.reload_after_change(deployment, "a rollout transition")
-                .await;
-        }
     }
     // 3. Side effects of a rollback, then the alert.
     if matches!(t.to, super::State::RolledBack { .. }) {

@@ -3,9 +3,10 @@
 //! traffic state directly, honouring the canary's `auto_rollback`.
 //!
 //! - `auto_rollback: true` (the default): the candidates' share goes to zero at once (mode
-//!   `off`, stage `rolled_back`), with compare-and-set on the config version and an audit entry
-//!   `traffic.rollback` by `guardrail`; every replica follows through the config-version watch,
-//!   this one reloads at once. Alert `rolled_back`.
+//!   `off`, stage `rolled_back`), through the traffic service (compare-and-set on the config
+//!   version it read, audit entry `traffic.rollback` by `guardrail`, this process's table
+//!   swapped at once); every other replica follows through the config-version watch. Alert
+//!   `rolled_back`.
 //! - `auto_rollback: false`: the traffic is left as it is; the trip is audited as
 //!   `traffic.guardrail_tripped` and alerted (`guardrail_tripped`), once per tripped window.
 //!
@@ -17,10 +18,10 @@ use serde_json::json;
 use super::actions::{RolloutCtx, RolloutError};
 use super::alerts::{AlertEvent, AlertMessage, Failing};
 use super::stored::ROLLED_BACK;
+use super::traffic::Audit;
 use crate::gate::Trip;
-use crate::routing::CANARY_STAGE;
+use crate::routing::{CANARY_STAGE, ops};
 use crate::store::NewAuditEntry;
-use crate::vocab::Mode;
 
 /// What a trip did to a canary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,21 +57,15 @@ pub async fn on_trip(
         .join(",");
     let evidence = json!({ "kind": "guardrail", "metric": metric, "trip": trip });
     let outcome = if state.auto_rollback {
-        let mut next = state.clone();
-        next.mode = Mode::Off;
-        next.stage = ROLLED_BACK.to_owned();
-        for c in &mut next.candidates {
-            c.buckets = 0;
-        }
-        let audit = NewAuditEntry {
-            deployment: Some(deployment),
+        let next = ops::rolled_back(&state, ROLLED_BACK);
+        let audit = Audit {
             action: "traffic.rollback",
             actor: "guardrail",
             detail: json!({ "reason": trip.reason, "evidence": evidence }),
         };
         if ctx
-            .store
-            .put_traffic_if(deployment, Some(version), &next, &audit)
+            .traffic_service()
+            .compare_and_set(deployment, Some(version), &next, &audit)
             .await?
             .is_none()
         {
@@ -79,10 +74,6 @@ pub async fn on_trip(
             )));
         }
         tracing::warn!(%deployment, reason = %trip.reason, "guardrail tripped: canary rolled back");
-        if let Some(live) = &ctx.traffic {
-            live.reload_after_change(deployment, "a guardrail rollback")
-                .await;
-        }
         CanaryTrip::RolledBack
     } else {
         ctx.store

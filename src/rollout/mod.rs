@@ -4,7 +4,8 @@
 //! once with its file and field), the pure state machine (`machine`), the mapping between stored
 //! rollouts, machine states and traffic (`stored`), the actions everyone calls (`actions`: persist, then apply), the controller loop
 //! on the leader replica (`controller`), the guardrail fast path (`guardrails`), alert webhooks
-//! (`alerts`), this process's live traffic table (`live`) and `canarist rollout …` (`cli`).
+//! (`alerts`), this process's live traffic table (`live`), the traffic service every traffic change
+//! goes through (`traffic`) and `canarist rollout …` (`cli`).
 //! Never: makes a statistical decision (the gate does) or routes a request (routing does).
 //! Fails closed: a ramp with any problem is not used; a transition that cannot be persisted
 //! does not take effect.
@@ -19,6 +20,7 @@ pub mod live;
 pub mod machine;
 pub mod ramp;
 pub mod stored;
+pub mod traffic;
 
 pub use live::LiveTraffic;
 pub use machine::{Event, Manual, Phase, StageRun, State, Transition, step};

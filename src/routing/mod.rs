@@ -10,6 +10,7 @@
 //! Requests without a unit key get a random bucket and are marked unsticky.
 
 mod cohort;
+pub mod ops;
 mod state;
 mod table;
 

@@ -13,8 +13,7 @@ use super::auth::{Principal, Role};
 use super::body::{JsonBody, bad_field};
 use super::traffic::{self, percent_to_buckets};
 use super::{AdminError, AdminState};
-use crate::routing::{CANARY_STAGE, CandidateState, TrafficState, VariantState};
-use crate::vocab::Mode;
+use crate::routing::ops;
 
 fn yes() -> bool {
     true
@@ -114,20 +113,7 @@ pub async fn start_canary(
                 .provider_serving(&req.stable_model)
                 .await
                 .ok_or_else(|| not_served("stable_model", &req.stable_model))?;
-            let state = TrafficState {
-                mode: Mode::Off,
-                stage: CANARY_STAGE.into(),
-                stable: VariantState {
-                    name: "stable".into(),
-                    provider,
-                    model: req.stable_model.clone(),
-                    system_prompt: None,
-                    params: serde_json::Map::new(),
-                },
-                candidates: Vec::new(),
-                auto_rollback: true,
-                exclude_cohorts: Vec::new(),
-            };
+            let state = ops::canary_base(&provider, &req.stable_model);
             (req.stable_model.clone(), Some(state))
         }
     };
@@ -147,38 +133,16 @@ pub async fn start_canary(
         &principal.id,
         &detail,
         |cur| {
-            let mut next = cur
-                .cloned()
-                .or_else(|| initial.clone())
+            let base = cur
+                .or(initial.as_ref())
                 .ok_or_else(|| AdminError::DeploymentNotFound(slug.clone()))?;
-            let same = next
-                .candidates
-                .iter()
-                .find(|c| {
-                    c.variant.model == req.candidate_model
-                        && c.variant.provider == candidate_provider
-                })
-                .map(|c| c.variant.name.clone());
-            let id = same.unwrap_or_else(|| {
-                next.candidates.clear();
-                traffic::fresh_id(&next, &req.candidate_model)
-            });
-            next.candidates = vec![CandidateState {
-                variant: VariantState {
-                    name: id.clone(),
-                    provider: candidate_provider.clone(),
-                    model: req.candidate_model.clone(),
-                    system_prompt: None,
-                    params: serde_json::Map::new(),
-                },
+            Ok(ops::canary(
+                base,
+                &candidate_provider,
+                &req.candidate_model,
                 buckets,
-            }];
-            next.mode = Mode::Live;
-            next.stage = CANARY_STAGE.into();
-            next.auto_rollback = req.auto_rollback;
-            // A rollout stage's cohort exclusions do not carry over to a manual canary.
-            next.exclude_cohorts.clear();
-            Ok((next, id))
+                req.auto_rollback,
+            ))
         },
     )
     .await?;

@@ -1,12 +1,12 @@
 //! `PATCH /v1/deployments/{slug}/traffic`: add, remove or re-weight a challenger, or switch
 //! shadow mode, as scripts written for other gateways expect.
 //!
-//! The change is a pure function of the current [`TrafficState`] ([`apply`]); the handler reads
-//! the stored state, applies the action and writes it back with a compare-and-set on the
-//! deployment's stored config version ([`commit`]), retrying on a lost race, so that two
-//! concurrent changes — even on different replicas — can never leave total challenger traffic
-//! above 50%. Every change is audited with the caller, then the gateway's traffic table is
-//! reloaded so that the next proxied request already sees it.
+//! This file maps the request to a pure traffic operation (`routing::ops`: the 50% cap, lane
+//! widths, unknown challengers) and its errors to HTTP ([`apply`]); the traffic service
+//! (`rollout::traffic`) runs it against the stored state with a compare-and-set on the
+//! deployment's stored config version, retrying on a lost race (so two concurrent changes —
+//! even on different replicas — can never leave total challenger traffic above 50%), audits it
+//! with the caller and reloads the gateway's table so that the next proxied request sees it.
 
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -15,14 +15,10 @@ use utoipa::ToSchema;
 use super::auth::{Principal, Role};
 use super::body::{JsonBody, bad_field};
 use super::{AdminError, AdminState};
-use crate::routing::{CandidateState, TrafficState, VariantState};
-use crate::store::NewAuditEntry;
+use crate::rollout::traffic::{Audit, ChangeError, Current, TrafficService};
+use crate::routing::ops::{self, TrafficChange, TrafficError};
+use crate::routing::{CandidateState, TrafficState};
 use crate::vocab::Mode;
-
-/// Total challenger traffic may not exceed this many buckets (50%).
-pub const MAX_CHALLENGER_BUCKETS: u32 = 5_000;
-/// How often a change is retried after losing a compare-and-set race.
-const CAS_ATTEMPTS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -122,31 +118,28 @@ pub fn percent_to_buckets(pct: f64) -> Option<u16> {
     ((0.0..=100.0).contains(&pct) && (pct * 100.0 - b).abs() < 1e-6).then_some(b as u16)
 }
 
-/// A challenger id for `model` that no variant of `state` uses yet.
-pub(super) fn fresh_id(state: &TrafficState, model: &str) -> String {
-    let base: String = model
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
+impl From<TrafficError> for AdminError {
+    fn from(e: TrafficError) -> Self {
+        match e {
+            TrafficError::UnknownChallenger(_) => AdminError::NotFound {
+                code: "challenger_not_found",
+                param: Some("challenger_id"),
+                message: e.to_string(),
+            },
+            TrafficError::AboveCap { .. } | TrafficError::WiderThanLane { .. } => {
+                invalid("traffic_pct", e.to_string())
             }
-        })
-        .collect();
-    let base = if base.is_empty() {
-        "challenger".to_owned()
-    } else {
-        base
-    };
-    let taken = |id: &str| id == "stable" || state.candidates.iter().any(|c| c.variant.name == id);
-    let mut id = base.clone();
-    let mut n = 2;
-    while taken(&id) {
-        id = format!("{base}-{n}");
-        n += 1;
+        }
     }
-    id
+}
+
+impl From<ChangeError> for AdminError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::Conflict { .. } => AdminError::Conflict(e.to_string()),
+            ChangeError::Storage(e) => AdminError::from(e),
+        }
+    }
 }
 
 /// Applies `req` to `state`. `provider_of(model_id)` splits `provider/model` when the prefix is
@@ -156,7 +149,6 @@ pub fn apply(
     req: &TrafficRequest,
     provider_of: &dyn Fn(&str) -> Option<(String, String)>,
 ) -> Result<(TrafficState, Option<Challenger>), AdminError> {
-    let mut next = state.clone();
     let action = req.action;
     let pct_buckets = |lo: f64| -> Result<u16, AdminError> {
         let pct = *required(&req.traffic_pct, "traffic_pct", action)?;
@@ -172,18 +164,7 @@ pub fn apply(
         percent_to_buckets(pct)
             .ok_or_else(|| invalid("traffic_pct", "traffic_pct must be a multiple of 0.01"))
     };
-    let index_of = |id: &str| -> Result<usize, AdminError> {
-        state
-            .candidates
-            .iter()
-            .position(|c| c.variant.name == id)
-            .ok_or_else(|| AdminError::NotFound {
-                code: "challenger_not_found",
-                param: Some("challenger_id"),
-                message: format!("challenger `{id}` not found"),
-            })
-    };
-    let challenger = match action {
+    let change = match action {
         TrafficAction::AddChallenger => {
             let model_id = required(&req.model_id, "model_id", action)?;
             if model_id.trim().is_empty() {
@@ -192,84 +173,56 @@ pub fn apply(
             let buckets = pct_buckets(1.0)?;
             let (provider, model) = provider_of(model_id)
                 .unwrap_or_else(|| (state.stable.provider.clone(), model_id.clone()));
-            let id = fresh_id(state, model_id);
-            next.candidates.push(CandidateState {
-                variant: VariantState {
-                    name: id,
-                    provider,
-                    model,
-                    system_prompt: None,
-                    params: serde_json::Map::new(),
-                },
+            TrafficChange::AddChallenger {
+                model_id,
+                provider,
+                model,
                 buckets,
-            });
-            if next.mode == Mode::Off {
-                next.mode = Mode::Live;
             }
-            next.candidates.last().map(|c| Challenger::of(c, next.mode))
         }
-        TrafficAction::RemoveChallenger => {
+        TrafficAction::RemoveChallenger => TrafficChange::RemoveChallenger {
+            id: required(&req.challenger_id, "challenger_id", action)?,
+        },
+        TrafficAction::UpdateTraffic => {
             let id = required(&req.challenger_id, "challenger_id", action)?;
-            let removed = next.candidates.remove(index_of(id)?);
-            if next.candidates.is_empty() {
-                next.mode = Mode::Off;
+            // An unknown challenger is reported before a bad share.
+            ops::challenger(state, id)?;
+            TrafficChange::SetShare {
+                id,
+                buckets: pct_buckets(0.0)?,
             }
+        }
+        TrafficAction::ToggleShadow => {
+            TrafficChange::SetShadow(*required(&req.shadow_mode, "shadow_mode", action)?)
+        }
+    };
+    let (next, concerned) = ops::apply(state, &change)?;
+    let challenger = match (&change, concerned) {
+        (TrafficChange::RemoveChallenger { id }, _) => {
+            let removed = &state.candidates[ops::challenger(state, id)?];
             Some(Challenger {
                 is_active: false,
                 traffic_pct: 0.0,
-                ..Challenger::of(&removed, next.mode)
+                ..Challenger::of(removed, next.mode)
             })
         }
-        TrafficAction::UpdateTraffic => {
-            let id = required(&req.challenger_id, "challenger_id", action)?;
-            let i = index_of(id)?;
-            let buckets = pct_buckets(0.0)?;
-            next.candidates[i].buckets = buckets;
-            if next.mode == Mode::Off && buckets > 0 {
-                next.mode = Mode::Live;
-            }
-            Some(Challenger::of(&next.candidates[i], next.mode))
-        }
-        TrafficAction::ToggleShadow => {
-            let shadow = *required(&req.shadow_mode, "shadow_mode", action)?;
-            next.mode = if shadow { Mode::Shadow } else { Mode::Live };
-            next.candidates
-                .first()
-                .map(|c| Challenger::of(c, next.mode))
-        }
+        (_, Some(i)) => next.candidates.get(i).map(|c| Challenger::of(c, next.mode)),
+        (_, None) => None,
     };
-    let total: u32 = next.candidates.iter().map(|c| u32::from(c.buckets)).sum();
-    if total > MAX_CHALLENGER_BUCKETS {
-        return Err(invalid(
-            "traffic_pct",
-            format!(
-                "total challenger traffic would be {:.2}%, above the 50% limit",
-                f64::from(total) / 100.0
-            ),
-        ));
-    }
     Ok((next, challenger))
 }
 
-/// The deployment's traffic as stored (with the version it was written under), or as the config
-/// file has it (`None`: nothing stored yet). `Ok(None)`: no such deployment.
-pub(super) async fn current(
-    admin: &super::Admin,
-    slug: &str,
-) -> Result<Option<(TrafficState, Option<u64>)>, AdminError> {
-    let store = admin.store()?;
-    if let Some((state, version)) = store.traffic_state(slug).await? {
-        return Ok(Some((state, Some(version))));
-    }
-    Ok(admin
-        .gateway
-        .config
-        .deployment(slug)
-        .map(|d| (TrafficState::of(d), None)))
+/// The traffic service of the admin API's gateway.
+pub(super) fn service(admin: &super::Admin) -> Result<TrafficService, AdminError> {
+    Ok(TrafficService::new(
+        admin.store()?.clone(),
+        admin.gateway.config.clone(),
+        Some(admin.gateway.traffic.clone()),
+    ))
 }
 
-/// Read-modify-write of one deployment's traffic with compare-and-set: `change` maps the
-/// current state (`None` when the deployment does not exist) to the new one, and is re-run
+/// Read-modify-write of one deployment's traffic through the traffic service: `change` maps
+/// the current state (`None` when the deployment does not exist) to the new one, and is re-run
 /// on the fresh state whenever another writer got there first. Audits and reloads.
 pub(super) async fn commit<R>(
     admin: &super::Admin,
@@ -279,29 +232,16 @@ pub(super) async fn commit<R>(
     detail: &serde_json::Value,
     change: impl Fn(Option<&TrafficState>) -> Result<(TrafficState, R), AdminError>,
 ) -> Result<(u64, R), AdminError> {
-    let store = admin.store()?;
-    for _ in 0..CAS_ATTEMPTS {
-        let cur = current(admin, slug).await?;
-        let expected = cur.as_ref().and_then(|(_, v)| *v);
-        let (next, result) = change(cur.as_ref().map(|(s, _)| s))?;
-        let audit = NewAuditEntry {
-            deployment: Some(slug),
-            action,
-            actor,
-            detail: detail.clone(),
-        };
-        if let Some(version) = store.put_traffic_if(slug, expected, &next, &audit).await? {
-            admin
-                .gateway
-                .traffic
-                .reload_after_change(slug, "an admin change")
-                .await;
-            return Ok((version, result));
-        }
-    }
-    Err(AdminError::Conflict(format!(
-        "deployment `{slug}` changed concurrently {CAS_ATTEMPTS} times in a row; retry"
-    )))
+    let audit = Audit {
+        action,
+        actor,
+        detail: detail.clone(),
+    };
+    service(admin)?
+        .change(slug, &audit, |cur: Option<&Current>| {
+            change(cur.map(|c| &c.state))
+        })
+        .await
 }
 
 /// Change a deployment's challengers or shadow mode.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::routing::VariantState;
 
 fn state(candidates: &[(&str, u16)]) -> TrafficState {
     let v = |name: &str| VariantState {
