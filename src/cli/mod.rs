@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub(crate) mod completions;
+pub(crate) mod config;
 pub(crate) mod serve;
 
 pub use serve::ServeArgs;
@@ -41,6 +43,13 @@ pub enum Command {
     Rollout(crate::rollout::cli::RolloutArgs),
     /// Write per-stage quality reports of a deployment's rollout (HTML, Markdown or JSON).
     Report(crate::report::ReportArgs),
+    /// Validate a config file (and its rubrics), or print the config's JSON Schema.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
 }
 
 /// Entry point of the binary.
@@ -85,5 +94,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys(args) => crate::http::admin::keys::run(args).await,
         Command::Rollout(args) => crate::rollout::cli::run(args).await,
         Command::Report(args) => crate::report::run(args).await,
+        Command::Config(cmd) => config::run(cmd).await,
+        Command::Completions(args) => completions::completions(&args),
+        Command::Man => completions::man(),
     }
 }

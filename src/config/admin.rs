@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::Problem;
 use super::secret::{Env, resolve};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// Requests per minute allowed to one API key (or token subject). Default 600.
@@ -33,7 +33,7 @@ pub struct RawAdmin {
     pub jwt: Option<RawJwt>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwt {
     /// `RS256` or `ES256`.

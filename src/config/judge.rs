@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::Problem;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawJudge {
     #[serde(default)]
@@ -28,11 +28,13 @@ pub struct RawJudge {
     #[serde(default)]
     pub workers: Option<usize>,
     /// How long a claimed job is reserved for its worker.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub lease: Option<Duration>,
     /// Jobs each worker judges at once (a free slot is filled as soon as one finishes).
     #[serde(default)]
     pub batch: Option<u32>,
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub poll_interval: Option<Duration>,
     /// Queued jobs kept at most; beyond it the newest are dropped and counted.
@@ -48,6 +50,7 @@ pub struct RawJudge {
     #[serde(default)]
     pub max_retries: Option<u32>,
     /// Timeout of one judge call.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
 }

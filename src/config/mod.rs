@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use crate::vocab::{ConfigError, Mode, Problem};
 pub use admin::{AdminConfig, JwtConfig};
-pub use judge::{JudgeConfig, RawJudge};
+pub use judge::{JudgeConfig, RawJudge, default_rubrics_dir};
 pub use raw::RawConfig;
 pub use rollout::{
     AlertFormat, AlertTarget, CanaryGuards, ControllerSettings, RawAlerts, RawController,

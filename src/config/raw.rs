@@ -5,8 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "canarist config",
+    description = "The canarist gateway's config file (canarist.yaml)."
+)]
 pub struct RawConfig {
     #[serde(default)]
     pub listen: Option<String>,
@@ -39,7 +43,7 @@ pub struct RawConfig {
     pub controller: Option<super::rollout::RawController>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub base_url: String,
@@ -51,23 +55,26 @@ pub struct RawProvider {
     #[serde(default)]
     pub forward_client_auth: bool,
     /// Whole-request timeout (e.g. `600s`).
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<std::time::Duration>,
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<std::time::Duration>,
     /// Longest silence between two reads of a response body (streams included).
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub read_timeout: Option<std::time::Duration>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrice {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
     /// Header whose value is the unit key when neither `x-canarist-unit` nor `user` is present.
@@ -75,14 +82,16 @@ pub struct RawRouting {
     pub tenant_header: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDeployment {
     pub slug: String,
     /// The `model` clients send. Defaults to the slug.
     #[serde(default)]
     pub model: Option<String>,
+    /// `off` (stable only), `shadow` (candidates mirrored) or `live` (candidates serve).
     #[serde(default)]
+    #[schemars(extend("enum" = ["off", "shadow", "live", null]))]
     pub mode: Option<String>,
     /// Stage label carried on observations and the `x-canarist-stage` header.
     #[serde(default)]
@@ -116,7 +125,7 @@ pub struct RawDeployment {
     pub alerts: Option<super::rollout::RawAlerts>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVariant {
     pub provider: String,
@@ -129,7 +138,7 @@ pub struct RawVariant {
     pub params: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCandidate {
     pub name: String,
@@ -141,19 +150,21 @@ pub struct RawCandidate {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Share of units (0–100, steps of 0.01) mirrored (shadow) or served (live).
     #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
     pub percent: f64,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawShadow {
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<std::time::Duration>,
     #[serde(default)]
     pub mirror_embeddings: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLive {
     /// Percent of candidate-served requests also sent to stable in the background.
@@ -163,7 +174,7 @@ pub struct RawLive {
     pub fallback_to_stable: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpendCap {
     #[serde(default)]
@@ -172,7 +183,7 @@ pub struct RawSpendCap {
     pub usd: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCohorts {
     /// Label name → where its value comes from.
@@ -182,7 +193,7 @@ pub struct RawCohorts {
     pub rules: Vec<RawCohortRule>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLabelSource {
     #[serde(default)]
@@ -191,20 +202,21 @@ pub struct RawLabelSource {
     pub metadata: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCohortRule {
     /// Label values that must all match (`tier: enterprise`).
     #[serde(rename = "match")]
     pub matches: BTreeMap<String, String>,
     /// `include` (only matching requests may be in the canary) or `exclude`.
+    #[schemars(extend("enum" = ["include", "exclude"]))]
     pub action: String,
     /// For `exclude`: matching requests join the canary once the candidate's percent reaches this.
     #[serde(default)]
     pub until_percent: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCapture {
     /// `store` (the `storage` database, the default), `jsonl:<path>`, or `memory`.
@@ -214,6 +226,7 @@ pub struct RawCapture {
     pub queue_capacity: Option<usize>,
     #[serde(default)]
     pub batch_size: Option<usize>,
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub flush_interval: Option<std::time::Duration>,
     /// Fraction (0–1) of observations that keep request and response bodies.
@@ -227,7 +240,7 @@ pub struct RawCapture {
     pub max_body_bytes: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
     /// `sqlite://…` or `postgres://…` (default `sqlite://canarist.db`).
@@ -237,9 +250,11 @@ pub struct RawStorage {
     #[serde(default)]
     pub url_env: Option<String>,
     /// Observations older than this are deleted (e.g. `30d`); absent: kept.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub keep_observations: Option<std::time::Duration>,
     /// Request and response bodies older than this are cleared (e.g. `7d`); absent: kept.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub keep_bodies: Option<std::time::Duration>,
 }

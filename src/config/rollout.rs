@@ -17,19 +17,21 @@ use crate::gate::{GatePolicy, GuardrailConfig};
 use crate::rollout::{Ramp, RawRamp};
 
 /// `controller:` at the top level.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawController {
     /// How often the controller evaluates every active rollout (e.g. `5s`).
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub tick: Option<Duration>,
     /// How often a replica that is not the leader retries the leader lock.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub leader_retry: Option<Duration>,
 }
 
 /// `alerts:` in a deployment.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
     /// The webhook (a Slack incoming-webhook URL is a secret: prefer `webhook_url_env`).
@@ -40,6 +42,7 @@ pub struct RawAlerts {
     pub webhook_url_env: Option<String>,
     /// `slack` (the default) or `json`.
     #[serde(default)]
+    #[schemars(extend("enum" = ["slack", "json", null]))]
     pub format: Option<String>,
 }
 

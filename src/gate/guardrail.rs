@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use super::sequential::Count;
 use crate::capture::Role;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailConfig {
+    #[schemars(with = "String")]
     #[serde(with = "humantime_serde", default = "default_bucket")]
     pub bucket: Duration,
     #[serde(default = "default_buckets")]

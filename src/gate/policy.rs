@@ -13,7 +13,7 @@ use super::sequential::{Count, Moments};
 use crate::config::Problem;
 
 /// Which way a metric is good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     HigherIsBetter,
@@ -22,7 +22,7 @@ pub enum Direction {
 
 /// What a gate metric measures and how it is tested. Margins are absolute, in the metric's
 /// units (score points, a rate, a win probability); `budget` is a ratio.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MetricKind {
     /// A judge criterion or check-pass rate: candidate − stable, paired when pairs exist.
@@ -40,7 +40,7 @@ pub enum MetricKind {
 
 /// One gate metric. (Unknown fields are rejected by `MetricKind`: serde cannot combine
 /// `deny_unknown_fields` with `flatten` on this struct.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MetricPolicy {
     /// The key of this metric in the summaries (e.g. `helpfulness`, `error_rate`, `latency_p95`).
     pub name: String,
@@ -49,7 +49,7 @@ pub struct MetricPolicy {
 }
 
 /// The statistical gate's policy for one deployment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatePolicy {
     pub metrics: Vec<MetricPolicy>,

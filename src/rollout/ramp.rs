@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConfigError, Problem};
 
 /// What happens when a stage reaches its maximum duration without a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OnTimeout {
     /// Stay in the stage and raise an alert (once).
@@ -21,14 +23,16 @@ pub enum OnTimeout {
 }
 
 /// One stage as written in YAML: exactly one of `shadow` (sample rate, percent) or `percent`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStage {
     pub shadow: Option<f64>,
     pub percent: Option<f64>,
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub min_duration: Option<Duration>,
     pub min_judged_pairs: Option<u64>,
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub max_duration: Option<Duration>,
     pub on_timeout: Option<OnTimeout>,
@@ -37,7 +41,7 @@ pub struct RawStage {
     pub exclude_cohorts: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRamp {
     pub stages: Vec<RawStage>,
