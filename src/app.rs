@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::capture::{Capture, JsonlSink, MemorySink, Sink, WriterConfig};
+use crate::capture::{Capture, JsonlSink, MemorySink, Sink, SpoolConfig, WriterConfig};
 use crate::config::{Config, SinkKind};
 use crate::http::{AppState, Gateway, GatewayParts};
 use crate::judge::{Checker, CheckingSink, HardFailureHook, JudgeRuntime};
@@ -226,7 +226,12 @@ impl Runtime {
             queue_capacity: config.capture.queue_capacity,
             batch_size: config.capture.batch_size,
             flush_interval: config.capture.flush_interval,
-            ..WriterConfig::default()
+            max_attempts: config.capture.write_attempts,
+            retry_backoff: config.capture.retry_backoff,
+            spool: config.capture.spool.as_ref().map(|s| SpoolConfig {
+                dir: s.dir.clone(),
+                max_bytes: s.max_bytes,
+            }),
         };
         let capture = Capture::start(
             sink,

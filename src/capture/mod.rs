@@ -5,12 +5,15 @@
 //!
 //! Never: blocks the request path. [`Capture::record`] is a `try_send` into a bounded channel;
 //! when the channel is full the event is dropped and counted (`canarist_capture_dropped_total`).
-//! A sink that fails is retried with backoff; a batch that still fails is dropped and counted.
-//! Fails open: the gateway keeps serving whatever happens to capture.
+//! A sink that fails is retried with backoff; a batch it still cannot take is spooled to disk
+//! and replayed in order when the sink is back; a row the sink rejects is split out of its batch
+//! and dropped alone. Nothing accepted is lost without being counted. Fails open: the gateway
+//! keeps serving whatever happens to capture.
 
 mod observation;
 mod pairing;
 mod sink;
+mod spool;
 mod writer;
 
 pub use observation::{
@@ -20,4 +23,5 @@ pub use pairing::PairSlot;
 
 pub use crate::vocab::AA_VARIANT;
 pub use sink::{JsonlSink, MemorySink, Sink, SinkError};
+pub use spool::{SpoolConfig, SpoolError};
 pub use writer::{Capture, CaptureStats, WriterConfig};

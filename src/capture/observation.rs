@@ -145,3 +145,29 @@ pub enum CaptureEvent {
     Observation(Box<Observation>),
     Pair(Box<Pair>),
 }
+
+impl CaptureEvent {
+    /// The event's own id (the observation's or the pair's).
+    pub fn id(&self) -> Uuid {
+        match self {
+            CaptureEvent::Observation(o) => o.id,
+            CaptureEvent::Pair(p) => p.id,
+        }
+    }
+
+    /// The gateway request the event belongs to.
+    pub fn request_id(&self) -> Uuid {
+        match self {
+            CaptureEvent::Observation(o) => o.request_id,
+            CaptureEvent::Pair(p) => p.request_id,
+        }
+    }
+
+    /// `observation` or `pair`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CaptureEvent::Observation(_) => "observation",
+            CaptureEvent::Pair(_) => "pair",
+        }
+    }
+}

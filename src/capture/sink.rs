@@ -16,12 +16,27 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The database failed (or could not be reached): retrying may succeed.
     #[error("capture database: {0}")]
     Database(String),
+    /// The sink refused the batch's data: retrying the same rows fails the same way (a
+    /// constraint or a value the database cannot hold). The writer splits the batch to find them.
+    #[error("capture data rejected: {0}")]
+    Rejected(String),
+}
+
+impl SinkError {
+    /// Whether the error is about the data, not the sink's availability.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, SinkError::Rejected(_))
+    }
 }
 
 /// A destination for batches of captured events. Implementations write the whole batch or
-/// return an error (the writer then retries the batch).
+/// return an error: [`SinkError::Rejected`] when the data is at fault (the writer splits the
+/// batch), any other when the sink is (the writer retries, then spools). A batch may be written
+/// again (retried, or replayed from the spool after a crash): the store's writes are idempotent
+/// on the events' ids; the JSONL sink may then repeat lines.
 pub trait Sink: Send + Sync + 'static {
     fn write_batch<'a>(&'a self, batch: &'a [CaptureEvent])
     -> BoxFuture<'a, Result<(), SinkError>>;

@@ -229,6 +229,38 @@ pub struct CaptureConfig {
     pub body_sample_rate: f64,
     pub redact: Vec<regex::Regex>,
     pub max_body_bytes: usize,
+    /// Write attempts per batch before it is spooled (`capture.write_attempts`).
+    pub write_attempts: u32,
+    /// First delay between write attempts and between spool replays (`capture.retry_backoff`).
+    pub retry_backoff: Duration,
+    /// `capture.spool`; `None` when turned off (`max_bytes: 0`).
+    pub spool: Option<SpoolSettings>,
+}
+
+/// Where the capture writer keeps batches while the store is unreachable (`capture.spool`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolSettings {
+    /// `capture.spool.path`, resolved against the config file's directory.
+    pub dir: PathBuf,
+    /// `capture.spool.max_bytes`.
+    pub max_bytes: u64,
+}
+
+/// `capture.spool.path` when absent: `canarist-spool/` next to the config file.
+pub fn default_spool_dir() -> PathBuf {
+    PathBuf::from("canarist-spool")
+}
+/// `capture.spool.max_bytes` when absent: 256 MiB.
+pub fn default_spool_max_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+/// `capture.write_attempts` when absent.
+pub fn default_write_attempts() -> u32 {
+    3
+}
+/// `capture.retry_backoff` when absent.
+pub fn default_retry_backoff() -> Duration {
+    Duration::from_millis(100)
 }
 
 pub fn default_listen() -> SocketAddr {

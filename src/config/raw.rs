@@ -2,6 +2,7 @@
 //! [`super::load`] turns these into the types in [`super`].
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -238,6 +239,28 @@ pub struct RawCapture {
     /// Bodies larger than this (bytes) are not kept.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Write attempts per batch before it goes to the spool (default 3).
+    #[serde(default)]
+    pub write_attempts: Option<u32>,
+    /// First delay between write attempts, and between tries to replay the spool (default
+    /// 100ms; doubles, up to 5 s).
+    #[serde(default, with = "humantime_serde")]
+    pub retry_backoff: Option<std::time::Duration>,
+    /// Where batches wait while the store is unreachable.
+    #[serde(default)]
+    pub spool: Option<RawSpool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    /// The spool directory; relative paths are relative to the config file's directory
+    /// (default `canarist-spool`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Bytes the spool may hold (default 256 MiB); 0 turns the spool off.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

@@ -224,4 +224,34 @@ fn store_mode_does_not_need_provider_keys() {
         Config::from_yaml_with(Path::new("s.yaml"), &yaml, &no_env, LoadMode::Store).unwrap_err();
     assert_eq!(err.problems.len(), 1);
     assert_eq!(err.problems[0].field, "storage.url_env");
+#[test]
+fn the_capture_spool_lives_next_to_the_config_unless_told_otherwise() {
+    let base = "providers: { p: { base_url: \"http://x/v1\" } }\n\
+                deployments:\n  - slug: a\n    stable: {provider: p, model: m}\n";
+    let config = Config::from_yaml(Path::new("/etc/canarist/c.yaml"), base, &no_env).unwrap();
+    assert_eq!(
+        config.capture.spool,
+        Some(SpoolSettings {
+            dir: PathBuf::from("/etc/canarist/canarist-spool"),
+            max_bytes: 256 * 1024 * 1024,
+        })
+    );
+    assert_eq!(config.capture.write_attempts, 3);
+
+    let yaml = format!("{base}capture: {{ spool: {{ path: spool/here, max_bytes: 1024 }} }}\n");
+    let config = Config::from_yaml(Path::new("/etc/canarist/c.yaml"), &yaml, &no_env).unwrap();
+    let spool = config.capture.spool.unwrap();
+    assert_eq!(spool.dir, PathBuf::from("/etc/canarist/spool/here"));
+    assert_eq!(spool.max_bytes, 1024);
+
+    let yaml = format!("{base}capture: {{ spool: {{ path: /var/spool/c, max_bytes: 0 }} }}\n");
+    let config = Config::from_yaml(Path::new("c.yaml"), &yaml, &no_env).unwrap();
+    assert_eq!(config.capture.spool, None, "max_bytes 0 turns it off");
+
+    let yaml = format!("{base}capture: {{ write_attempts: 0, spool: {{ size: 1 }} }}\n");
+    let err = Config::from_yaml(Path::new("c.yaml"), &yaml, &no_env).unwrap_err();
+    assert!(err.to_string().contains("capture.spool.size"), "{err}");
+    let yaml = format!("{base}capture: {{ write_attempts: 0 }}\n");
+    let err = Config::from_yaml(Path::new("c.yaml"), &yaml, &no_env).unwrap_err();
+    assert_eq!(err.problems[0].field, "capture.write_attempts", "{err}");
 }

@@ -176,7 +176,7 @@ pub(super) fn validate(
         }
     }
 
-    let capture = capture(raw.capture, &mut p);
+    let capture = capture(path, raw.capture, &mut p);
     let (storage_url, retention) = match raw.storage {
         None => (Ok(None), Retention::default()),
         Some(s) => (
@@ -523,7 +523,7 @@ fn cohorts(field: &str, rc: RawCohorts, p: &mut Problems) -> Cohorts {
     Cohorts { labels, rules }
 }
 
-fn capture(rc: super::raw::RawCapture, p: &mut Problems) -> CaptureConfig {
+fn capture(path: &Path, rc: super::raw::RawCapture, p: &mut Problems) -> CaptureConfig {
     let sink = match rc.sink.as_deref() {
         Some("memory") => SinkKind::Memory,
         None | Some("store") => SinkKind::Store,
@@ -556,7 +556,24 @@ fn capture(rc: super::raw::RawCapture, p: &mut Problems) -> CaptureConfig {
     if queue_capacity == 0 {
         p.push("capture.queue_capacity", "must be greater than 0");
     }
+    let write_attempts = rc.write_attempts.unwrap_or_else(default_write_attempts);
+    if write_attempts == 0 {
+        p.push("capture.write_attempts", "must be at least 1");
+    }
+    let spool = rc.spool.unwrap_or_default();
+    let max_bytes = spool.max_bytes.unwrap_or_else(default_spool_max_bytes);
+    let spool = (max_bytes > 0).then(|| {
+        let dir = spool.path.unwrap_or_else(default_spool_dir);
+        SpoolSettings {
+            // Relative to the config file's directory, not to the working directory.
+            dir: path.parent().unwrap_or(Path::new(".")).join(dir),
+            max_bytes,
+        }
+    });
     CaptureConfig {
+        write_attempts,
+        retry_backoff: rc.retry_backoff.unwrap_or_else(default_retry_backoff),
+        spool,
         sink,
         queue_capacity,
         batch_size: rc.batch_size.unwrap_or(500).max(1),

@@ -254,6 +254,9 @@ mod tests {
                 .map(|r| regex::Regex::new(r).unwrap())
                 .collect(),
             max_body_bytes: max,
+            write_attempts: 1,
+            retry_backoff: Duration::from_millis(1),
+            spool: None,
         }
     }
 

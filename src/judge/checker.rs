@@ -144,7 +144,7 @@ impl Sink for CheckingSink {
             self.store
                 .write_events_with(batch, extras)
                 .await
-                .map_err(|e| SinkError::Database(e.to_string()))?;
+                .map_err(SinkError::from)?;
             for (pair, rows, hard_failures) in reports {
                 self.checker.stored(pair, rows, hard_failures);
             }

@@ -13,12 +13,16 @@
 //!
 //! Fails: closed for the controller's writes (a rollout transition that cannot be persisted is an
 //! error and does not take effect); open for capture — [`StoreSink`] returns
-//! `SinkError::Database`, the capture writer retries, then drops and counts, and the request path
-//! never waits. The pools reconnect by themselves when the database comes back.
+//! `SinkError::Database` when the database fails (the capture writer retries, then spools the
+//! batch to disk and replays it when the database is back) and `SinkError::Rejected` when the
+//! rows do (the writer splits the batch and drops only those rows), and the request path never
+//! waits. The pools reconnect by themselves when the database comes back. Captured text is
+//! sanitized on the way in (NUL becomes U+FFFD, in columns, labels and JSON alike).
 //!
 //! Crash safety (kill -9): every batch is one transaction, so the database is never left with half
-//! a batch. What is lost at most is what had not been committed: the batch being written plus the
-//! events still queued in the capture channel (`capture.queue_capacity`, 10,000 by default).
+//! a batch. What is lost at most is what had been neither committed nor spooled: the batch being
+//! written plus the events still queued in the capture channel (`capture.queue_capacity`, 10,000
+//! by default). Spooled batches are fsync'd and replayed at the next start.
 //! Claimed judge jobs of a killed worker are reclaimed after their lease expires. SQLite runs in
 //! WAL mode with `synchronous = NORMAL`: a power loss (not a process kill) may also lose the last
 //! committed transactions, never corrupt the file.
@@ -41,6 +45,7 @@ mod replicas;
 mod report_reads;
 mod retention;
 mod rollouts;
+mod sanitize;
 mod sink;
 mod traffic;
 

@@ -1,8 +1,12 @@
 //! [`StoreSink`]: the capture sink that writes batches of observations and pairs to the store
 //! (and, through [`Store::write_events_with`], the pairs' check results and judge jobs), and
 //! reading them back. A batch is one transaction of multi-row inserts; every insert is
-//! idempotent (`ON CONFLICT DO NOTHING`) so that a retried batch never duplicates a row.
+//! idempotent (`ON CONFLICT DO NOTHING` on the observation's, the pair's, the label's, the
+//! check's and the job's key) so that a retried or replayed batch never duplicates a row. Text
+//! and JSON are sanitized on the way in (`sanitize`: NUL becomes U+FFFD), the same on both
+//! backends; an error the rows themselves cause becomes [`SinkError::Rejected`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -13,6 +17,7 @@ use uuid::Uuid;
 
 use super::histogram::LatencyHistogram;
 use super::judgments::{CHECK_ROWS_PER_STATEMENT, NewCheckResult, push_check_rows};
+use super::sanitize;
 use super::{Store, StoreError, to_i64, to_u64, with_pool};
 use crate::capture::{
     CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Sink, SinkError, Usage,
@@ -46,8 +51,21 @@ impl Sink for StoreSink {
             self.store
                 .write_events(batch)
                 .await
-                .map_err(|e| SinkError::Database(e.to_string()))
+                .map_err(SinkError::from)
         })
+    }
+}
+
+impl From<StoreError> for SinkError {
+    /// A rejection when the database refused the rows themselves ([`sanitize::rejects_the_rows`]),
+    /// so that the writer splits the batch instead of retrying it.
+    fn from(error: StoreError) -> Self {
+        match &error {
+            StoreError::Database(e) if sanitize::rejects_the_rows(e) => {
+                SinkError::Rejected(error.to_string())
+            }
+            _ => SinkError::Database(error.to_string()),
+        }
     }
 }
 
@@ -61,15 +79,26 @@ pub struct BatchExtras<'a> {
     pub judge_jobs: Option<&'a HashSet<Uuid>>,
 }
 
-/// The rows one batch turns into.
+/// A pair's own row (its sides are observation rows), sanitized.
+struct PairRow<'a> {
+    id: Uuid,
+    request_id: Uuid,
+    deployment: Cow<'a, str>,
+    stage: Cow<'a, str>,
+    config_version: u64,
+    candidate: Cow<'a, str>,
+    stable_id: Uuid,
+    candidate_id: Uuid,
+    cohort: Cow<'a, BTreeMap<String, String>>,
+    /// Whether the pair gets a judge job.
+    judge: bool,
+}
+
+/// The rows one batch turns into, sanitized (`sanitize`: no NUL anywhere).
 struct Rows<'a> {
-    observations: Vec<&'a Observation>,
-    pairs: Vec<&'a Pair>,
-    /// The pairs among `pairs` that get a judge job.
-    jobs: Vec<&'a Pair>,
-    checks: &'a [NewCheckResult],
-    observation_labels: Vec<(Uuid, &'a str, &'a str)>,
-    pair_labels: Vec<(Uuid, &'a str, &'a str)>,
+    observations: Vec<Cow<'a, Observation>>,
+    pairs: Vec<PairRow<'a>>,
+    checks: Cow<'a, [NewCheckResult]>,
     now: DateTime<Utc>,
 }
 
@@ -79,7 +108,7 @@ impl<'a> Rows<'a> {
         let mut pairs = Vec::new();
         for event in batch {
             match event {
-                CaptureEvent::Observation(o) => observations.push(o.as_ref()),
+                CaptureEvent::Observation(o) => observations.push(sanitize::observation(o)),
                 CaptureEvent::Pair(p) => pairs.push(p.as_ref()),
             }
         }
@@ -89,33 +118,83 @@ impl<'a> Rows<'a> {
         for pair in &pairs {
             for side in [&pair.stable, &pair.candidate] {
                 if ids.insert(side.id) {
-                    observations.push(side);
+                    observations.push(sanitize::observation(side));
                 }
             }
         }
-        let observation_labels = observations
-            .iter()
-            .flat_map(|o| o.cohort.iter().map(|(k, v)| (o.id, k.as_str(), v.as_str())))
-            .collect();
-        let pair_labels = pairs
-            .iter()
-            .flat_map(|p| p.cohort.iter().map(|(k, v)| (p.id, k.as_str(), v.as_str())))
-            .collect();
-        let jobs = pairs
-            .iter()
-            .copied()
-            .filter(|p| extras.judge_jobs.is_none_or(|ids| ids.contains(&p.id)))
+        let pairs = pairs
+            .into_iter()
+            .map(|p| PairRow {
+                id: p.id,
+                request_id: p.request_id,
+                deployment: sanitize::text(&p.deployment),
+                stage: sanitize::text(&p.stage),
+                config_version: p.config_version,
+                candidate: sanitize::text(&p.candidate.variant),
+                stable_id: p.stable.id,
+                candidate_id: p.candidate.id,
+                cohort: sanitize::labels(&p.cohort),
+                judge: extras.judge_jobs.is_none_or(|ids| ids.contains(&p.id)),
+            })
             .collect();
         Self {
             observations,
             pairs,
-            jobs,
-            checks: extras.checks,
-            observation_labels,
-            pair_labels,
+            checks: sanitize_checks(extras.checks),
             now: Utc::now(),
         }
     }
+
+    fn observation_labels(&self) -> Vec<(Uuid, &str, &str)> {
+        self.observations
+            .iter()
+            .flat_map(|o| o.cohort.iter().map(|(k, v)| (o.id, k.as_str(), v.as_str())))
+            .collect()
+    }
+
+    fn pair_labels(&self) -> Vec<(Uuid, &str, &str)> {
+        self.pairs
+            .iter()
+            .flat_map(|p| p.cohort.iter().map(|(k, v)| (p.id, k.as_str(), v.as_str())))
+            .collect()
+    }
+
+    fn jobs(&self) -> Vec<&PairRow<'a>> {
+        self.pairs.iter().filter(|p| p.judge).collect()
+    }
+}
+
+/// Check rows with every NUL replaced (a check's detail may quote an answer).
+fn sanitize_checks(checks: &[NewCheckResult]) -> Cow<'_, [NewCheckResult]> {
+    let dirty = |c: &NewCheckResult| {
+        [
+            &c.rubric_id,
+            &c.rubric_version,
+            &c.rubric_hash,
+            &c.name,
+            &c.severity,
+        ]
+        .iter()
+        .any(|s| s.contains('\0'))
+            || c.detail.as_deref().is_some_and(|d| d.contains('\0'))
+    };
+    if !checks.iter().any(dirty) {
+        return Cow::Borrowed(checks);
+    }
+    Cow::Owned(
+        checks
+            .iter()
+            .map(|c| NewCheckResult {
+                rubric_id: sanitize::text(&c.rubric_id).into_owned(),
+                rubric_version: sanitize::text(&c.rubric_version).into_owned(),
+                rubric_hash: sanitize::text(&c.rubric_hash).into_owned(),
+                name: sanitize::text(&c.name).into_owned(),
+                severity: sanitize::text(&c.severity).into_owned(),
+                detail: c.detail.as_deref().map(|d| sanitize::text(d).into_owned()),
+                ..c.clone()
+            })
+            .collect(),
+    )
 }
 
 /// Writes `rows` in one transaction on pool `$pool` of database type `$db`.
@@ -152,7 +231,7 @@ macro_rules! write_rows {
                     .push_bind(Json(&o.cohort))
                     .push_bind(o.status.map(i32::from))
                     .push_bind(o.error.map(ErrorClass::as_str))
-                    .push_bind(o.error_detail.as_deref().map(strip_nul))
+                    .push_bind(o.error_detail.as_deref())
                     .push_bind(o.ttft_ms)
                     .push_bind(o.ttft_ms.map(|t| LatencyHistogram::bucket_of(t) as i32))
                     .push_bind(o.latency_ms)
@@ -162,7 +241,7 @@ macro_rules! write_rows {
                     .push_bind(usage.map(|u| to_i64(u.total_tokens)))
                     .push_bind(o.cost_usd)
                     .push_bind(o.finish_reason.as_deref())
-                    .push_bind(o.response_text.as_deref().map(strip_nul))
+                    .push_bind(o.response_text.as_deref())
                     .push_bind(o.request_body.as_ref().map(Json))
                     .push_bind(o.response_body.as_ref().map(Json));
             });
@@ -170,8 +249,8 @@ macro_rules! write_rows {
             qb.build().execute(&mut *tx).await?;
         }
         for (table, labels) in [
-            ("observation_labels (observation_id", &rows.observation_labels),
-            ("pair_labels (pair_id", &rows.pair_labels),
+            ("observation_labels (observation_id", rows.observation_labels()),
+            ("pair_labels (pair_id", rows.pair_labels()),
         ] {
             for chunk in labels.chunks(SMALL_ROWS_PER_STATEMENT) {
                 let mut qb = QueryBuilder::<$db>::new(format!("INSERT INTO {table}, key, value) "));
@@ -190,28 +269,28 @@ macro_rules! write_rows {
             qb.push_values(chunk, |mut b, p| {
                 b.push_bind(p.id)
                     .push_bind(p.request_id)
-                    .push_bind(p.deployment.as_str())
-                    .push_bind(p.stage.as_str())
+                    .push_bind(p.deployment.as_ref())
+                    .push_bind(p.stage.as_ref())
                     .push_bind(to_i64(p.config_version))
-                    .push_bind(p.candidate.variant.as_str())
-                    .push_bind(p.stable.id)
-                    .push_bind(p.candidate.id)
-                    .push_bind(Json(&p.cohort))
+                    .push_bind(p.candidate.as_ref())
+                    .push_bind(p.stable_id)
+                    .push_bind(p.candidate_id)
+                    .push_bind(Json(p.cohort.as_ref()))
                     .push_bind(rows.now);
             });
             qb.push(" ON CONFLICT (id) DO NOTHING");
             qb.build().execute(&mut *tx).await?;
         }
-        push_check_rows!(tx, $db, rows.checks, rows.now);
-        for chunk in rows.jobs.chunks(SMALL_ROWS_PER_STATEMENT) {
+        push_check_rows!(tx, $db, &rows.checks, rows.now);
+        for chunk in rows.jobs().chunks(SMALL_ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<$db>::new(
                 "INSERT INTO judge_jobs (pair_id, deployment, candidate, state, attempts, \
                  created_at, updated_at) ",
             );
             qb.push_values(chunk, |mut b, p| {
                 b.push_bind(p.id)
-                    .push_bind(p.deployment.as_str())
-                    .push_bind(p.candidate.variant.as_str())
+                    .push_bind(p.deployment.as_ref())
+                    .push_bind(p.candidate.as_ref())
                     .push_bind("queued")
                     .push_bind(0_i32)
                     .push_bind(rows.now)
@@ -384,11 +463,6 @@ impl Store {
         });
         Ok(to_u64(n))
     }
-}
-
-fn strip_nul(s: &str) -> String {
-    // Postgres text cannot hold NUL; an LLM answer with one must not poison a whole batch.
-    s.replace('\0', "")
 }
 
 fn endpoint_str(e: Endpoint) -> &'static str {

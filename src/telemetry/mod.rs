@@ -230,6 +230,13 @@ impl Collector for CaptureCollector {
             None,
             depth.metric_type(),
         )?)?;
+        let spool = ConstGauge::new(i64::try_from(s.spool_bytes.load(Relaxed)).unwrap_or(i64::MAX));
+        spool.encode(encoder.encode_descriptor(
+            "capture_spool_bytes",
+            "Bytes of captured events waiting in the spool for the store",
+            None,
+            spool.metric_type(),
+        )?)?;
         let counters = [
             (
                 "capture_enqueued",
@@ -246,6 +253,16 @@ impl Collector for CaptureCollector {
                 "Failed capture write attempts",
                 s.write_errors.load(Relaxed),
             ),
+            (
+                "capture_spooled",
+                "Captured events spooled to disk while the sink was unavailable",
+                s.spooled.load(Relaxed),
+            ),
+            (
+                "capture_replayed",
+                "Spooled events taken back out of the spool",
+                s.replayed.load(Relaxed),
+            ),
         ];
         for (name, help, value) in counters {
             let c = ConstCounter::new(value);
@@ -253,13 +270,15 @@ impl Collector for CaptureCollector {
         }
         let mut dropped = encoder.encode_descriptor(
             "capture_dropped",
-            "Captured events dropped, by reason (queue_full, write_failed)",
+            "Captured events dropped, by reason (queue_full, write_failed, invalid_row, spool_full)",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
         for (reason, value) in [
             ("queue_full", s.dropped_full.load(Relaxed)),
             ("write_failed", s.dropped_write_failed.load(Relaxed)),
+            ("invalid_row", s.dropped_invalid_row.load(Relaxed)),
+            ("spool_full", s.dropped_spool_full.load(Relaxed)),
         ] {
             let c = ConstCounter::new(value);
             c.encode(dropped.encode_family(&ReasonLabel { reason })?)?;

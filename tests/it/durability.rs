@@ -120,3 +120,143 @@ async fn kill_9_loses_at_most_the_unflushed_batch_and_never_corrupts() {
     }
     panic!("the restarted gateway did not write new observations");
 }
+
+/// Reads a metric of the gateway at `url` (0 when absent).
+async fn metric(client: &reqwest::Client, url: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    crate::support::metric_value(&text, name)
+}
+
+/// One request of unit `user`; its request id.
+async fn request(client: &reqwest::Client, url: &str, user: &str) -> uuid::Uuid {
+    let r = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "chat", "user": user,
+            "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Postgres goes away (a TCP proxy in front of it is cut) while the real binary serves a shadow
+/// deployment; the binary spools what it cannot write, is killed with SIGKILL during the outage,
+/// and after the database is back a restart replays the spool: every event spooled before the
+/// kill is in the database, and at most what was still in memory is lost. (Multi-threaded: the
+/// proxy must run while the test thread waits for the binary's first line.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_postgres_outage_loses_nothing_spooled() {
+    use crate::store::gateway::{CutProxy, rows_of, wait_stored};
+    for db in crate::store::backends()
+        .await
+        .into_iter()
+        .filter(|d| d.pg.is_some())
+    {
+        let (admin, name) = db.pg.clone().unwrap();
+        let mut proxy = CutProxy::start(&admin).await;
+        let mock = MockServer::start(crate::store::gateway::mock_config())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("canarist.yaml");
+        std::fs::write(
+            &config,
+            crate::store::gateway::shadow_config(
+                &mock.base_url(),
+                &proxy.url(&admin, &name),
+                "flush_interval: 50ms, write_attempts: 1, retry_backoff: 50ms",
+            ),
+        )
+        .unwrap();
+        let store = db.store().await; // direct, not through the proxy
+        let client = reqwest::Client::new();
+
+        let (mut gw, url) = start_gateway(&config);
+        let mut before = Vec::new();
+        for i in 0..20 {
+            before.push(request(&client, &url, &format!("before-{i}")).await);
+        }
+        assert!(
+            wait_stored(&store, &db, &before, Duration::from_secs(30))
+                .await
+                .is_empty()
+        );
+
+        proxy.cut();
+        let mut during = Vec::new();
+        for i in 0..30 {
+            during.push(request(&client, &url, &format!("during-{i}")).await);
+        }
+        // Every event of those requests (2 observations and a pair each) is written or spooled.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let enqueued = metric(&client, &url, "canarist_capture_enqueued_total").await;
+            let written = metric(&client, &url, "canarist_capture_written_total").await;
+            let spooled = metric(&client, &url, "canarist_capture_spooled_total").await;
+            if enqueued == 150.0 && written + spooled == enqueued && spooled > 0.0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not spooled: enqueued {enqueued}, written {written}, spooled {spooled}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // More requests, then SIGKILL at once: these may still be in memory.
+        let mut late = Vec::new();
+        for i in 0..5 {
+            late.push(request(&client, &url, &format!("late-{i}")).await);
+        }
+        gw.0.kill().unwrap();
+        gw.0.wait().unwrap();
+        drop(gw);
+        for r in &during {
+            assert_eq!(
+                rows_of(&store, &db, *r).await,
+                (vec![], vec![]),
+                "the outage held"
+            );
+        }
+
+        proxy.restore().await;
+        let (_gw, _url) = start_gateway(&config);
+        let missing = wait_stored(&store, &db, &during, Duration::from_secs(60)).await;
+        assert!(
+            missing.is_empty(),
+            "{} of {} requests spooled before the kill lost events",
+            missing.len(),
+            during.len()
+        );
+        let mut late_observations = 0;
+        let mut late_events = 0;
+        for r in &late {
+            let (o, p) = rows_of(&store, &db, *r).await;
+            late_observations += o.len() as u64;
+            late_events += o.len() + p.len();
+        }
+        eprintln!(
+            "events of the {} requests sent just before the kill stored after the restart: {late_events} of {}",
+            late.len(),
+            3 * late.len()
+        );
+        assert_eq!(
+            store.count_observations(None).await.unwrap(),
+            2 * (before.len() + during.len()) as u64 + late_observations,
+            "each observation is stored once"
+        );
+        store.close().await;
+        db.cleanup().await;
+    }
+}

@@ -3,8 +3,14 @@
 // Helpers outside `#[test]` functions panic on setup failures too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// One bad row must not lose a batch: sanitizing, and rejected rows dropped alone.
+mod bad_rows;
+/// The real gateway over one of the suite's databases, and a TCP proxy to cut Postgres.
+pub(crate) mod gateway;
 /// Replica coordination and outages: NOTIFY, the leader lock, the database going away.
 mod replicas;
+/// A database outage under load: the capture spool.
+mod spool;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -102,6 +102,9 @@ fn outage_writer() -> WriterConfig {
         flush_interval: Duration::from_millis(10),
         max_attempts: 2,
         retry_backoff: Duration::from_millis(10),
+        // No spool: what the writer does when nothing can take a failed batch (the spool's own
+        // outage tests are in `spool.rs`).
+        spool: None,
     }
 }
 
@@ -200,7 +203,7 @@ async fn sqlite_outage_drops_are_counted_and_writes_resume() {
 }
 
 /// A TCP proxy to Postgres that can be stopped (port closed, connections cut) and restarted.
-async fn proxy(listener: TcpListener, target: String, stop: CancellationToken) {
+pub(crate) async fn proxy(listener: TcpListener, target: String, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
