@@ -224,6 +224,8 @@ fn store_mode_does_not_need_provider_keys() {
         Config::from_yaml_with(Path::new("s.yaml"), &yaml, &no_env, LoadMode::Store).unwrap_err();
     assert_eq!(err.problems.len(), 1);
     assert_eq!(err.problems[0].field, "storage.url_env");
+}
+
 #[test]
 fn the_capture_spool_lives_next_to_the_config_unless_told_otherwise() {
     let base = "providers: { p: { base_url: \"http://x/v1\" } }\n\

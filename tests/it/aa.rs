@@ -83,6 +83,10 @@ async fn the_aa_arm_judges_stable_against_itself_and_stays_out_of_the_candidate_
             "{}: one A/A pair per request",
             db.label
         );
+        // Read again: `stage_summary` reads the observations before the pairs, so the summary
+        // that first saw the last pair may predate its observations' batch. A pair is committed
+        // with both its sides, so everything is in now.
+        let summary = store.stage_summary(scope).await.unwrap();
 
         // The second stable answers are the arm's, not stable's and not a candidate's.
         let overall: Vec<_> = summary
