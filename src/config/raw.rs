@@ -244,6 +244,7 @@ pub struct RawCapture {
     pub write_attempts: Option<u32>,
     /// First delay between write attempts, and between tries to replay the spool (default
     /// 100ms; doubles, up to 5 s).
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub retry_backoff: Option<std::time::Duration>,
     /// Where batches wait while the store is unreachable.
@@ -251,7 +252,7 @@ pub struct RawCapture {
     pub spool: Option<RawSpool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpool {
     /// The spool directory; relative paths are relative to the config file's directory

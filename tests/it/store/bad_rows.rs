@@ -63,7 +63,7 @@ async fn nul_characters_are_sanitized_and_lose_no_innocent_event() {
             0.0,
             "{label}: {metrics}"
         );
-        gw.server.shutdown(Duration::from_secs(5)).await;
+        gw.server.shutdown().await;
         store.close().await;
         db.cleanup().await;
     }
@@ -174,7 +174,7 @@ async fn a_row_the_database_rejects_is_dropped_alone_and_counted() {
             (vec![], vec![]),
             "{label}"
         );
-        gw.server.shutdown(Duration::from_secs(5)).await;
+        gw.server.shutdown().await;
         store.close().await;
         db.cleanup().await;
     }

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use canarist::app::Runtime;
 use canarist::capture::Pair;
 use canarist::config::Config;
-use canarist::http::Server;
 use canarist::mock::{MockConfig, MockServer, Profile};
 use canarist::store::{Store, StoreSink};
 use serde_json::{Value, json};
@@ -37,7 +37,7 @@ pub(crate) fn mock_config() -> MockConfig {
 
 pub(crate) struct StoreGateway {
     pub(crate) _mock: MockServer,
-    pub(crate) server: Server,
+    pub(crate) server: Runtime,
     pub(crate) client: reqwest::Client,
 }
 
@@ -54,14 +54,12 @@ impl StoreGateway {
         let yaml = shadow_config(&mock.base_url(), &db.url, capture);
         let config =
             Config::from_yaml(config_path, &yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
-        let server = Server::start_with_store(
+        let sink = Arc::new(StoreSink::new(store.clone()));
+        let server = crate::support::gateway::start(
             config,
-            "127.0.0.1:0".parse().unwrap(),
-            Arc::new(StoreSink::new(store.clone())),
-            Some(store.clone()),
+            crate::support::gateway::gateway_only(store, sink),
         )
-        .await
-        .unwrap();
+        .await;
         Self {
             _mock: mock,
             server,
