@@ -12,6 +12,7 @@
 
 mod observation;
 mod pairing;
+pub mod policy;
 mod sink;
 mod spool;
 mod writer;

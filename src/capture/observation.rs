@@ -44,6 +44,10 @@ pub enum ErrorClass {
     Malformed,
     /// The stream ended before its end marker (`[DONE]` or a finish reason).
     Truncated,
+    /// The upstream's answer broke one of the `upstream_limits` (too large, too many events,
+    /// tool calls or choices, an index out of bounds): refused, and counted against it.
+    #[serde(rename = "upstream_invalid_response")]
+    InvalidResponse,
     /// The client went away before the response was complete (the capture is partial).
     ClientDisconnected,
 }
@@ -57,6 +61,7 @@ impl ErrorClass {
             ErrorClass::Upstream5xx => "upstream_5xx",
             ErrorClass::Malformed => "malformed",
             ErrorClass::Truncated => "truncated",
+            ErrorClass::InvalidResponse => "upstream_invalid_response",
             ErrorClass::ClientDisconnected => "client_disconnected",
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod judge;
+mod limits;
 mod raw;
 mod rollout;
 mod secret;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use crate::vocab::{ConfigError, Mode, Problem};
 pub use admin::{AdminConfig, JwtConfig};
 pub use judge::{JudgeConfig, RawJudge, default_rubrics_dir};
+pub use limits::{RawUpstreamLimits, UpstreamLimits};
 pub use raw::RawConfig;
 pub use rollout::{
     AlertFormat, AlertTarget, CanaryGuards, ControllerSettings, RawAlerts, RawController,
@@ -50,6 +52,8 @@ pub struct Config {
     pub tenant_header: Option<http::HeaderName>,
     pub deployments: Vec<Deployment>,
     pub capture: CaptureConfig,
+    /// Bounds on what an upstream may send (`upstream_limits:`).
+    pub upstream_limits: UpstreamLimits,
     /// `sqlite://…` (default `sqlite://canarist.db`) or `postgres://…`.
     pub storage_url: String,
     /// How long observations and their bodies are kept (`storage.keep_*`).

@@ -32,6 +32,9 @@ pub struct RawConfig {
     pub deployments: Vec<RawDeployment>,
     #[serde(default)]
     pub capture: RawCapture,
+    /// Bounds on what an upstream may send (`config::limits`).
+    #[serde(default)]
+    pub upstream_limits: Option<super::limits::RawUpstreamLimits>,
     #[serde(default)]
     pub storage: Option<RawStorage>,
     #[serde(default)]

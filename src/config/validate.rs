@@ -177,6 +177,7 @@ pub(super) fn validate(
     }
 
     let capture = capture(path, raw.capture, &mut p);
+    let upstream_limits = super::limits::upstream_limits(raw.upstream_limits, &mut p.0);
     let (storage_url, retention) = match raw.storage {
         None => (Ok(None), Retention::default()),
         Some(s) => (
@@ -226,6 +227,7 @@ pub(super) fn validate(
         tenant_header,
         deployments,
         capture,
+        upstream_limits,
         storage_url,
         retention,
         judge,

@@ -13,27 +13,35 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::capture::ErrorClass;
+use crate::config::UpstreamLimits;
 use crate::upstream::{ClientCredentials, Upstreams, class_of_status, sse};
 
 use super::Gateway;
 use super::side::{Outcome, Side};
 use super::tee::TeeStream;
 
-/// The outcome of `side`'s complete (non-streamed) upstream body, received now.
-pub fn outcome_of_body(side: &Side, status: u16, body: &Bytes) -> Outcome {
+/// The outcome of `side`'s complete (non-streamed) upstream body, received now; an answer with
+/// more choices or tool calls than `limits` allow is an invalid response.
+pub fn outcome_of_body(side: &Side, status: u16, body: &Bytes, limits: &UpstreamLimits) -> Outcome {
     let ttft = side.started.elapsed();
     let parsed = sse::summarize_body(body);
-    let error =
-        class_of_status(status).or_else(|| parsed.is_none().then_some(ErrorClass::Malformed));
-    let summary = parsed
+    let beyond = parsed
         .as_ref()
-        .map(|v| side.ctx.shape.summarize(v))
-        .unwrap_or_default();
+        .and_then(|v| sse::check_body(v, limits).err());
+    let error = class_of_status(status)
+        .or_else(|| parsed.is_none().then_some(ErrorClass::Malformed))
+        .or_else(|| beyond.is_some().then_some(ErrorClass::InvalidResponse));
+    let summary = match (&parsed, &beyond) {
+        (Some(v), None) => side.ctx.shape.summarize(v),
+        _ => sse::Summary::default(),
+    };
+    let parsed = if beyond.is_some() { None } else { parsed };
     Outcome {
         status: Some(status),
         error,
-        detail: error.map(|e| match e {
-            ErrorClass::Malformed => "response body is not JSON".to_owned(),
+        detail: error.map(|e| match (e, &beyond) {
+            (ErrorClass::Malformed, _) => "response body is not JSON".to_owned(),
+            (ErrorClass::InvalidResponse, Some(b)) => b.to_string(),
             _ => format!("upstream answered {status}"),
         }),
         ttft: (error.is_none()).then_some(ttft),
@@ -102,9 +110,16 @@ async fn run(
 async fn read_whole(gw: &Arc<Gateway>, response: reqwest::Response, side: Side, deadline: Instant) {
     let status = response.status().as_u16();
     let remaining = deadline.saturating_duration_since(Instant::now());
-    match Upstreams::read_body(&side.provider, response, remaining).await {
+    match Upstreams::read_body(
+        &side.provider,
+        response,
+        remaining,
+        gw.config.upstream_limits.max_body_bytes,
+    )
+    .await
+    {
         Ok(bytes) => {
-            let outcome = outcome_of_body(&side, status, &bytes);
+            let outcome = outcome_of_body(&side, status, &bytes, &gw.config.upstream_limits);
             side.finish(gw, outcome);
         }
         Err(e) => side.finish(gw, Outcome::failed(Some(status), e.class, e.detail)),
@@ -113,7 +128,7 @@ async fn read_whole(gw: &Arc<Gateway>, response: reqwest::Response, side: Side, 
 
 /// Drains a stream through the tee (nobody reads its output) before `deadline`.
 async fn drain(gw: &Arc<Gateway>, response: reqwest::Response, side: Side, deadline: Instant) {
-    let assembler = side.ctx.shape.stream_assembler();
+    let assembler = side.ctx.shape.stream_assembler(gw.config.upstream_limits);
     let mut tee = TeeStream::new(response, side, gw.clone(), assembler, false);
     let drained =
         tokio::time::timeout_at(deadline, async { while tee.next().await.is_some() {} }).await;

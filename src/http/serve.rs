@@ -147,7 +147,8 @@ async fn call(
         .upstreams
         .provider(&side.provider)
         .map_or(crate::config::default_timeout(), |p| p.timeout);
-    let read = Upstreams::read_body(&side.provider, response, timeout)
+    let max_body = gw.config.upstream_limits.max_body_bytes;
+    let read = Upstreams::read_body(&side.provider, response, timeout, max_body)
         .instrument(span)
         .await;
     let upstream_wait = waited.elapsed();
@@ -179,7 +180,7 @@ fn tee_response(
     side: Side,
     strip_usage: bool,
 ) -> Response {
-    let assembler = side.ctx.shape.stream_assembler();
+    let assembler = side.ctx.shape.stream_assembler(gw.config.upstream_limits);
     let tee = TeeStream::new(response, side, gw.clone(), assembler, strip_usage);
     let mut r = Response::new(Body::from_stream(tee));
     let h = r.headers_mut();
@@ -193,7 +194,8 @@ fn tee_response(
 
 /// Finishes a side from its whole body; the client's response.
 fn answer_of_body(gw: &AppState, side: Side, status: StatusCode, bytes: bytes::Bytes) -> Served {
-    let outcome = mirror::outcome_of_body(&side, status.as_u16(), &bytes);
+    let outcome =
+        mirror::outcome_of_body(&side, status.as_u16(), &bytes, &gw.config.upstream_limits);
     let error = outcome.error;
     side.finish(gw, outcome);
     match (error, class_of_status(status.as_u16())) {

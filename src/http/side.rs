@@ -1,5 +1,6 @@
 //! One side of a request (a call to one variant) and how its outcome becomes an
-//! [`Observation`]: metrics, spend accounting, body policy and capture in one place.
+//! [`Observation`]: metrics, spend accounting, the capture policy (`capture::policy`) and
+//! capture in one place.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,9 +11,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::capture::{
-    CaptureEvent, Endpoint, ErrorClass, Observation, PairSlot, Purpose, Role, Usage,
+    CaptureEvent, Endpoint, ErrorClass, Observation, PairSlot, Purpose, Role, Usage, policy,
 };
-use crate::config::CaptureConfig;
 use crate::telemetry::{DeploymentLabels, MirrorLabels, VariantLabels};
 
 use super::Gateway;
@@ -88,20 +88,7 @@ impl Side {
         let latency = self.started.elapsed();
         let cost = self.report(gw, &outcome, latency);
         let ctx = &self.ctx;
-        let policy = gw.capture_policy();
-        let request_body = if ctx.keep_bodies {
-            self.sent_body.as_deref().and_then(|b| kept_body(policy, b))
-        } else {
-            None
-        };
-        let response_body = if ctx.keep_bodies {
-            outcome
-                .response_body
-                .and_then(|v| kept_value(policy, v, outcome.response_len))
-        } else {
-            None
-        };
-        let observation = Observation {
+        let mut observation = Observation {
             id: Uuid::new_v4(),
             request_id: ctx.request_id,
             pair_id: None,
@@ -128,9 +115,20 @@ impl Side {
             cost_usd: cost,
             finish_reason: outcome.finish_reason,
             response_text: if ctx.keep_bodies { outcome.text } else { None },
-            request_body,
-            response_body,
+            request_body: None,
+            response_body: None,
         };
+        // Every captured text goes through the one capture policy, here and only here.
+        let raw = if ctx.keep_bodies {
+            policy::RawBodies {
+                sent: self.sent_body.as_deref().map(Vec::as_slice),
+                response: outcome.response_body,
+                response_len: outcome.response_len,
+            }
+        } else {
+            policy::RawBodies::default()
+        };
+        policy::apply(gw.capture_policy(), &mut observation, raw);
         match &self.pair {
             Some(slot) => slot.complete(observation, &gw.capture),
             None => gw
@@ -199,73 +197,5 @@ impl Side {
             .mirror_spend_usd
             .get_or_create(&dl)
             .set(spent.usd);
-    }
-}
-
-/// A parsed body as the capture policy keeps it; `len` is its size as received. Without
-/// redaction rules the value is kept as it is (no second parse).
-fn kept_value(
-    policy: &CaptureConfig,
-    value: serde_json::Value,
-    len: usize,
-) -> Option<serde_json::Value> {
-    if len > policy.max_body_bytes {
-        return None;
-    }
-    if policy.redact.is_empty() {
-        return Some(value);
-    }
-    serde_json::to_vec(&value)
-        .ok()
-        .and_then(|b| kept_body(policy, &b))
-}
-
-/// A body as the capture policy keeps it: redacted, and only when small enough.
-fn kept_body(policy: &CaptureConfig, bytes: &[u8]) -> Option<serde_json::Value> {
-    if bytes.len() > policy.max_body_bytes {
-        return None;
-    }
-    if policy.redact.is_empty() {
-        return serde_json::from_slice(bytes).ok();
-    }
-    let mut text = String::from_utf8_lossy(bytes).into_owned();
-    for re in &policy.redact {
-        if let std::borrow::Cow::Owned(replaced) = re.replace_all(&text, "[REDACTED]") {
-            text = replaced;
-        }
-    }
-    // A pattern that broke the JSON structure makes the body unusable: keep nothing.
-    serde_json::from_str(&text).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy(redact: &[&str], max: usize) -> CaptureConfig {
-        CaptureConfig {
-            sink: crate::config::SinkKind::Memory,
-            queue_capacity: 1,
-            batch_size: 1,
-            flush_interval: Duration::from_millis(1),
-            body_sample_rate: 1.0,
-            redact: redact
-                .iter()
-                .map(|r| regex::Regex::new(r).unwrap())
-                .collect(),
-            max_body_bytes: max,
-            write_attempts: 1,
-            retry_backoff: Duration::from_millis(1),
-            spool: None,
-        }
-    }
-
-    #[test]
-    fn bodies_are_redacted_and_size_capped() {
-        let body = br#"{"messages":[{"content":"mail me at a@b.com"}]}"#;
-        let kept = kept_body(&policy(&[r"[\w.]+@[\w.]+"], 1024), body).unwrap();
-        assert_eq!(kept["messages"][0]["content"], "mail me at [REDACTED]");
-        assert!(kept_body(&policy(&[], 10), body).is_none());
-        assert!(kept_body(&policy(&[r#"""#], 1024), body).is_none());
     }
 }

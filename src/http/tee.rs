@@ -5,6 +5,10 @@
 //! although the client did not, forwarding happens per complete SSE event so that the
 //! usage-only chunk can be withheld from the client. When the stream ends, fails, or the client
 //! goes away (the tee is dropped), the side is finished exactly once with what was seen.
+//!
+//! The stream is read under `upstream_limits` (`sse::StreamReader`): beyond a bound the side
+//! ends as `upstream_invalid_response` and the client's stream ends with an OpenAI-shaped error
+//! event instead of the rest of the upstream's bytes.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -17,23 +21,21 @@ use futures::stream::BoxStream;
 use tokio::time::Instant;
 
 use crate::capture::ErrorClass;
-use crate::upstream::sse::{EventKind, EventSplitter, StreamAssembler, event_data};
+use crate::upstream::sse::{EventKind, LimitError, StreamAssembler, StreamReader};
 
-use super::Gateway;
 use super::side::{Outcome, Side};
+use super::{ApiError, Gateway};
 
 pub struct TeeStream {
     upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
-    splitter: EventSplitter,
-    assembler: StreamAssembler,
+    reader: StreamReader,
     /// Withhold the usage-only chunk (the client did not ask for it).
     strip_usage: bool,
     pending: VecDeque<Bytes>,
-    malformed: bool,
+    /// The bytes forwarded so far end inside an event (raw forwarding only).
+    mid_event: bool,
     first_token: Option<Instant>,
     status: u16,
-    /// Bytes received from the upstream.
-    received: usize,
     finish: Option<(Side, Arc<Gateway>)>,
 }
 
@@ -46,16 +48,15 @@ impl TeeStream {
         strip_usage: bool,
     ) -> Self {
         let status = response.status().as_u16();
+        let limits = gw.config.upstream_limits;
         Self {
             upstream: Box::pin(response.bytes_stream()),
-            splitter: EventSplitter::default(),
-            assembler,
+            reader: StreamReader::with_assembler(assembler, limits),
             strip_usage,
             pending: VecDeque::new(),
-            malformed: false,
+            mid_event: false,
             first_token: None,
             status,
-            received: 0,
             finish: Some((side, gw)),
         }
     }
@@ -69,13 +70,14 @@ impl TeeStream {
         let Some((side, gw)) = self.finish.take() else {
             return;
         };
+        let assembler = self.reader.assembler();
         let error = error.or_else(|| {
-            if self.malformed {
+            if self.reader.malformed() {
                 Some((
                     ErrorClass::Malformed,
                     "stream held data that is not JSON".to_owned(),
                 ))
-            } else if !self.assembler.complete() {
+            } else if !assembler.complete() {
                 Some((
                     ErrorClass::Truncated,
                     "stream ended without [DONE] or a finish reason".to_owned(),
@@ -92,29 +94,27 @@ impl TeeStream {
             error: error.as_ref().map(|(c, _)| *c),
             detail: error.map(|(_, d)| d),
             ttft,
-            usage: self.assembler.usage,
-            finish_reason: self.assembler.finish_reason.clone(),
-            text: Some(self.assembler.text().to_owned()),
-            response_body: side.ctx.keep_bodies.then(|| self.assembler.to_response()),
-            response_len: self.received,
+            usage: assembler.usage,
+            finish_reason: assembler.finish_reason.clone(),
+            text: Some(assembler.text().to_owned()),
+            // The capture policy would not keep a body over its cap: do not build it.
+            response_body: (side.ctx.keep_bodies
+                && self.reader.received() <= gw.capture_policy().max_body_bytes)
+                .then(|| assembler.to_response()),
+            response_len: self.reader.received(),
         };
         side.finish(&gw, outcome);
     }
 
-    /// Feeds `chunk` to the assembler; queues what the client should receive.
+    /// Feeds `chunk` to the reader; queues what the client should receive.
     fn absorb(&mut self, chunk: Bytes) {
-        self.received += chunk.len();
-        let events = self.splitter.push(&chunk);
+        let events = match self.reader.push(&chunk) {
+            Ok(events) => events,
+            Err(e) => return self.refuse(&e),
+        };
         let mut forward_events = Vec::new();
-        for event in events {
-            let kind = match event_data(&event) {
-                Some(data) => self.assembler.feed(&data),
-                None => EventKind::Other,
-            };
-            if kind == EventKind::Malformed {
-                self.malformed = true;
-            }
-            if self.first_token.is_none() && self.assembler.has_token() {
+        for (event, kind) in events {
+            if self.first_token.is_none() && self.reader.assembler().has_token() {
                 self.first_token = Some(Instant::now());
             }
             if !(self.strip_usage && kind == EventKind::UsageOnly) {
@@ -126,7 +126,25 @@ impl TeeStream {
         } else {
             // Forward the bytes exactly as they came, partial events included.
             self.pending.push_back(chunk);
+            self.mid_event = self.reader.pending_len() > 0;
         }
+    }
+
+    /// The upstream broke a bound: the side ends as an invalid response and the client's
+    /// stream ends with an OpenAI-shaped error event (after a blank line that closes any event
+    /// forwarded in part).
+    fn refuse(&mut self, e: &LimitError) {
+        let detail = e.to_string();
+        self.finish_with(Some((ErrorClass::InvalidResponse, detail)));
+        let body = super::error_body(
+            &ApiError::BadUpstream.to_string(),
+            "upstream_error",
+            None,
+            Some("upstream_invalid_response"),
+        );
+        let prefix = if self.mid_event { "\n\n" } else { "" };
+        self.pending
+            .push_back(Bytes::from(format!("{prefix}data: {body}\n\n")));
     }
 }
 
@@ -154,7 +172,7 @@ impl Stream for TeeStream {
                     return Poll::Ready(Some(Err(std::io::Error::other("upstream stream failed"))));
                 }
                 Poll::Ready(None) => {
-                    if let Some(rest) = self.strip_usage.then(|| self.splitter.finish()).flatten() {
+                    if let Some(rest) = self.strip_usage.then(|| self.reader.finish()).flatten() {
                         self.pending.push_back(rest);
                     }
                     self.finish_with(None);

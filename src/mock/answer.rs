@@ -161,6 +161,17 @@ pub fn for_request<'p>(
     }
 }
 
+/// `text` padded with filler words to at least `bytes` bytes (the hostile `answer_bytes`).
+pub fn padded(text: &str, bytes: usize) -> String {
+    const FILLER: &str = "filler ";
+    let mut out = String::with_capacity(bytes.max(text.len()));
+    out.push_str(text);
+    while out.len() < bytes {
+        out.push_str(FILLER);
+    }
+    out
+}
+
 /// The good/degraded draw alone (used per prompt when one request carries several).
 pub fn is_degraded(profile: &Profile, draws: &Draws) -> bool {
     draws.uniform(Stream::Quality) < profile.degraded_rate

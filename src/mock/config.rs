@@ -134,6 +134,12 @@ pub struct Profile {
     pub judge: bool,
     /// Judge only: probability that the verdict is garbage (not JSON), to exercise repair.
     pub judge_garbage_rate: f64,
+    /// Hostile: a streamed chat answer carries a tool-call delta with this `index` (e.g. 2^60).
+    pub huge_tool_index: Option<u64>,
+    /// Hostile: the answer is padded to this many bytes (one giant chunk in a stream).
+    pub answer_bytes: Option<usize>,
+    /// Hostile: a stream never ends; after the answer, chunks go on until the client leaves.
+    pub endless_stream: bool,
 }
 
 impl Default for Profile {
@@ -155,6 +161,9 @@ impl Default for Profile {
             fail_first: 0,
             judge: false,
             judge_garbage_rate: 0.0,
+            huge_tool_index: None,
+            answer_bytes: None,
+            endless_stream: false,
         }
     }
 }
@@ -311,6 +320,9 @@ struct RawProfile {
     fail_first: Option<u64>,
     judge: Option<bool>,
     judge_garbage_rate: Option<f64>,
+    huge_tool_index: Option<u64>,
+    answer_bytes: Option<usize>,
+    endless_stream: Option<bool>,
 }
 
 /// `{metadata: "tier=enterprise", rate: 0.6}`.
@@ -447,6 +459,9 @@ impl RawProfile {
             fail_first: self.fail_first.unwrap_or(0),
             judge: self.judge.unwrap_or(false),
             judge_garbage_rate,
+            huge_tool_index: self.huge_tool_index,
+            answer_bytes: self.answer_bytes,
+            endless_stream: self.endless_stream.unwrap_or(false),
         })
     }
 }

@@ -176,6 +176,10 @@ async fn chat_inner(
     } else {
         answer::answer_text(&st.config().dataset, &prompt, plan.degraded)
     };
+    let text = match profile.answer_bytes.filter(|_| !stream) {
+        Some(n) => std::borrow::Cow::Owned(answer::padded(&text, n)),
+        None => text,
+    };
     let usage = wire::usage(
         answer::estimate_tokens(&all_text),
         answer::estimate_tokens(&text),
@@ -380,6 +384,8 @@ fn frames(spec: &StreamSpec, profile: &Profile, plan: &AnswerPlan) -> Vec<Frame>
         total
     };
     let malformed_at = plan.malformed.then_some(total / 2);
+    // An endless stream never sends its end: no finish reason, usage or `[DONE]`.
+    let ends = !plan.truncated && !profile.endless_stream;
     let object = match spec.kind {
         Kind::Chat => "chat.completion.chunk",
         Kind::Text => "text_completion",
@@ -391,7 +397,7 @@ fn frames(spec: &StreamSpec, profile: &Profile, plan: &AnswerPlan) -> Vec<Frame>
             .map(move |(pi, s)| (*ci, pi + 1 == p.len(), pi == 0, *s))
     });
     for (k, (choice, last, first, piece)) in flat.take(keep).enumerate() {
-        let finish = (last && !plan.truncated).then_some("stop");
+        let finish = (last && ends).then_some("stop");
         let data = if malformed_at == Some(k) {
             wire::sse_malformed(&spec.head, object)
         } else {
@@ -418,7 +424,30 @@ fn frames(spec: &StreamSpec, profile: &Profile, plan: &AnswerPlan) -> Vec<Frame>
             data,
         });
     }
-    if !plan.truncated {
+    if spec.kind == Kind::Chat && !out.is_empty() {
+        let mut hostile = Vec::new();
+        if let Some(index) = profile.huge_tool_index {
+            let mut chunk = wire::chat_chunk(&spec.head, "", false, None, false);
+            chunk["choices"][0]["delta"] = json!({"tool_calls": [{"index": index, "id": "call_x",
+                "type": "function", "function": {"name": "f", "arguments": "{}"}}]});
+            hostile.push(wire::sse(&chunk));
+        }
+        if let Some(n) = profile.answer_bytes {
+            let filler = answer::padded("", n);
+            hostile.push(wire::sse(&wire::chat_chunk(
+                &spec.head, &filler, false, None, false,
+            )));
+        }
+        for (i, data) in hostile.into_iter().enumerate() {
+            let frame = Frame {
+                hold: false,
+                delay: Duration::ZERO,
+                data,
+            };
+            out.insert(1 + i, frame);
+        }
+    }
+    if ends {
         if spec.include_usage {
             let chunk = wire::usage_chunk(&spec.head, object, spec.usage.clone());
             out.push(Frame {
@@ -450,7 +479,29 @@ fn stream_response(
 ) -> Response {
     let frames = frames(&spec, profile, plan);
     let n = frames.len();
-    let state = (frames.into_iter().enumerate(), st, model);
+    let endless = profile.endless_stream;
+    // An endless stream goes on with the same chunk, every `chunk_delay`, forever.
+    let more = endless.then(|| {
+        let chunk = match spec.kind {
+            Kind::Chat => wire::chat_chunk(&spec.head, " more", false, None, false),
+            Kind::Text => {
+                wire::text_completion(&spec.head, vec![wire::text_choice(0, " more", None)], None)
+            }
+        };
+        (profile.chunk_delay, wire::sse(&chunk))
+    });
+    let tail = std::iter::repeat_with(move || more.clone())
+        .map_while(|m| m)
+        .map(|(delay, data)| {
+            let frame = Frame {
+                hold: false,
+                delay,
+                data,
+            };
+            (usize::MAX, frame)
+        });
+    let it = frames.into_iter().enumerate().chain(tail);
+    let state = (it, st, model);
     let stream = futures::stream::unfold(state, move |(mut it, st, model)| async move {
         let (i, frame) = it.next()?;
         if frame.hold && !st.wait_release().await {
@@ -459,7 +510,7 @@ fn stream_response(
         if !st.pause(frame.delay).await {
             return None;
         }
-        if i + 1 == n {
+        if i.checked_add(1) == Some(n) && !endless {
             st.count_completed(&model);
         }
         Some((Ok::<_, Infallible>(frame.data), (it, st, model)))

@@ -491,6 +491,7 @@ pub(crate) fn parse_error_class(s: &str) -> Option<ErrorClass> {
         ErrorClass::Upstream5xx,
         ErrorClass::Malformed,
         ErrorClass::Truncated,
+        ErrorClass::InvalidResponse,
         ErrorClass::ClientDisconnected,
     ]
     .into_iter()

@@ -10,6 +10,8 @@ pub mod credentials;
 pub mod request;
 pub mod shape;
 pub mod sse;
+#[cfg(test)]
+mod sse_fuzz;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -162,14 +164,36 @@ impl Upstreams {
         response.map_err(|e| UpstreamError::from_reqwest(provider, &e))
     }
 
-    /// Reads a whole (non-streamed) body within `timeout`.
+    /// Reads a whole (non-streamed) body within `timeout`, refusing one larger than `max_bytes`
+    /// (`upstream_limits.max_body_bytes`) as soon as it is known to be: nothing beyond the
+    /// bound is buffered.
     pub async fn read_body(
         provider: &str,
-        response: reqwest::Response,
+        mut response: reqwest::Response,
         timeout: Duration,
+        max_bytes: usize,
     ) -> Result<Bytes, UpstreamError> {
-        match tokio::time::timeout(timeout, response.bytes()).await {
-            Ok(Ok(b)) => Ok(b),
+        let too_large = || UpstreamError {
+            provider: provider.to_owned(),
+            class: ErrorClass::InvalidResponse,
+            detail: sse::LimitError::BodyTooLarge { limit: max_bytes }.to_string(),
+        };
+        let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX);
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let read = async {
+            let mut body = bytes::BytesMut::new();
+            while let Some(chunk) = response.chunk().await? {
+                if body.len().saturating_add(chunk.len()) > max_bytes {
+                    return Ok(Err(too_large()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>(Ok(body.freeze()))
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(UpstreamError::from_reqwest(provider, &e)),
             Err(_) => Err(UpstreamError {
                 provider: provider.to_owned(),

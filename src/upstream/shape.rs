@@ -11,6 +11,7 @@ use crate::config::Variant;
 
 use super::request::{self, ClientRequest, RequestError};
 use super::sse::{self, StreamAssembler, Summary};
+use crate::config::UpstreamLimits;
 
 /// What the request path needs to know about one API surface.
 pub trait WireShape: Send + Sync + std::fmt::Debug {
@@ -27,7 +28,7 @@ pub trait WireShape: Send + Sync + std::fmt::Debug {
     fn summarize(&self, body: &serde_json::Value) -> Summary;
 
     /// A fresh assembler for one streamed answer.
-    fn stream_assembler(&self) -> StreamAssembler;
+    fn stream_assembler(&self, limits: UpstreamLimits) -> StreamAssembler;
 
     /// Whether answers are text that can be checked and judged: only such requests go to the A/A
     /// arm, and only such requests are mirrored unless the deployment mirrors embeddings too.
@@ -61,8 +62,8 @@ impl WireShape for OpenAi {
         sse::summary_of(body)
     }
 
-    fn stream_assembler(&self) -> StreamAssembler {
-        StreamAssembler::new(self.0 == Endpoint::ChatCompletions)
+    fn stream_assembler(&self, limits: UpstreamLimits) -> StreamAssembler {
+        StreamAssembler::with_limits(self.0 == Endpoint::ChatCompletions, limits)
     }
 
     fn has_text_answer(&self) -> bool {

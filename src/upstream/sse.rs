@@ -2,37 +2,114 @@
 //! assembling the chunks into the full answer (content, tool calls, finish reason, usage) for
 //! capture. Pure: bytes in, events and an assembled response out.
 
+use std::collections::BTreeMap;
+
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use crate::capture::Usage;
+use crate::config::UpstreamLimits;
 
-/// Splits a byte stream into complete SSE events (each ending with a blank line).
-#[derive(Debug, Default)]
+/// An upstream's answer went beyond one of the `upstream_limits`: the answer is refused as
+/// `upstream_invalid_response`, and nothing proportional to the offending value is allocated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("an SSE event is larger than upstream_limits.max_event_bytes ({limit} bytes)")]
+    EventTooLarge { limit: usize },
+    #[error("the stream is larger than upstream_limits.max_stream_bytes ({limit} bytes)")]
+    StreamTooLarge { limit: usize },
+    #[error("the stream has more than upstream_limits.max_stream_events ({limit}) events")]
+    TooManyEvents { limit: usize },
+    #[error("the body is larger than upstream_limits.max_body_bytes ({limit} bytes)")]
+    BodyTooLarge { limit: usize },
+    #[error("tool call index {index} is not below upstream_limits.max_tool_calls ({limit})")]
+    ToolCallIndex { index: u64, limit: usize },
+    #[error("choice index {index} is not below upstream_limits.max_choices ({limit})")]
+    ChoiceIndex { index: u64, limit: usize },
+    #[error(
+        "the answer has {count} tool calls, more than upstream_limits.max_tool_calls ({limit})"
+    )]
+    TooManyToolCalls { count: usize, limit: usize },
+    #[error("the answer has {count} choices, more than upstream_limits.max_choices ({limit})")]
+    TooManyChoices { count: usize, limit: usize },
+}
+
+/// Splits a byte stream into complete SSE events (each ending with a blank line). Linear: each
+/// byte is scanned once however the stream is chunked, and an event may not grow past
+/// `max_event` bytes.
+#[derive(Debug)]
 pub struct EventSplitter {
     buf: BytesMut,
+    /// Bytes of `buf` already searched for a blank line (less the two that may start one).
+    scanned: usize,
+    max_event: usize,
+    /// Bytes looked at by the search, in total (tests check that it stays linear).
+    #[cfg(test)]
+    pub(crate) work: usize,
+}
+
+impl Default for EventSplitter {
+    fn default() -> Self {
+        Self::new(UpstreamLimits::default().max_event_bytes)
+    }
 }
 
 impl EventSplitter {
-    /// Appends `chunk` and returns every event it completes, with its terminating blank line.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
+    pub fn new(max_event: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            scanned: 0,
+            max_event,
+            #[cfg(test)]
+            work: 0,
+        }
+    }
+
+    /// Appends `chunk` and returns every event it completes, with its terminating blank line;
+    /// an error once an event is longer than the bound.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, LimitError> {
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some(end) = find_event_end(&self.buf) {
+        loop {
+            let found = find_event_end(&self.buf, self.scanned);
+            #[cfg(test)]
+            {
+                self.work += found.unwrap_or(self.buf.len()).saturating_sub(self.scanned);
+            }
+            let Some(end) = found else { break };
+            if end > self.max_event {
+                return Err(LimitError::EventTooLarge {
+                    limit: self.max_event,
+                });
+            }
             events.push(self.buf.split_to(end).freeze());
+            self.scanned = 0;
         }
-        events
+        if self.buf.len() > self.max_event {
+            return Err(LimitError::EventTooLarge {
+                limit: self.max_event,
+            });
+        }
+        // A blank line may start in the last two bytes and end in the next chunk.
+        self.scanned = self.buf.len().saturating_sub(2);
+        Ok(events)
     }
 
     /// Whatever is left when the stream ends (an incomplete event), if anything.
     pub fn finish(&mut self) -> Option<Bytes> {
+        self.scanned = 0;
         (!self.buf.is_empty()).then(|| self.buf.split().freeze())
+    }
+
+    /// Bytes held for an event that is not complete yet.
+    pub fn pending_len(&self) -> usize {
+        self.buf.len()
     }
 }
 
-/// Index just past the first blank line (`\n\n` or `\r\n\r\n`), if any.
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
+/// Index just past the first blank line (`\n\n` or `\n\r\n`) that starts at or after `from`.
+fn find_event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
     while i + 1 < buf.len() {
         if buf[i] == b'\n' {
             if buf[i + 1] == b'\n' {
@@ -92,7 +169,7 @@ struct Chunk {
 #[derive(Deserialize)]
 struct ChunkChoice {
     #[serde(default)]
-    index: u32,
+    index: u64,
     delta: Option<Delta>,
     /// Legacy completions stream `text` instead of a delta.
     text: Option<String>,
@@ -111,7 +188,7 @@ struct Delta {
 #[derive(Deserialize)]
 struct ToolCallDelta {
     #[serde(default)]
-    index: usize,
+    index: u64,
     id: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -139,7 +216,7 @@ impl From<RawUsage> for Usage {
         Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens.max(u.prompt_tokens + u.completion_tokens),
+            total_tokens: (u.total_tokens).max(u.prompt_tokens.saturating_add(u.completion_tokens)),
         }
     }
 }
@@ -152,7 +229,9 @@ struct ToolCall {
     arguments: String,
 }
 
-/// Rebuilds the full answer from a stream's chunks (choice 0).
+/// Rebuilds the full answer from a stream's chunks (choice 0). Tool calls are kept by index in
+/// a map: an index at or beyond `max_tool_calls` (or a choice index at or beyond `max_choices`)
+/// refuses the chunk, so nothing is ever sized from an upstream's number.
 #[derive(Debug, Default)]
 pub struct StreamAssembler {
     id: Option<String>,
@@ -162,31 +241,39 @@ pub struct StreamAssembler {
     content: String,
     refusal: Option<String>,
     saw_content: bool,
-    tool_calls: Vec<ToolCall>,
+    tool_calls: BTreeMap<u64, ToolCall>,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub done: bool,
     chat: bool,
+    limits: UpstreamLimits,
 }
 
 impl StreamAssembler {
     pub fn new(chat: bool) -> Self {
+        Self::with_limits(chat, UpstreamLimits::default())
+    }
+
+    pub fn with_limits(chat: bool, limits: UpstreamLimits) -> Self {
         Self {
             chat,
+            limits,
             ..Self::default()
         }
     }
 
-    /// Feeds one event's data; returns what kind of event it was.
-    pub fn feed(&mut self, data: &[u8]) -> EventKind {
+    /// Feeds one event's data; returns what kind of event it was, or the bound it broke (the
+    /// chunk is then not applied).
+    pub fn feed(&mut self, data: &[u8]) -> Result<EventKind, LimitError> {
         let trimmed = data.trim_ascii();
         if trimmed == b"[DONE]" {
             self.done = true;
-            return EventKind::Done;
+            return Ok(EventKind::Done);
         }
         let Ok(chunk) = serde_json::from_slice::<Chunk>(trimmed) else {
-            return EventKind::Malformed;
+            return Ok(EventKind::Malformed);
         };
+        self.check(&chunk)?;
         self.id = self.id.take().or(chunk.id);
         self.model = self.model.take().or(chunk.model);
         self.created = self.created.or(chunk.created);
@@ -194,11 +281,11 @@ impl StreamAssembler {
             self.usage = Some(usage.into());
         }
         if chunk.choices.is_empty() {
-            return if self.usage.is_some() {
+            return Ok(if self.usage.is_some() {
                 EventKind::UsageOnly
             } else {
                 EventKind::Other
-            };
+            });
         }
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             if let Some(text) = choice.text {
@@ -217,10 +304,7 @@ impl StreamAssembler {
                 }
                 for tc in delta.tool_calls {
                     self.saw_content = true;
-                    if self.tool_calls.len() <= tc.index {
-                        self.tool_calls.resize(tc.index + 1, ToolCall::default());
-                    }
-                    let call = &mut self.tool_calls[tc.index];
+                    let call = self.tool_calls.entry(tc.index).or_default();
                     if let Some(id) = tc.id {
                         call.id = id;
                     }
@@ -237,7 +321,52 @@ impl StreamAssembler {
                 self.finish_reason = choice.finish_reason;
             }
         }
-        EventKind::Chunk
+        Ok(EventKind::Chunk)
+    }
+
+    /// Refuses a chunk whose choice or tool-call indices are beyond the bounds, before any of
+    /// it is applied.
+    fn check(&self, chunk: &Chunk) -> Result<(), LimitError> {
+        let l = &self.limits;
+        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        for choice in &chunk.choices {
+            if choice.index >= wide(l.max_choices) {
+                return Err(LimitError::ChoiceIndex {
+                    index: choice.index,
+                    limit: l.max_choices,
+                });
+            }
+            let calls = choice.delta.as_ref().map_or(&[][..], |d| &d.tool_calls[..]);
+            for tc in calls {
+                if tc.index >= wide(l.max_tool_calls) {
+                    return Err(LimitError::ToolCallIndex {
+                        index: tc.index,
+                        limit: l.max_tool_calls,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of answer assembled so far (content, refusal, tool calls, ids), for the bounds.
+    pub fn assembled_bytes(&self) -> usize {
+        let calls: usize = (self.tool_calls.values())
+            .map(|t| t.id.len() + t.kind.len() + t.name.len() + t.arguments.len())
+            .sum();
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.content.len()
+            + calls
+            + opt(&self.refusal)
+            + opt(&self.role)
+            + opt(&self.id)
+            + opt(&self.model)
+            + opt(&self.finish_reason)
+    }
+
+    /// How many tool calls the answer holds.
+    pub fn tool_call_count(&self) -> usize {
+        self.tool_calls.len()
     }
 
     /// Whether a token (content, refusal or tool call) has arrived yet.
@@ -277,7 +406,7 @@ impl StreamAssembler {
         if !self.tool_calls.is_empty() {
             message["tool_calls"] = self
                 .tool_calls
-                .iter()
+                .values()
                 .map(|t| {
                     json!({"id": t.id, "type": if t.kind.is_empty() { "function" } else { &t.kind },
                                 "function": {"name": t.name, "arguments": t.arguments}})
@@ -290,6 +419,121 @@ impl StreamAssembler {
             "usage": usage,
         })
     }
+}
+
+/// One upstream stream read under the bounds: splits it into events, assembles the answer and
+/// counts events and bytes. Whatever the upstream sends, the memory it holds stays below
+/// `max_stream_bytes` (the assembled answer) plus `max_event_bytes` (an incomplete event).
+#[derive(Debug)]
+pub struct StreamReader {
+    splitter: EventSplitter,
+    assembler: StreamAssembler,
+    limits: UpstreamLimits,
+    received: usize,
+    events: usize,
+    malformed: bool,
+}
+
+impl StreamReader {
+    pub fn new(chat: bool, limits: UpstreamLimits) -> Self {
+        Self::with_assembler(StreamAssembler::with_limits(chat, limits), limits)
+    }
+
+    /// A reader that assembles into `assembler` (made by the API surface's shape).
+    pub fn with_assembler(assembler: StreamAssembler, limits: UpstreamLimits) -> Self {
+        Self {
+            splitter: EventSplitter::new(limits.max_event_bytes),
+            assembler,
+            limits,
+            received: 0,
+            events: 0,
+            malformed: false,
+        }
+    }
+
+    /// Takes the next chunk; returns the events it completes with their kinds, or the bound
+    /// the stream broke (the stream must then be abandoned).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<(Bytes, EventKind)>, LimitError> {
+        self.received = self.received.saturating_add(chunk.len());
+        if self.received > self.limits.max_stream_bytes {
+            return Err(LimitError::StreamTooLarge {
+                limit: self.limits.max_stream_bytes,
+            });
+        }
+        let events = self.splitter.push(chunk)?;
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            self.events += 1;
+            if self.events > self.limits.max_stream_events {
+                return Err(LimitError::TooManyEvents {
+                    limit: self.limits.max_stream_events,
+                });
+            }
+            let kind = match event_data(&event) {
+                Some(data) => self.assembler.feed(&data)?,
+                None => EventKind::Other,
+            };
+            self.malformed |= kind == EventKind::Malformed;
+            out.push((event, kind));
+        }
+        Ok(out)
+    }
+
+    /// Whatever is left when the stream ends (an incomplete event), if anything.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        self.splitter.finish()
+    }
+
+    pub fn assembler(&self) -> &StreamAssembler {
+        &self.assembler
+    }
+
+    /// Some event's data was not JSON.
+    pub fn malformed(&self) -> bool {
+        self.malformed
+    }
+
+    /// Bytes received from the upstream.
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// Events seen so far.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Bytes held for an event that is not complete yet.
+    pub fn pending_len(&self) -> usize {
+        self.splitter.pending_len()
+    }
+}
+
+/// Refuses a full (non-streamed) answer with more choices or tool calls than the bounds allow.
+pub fn check_body(value: &serde_json::Value, limits: &UpstreamLimits) -> Result<(), LimitError> {
+    let Some(choices) = value.get("choices").and_then(serde_json::Value::as_array) else {
+        return Ok(());
+    };
+    if choices.len() > limits.max_choices {
+        return Err(LimitError::TooManyChoices {
+            count: choices.len(),
+            limit: limits.max_choices,
+        });
+    }
+    for choice in choices {
+        let calls = choice
+            .get("message")
+            .and_then(|m| m.get("tool_calls"))
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len);
+        if calls > limits.max_tool_calls {
+            return Err(LimitError::TooManyToolCalls {
+                count: calls,
+                limit: limits.max_tool_calls,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What capture needs from a non-streamed response body.
@@ -337,20 +581,20 @@ mod tests {
     #[test]
     fn splitter_handles_events_across_chunks() {
         let mut s = EventSplitter::default();
-        assert!(s.push(b"data: {\"a\"").is_empty());
-        let events = s.push(b":1}\n\ndata: [DONE]\n\n");
+        assert!(s.push(b"data: {\"a\"").unwrap().is_empty());
+        let events = s.push(b":1}\n\ndata: [DONE]\n\n").unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(event_data(&events[0]).unwrap(), b"{\"a\":1}");
         assert_eq!(event_data(&events[1]).unwrap(), b"[DONE]");
         assert_eq!(s.finish(), None);
-        let crlf = s.push(b"data: x\r\n\r\n");
+        let crlf = s.push(b"data: x\r\n\r\n").unwrap();
         assert_eq!(event_data(&crlf[0]).unwrap(), b"x");
     }
 
     #[test]
     fn assembler_rebuilds_content_tool_calls_and_usage() {
         let mut a = StreamAssembler::new(true);
-        let feed = |a: &mut StreamAssembler, s: &str| a.feed(s.as_bytes());
+        let feed = |a: &mut StreamAssembler, s: &str| a.feed(s.as_bytes()).unwrap();
         assert_eq!(
             feed(
                 &mut a,

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod aa;
 mod admin;
+mod bounds;
+mod capture_policy;
 mod clients;
 mod credentials;
 mod demo;
