@@ -239,17 +239,16 @@ impl Runtime {
             &capture_tasks.tracker,
             capture_tasks.cancel.clone(),
         );
-        let depth = capture.clone();
-        let metrics = Metrics::new(
-            capture.stats().clone(),
-            Arc::new(move || depth.queue_depth()),
-        );
+        let probe = capture.clone();
+        let metrics = Metrics::new(Arc::new(move || probe.counts()));
 
         // 3. The live traffic: the stored states now, then every change of the config version.
         let observer = {
             let gauges = metrics.rollout.clone();
             let config = config.clone();
-            Arc::new(move |t: &crate::routing::TrafficTable| gauges.observe_traffic(t, &config))
+            Arc::new(move |t: &crate::routing::TrafficTable| {
+                crate::rollout::metrics::observe_traffic(&gauges, t, &config)
+            })
         };
         let traffic = LiveTraffic::new(config.clone(), store.clone(), observer);
         let traffic_tasks = Tracked::new();
@@ -405,5 +404,27 @@ impl Runtime {
         {
             store.close().await;
         }
+    }
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM: when `serve` and `demo` begin their shutdown.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
     }
 }

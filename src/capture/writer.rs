@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use super::spool::{Spool, SpoolConfig, SpoolError};
 use super::{CaptureEvent, Sink, SinkError};
+use crate::telemetry::CaptureCounts;
 
 /// The longest wait between two write attempts or two tries to replay the spool.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -144,6 +145,25 @@ impl Capture {
     /// Events waiting in the channel.
     pub fn queue_depth(&self) -> usize {
         self.capacity - self.tx.capacity()
+    }
+
+    /// The counters and the queue depth now, as the metrics read them at a scrape.
+    pub fn counts(&self) -> CaptureCounts {
+        let s = &self.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CaptureCounts {
+            queue_depth: self.queue_depth(),
+            spool_bytes: load(&s.spool_bytes),
+            enqueued: load(&s.enqueued),
+            written: load(&s.written),
+            write_errors: load(&s.write_errors),
+            spooled: load(&s.spooled),
+            replayed: load(&s.replayed),
+            dropped_queue_full: load(&s.dropped_full),
+            dropped_write_failed: load(&s.dropped_write_failed),
+            dropped_invalid_row: load(&s.dropped_invalid_row),
+            dropped_spool_full: load(&s.dropped_spool_full),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub(crate) mod completions;
 pub(crate) mod config;
+pub mod replay;
 pub(crate) mod serve;
 
 pub use serve::ServeArgs;
@@ -34,9 +35,9 @@ pub enum Command {
     #[command(subcommand)]
     Rubric(crate::rubric::RubricCommand),
     /// Run the gate on synthetic traffic, many times, and print its error rates.
-    Simulate(crate::gate::SimulateArgs),
+    Simulate(crate::simulate::SimulateArgs),
     /// Offline pre-flight: send a golden dataset to stable and candidate, judge, summarise.
-    Replay(crate::judge::ReplayArgs),
+    Replay(replay::ReplayArgs),
     /// Create, list or revoke admin API keys.
     Keys(crate::http::admin::keys::KeysArgs),
     /// Start, inspect, promote, roll back, pause or resume a deployment's rollout.
@@ -89,8 +90,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::MockUpstream(args) => crate::mock::run(args).await,
         Command::Migrate(args) => crate::store::run_migrate(args).await,
         Command::Rubric(cmd) => crate::rubric::run(cmd).await,
-        Command::Simulate(args) => crate::gate::run_simulate(args).await,
-        Command::Replay(args) => crate::judge::replay::run(args).await,
+        Command::Simulate(args) => crate::simulate::run_simulate(args).await,
+        Command::Replay(args) => replay::run(args).await,
         Command::Keys(args) => crate::http::admin::keys::run(args).await,
         Command::Rollout(args) => crate::rollout::cli::run(args).await,
         Command::Report(args) => crate::report::run(args).await,

@@ -51,31 +51,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("canarist listening on {}", runtime.url());
     tokio::select! {
         result = runtime.wait() => result?,
-        () = shutdown_signal() => {
+        () = crate::app::shutdown_signal() => {
             tracing::info!("shutting down");
             runtime.shutdown().await;
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

@@ -120,7 +120,7 @@ pub struct RawDeployment {
     pub cohorts: RawCohorts,
     /// Ramp stages, gate policy, guardrails and alerts; see `config::rollout`.
     #[serde(default)]
-    pub ramp: Option<crate::rollout::RawRamp>,
+    pub ramp: Option<crate::rollout::ramp::RawRamp>,
     #[serde(default)]
     pub gate: Option<crate::gate::GatePolicy>,
     #[serde(default)]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::secret::Env;
 use super::{Deployment, Problem};
 use crate::gate::{GatePolicy, GuardrailConfig};
-use crate::rollout::{Ramp, RawRamp};
+use crate::rollout::ramp::{Ramp, RawRamp};
 
 /// `controller:` at the top level.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -322,7 +322,7 @@ mod tests {
     use std::path::Path;
 
     use crate::config::Config;
-    use crate::rollout::Exposure;
+    use crate::rollout::ramp::Exposure;
 
     const BASE: &str = "providers:\n  p: { base_url: http://127.0.0.1:1/v1 }\n";
 

@@ -389,19 +389,19 @@ fn deployment(
                     format!("`{}` is used twice", c.variant.name),
                 );
             }
-            if c.variant.name == crate::capture::AA_VARIANT {
+            if c.variant.name == crate::vocab::AA_VARIANT {
                 p.push(
                     format!("{cf}.name"),
                     format!(
                         "`{}` is reserved for the A/A arm (stable asked twice); pick another name",
-                        crate::capture::AA_VARIANT
+                        crate::vocab::AA_VARIANT
                     ),
                 );
             }
             c
         })
         .collect();
-    let lane = crate::routing::lane_width(candidates.len());
+    let lane = crate::vocab::lane_width(candidates.len());
     for (j, c) in candidates.iter().enumerate() {
         if c.buckets > lane {
             p.push(

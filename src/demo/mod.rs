@@ -129,7 +129,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         });
         eprintln!("everything stays up; Ctrl-C stops it");
         println!("{details}");
-        crate::cli::serve::shutdown_signal().await;
+        crate::app::shutdown_signal().await;
     }
     stack.shutdown().await;
     Ok(if expected {

@@ -2,7 +2,7 @@
 //!
 //! Owns: anytime-valid confidence sequences (`sequential`), the gate policy and the summary
 //! types it reads (`policy`), the decision rule (`evaluate`), the sliding-window guardrails
-//! (`guardrail`), and the `canarist simulate` entry point (re-exported from `crate::simulate`).
+//! (`guardrail`). Uses only `vocab`: `canarist simulate` lives in `crate::simulate`.
 //! Never: reads clocks, touches the store or the network, or changes traffic — the rollout
 //! controller passes time and summaries in and acts on the [`Decision`].
 //! Fails closed: missing, mismatched or too little data is never read as "non-inferior", so it
@@ -17,7 +17,6 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::simulate::{SimulateArgs, run_simulate};
 pub use evaluate::evaluate;
 pub use guardrail::{Guardrail, GuardrailConfig, Trip};
 pub use policy::{

@@ -155,7 +155,7 @@ impl Controller {
                 m.gate_decisions
                     .get_or_create(&crate::telemetry::GateLabels {
                         deployment: slug.to_owned(),
-                        action: crate::telemetry::action_label(d.action),
+                        action: super::metrics::action_label(d.action),
                     })
                     .inc();
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Exposure, OnTimeout, Ramp};
+use super::ramp::{Exposure, OnTimeout, Ramp};
 use crate::gate::Action;
 
 /// The stage a rollout is in and since when.
@@ -351,7 +351,7 @@ fn timeout(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::Stage;
+    use crate::rollout::ramp::Stage;
     use std::path::Path;
 
     fn ramp() -> Ramp {

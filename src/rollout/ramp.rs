@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, Problem};
+use crate::vocab::{ConfigError, Problem};
 
 /// What happens when a stage reaches its maximum duration without a verdict.
 #[derive(

@@ -1,7 +1,9 @@
 //! `telemetry`: Prometheus metrics (names defined here and only here) and their text encoding;
 //! traces and their export (`traces`).
 //!
-//! Owns: the metric families and their documentation. Never: decides anything from a metric.
+//! Owns: the metric families and their documentation. Never: decides anything from a metric,
+//! or knows another module's types — it is a leaf; others pass plain values in (the capture
+//! pipeline's counters as [`CaptureCounts`], gate actions and stages as labels).
 //! Fails open: a metric that cannot be encoded is skipped, the request path never waits on it.
 
 use std::sync::Arc;
@@ -14,14 +16,10 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::capture::CaptureStats;
-
 mod rollout;
 pub mod traces;
 
-pub use rollout::{
-    GateLabels, GuardrailLabels, RoleLabels, RolloutMetrics, action_label, stage_index,
-};
+pub use rollout::{GateLabels, GuardrailLabels, RoleLabels, RolloutMetrics};
 pub use traces::{TraceIndex, TracingGuard};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +67,27 @@ fn overhead_buckets() -> impl Iterator<Item = f64> {
     .into_iter()
 }
 
+/// The capture pipeline's counters at one moment, read at every scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureCounts {
+    /// Events waiting in the queue (a gauge).
+    pub queue_depth: usize,
+    /// Bytes waiting in the spool (a gauge).
+    pub spool_bytes: u64,
+    pub enqueued: u64,
+    pub written: u64,
+    pub write_errors: u64,
+    pub spooled: u64,
+    pub replayed: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_write_failed: u64,
+    pub dropped_invalid_row: u64,
+    pub dropped_spool_full: u64,
+}
+
+/// Reads the capture pipeline's counters (called at scrape time).
+pub type CaptureProbe = Arc<dyn Fn() -> CaptureCounts + Send + Sync>;
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     /// Behind a lock only so that collectors started later (the judge worker) can register.
@@ -90,10 +109,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(
-        capture: Arc<CaptureStats>,
-        capture_depth: Arc<dyn Fn() -> usize + Send + Sync>,
-    ) -> Self {
+    pub fn new(capture: CaptureProbe) -> Self {
         let mut registry = Registry::with_prefix("canarist");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -164,10 +180,7 @@ impl Metrics {
             fallbacks.clone(),
         );
         let rollout = RolloutMetrics::register(&mut registry);
-        registry.register_collector(Box::new(CaptureCollector {
-            stats: capture,
-            depth: capture_depth,
-        }));
+        registry.register_collector(Box::new(CaptureCollector { probe: capture }));
         Self {
             registry: std::sync::RwLock::new(registry),
             requests,
@@ -204,8 +217,7 @@ impl Metrics {
 
 /// Reads the capture pipeline's counters at scrape time.
 struct CaptureCollector {
-    stats: Arc<CaptureStats>,
-    depth: Arc<dyn Fn() -> usize + Send + Sync>,
+    probe: CaptureProbe,
 }
 
 impl std::fmt::Debug for CaptureCollector {
@@ -221,16 +233,15 @@ struct ReasonLabel {
 
 impl Collector for CaptureCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let s = &self.stats;
-        let depth = ConstGauge::new(i64::try_from((self.depth)()).unwrap_or(i64::MAX));
+        let s = (self.probe)();
+        let depth = ConstGauge::new(i64::try_from(s.queue_depth).unwrap_or(i64::MAX));
         depth.encode(encoder.encode_descriptor(
             "capture_queue_depth",
             "Captured events waiting to be written",
             None,
             depth.metric_type(),
         )?)?;
-        let spool = ConstGauge::new(i64::try_from(s.spool_bytes.load(Relaxed)).unwrap_or(i64::MAX));
+        let spool = ConstGauge::new(i64::try_from(s.spool_bytes).unwrap_or(i64::MAX));
         spool.encode(encoder.encode_descriptor(
             "capture_spool_bytes",
             "Bytes of captured events waiting in the spool for the store",
@@ -241,27 +252,27 @@ impl Collector for CaptureCollector {
             (
                 "capture_enqueued",
                 "Captured events accepted into the queue",
-                s.enqueued.load(Relaxed),
+                s.enqueued,
             ),
             (
                 "capture_written",
                 "Captured events written by the sink",
-                s.written.load(Relaxed),
+                s.written,
             ),
             (
                 "capture_write_errors",
                 "Failed capture write attempts",
-                s.write_errors.load(Relaxed),
+                s.write_errors,
             ),
             (
                 "capture_spooled",
                 "Captured events spooled to disk while the sink was unavailable",
-                s.spooled.load(Relaxed),
+                s.spooled,
             ),
             (
                 "capture_replayed",
                 "Spooled events taken back out of the spool",
-                s.replayed.load(Relaxed),
+                s.replayed,
             ),
         ];
         for (name, help, value) in counters {
@@ -275,10 +286,10 @@ impl Collector for CaptureCollector {
             prometheus_client::metrics::MetricType::Counter,
         )?;
         for (reason, value) in [
-            ("queue_full", s.dropped_full.load(Relaxed)),
-            ("write_failed", s.dropped_write_failed.load(Relaxed)),
-            ("invalid_row", s.dropped_invalid_row.load(Relaxed)),
-            ("spool_full", s.dropped_spool_full.load(Relaxed)),
+            ("queue_full", s.dropped_queue_full),
+            ("write_failed", s.dropped_write_failed),
+            ("invalid_row", s.dropped_invalid_row),
+            ("spool_full", s.dropped_spool_full),
         ] {
             let c = ConstCounter::new(value);
             c.encode(dropped.encode_family(&ReasonLabel { reason })?)?;

@@ -2,7 +2,9 @@
 //! share per deployment (gauges set whenever the traffic table is replaced), admin calls refused
 //! by the rate limit, and whether this replica leads the rollout controller.
 //!
-//! Owns: these metric names (documented in `docs/metrics.md`). Never: reads the store or decides.
+//! Owns: these metric names (documented in `docs/metrics.md`). Never: reads the store or decides,
+//! or knows rollout types: `rollout::metrics` turns a traffic table and a gate action into
+//! these plain labels and values.
 //! Fails open: updating a metric never fails.
 
 use std::sync::atomic::AtomicU64;
@@ -14,8 +16,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::DeploymentLabels;
-use crate::config::{Config, Mode};
-use crate::routing::TrafficTable;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GuardrailLabels {
@@ -89,52 +89,5 @@ impl RolloutMetrics {
             m.controller_leader.clone(),
         );
         m
-    }
-
-    /// Sets the stage and percentage gauges of every deployment in `table`.
-    pub fn observe_traffic(&self, table: &TrafficTable, config: &Config) {
-        for routed in table.iter() {
-            let d = &routed.deployment;
-            let labels = DeploymentLabels {
-                deployment: d.slug.clone(),
-            };
-            let index = config
-                .rollouts
-                .get(&d.slug)
-                .and_then(|s| stage_index(&s.ramp, &d.stage))
-                .map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX));
-            self.stage_index.get_or_create(&labels).set(index);
-            let pct = d
-                .candidates
-                .iter()
-                .map(|c| f64::from(c.buckets) / 100.0)
-                .sum::<f64>();
-            let (served, mirrored) = match d.mode {
-                Mode::Live => (pct, 0.0),
-                Mode::Shadow => (0.0, pct),
-                Mode::Off => (0.0, 0.0),
-            };
-            self.candidate_served_percent
-                .get_or_create(&labels)
-                .set(served);
-            self.candidate_mirrored_percent
-                .get_or_create(&labels)
-                .set(mirrored);
-        }
-    }
-}
-
-/// The ramp index of the stage labelled `label` (`shadow` is the first shadow stage,
-/// `canary-N` is stage N), if the ramp has it.
-pub fn stage_index(ramp: &crate::rollout::Ramp, label: &str) -> Option<usize> {
-    (0..ramp.stages.len()).find(|&i| crate::rollout::stored::stage_label(ramp, i) == label)
-}
-
-/// The metric label of a gate action.
-pub fn action_label(action: crate::gate::Action) -> &'static str {
-    match action {
-        crate::gate::Action::Promote => "promote",
-        crate::gate::Action::Hold => "hold",
-        crate::gate::Action::Rollback => "rollback",
     }
 }

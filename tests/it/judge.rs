@@ -624,7 +624,8 @@ async fn serve_starts_workers_from_the_config_and_exports_judge_metrics() {
         .write_batch(&events)
         .await
         .unwrap();
-    let metrics = canarist::telemetry::Metrics::new(Arc::default(), Arc::new(|| 0));
+    let metrics =
+        canarist::telemetry::Metrics::new(Arc::new(canarist::telemetry::CaptureCounts::default));
     let runtime = canarist::judge::start(Some(&judge_config), &BTreeMap::new(), &store, &metrics)
         .unwrap()
         .expect("workers started");

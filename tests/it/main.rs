@@ -11,6 +11,7 @@ mod durability;
 mod errors;
 mod gate_input;
 mod judge;
+mod layers;
 mod live;
 mod metrics;
 mod mock_upstream;

@@ -2,8 +2,7 @@
 //! rate under α on identical variants while the rolling-Welch reference does not, catches a
 //! regression confined to one cohort, and trips the guardrail on an error bump.
 
-use canarist::gate::SimulateArgs;
-use canarist::simulate::{Row, Scenario, SimConfig, SimulateError, simulate};
+use canarist::simulate::{Row, Scenario, SimConfig, SimulateArgs, SimulateError, simulate};
 
 fn run(scenario: Scenario, runs: usize) -> Vec<Row> {
     simulate(&SimConfig {

@@ -14,7 +14,7 @@ async fn replay_prints_a_table_and_valid_json() {
     let dir = tempfile::tempdir().unwrap();
     rubric(dir.path(), "http://127.0.0.1:9/v1", "mock-judge", 60_000);
     let rubric_path = dir.path().join("support.yaml");
-    let args = canarist::judge::ReplayArgs {
+    let args = canarist::cli::replay::ReplayArgs {
         dataset: "fixtures/datasets/support.jsonl".into(),
         rubric: rubric_path.clone(),
         stable: "mock:mock-stable".into(),
@@ -28,7 +28,7 @@ async fn replay_prints_a_table_and_valid_json() {
         aa: true,
         json: false,
     };
-    let report = canarist::judge::replay::replay(&args).await.unwrap();
+    let report = canarist::cli::replay::replay(&args).await.unwrap();
     assert_eq!(report.prompts, 20);
     let line = |name: &str| report.lines.iter().find(|l| l.name == name).unwrap();
     let help = line("helpfulness");
@@ -43,7 +43,7 @@ async fn replay_prints_a_table_and_valid_json() {
         Some(1.0),
         "the simulated judge has no position bias"
     );
-    let text = canarist::judge::replay::render(&report);
+    let text = canarist::cli::replay::render(&report);
     assert!(
         text.contains("helpfulness") && text.contains("A/A"),
         "{text}"

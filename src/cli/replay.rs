@@ -23,12 +23,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::capture::{Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Usage};
+use crate::judge::{
+    Judge, JudgeOptions, JudgeStats, Line, PairOutput, SummaryBuilder, render_table,
+};
 use crate::mock::{Dataset, DatasetEntry};
 use crate::rubric::{Rubric, load_file};
-
-use super::engine::{Judge, JudgeOptions, PairOutput};
-use super::stats::JudgeStats;
-use super::summary::{Line, SummaryBuilder, render_table};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
