@@ -7,7 +7,6 @@ pub mod app;
 pub mod capture;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod gate;
 pub mod gate_input;
 pub mod http;

@@ -1,5 +1,8 @@
-//! `cli`: the `canarist` command line. Each subcommand's arguments and body live with the module
-//! that owns the work; this file only wires them together and sets up logging.
+//! `cli`: the `canarist` command line — the subcommand glue, one file per subcommand (`demo/`
+//! is the demo's folder). Each parses its arguments, calls the library's typed functions and
+//! prints; this is the only place besides `main.rs` that uses `anyhow` (library modules return
+//! `thiserror` errors that name the file, field or thing that failed). This file wires the
+//! subcommands together and sets up logging.
 
 use std::process::ExitCode;
 
@@ -7,8 +10,16 @@ use clap::{Parser, Subcommand};
 
 pub(crate) mod completions;
 pub(crate) mod config;
+pub mod demo;
+pub(crate) mod keys;
+pub(crate) mod migrate;
+pub(crate) mod mock;
 pub mod replay;
+pub mod report;
+pub(crate) mod rollout;
+pub mod rubric;
 pub(crate) mod serve;
+pub(crate) mod simulate;
 
 pub use serve::ServeArgs;
 
@@ -24,26 +35,26 @@ pub struct Cli {
 pub enum Command {
     /// Show the whole product in one process: mock upstream, gateway, judge, traffic and a
     /// live rollout that is promoted or rolled back, then the reports.
-    Demo(crate::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Run the gateway.
     Serve(ServeArgs),
     /// Run the built-in OpenAI-compatible mock upstream (for tests, benches and the demo).
     MockUpstream(crate::mock::MockArgs),
     /// Run the database migrations and exit.
-    Migrate(crate::store::MigrateArgs),
+    Migrate(migrate::MigrateArgs),
     /// Work with rubric files.
     #[command(subcommand)]
-    Rubric(crate::rubric::RubricCommand),
+    Rubric(rubric::RubricCommand),
     /// Run the gate on synthetic traffic, many times, and print its error rates.
     Simulate(crate::simulate::SimulateArgs),
     /// Offline pre-flight: send a golden dataset to stable and candidate, judge, summarise.
     Replay(replay::ReplayArgs),
     /// Create, list or revoke admin API keys.
-    Keys(crate::http::admin::keys::KeysArgs),
+    Keys(keys::KeysArgs),
     /// Start, inspect, promote, roll back, pause or resume a deployment's rollout.
-    Rollout(crate::rollout::cli::RolloutArgs),
+    Rollout(rollout::RolloutArgs),
     /// Write per-stage quality reports of a deployment's rollout (HTML, Markdown or JSON).
-    Report(crate::report::ReportArgs),
+    Report(report::ReportArgs),
     /// Validate a config file (and its rubrics), or print the config's JSON Schema.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -85,16 +96,16 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Serve(args) => serve::run(args).await,
-        Command::MockUpstream(args) => crate::mock::run(args).await,
-        Command::Migrate(args) => crate::store::run_migrate(args).await,
-        Command::Rubric(cmd) => crate::rubric::run(cmd).await,
-        Command::Simulate(args) => crate::simulate::run_simulate(args).await,
+        Command::MockUpstream(args) => mock::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Rubric(cmd) => rubric::run(cmd).await,
+        Command::Simulate(args) => simulate::run(args).await,
         Command::Replay(args) => replay::run(args).await,
-        Command::Keys(args) => crate::http::admin::keys::run(args).await,
-        Command::Rollout(args) => crate::rollout::cli::run(args).await,
-        Command::Report(args) => crate::report::run(args).await,
+        Command::Keys(args) => keys::run(args).await,
+        Command::Rollout(args) => rollout::run(args).await,
+        Command::Report(args) => report::run(args).await,
         Command::Config(cmd) => config::run(cmd).await,
         Command::Completions(args) => completions::completions(&args),
         Command::Man => completions::man(),

@@ -1,5 +1,5 @@
 //! `mock`: canarist's own OpenAI-compatible upstream, for the integration tests, the load bench
-//! and the demo (`canarist mock-upstream`).
+//! and the demo (`canarist mock-upstream` is `cli::mock`).
 //!
 //! Named models with profiles (`fixtures/mock/profiles.yaml`: latency, time to first token,
 //! inter-chunk delay, injected errors, truncated and malformed streams, hangs) answer prompts
@@ -27,7 +27,6 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 pub use config::{CohortRate, ErrorStatus, Latency, MockConfig, MockError, Profile};
 pub use dataset::{Dataset, DatasetEntry};
@@ -84,31 +83,4 @@ fn pick(explicit: Option<&Path>, default: &str) -> Option<PathBuf> {
         Some(p) => Some(p.to_path_buf()),
         None => Some(PathBuf::from(default)).filter(|p| p.is_file()),
     }
-}
-
-/// `canarist mock-upstream`: serve until Ctrl-C.
-pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(&args)?;
-    let listen = config.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| MockError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr()?;
-    let models = config.models.len();
-    let entries = config.dataset.len();
-    let state = MockState::new(config);
-    let token = state.shutdown_token();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        token.cancel();
-    });
-    println!(
-        "canarist mock-upstream listening on http://{addr}/v1 ({models} models, {entries} dataset prompts, seed {})",
-        args.seed
-    );
-    serve(listener, state).await?;
-    Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@
 //! Owns: the report model and its stable JSON schema (`model`, documented in
 //! `docs/report-schema.md`), the builder that reads the store (`build`, `worst`), the pure
 //! conversions and statistics glue (`sections`, `stats`; the gate's input comes from `crate::gate_input`), the pure renderers
-//! (`markdown`, `html`, `svg`, and [`to_json`]) and `canarist report` (`cli`).
+//! (`markdown`, `html`, `svg`, and [`to_json`]); `canarist report` is `cli::report`.
 //! Never: writes to the store, changes a rollout, or decides anything — a decision shown in a
 //! report is the one the controller recorded, or `gate::evaluate` re-run and labelled so. The
 //! HTML never references anything outside the file and escapes every text that came from users
@@ -13,7 +13,6 @@
 //! computed is shown as missing (`null`, `–`), never as zero.
 
 mod build;
-pub mod cli;
 mod format;
 mod html;
 mod html_answers;
@@ -29,7 +28,6 @@ mod worst;
 pub use build::{
     BuildOptions, DEFAULT_ALPHA, DEFAULT_TARGET_N, build_all, build_with, recorded_decision,
 };
-pub use cli::{ReportArgs, run};
 pub use html::to_html;
 pub use markdown::to_markdown;
 pub use model::{AaReport, REFERENCE_LABEL, SCHEMA_VERSION, StageReport};

@@ -5,8 +5,8 @@
 //! rollouts, machine states and traffic (`stored`), the actions everyone calls (`actions`: persist, then apply), the controller loop
 //! on the leader replica (`controller`), the guardrail fast path (`guardrails`), alert webhooks
 //! (`alerts`), this process's live traffic table (`live`), the traffic service every traffic change
-//! goes through (`traffic`), what the rollout metrics' labels and gauges read (`metrics`) and
-//! `canarist rollout …` (`cli`).
+//! goes through (`traffic`), and what the rollout metrics' labels and gauges read (`metrics`);
+//! `canarist rollout …` is `cli::rollout` over `actions`.
 //! Never: makes a statistical decision (the gate does) or routes a request (routing does).
 //! Fails closed: a ramp with any problem is not used; a transition that cannot be persisted
 //! does not take effect.
@@ -14,7 +14,6 @@
 pub mod actions;
 pub mod alerts;
 pub mod canary_guard;
-pub mod cli;
 pub mod controller;
 pub mod guardrails;
 pub mod live;

@@ -1,4 +1,4 @@
-//! `canarist simulate`: runs the real gate, guardrail and rollout state machine tick by tick on
+//! The engine of `canarist simulate` (`cli::simulate` prints it): runs the real gate, guardrail and rollout state machine tick by tick on
 //! synthetic traffic (seeded, reproducible), many times per scenario, next to two reference
 //! gates on the same streams, and reports how often each rolled back, promoted or held, and
 //! how fast it rolled back.
@@ -11,7 +11,6 @@ mod drivers;
 mod traffic;
 
 use std::collections::BTreeMap;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -383,23 +382,4 @@ pub fn render_table(rows: &[Row]) -> String {
         ));
     }
     out
-}
-
-/// `canarist simulate`.
-pub async fn run_simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let cfg = SimConfig::from_args(&args)?;
-    let json = args.json;
-    let rows = tokio::task::spawn_blocking(move || simulate(&cfg)).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print!("{}", render_table(&rows));
-        println!(
-            "\nticks of {TICK_SECS}s; ramp shadow 20% → 5% → 25% → 50% (each ≥ 5 min and 500 judged pairs, ≤ 60 min then hold and alert);\n\
-             canarist: asymptotic confidence sequences, α = 0.05 for promotion and for rollback split over 4 metrics × 3 cohorts, plus guardrails;\n\
-             welch_rolling: Welch t-test p < 0.05 over the last 200 pairs every tick; mean_drop: mean score down > 5 points on 0–100 after 20 pairs;\n\
-             the reference gates promote once a stage's minimums are met. Detection delay is over runs that rolled back."
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -27,7 +27,6 @@
 //! WAL mode with `synchronous = NORMAL`: a power loss (not a process kill) may also lose the last
 //! committed transactions, never corrupt the file.
 
-use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -247,31 +246,6 @@ pub(crate) fn to_u64(value: i64) -> u64 {
 }
 
 /// `canarist migrate`: runs the migrations against the configured database and exits.
-#[derive(Debug, clap::Args)]
-pub struct MigrateArgs {
-    /// Database URL (`sqlite://canarist.db`, `postgres://…`).
-    #[arg(long, env = "DATABASE_URL", conflicts_with = "config")]
-    pub database_url: Option<String>,
-    /// Read `storage.url` from this config file instead.
-    #[arg(long)]
-    pub config: Option<std::path::PathBuf>,
-}
-
-pub async fn run_migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    let url = match (args.database_url, args.config) {
-        (Some(url), _) => url,
-        (None, Some(path)) => {
-            crate::config::Config::load_with(&path, crate::config::LoadMode::Store)?.storage_url
-        }
-        (None, None) => anyhow::bail!("give --database-url (or DATABASE_URL) or --config"),
-    };
-    let store = Store::connect_no_migrate(&url, &StoreOptions::default()).await?;
-    store.migrate().await?;
-    store.close().await;
-    eprintln!("migrations applied to {}", redact_url(&url));
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -320,8 +320,11 @@ async fn the_cli_writes_one_file_per_stage() {
     let gate = dir.path().join("gate.yaml");
     std::fs::write(&gate, "metrics:\n  - { name: helpfulness, kind: mean, direction: higher_is_better, margin: 0.3 }\n").unwrap();
     let out = dir.path().join("out");
-    for format in [report::cli::Format::Md, report::cli::Format::Json] {
-        let args = report::ReportArgs {
+    for format in [
+        canarist::cli::report::Format::Md,
+        canarist::cli::report::Format::Json,
+    ] {
+        let args = canarist::cli::report::ReportArgs {
             config: config.clone(),
             deployment: DEPLOYMENT.into(),
             stage: None,
@@ -332,7 +335,7 @@ async fn the_cli_writes_one_file_per_stage() {
             ramp: None,
             worst: 2,
         };
-        report::run(args).await.unwrap();
+        canarist::cli::report::run(args).await.unwrap();
     }
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
@@ -352,7 +355,9 @@ async fn the_cli_writes_one_file_per_stage() {
     assert_eq!(report::from_json(&text).unwrap().worst_answers.len(), 2);
     // A bad policy file names the file and the field.
     std::fs::write(&gate, "metrics: []\n").unwrap();
-    let err = report::cli::load_policy(&gate).unwrap_err().to_string();
+    let err = canarist::cli::report::load_policy(&gate)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("gate.yaml") && err.contains("gate.metrics"),
         "{err}"

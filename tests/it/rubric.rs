@@ -384,13 +384,13 @@ fn hash_ignores_key_order_comments_and_description_and_follows_the_prompt() {
 // ---------- lock file ----------
 
 fn check_in(dir: &Path, update: bool) -> (ExitCode, String) {
-    let args = CheckArgs {
+    let args = canarist::cli::rubric::CheckArgs {
         files: Vec::new(),
         dir: dir.to_path_buf(),
         lock: None,
         update,
     };
-    canarist::rubric::check(&args).unwrap()
+    canarist::cli::rubric::check(&args).unwrap()
 }
 
 #[test]

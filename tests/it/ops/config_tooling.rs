@@ -64,12 +64,12 @@ fn schema_accepts_every_fixture_config_and_rejects_the_broken_one() {
     // The demo's config is a template: validate it filled in, as the demo writes it.
     configs.push((
         root().join("fixtures/demo/canarist.yaml"),
-        canarist::demo::scenario::config_yaml(&canarist::demo::scenario::Fill {
+        canarist::cli::demo::scenario::config_yaml(&canarist::cli::demo::scenario::Fill {
             mock_url: "http://127.0.0.1:9/v1",
             storage_url: "sqlite://demo.db",
             rubrics_dir: "rubrics",
             candidate: "mock-candidate-good",
-            pace: canarist::demo::scenario::Pace::new(true),
+            pace: canarist::cli::demo::scenario::Pace::new(true),
         }),
     ));
     for (path, yaml) in &configs {

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 /// The config template (fixtures/demo/canarist.yaml).
-pub const CONFIG_TEMPLATE: &str = include_str!("../../fixtures/demo/canarist.yaml");
+pub const CONFIG_TEMPLATE: &str = include_str!("../../../fixtures/demo/canarist.yaml");
 /// The rubric template (fixtures/demo/support-chat.yaml).
-pub const RUBRIC_TEMPLATE: &str = include_str!("../../fixtures/demo/support-chat.yaml");
+pub const RUBRIC_TEMPLATE: &str = include_str!("../../../fixtures/demo/support-chat.yaml");
 
 /// The demo deployment's slug and model alias.
 pub const DEPLOYMENT: &str = "support-bot";

@@ -11,11 +11,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::{
-    BuildOptions, StageReport, build_all, build_with, file_name, to_html, to_json, to_markdown,
-};
 use crate::config::{Config, ConfigError, LoadMode};
 use crate::gate::GatePolicy;
+use crate::report::{
+    BuildOptions, ReportError, StageReport, build_all, build_with, file_name, to_html, to_json,
+    to_markdown,
+};
 use crate::rollout::Ramp;
 use crate::store::{Store, StoreOptions};
 
@@ -67,7 +68,7 @@ pub struct ReportArgs {
 }
 
 /// The report rendered in `format`.
-pub fn render(report: &StageReport, format: Format) -> Result<String, super::ReportError> {
+pub fn render(report: &StageReport, format: Format) -> Result<String, ReportError> {
     Ok(match format {
         Format::Html => to_html(report),
         Format::Md => to_markdown(report),

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::actions::{self, Actor, RolloutCtx, RolloutError};
-use super::alerts::{AlertOptions, Alerts};
 use crate::config::{Config, LoadMode};
+use crate::rollout::actions::{self, Actor, RolloutCtx, RolloutError};
+use crate::rollout::alerts::{AlertOptions, Alerts};
 use crate::store::{Store, redact_url};
 
 #[derive(Debug, clap::Args)]
