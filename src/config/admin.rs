@@ -29,6 +29,15 @@ pub struct RawAdmin {
     /// When true, `/v1/chat/completions` and the other proxy routes need a valid key or token.
     #[serde(default)]
     pub proxy_keys_required: Option<bool>,
+    /// Failed authentications (a key or token presented and refused) allowed per minute from
+    /// one client address; beyond them the address gets 429 before any key is looked up.
+    /// Default 30.
+    #[serde(default)]
+    pub auth_failures_per_minute: Option<u32>,
+    /// Failed authentications one address may make at once before the per-minute rate
+    /// applies. Default 10.
+    #[serde(default)]
+    pub auth_failure_burst: Option<u32>,
     #[serde(default)]
     pub jwt: Option<RawJwt>,
 }
@@ -53,11 +62,13 @@ pub struct RawJwt {
     /// Claim whose value is the role (`viewer`, `admin`, `owner`, `client`). Default `role`.
     #[serde(default)]
     pub role_claim: Option<String>,
+    /// The `iss` every token must carry (required).
     #[serde(default)]
     pub issuer: Option<String>,
     /// Name of the environment variable that holds `issuer`.
     #[serde(default)]
     pub issuer_env: Option<String>,
+    /// The `aud` every token must carry (required).
     #[serde(default)]
     pub audience: Option<String>,
     /// Name of the environment variable that holds `audience`.
@@ -74,6 +85,8 @@ pub struct AdminConfig {
     pub rate_limit_per_minute: NonZeroU32,
     pub rate_limit_burst: NonZeroU32,
     pub proxy_keys_required: bool,
+    pub auth_failures_per_minute: NonZeroU32,
+    pub auth_failure_burst: NonZeroU32,
     pub jwt: Option<JwtConfig>,
 }
 
@@ -83,6 +96,8 @@ impl Default for AdminConfig {
             rate_limit_per_minute: default_rate_limit_per_minute(),
             rate_limit_burst: default_rate_limit_burst(),
             proxy_keys_required: false,
+            auth_failures_per_minute: default_auth_failures_per_minute(),
+            auth_failure_burst: default_auth_failure_burst(),
             jwt: None,
         }
     }
@@ -94,6 +109,12 @@ pub fn default_rate_limit_per_minute() -> NonZeroU32 {
 pub fn default_rate_limit_burst() -> NonZeroU32 {
     NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN)
 }
+pub fn default_auth_failures_per_minute() -> NonZeroU32 {
+    NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN)
+}
+pub fn default_auth_failure_burst() -> NonZeroU32 {
+    NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)
+}
 
 /// How bearer tokens that are not API keys are verified.
 #[derive(Clone)]
@@ -102,8 +123,10 @@ pub struct JwtConfig {
     /// Verification keys with their `kid` (a PEM file gives one key without a kid).
     pub keys: Arc<Vec<(Option<String>, DecodingKey)>>,
     pub role_claim: String,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry.
+    pub audience: String,
     pub leeway_seconds: u64,
 }
 
@@ -161,6 +184,18 @@ pub(super) fn validate(
         "rate_limit_burst",
         &mut push,
     );
+    let auth_failures_per_minute = positive(
+        raw.auth_failures_per_minute,
+        default_auth_failures_per_minute(),
+        "auth_failures_per_minute",
+        &mut push,
+    );
+    let auth_failure_burst = positive(
+        raw.auth_failure_burst,
+        default_auth_failure_burst(),
+        "auth_failure_burst",
+        &mut push,
+    );
     let jwt = match (raw.jwt, jwt_secrets) {
         (Some(j), Some(Ok(secrets))) => jwt(path, j, secrets, &mut push),
         _ => None,
@@ -169,6 +204,8 @@ pub(super) fn validate(
         rate_limit_per_minute,
         rate_limit_burst,
         proxy_keys_required: raw.proxy_keys_required.unwrap_or(false),
+        auth_failures_per_minute,
+        auth_failure_burst,
         jwt,
     }
 }
@@ -265,12 +302,25 @@ fn jwt(
     if role_claim.is_empty() {
         push("jwt.role_claim", "must not be empty".into());
     }
+    // Without them any token the key ever signed (for any service) would be accepted.
+    let mut required = |field: &str, value: Option<String>| {
+        let value = value.filter(|v| !v.is_empty());
+        if value.is_none() {
+            push(
+                &format!("jwt.{field}"),
+                format!("is required: tokens must name this gateway (`{field}` or `{field}_env`)"),
+            );
+        }
+        value
+    };
+    let issuer = required("issuer", secrets.issuer);
+    let audience = required("audience", secrets.audience);
     Some(JwtConfig {
         algorithm: algorithm?,
         keys: Arc::new(keys?),
         role_claim,
-        issuer: secrets.issuer,
-        audience: secrets.audience,
+        issuer: issuer?,
+        audience: audience?,
         leeway_seconds: raw.leeway_seconds.unwrap_or(30),
     })
 }
@@ -364,6 +414,7 @@ mod tests {
             jwt: Some(RawJwt {
                 public_key_file_env: Some("JWT_KEY".into()),
                 issuer_env: Some("JWT_ISS".into()),
+                audience: Some("canarist".into()),
                 ..raw_jwt()
             }),
             ..RawAdmin::default()
@@ -372,7 +423,8 @@ mod tests {
         let cfg = validate(&dir, Some(raw), &env, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         let jwt = cfg.jwt.unwrap();
-        assert_eq!(jwt.issuer.as_deref(), Some("https://issuer.example"));
+        assert_eq!(jwt.issuer, "https://issuer.example");
+        assert_eq!(jwt.audience, "canarist");
         assert_eq!(jwt.keys.len(), 1);
     }
 
@@ -386,13 +438,15 @@ mod tests {
 
         let raw = RawAdmin {
             rate_limit_per_minute: Some(0),
-            rate_limit_burst: None,
             proxy_keys_required: Some(true),
             jwt: Some(RawJwt {
                 algorithm: "HS256".into(),
                 public_key_file: Some("missing.pem".into()),
+                issuer: Some("iss".into()),
+                audience: Some("aud".into()),
                 ..raw_jwt()
             }),
+            ..RawAdmin::default()
         };
         let cfg = validate(Path::new("c.yaml"), Some(raw), &|_| None, &mut problems);
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
@@ -411,6 +465,8 @@ mod tests {
             jwt: Some(RawJwt {
                 algorithm: "ES256".into(),
                 jwks_file: Some("nope.json".into()),
+                issuer: Some("iss".into()),
+                audience: Some("aud".into()),
                 ..raw_jwt()
             }),
             ..RawAdmin::default()

@@ -14,6 +14,19 @@
 //!
 //! The total duration of a mirrored call, its stream included, is the deployment's
 //! `shadow.timeout`.
+//!
+//! The `server:` section bounds what a client holds: time to send its headers and its body,
+//! connections, requests in flight.
+//!
+//! ```yaml
+//! server:
+//!   header_read_timeout: 30s     # a request's headers (and an idle keep-alive connection)
+//!   body_read_timeout: 60s       # a request's whole body; beyond it: 408
+//!   max_connections: 1024        # open connections; one more is closed at once
+//!   max_requests_in_flight: 512  # requests being answered; one more gets 503 + Retry-After
+//! ```
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -115,6 +128,110 @@ pub(super) fn upstream_limits(
         ),
         max_tool_calls: field("max_tool_calls", raw.max_tool_calls, d.max_tool_calls),
         max_choices: field("max_choices", raw.max_choices, d.max_choices),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Time a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open (default 30s).
+    #[schemars(with = "Option<String>")]
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+    /// Time a client has to send a request's whole body; beyond it the request gets 408
+    /// (default 60s).
+    #[schemars(with = "Option<String>")]
+    #[serde(default, with = "humantime_serde")]
+    pub body_read_timeout: Option<Duration>,
+    /// Open client connections; one beyond it is closed as soon as it is accepted (default 1024).
+    #[serde(default)]
+    pub max_connections: Option<u64>,
+    /// Requests being answered at once (streams until their end); one beyond it gets 503 with
+    /// `Retry-After` (default 512). `/metrics` and `/healthz` are not counted.
+    #[serde(default)]
+    pub max_requests_in_flight: Option<u64>,
+}
+
+/// Validated `server:` bounds on what a client may hold; every field is positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_requests_in_flight: usize,
+}
+
+pub fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+pub fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+pub fn default_max_connections() -> usize {
+    1024
+}
+pub fn default_max_requests_in_flight() -> usize {
+    512
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            max_connections: default_max_connections(),
+            max_requests_in_flight: default_max_requests_in_flight(),
+        }
+    }
+}
+
+pub(super) fn server(raw: Option<RawServer>, problems: &mut Vec<Problem>) -> ServerLimits {
+    let d = ServerLimits::default();
+    let Some(raw) = raw else {
+        return d;
+    };
+    let mut zero = |name: &str| {
+        problems.push(Problem {
+            field: format!("server.{name}"),
+            message: "must be greater than 0".to_owned(),
+        });
+    };
+    let mut duration = |name: &str, value: Option<Duration>, default: Duration| match value {
+        None => default,
+        Some(v) if v.is_zero() => {
+            zero(name);
+            default
+        }
+        Some(v) => v,
+    };
+    let header_read_timeout = duration(
+        "header_read_timeout",
+        raw.header_read_timeout,
+        d.header_read_timeout,
+    );
+    let body_read_timeout = duration(
+        "body_read_timeout",
+        raw.body_read_timeout,
+        d.body_read_timeout,
+    );
+    let mut count = |name: &str, value: Option<u64>, default: usize| match value {
+        None => default,
+        Some(0) => {
+            zero(name);
+            default
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    ServerLimits {
+        header_read_timeout,
+        body_read_timeout,
+        max_connections: count("max_connections", raw.max_connections, d.max_connections),
+        max_requests_in_flight: count(
+            "max_requests_in_flight",
+            raw.max_requests_in_flight,
+            d.max_requests_in_flight,
+        ),
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use crate::vocab::{ConfigError, Mode, Problem};
 pub use admin::{AdminConfig, JwtConfig};
 pub use judge::{JudgeConfig, RawJudge, default_rubrics_dir};
-pub use limits::{RawUpstreamLimits, UpstreamLimits};
+pub use limits::{RawServer, RawUpstreamLimits, ServerLimits, UpstreamLimits};
 pub use raw::RawConfig;
 pub use rollout::{
     AlertFormat, AlertTarget, CanaryGuards, ControllerSettings, RawAlerts, RawController,
@@ -50,10 +50,14 @@ pub struct Config {
     /// Provider for models that are no deployment; `None` answers them 404 `model_not_found`.
     pub default_provider: Option<String>,
     pub tenant_header: Option<http::HeaderName>,
+    /// Longest unit key or cohort label value accepted (`routing.max_key_bytes`).
+    pub max_key_bytes: usize,
     pub deployments: Vec<Deployment>,
     pub capture: CaptureConfig,
     /// Bounds on what an upstream may send (`upstream_limits:`).
     pub upstream_limits: UpstreamLimits,
+    /// Bounds on what a client may hold (`server:`).
+    pub server: ServerLimits,
     /// `sqlite://…` (default `sqlite://canarist.db`) or `postgres://…`.
     pub storage_url: String,
     /// How long observations and their bodies are kept (`storage.keep_*`).
@@ -62,6 +66,8 @@ pub struct Config {
     pub judge: Option<JudgeConfig>,
     /// The admin API (`admin:`).
     pub admin: AdminConfig,
+    /// `metrics:`.
+    pub metrics: MetricsConfig,
     /// Deployment slug → its ramp, gate, guardrails and alerts (only deployments with a `ramp`).
     pub rollouts: BTreeMap<String, RolloutSettings>,
     /// Deployment slug → guardrails and alerts of a deployment without a `ramp` (they watch
@@ -80,17 +86,33 @@ impl std::fmt::Debug for Config {
             .field("prices", &self.prices)
             .field("default_provider", &self.default_provider)
             .field("tenant_header", &self.tenant_header)
+            .field("max_key_bytes", &self.max_key_bytes)
             .field("deployments", &self.deployments)
             .field("capture", &self.capture)
+            .field("upstream_limits", &self.upstream_limits)
+            .field("server", &self.server)
             .field("storage_url", &"<redacted>")
             .field("retention", &self.retention)
             .field("judge", &self.judge)
             .field("admin", &self.admin)
+            .field("metrics", &self.metrics)
             .field("rollouts", &self.rollouts)
             .field("canary_guards", &self.canary_guards)
             .field("controller", &self.controller)
             .finish()
     }
+}
+
+/// The `metrics:` section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `GET /metrics` needs a key of role `viewer` or above.
+    pub require_key: bool,
+}
+
+/// `routing.max_key_bytes` when absent.
+pub fn default_max_key_bytes() -> usize {
+    256
 }
 
 /// An OpenAI-compatible upstream.

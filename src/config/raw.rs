@@ -35,6 +35,10 @@ pub struct RawConfig {
     /// Bounds on what an upstream may send (`config::limits`).
     #[serde(default)]
     pub upstream_limits: Option<super::limits::RawUpstreamLimits>,
+    /// Bounds on what a client may hold: header and body read time, connections, requests in
+    /// flight (`config::limits`).
+    #[serde(default)]
+    pub server: Option<super::limits::RawServer>,
     #[serde(default)]
     pub storage: Option<RawStorage>,
     #[serde(default)]
@@ -42,6 +46,9 @@ pub struct RawConfig {
     /// The admin API: rate limits, proxy client keys, JWT verification.
     #[serde(default)]
     pub admin: Option<super::admin::RawAdmin>,
+    /// `GET /metrics`: whether it needs a key.
+    #[serde(default)]
+    pub metrics: Option<RawMetrics>,
     /// The rollout controller (`tick`); see `config::rollout`.
     #[serde(default)]
     pub controller: Option<super::rollout::RawController>,
@@ -84,6 +91,18 @@ pub struct RawRouting {
     /// Header whose value is the unit key when neither `x-canarist-unit` nor `user` is present.
     #[serde(default)]
     pub tenant_header: Option<String>,
+    /// Longest unit key or cohort label value a request may carry, in bytes (default 256); a
+    /// longer one is refused with 400 naming its field.
+    #[serde(default)]
+    pub max_key_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Require a canarist key of role `viewer` or above on `GET /metrics` (default false).
+    #[serde(default)]
+    pub require_key: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -267,7 +286,8 @@ pub struct RawSpool {
     pub max_bytes: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+/// `storage:`. Its `Debug` output redacts the URL (it may carry a password).
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
     /// `sqlite://…` or `postgres://…` (default `sqlite://canarist.db`).
@@ -284,4 +304,15 @@ pub struct RawStorage {
     #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub keep_bodies: Option<std::time::Duration>,
+}
+
+impl std::fmt::Debug for RawStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawStorage")
+            .field("url", &self.url.as_deref().map(crate::store::redact_url))
+            .field("url_env", &self.url_env)
+            .field("keep_observations", &self.keep_observations)
+            .field("keep_bodies", &self.keep_bodies)
+            .finish()
+    }
 }

@@ -30,8 +30,8 @@ pub struct RawController {
     pub leader_retry: Option<Duration>,
 }
 
-/// `alerts:` in a deployment.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+/// `alerts:` in a deployment. Its `Debug` output redacts the webhook URL.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
     /// The webhook (a Slack incoming-webhook URL is a secret: prefer `webhook_url_env`).
@@ -59,6 +59,19 @@ pub enum AlertFormat {
 pub struct AlertTarget {
     pub webhook_url: String,
     pub format: AlertFormat,
+}
+
+impl std::fmt::Debug for RawAlerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawAlerts")
+            .field(
+                "webhook_url",
+                &self.webhook_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("webhook_url_env", &self.webhook_url_env)
+            .field("format", &self.format)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for AlertTarget {

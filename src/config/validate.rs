@@ -141,6 +141,22 @@ pub(super) fn validate(
         })
     });
 
+    let max_key_bytes = match raw.routing.max_key_bytes {
+        None => default_max_key_bytes(),
+        Some(0) => {
+            p.push("routing.max_key_bytes", "must be greater than 0".to_owned());
+            default_max_key_bytes()
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let metrics = super::MetricsConfig {
+        require_key: raw
+            .metrics
+            .as_ref()
+            .and_then(|m| m.require_key)
+            .unwrap_or(false),
+    };
+
     let mut deployments = Vec::new();
     let mut slugs = BTreeSet::new();
     let mut aliases = BTreeSet::new();
@@ -178,6 +194,7 @@ pub(super) fn validate(
 
     let capture = capture(path, raw.capture, &mut p);
     let upstream_limits = super::limits::upstream_limits(raw.upstream_limits, &mut p.0);
+    let server = super::limits::server(raw.server, &mut p.0);
     let (storage_url, retention) = match raw.storage {
         None => (Ok(None), Retention::default()),
         Some(s) => (
@@ -225,13 +242,16 @@ pub(super) fn validate(
         prices,
         default_provider: raw.default_provider,
         tenant_header,
+        max_key_bytes,
         deployments,
         capture,
         upstream_limits,
+        server,
         storage_url,
         retention,
         judge,
         admin,
+        metrics,
         rollouts,
         canary_guards,
         controller,

@@ -22,8 +22,13 @@ pub enum ApiError {
     BadRequest(#[from] RequestError),
     #[error("Request body is larger than the {limit}-byte limit.")]
     TooLarge { limit: usize },
+    #[error("The request body was not received within {} ms.", .0.as_millis())]
+    BodyTimeout(std::time::Duration),
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
+    /// A unit key or cohort label value above `routing.max_key_bytes`.
+    #[error("`{param}` is longer than the {limit}-byte limit.")]
+    TooLong { param: String, limit: usize },
     #[error("The upstream provider could not be reached.")]
     Unreachable,
     #[error("The upstream provider did not answer in time.")]
@@ -37,8 +42,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::TooLong { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unreachable | ApiError::BadUpstream => StatusCode::BAD_GATEWAY,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -48,15 +54,17 @@ impl ApiError {
 
     pub fn blame(&self) -> Blame {
         match self {
-            ApiError::BadRequest(_) | ApiError::TooLarge { .. } | ApiError::ModelNotFound(_) => {
-                Blame::Client
-            }
+            ApiError::BadRequest(_)
+            | ApiError::TooLarge { .. }
+            | ApiError::BodyTimeout(_)
+            | ApiError::TooLong { .. }
+            | ApiError::ModelNotFound(_) => Blame::Client,
             ApiError::Unreachable | ApiError::Timeout | ApiError::BadUpstream => Blame::Upstream,
             ApiError::Internal(_) => Blame::Gateway,
         }
     }
 
-    fn kind(&self) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+    fn kind(&self) -> (&'static str, Option<&str>, Option<&'static str>) {
         match self {
             ApiError::BadRequest(e) => (
                 "invalid_request_error",
@@ -68,10 +76,16 @@ impl ApiError {
                 }),
             ),
             ApiError::TooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
+            ApiError::BodyTimeout(_) => ("invalid_request_error", None, Some("request_timeout")),
             ApiError::ModelNotFound(_) => (
                 "invalid_request_error",
                 Some("model"),
                 Some("model_not_found"),
+            ),
+            ApiError::TooLong { param, .. } => (
+                "invalid_request_error",
+                Some(param.as_str()),
+                Some("string_above_max_length"),
             ),
             ApiError::Unreachable => ("upstream_error", None, Some("upstream_unreachable")),
             ApiError::Timeout => ("upstream_error", None, Some("upstream_timeout")),

@@ -8,6 +8,7 @@
 
 pub mod admin;
 mod background;
+mod bounds;
 mod error;
 mod mirror;
 mod proxy;
@@ -21,8 +22,11 @@ mod tee;
 mod ui;
 
 use axum::Router;
+use axum::http::HeaderValue;
+use axum::response::Response;
 use axum::routing::{get, post};
 
+pub use bounds::BodyReadTimeout;
 pub use error::{ApiError, Blame, error_body};
 pub use server::{drain_background, serve};
 pub use spend::SpendTracker;
@@ -52,14 +56,62 @@ pub fn router(state: AppState) -> Router {
             admin::require_client,
         ));
     }
+    let bounded = axum::middleware::from_fn_with_state(state.clone(), bounds::bound_request);
     proxy
-        .route("/metrics", get(proxy::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(proxy::not_found)
         .with_state(state)
-        .merge(admin::router(admin))
+        .merge(admin::router(admin.clone()))
+        .merge(
+            Router::new()
+                .route("/metrics", get(admin::metrics))
+                .with_state(admin),
+        )
         .merge(ui::router())
+        .layer(bounded)
         .layer(axum::middleware::map_response(ensure_request_id))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The policy of every HTML page the gateway serves (the dashboard, stage reports): scripts
+/// and styles only from the gateway itself, plus the report's one inline style by its hash;
+/// no inline script at all; nothing may frame a page.
+fn html_policy() -> HeaderValue {
+    let policy = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self' {}; img-src 'self' data:; \
+         connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        crate::report::style_source()
+    );
+    HeaderValue::from_str(&policy)
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
+}
+
+/// `Content-Security-Policy` (strict for HTML, nothing at all for anything else),
+/// `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer` on every response.
+async fn security_headers(mut response: Response) -> Response {
+    use axum::http::header;
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let h = response.headers_mut();
+    let policy = if html {
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        html_policy()
+    } else {
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")
+    };
+    h.insert(header::CONTENT_SECURITY_POLICY, policy);
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// Every response carries a request id; proxied ones already have the id their observations

@@ -60,7 +60,8 @@ pub async fn models(State(gw): State<AppState>) -> Response {
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
-pub async fn metrics(State(gw): State<AppState>) -> Response {
+/// `GET /metrics` (when `metrics.require_key`, the admin API checks the key first).
+pub fn metrics(gw: &Gateway) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -116,10 +117,10 @@ async fn phases(
     request_id: Uuid,
     started: Instant,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(body, headers, gw.config.max_body_bytes).await?;
+    let bytes = read_body(gw, body, headers).await?;
     let req = shape.parse(&bytes)?;
     let credentials = ClientCredentials::from_headers(headers);
-    let Some(routed) = route(gw, shape, &req, headers, request_id) else {
+    let Some(routed) = route(gw, shape, &req, headers, request_id)? else {
         return passthrough(gw, &req, bytes.to_vec(), &credentials).await;
     };
     let background = background::start(gw, &routed, &req, &credentials);
@@ -160,11 +161,14 @@ fn finish(gw: &Gateway, routed: &RoutedRequest, answered: Answered, started: Ins
     response
 }
 
+/// The whole request body, up to `max_body_bytes`, within `server.body_read_timeout` (the
+/// deadline is on the body itself: `bounds`).
 async fn read_body(
+    gw: &Gateway,
     body: Body,
     headers: &HeaderMap,
-    limit: usize,
 ) -> Result<bytes::Bytes, ApiError> {
+    let limit = gw.config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -177,6 +181,9 @@ async fn read_body(
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
             ApiError::TooLarge { limit }
+        } else if let Some(super::BodyReadTimeout(after)) = super::BodyReadTimeout::find(&e) {
+            gw.metrics.http.body_timeouts.inc();
+            ApiError::BodyTimeout(after)
         } else {
             ApiError::BadRequest(request::RequestError::InvalidJson(
                 "the body could not be read".to_owned(),

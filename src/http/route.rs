@@ -9,13 +9,13 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::capture::{PairSlot, Purpose, Role};
-use crate::config::{Deployment, Variant};
-use crate::routing::{self, Draws, Plan, RoutedDeployment, Target, UNIT_HEADER};
+use crate::config::{Cohorts, Deployment, LabelSource, Variant};
+use crate::routing::{self, Draws, Plan, RoutedDeployment, Target, UNIT_HEADER, UnitSource};
 use crate::upstream::request::ClientRequest;
 use crate::upstream::shape::WireShape;
 
-use super::Gateway;
 use super::side::{RequestCtx, Side};
+use super::{ApiError, Gateway};
 
 /// A request routed to a deployment: everything the later phases read.
 pub(super) struct RoutedRequest {
@@ -24,16 +24,19 @@ pub(super) struct RoutedRequest {
     pub ctx: Arc<RequestCtx>,
 }
 
-/// Routes `req`, or `None` when its model is no deployment (the passthrough answers it).
+/// Routes `req`, or `None` when its model is no deployment (the passthrough answers it). A unit
+/// key or cohort label value above `routing.max_key_bytes` is a 400 naming its field.
 pub(super) fn route(
     gw: &Gateway,
     shape: &'static dyn WireShape,
     req: &ClientRequest<'_>,
     headers: &HeaderMap,
     request_id: Uuid,
-) -> Option<RoutedRequest> {
+) -> Result<Option<RoutedRequest>, ApiError> {
     let traffic = gw.traffic.load();
-    let routed = traffic.by_model(&req.model)?.clone();
+    let Some(routed) = traffic.by_model(&req.model).cloned() else {
+        return Ok(None);
+    };
     let dep = &routed.deployment;
     let tenant = gw
         .config
@@ -50,6 +53,7 @@ pub(super) fn route(
         |h| header_str(headers, h.as_str()),
         req.metadata.as_ref(),
     );
+    check_lengths(gw, unit, &dep.cohorts, &labels)?;
     let draws = Draws {
         unsticky_bucket: rand::random_range(0..routing::BUCKETS),
         pair_roll: rand::random_range(0..routing::BUCKETS),
@@ -75,7 +79,42 @@ pub(super) fn route(
         keep_bodies: body_rate >= 1.0 || rand::random::<f64>() < body_rate,
     });
     record_span(&ctx, &plan);
-    Some(RoutedRequest { routed, plan, ctx })
+    Ok(Some(RoutedRequest { routed, plan, ctx }))
+}
+
+/// The unit key and every cohort label value within `routing.max_key_bytes`, or the field of
+/// the first that is not (`user`, `x-canarist-unit`, the tenant header, `metadata.<key>` or
+/// a label's header).
+fn check_lengths(
+    gw: &Gateway,
+    unit: Option<(&str, UnitSource)>,
+    cohorts: &Cohorts,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    let limit = gw.config.max_key_bytes;
+    let too_long = |param: String| ApiError::TooLong { param, limit };
+    if let Some((key, source)) = unit
+        && key.len() > limit
+    {
+        return Err(too_long(match source {
+            UnitSource::Header => UNIT_HEADER.to_owned(),
+            UnitSource::User => "user".to_owned(),
+            UnitSource::Tenant => gw
+                .config
+                .tenant_header
+                .as_ref()
+                .map_or_else(|| "tenant".to_owned(), |h| h.as_str().to_owned()),
+        }));
+    }
+    for (name, source) in &cohorts.labels {
+        if labels.get(name).is_some_and(|v| v.len() > limit) {
+            return Err(too_long(match source {
+                LabelSource::Header(h) => h.as_str().to_owned(),
+                LabelSource::Metadata(key) => format!("metadata.{key}"),
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// Fills the request span's routing fields (a no-op without a subscriber).

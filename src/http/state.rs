@@ -29,6 +29,8 @@ pub struct Gateway {
     pub store: Option<crate::store::Store>,
     /// Where call outcomes go for the rollout guardrails (`None`: no guardrails run).
     pub outcomes: Option<OutcomeSender>,
+    /// The places for requests in flight (`server.max_requests_in_flight`).
+    pub in_flight: super::bounds::InFlight,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -58,6 +60,7 @@ impl Gateway {
         } = parts;
         let upstreams = Upstreams::new(config.providers.values())?;
         Ok(Self {
+            in_flight: super::bounds::InFlight::new(config.server.max_requests_in_flight),
             config,
             traffic,
             upstreams,

@@ -23,6 +23,18 @@ pub fn esc(s: &str) -> String {
 /// The page style (screen and print), inlined into every report.
 const CSS: &str = include_str!("report.css");
 
+/// The `Content-Security-Policy` source that allows the report's one inline `<style>` block
+/// (`'sha256-…'`), and nothing else inline.
+pub fn style_source() -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(CSS.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    )
+}
+
 pub fn to_html(r: &StageReport) -> String {
     let mut o = String::with_capacity(32 * 1024);
     let title = format!(

@@ -28,7 +28,7 @@ mod worst;
 pub use build::{
     BuildOptions, DEFAULT_ALPHA, DEFAULT_TARGET_N, build_all, build_with, recorded_decision,
 };
-pub use html::to_html;
+pub use html::{style_source, to_html};
 pub use markdown::to_markdown;
 pub use model::{AaReport, REFERENCE_LABEL, SCHEMA_VERSION, StageReport};
 

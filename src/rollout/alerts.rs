@@ -251,8 +251,9 @@ async fn deliver(mut rx: mpsc::Receiver<Job>, options: AlertOptions, stats: Arc<
                     deployment = %job.message.deployment,
                     "alert webhook refused"
                 ),
+                // The URL is a secret (a Slack webhook URL is a credential): never in the log.
                 Err(error) => tracing::warn!(
-                    %error,
+                    error = %error.without_url(),
                     attempt,
                     deployment = %job.message.deployment,
                     "alert webhook failed"

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub fallbacks: Family<DeploymentLabels, Counter>,
     /// Guardrails, gate decisions, stage and percentage gauges, admin 429s, leadership.
     pub rollout: RolloutMetrics,
+    /// What the `server:` bounds refused.
+    pub http: HttpMetrics,
     /// Recent requests' span contexts, for the judge's span links.
     pub traces: TraceIndex,
 }
@@ -180,6 +182,7 @@ impl Metrics {
             fallbacks.clone(),
         );
         let rollout = RolloutMetrics::register(&mut registry);
+        let http = HttpMetrics::register(&mut registry);
         registry.register_collector(Box::new(CaptureCollector { probe: capture }));
         Self {
             registry: std::sync::RwLock::new(registry),
@@ -194,6 +197,7 @@ impl Metrics {
             spend_cap_reached,
             fallbacks,
             rollout,
+            http,
             traces: TraceIndex::default(),
         }
     }
@@ -212,6 +216,40 @@ impl Metrics {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         out
+    }
+}
+
+/// What the server's client bounds (`server:`) and the admin API's failed-authentication
+/// limit refused.
+#[derive(Debug, Clone, Default)]
+pub struct HttpMetrics {
+    /// Connections closed on accept because `server.max_connections` were open.
+    pub connections_refused: Counter,
+    /// Requests answered 503 because `server.max_requests_in_flight` were being answered.
+    pub requests_shed: Counter,
+    /// Requests answered 408 because their body took longer than `server.body_read_timeout`.
+    pub body_timeouts: Counter,
+}
+
+impl HttpMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "http_connections_refused",
+            "Client connections closed on accept because server.max_connections were open",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "http_requests_shed",
+            "Requests answered 503 because server.max_requests_in_flight were being answered",
+            m.requests_shed.clone(),
+        );
+        registry.register(
+            "http_body_timeouts",
+            "Requests answered 408 because their body was not read within server.body_read_timeout",
+            m.body_timeouts.clone(),
+        );
+        m
     }
 }
 

@@ -47,6 +47,8 @@ pub struct RolloutMetrics {
     pub candidate_served_percent: Family<DeploymentLabels, FloatGauge>,
     pub candidate_mirrored_percent: Family<DeploymentLabels, FloatGauge>,
     pub admin_rate_limited: Family<RoleLabels, Counter>,
+    /// Requests refused (429) because their client address failed to authenticate too often.
+    pub auth_failures_limited: Counter,
     pub controller_leader: Gauge,
 }
 
@@ -82,6 +84,11 @@ impl RolloutMetrics {
             "admin_rate_limited",
             "Admin API calls refused with 429 by the per-caller rate limit, by the caller's role",
             m.admin_rate_limited.clone(),
+        );
+        registry.register(
+            "admin_auth_failures_limited",
+            "Requests refused with 429 because their client address failed to authenticate more often than admin.auth_failures_per_minute allows",
+            m.auth_failures_limited.clone(),
         );
         registry.register(
             "controller_leader",

@@ -4,6 +4,8 @@
 
 /// JWT bearer tokens, rate limits, proxy client keys, the OpenAPI document.
 mod auth;
+/// Issue 13 item 7: JWT audience and issuer, failed-authentication limit, 413, lanes, /metrics key.
+mod hardening;
 
 use std::path::PathBuf;
 use std::sync::Arc;

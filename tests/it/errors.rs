@@ -191,3 +191,57 @@ async fn unknown_models_go_to_the_default_provider_when_configured() {
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(h.mock.request_count("mock-stable"), 1);
 }
+
+#[tokio::test]
+async fn oversized_unit_keys_and_cohort_labels_are_refused_naming_the_field() {
+    let h = Harness::start(
+        MockConfig::builtin().unwrap(),
+        r#"
+routing:
+  max_key_bytes: 16
+deployments:
+  - slug: chat
+    stable: { provider: mock, model: mock-stable }
+    cohorts:
+      labels:
+        tier: { metadata: tier }
+        region: { header: x-region }
+"#,
+    )
+    .await;
+    let long = "k".repeat(17);
+    let fits = "k".repeat(16);
+    let with = |key: &str, value: &str| {
+        let mut body = chat_body("chat", "hi");
+        match key {
+            "user" => body["user"] = json!(value),
+            "metadata.tier" => body["metadata"] = json!({"tier": value}),
+            _ => {}
+        }
+        body
+    };
+    for (field, header) in [
+        ("user", None),
+        ("metadata.tier", None),
+        ("x-canarist-unit", Some("x-canarist-unit")),
+        ("x-region", Some("x-region")),
+    ] {
+        let headers: Vec<(&str, &str)> = header.map(|h| (h, long.as_str())).into_iter().collect();
+        let body = expect_error(
+            h.chat(&with(field, &long), &headers).await,
+            400,
+            Some("string_above_max_length"),
+            Some(field),
+        )
+        .await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("16"), "{message}");
+        let headers: Vec<(&str, &str)> = header.map(|h| (h, fits.as_str())).into_iter().collect();
+        let r = h.chat(&with(field, &fits), &headers).await;
+        assert_eq!(r.status(), 200, "{field} at the cap is accepted");
+    }
+    let default =
+        canarist::config::Config::from_yaml(std::path::Path::new("t.yaml"), "{}", &|_| None)
+            .unwrap();
+    assert_eq!(default.max_key_bytes, 256);
+}

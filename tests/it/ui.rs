@@ -137,3 +137,84 @@ async fn the_dashboard_and_the_reports_it_reads() {
     env.stop().await;
     db.cleanup().await;
 }
+
+/// The policy every HTML response of the gateway must carry: nothing inline runs unless its hash
+/// is listed, nothing loads from elsewhere, no page may frame it.
+fn assert_strict_html_headers(path: &str, headers: &reqwest::header::HeaderMap, html: &str) {
+    let csp = headers
+        .get("content-security-policy")
+        .unwrap_or_else(|| panic!("{path}: no Content-Security-Policy"))
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for needle in [
+        "default-src 'none'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(needle), "{path}: {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+    assert!(!csp.contains("unsafe-eval"), "{path}: {csp}");
+    assert!(!csp.contains('*'), "{path}: {csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+    assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+    // Every inline <style> block is allowed by its hash; there is no inline script at all.
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut rest = html;
+    while let Some(start) = rest.find("<style>") {
+        let after = &rest[start + "<style>".len()..];
+        let end = after.find("</style>").expect("a closed style block");
+        let hash = base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(&after.as_bytes()[..end]));
+        assert!(csp.contains(&format!("'sha256-{hash}'")), "{path}: {csp}");
+        rest = &after[end..];
+    }
+    assert!(!html.contains("<script>"), "{path}: no inline script");
+}
+
+#[tokio::test]
+async fn html_responses_send_a_strict_content_security_policy() {
+    let db = sqlite_db().await;
+    let env = Env::start(&db, "").await;
+    let r = env.client.get(env.url("/ui")).send().await.unwrap();
+    let headers = r.headers().clone();
+    let html = r.text().await.unwrap();
+    assert_strict_html_headers("/ui", &headers, &html);
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+
+    let (s, _, v) = env
+        .send(
+            Method::POST,
+            "/v1/deployments/ramped/rollout",
+            Some(&env.admin),
+            Some(json!({"reason": "csp test"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let r = env
+        .client
+        .get(env.url("/v1/deployments/ramped/reports/0"))
+        .bearer_auth(&env.viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let headers = r.headers().clone();
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<style>"));
+    assert_strict_html_headers("report", &headers, &html);
+    // JSON answers are not HTML but still say so strictly.
+    let r = env
+        .client
+        .get(env.url("/v1/deployments"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    env.stop().await;
+    db.cleanup().await;
+}

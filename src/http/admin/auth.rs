@@ -114,9 +114,41 @@ fn bearer(parts: &Parts) -> Result<&str, AdminError> {
     Ok(credential.trim())
 }
 
-/// Authenticates the request's bearer credential (no rate limit charged).
+/// Authenticates the request's bearer credential (no per-caller rate limit charged). A
+/// credential from a client address past its failed-authentication limit is refused with 429
+/// before it is looked up; a refused credential is charged to its address.
 pub async fn authenticate(admin: &Admin, parts: &Parts) -> Result<Principal, AdminError> {
     let credential = bearer(parts)?;
+    let addr = client_addr(parts);
+    if let Some(addr) = addr {
+        admin
+            .failures
+            .admit(addr)
+            .inspect_err(|_| auth_limited(admin))?;
+    }
+    let result = verify(admin, credential).await;
+    if let (Err(AdminError::Unauthorized(_)), Some(addr)) = (&result, addr) {
+        admin
+            .failures
+            .failed(addr)
+            .inspect_err(|_| auth_limited(admin))?;
+    }
+    result
+}
+
+/// The peer address of the connection (`None` outside a served connection, e.g. `oneshot`).
+fn client_addr(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+fn auth_limited(admin: &Admin) {
+    admin.gateway.metrics.rollout.auth_failures_limited.inc();
+}
+
+async fn verify(admin: &Admin, credential: &str) -> Result<Principal, AdminError> {
     if credential.starts_with(KEY_PREFIX) {
         return api_key(admin, credential).await;
     }

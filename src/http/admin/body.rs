@@ -1,11 +1,17 @@
 //! A JSON body extractor whose rejection is a 400 naming the field at fault
-//! (`traffic_percent: invalid type: string "x", expected f64`), in the OpenAI error shape.
+//! (`traffic_percent: invalid type: string "x", expected f64`), in the OpenAI error shape. A
+//! body above [`MAX_BODY_BYTES`] is a 413, one not received within `server.body_read_timeout`
+//! a 408.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use axum::http::header;
 use serde::de::DeserializeOwned;
 
 use super::AdminError;
+use crate::http::BodyReadTimeout;
+
+/// The largest admin API request body (1 MiB; every admin body is a few hundred bytes).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Like `axum::Json`, with errors that name the field.
 pub struct JsonBody<T>(pub T);
@@ -13,12 +19,31 @@ pub struct JsonBody<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = AdminError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, AdminError> {
-        let bytes = Bytes::from_request(req, state)
+    async fn from_request(req: Request, _state: &S) -> Result<Self, AdminError> {
+        let limit = MAX_BODY_BYTES;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(AdminError::TooLarge { limit });
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
-            .map_err(|e| AdminError::InvalidBody {
-                param: None,
-                message: e.body_text(),
+            .map_err(|e| {
+                if let Some(BodyReadTimeout(after)) = BodyReadTimeout::find(&e) {
+                    AdminError::BodyTimeout(after)
+                } else if std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                {
+                    AdminError::TooLarge { limit }
+                } else {
+                    AdminError::InvalidBody {
+                        param: None,
+                        message: "the request body could not be read".to_owned(),
+                    }
+                }
             })?;
         parse(&bytes).map(JsonBody)
     }

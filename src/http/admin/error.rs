@@ -20,6 +20,15 @@ pub enum AdminError {
     /// 429.
     #[error("rate limit exceeded for this key; retry after {retry_after} seconds")]
     RateLimited { retry_after: u64 },
+    /// 429: the client address failed to authenticate too often.
+    #[error("too many failed authentications from this address; retry after {retry_after} seconds")]
+    AuthRateLimited { retry_after: u64 },
+    /// 413.
+    #[error("request body is larger than the {limit}-byte limit of the admin API")]
+    TooLarge { limit: usize },
+    /// 408.
+    #[error("the request body was not received within {} ms", .0.as_millis())]
+    BodyTimeout(std::time::Duration),
     /// 400: the body fails the schema.
     #[error("{message}")]
     InvalidBody {
@@ -64,7 +73,11 @@ impl AdminError {
         match self {
             AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AdminError::Forbidden => StatusCode::FORBIDDEN,
-            AdminError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AdminError::RateLimited { .. } | AdminError::AuthRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            AdminError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AdminError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AdminError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
             AdminError::InvalidTraffic { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AdminError::DeploymentNotFound(_) | AdminError::NotFound { .. } => {
@@ -81,7 +94,11 @@ impl AdminError {
         match self {
             AdminError::Unauthorized(_) => ("authentication_error", None, "invalid_api_key"),
             AdminError::Forbidden => ("permission_error", None, "insufficient_role"),
-            AdminError::RateLimited { .. } => ("rate_limit_error", None, "rate_limit_exceeded"),
+            AdminError::RateLimited { .. } | AdminError::AuthRateLimited { .. } => {
+                ("rate_limit_error", None, "rate_limit_exceeded")
+            }
+            AdminError::TooLarge { .. } => ("invalid_request_error", None, "request_too_large"),
+            AdminError::BodyTimeout(_) => ("invalid_request_error", None, "request_timeout"),
             AdminError::InvalidBody { param, .. } => {
                 ("invalid_request_error", param.as_deref(), "invalid_body")
             }
@@ -111,7 +128,8 @@ impl IntoResponse for AdminError {
         let (kind, param, code) = self.kind();
         let body = crate::http::error_body(&self.to_string(), kind, param, Some(code));
         let mut response = (self.status(), axum::Json(body)).into_response();
-        if let AdminError::RateLimited { retry_after } = self
+        if let AdminError::RateLimited { retry_after } | AdminError::AuthRateLimited { retry_after } =
+            self
             && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);

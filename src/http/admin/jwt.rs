@@ -1,6 +1,7 @@
 //! JWT bearer tokens for teams that issue tokens centrally: RS256 or ES256, verified with the
-//! public key or JWKS from `admin.jwt`; `exp` is required and `exp`/`nbf` are checked (with the
-//! configured leeway); the role comes from the configured claim and the subject is the actor.
+//! public key or JWKS from `admin.jwt`; `exp`, `sub`, `iss` and `aud` are required, `iss` and
+//! `aud` must be the configured ones, and `exp`/`nbf` are checked (with the configured leeway);
+//! the role comes from the configured claim and the subject is the actor.
 //! Fails closed: any problem is a 401 (the reason is in the message, never the key material).
 
 use jsonwebtoken::errors::ErrorKind;
@@ -20,14 +21,9 @@ pub fn verify(cfg: &JwtConfig, token: &str) -> Result<Principal, AdminError> {
     let mut validation = Validation::new(cfg.algorithm);
     validation.leeway = cfg.leeway_seconds;
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    match &cfg.audience {
-        Some(aud) => validation.set_audience(&[aud]),
-        None => validation.validate_aud = false,
-    }
-    if let Some(iss) = &cfg.issuer {
-        validation.set_issuer(&[iss]);
-    }
+    validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+    validation.set_audience(&[&cfg.audience]);
+    validation.set_issuer(&[&cfg.issuer]);
     let keys = cfg.keys.iter().filter(|(kid, _)| match (&header.kid, kid) {
         (Some(want), Some(have)) => want == have,
         _ => true,
@@ -50,7 +46,7 @@ pub fn verify(cfg: &JwtConfig, token: &str) -> Result<Principal, AdminError> {
         ErrorKind::InvalidSignature => "signature does not verify",
         ErrorKind::InvalidAudience => "wrong audience",
         ErrorKind::InvalidIssuer => "wrong issuer",
-        ErrorKind::MissingRequiredClaim(_) => "missing exp or sub claim",
+        ErrorKind::MissingRequiredClaim(_) => "missing exp, sub, iss or aud claim",
         _ => "rejected",
     }))
 }

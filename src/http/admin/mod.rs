@@ -33,12 +33,14 @@ pub use openapi::openapi;
 pub use traffic::{Challenger, TrafficAction, TrafficRequest, TrafficResponse};
 
 use super::AppState;
-use limit::RateLimits;
+use limit::{FailureLimits, RateLimits};
 
 /// The admin API's state: the gateway plus what only the admin API needs.
 pub struct Admin {
     pub gateway: AppState,
     limits: RateLimits,
+    /// Failed authentications per client address.
+    failures: FailureLimits,
     /// Rollout alerts (disabled when built outside a Tokio runtime).
     alerts: crate::rollout::alerts::Alerts,
     /// For asking providers whether they serve a model.
@@ -51,6 +53,7 @@ impl Admin {
     pub fn new(gateway: AppState) -> Self {
         let cfg = &gateway.config.admin;
         let limits = RateLimits::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst);
+        let failures = FailureLimits::new(cfg.auth_failures_per_minute, cfg.auth_failure_burst);
         let alerts = if tokio::runtime::Handle::try_current().is_ok() {
             crate::rollout::alerts::Alerts::spawn(crate::rollout::alerts::AlertOptions::default())
         } else {
@@ -59,6 +62,7 @@ impl Admin {
         Self {
             gateway,
             limits,
+            failures,
             alerts,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
@@ -139,3 +143,20 @@ pub fn router(admin: AdminState) -> Router {
 
 /// Middleware state for the proxy routes when `admin.proxy_keys_required` is set.
 pub use auth::require_client;
+
+/// `GET /metrics`; with `metrics.require_key`, only for a key or token of role `viewer` or
+/// above (401 without one, 403 below it).
+pub async fn metrics(
+    axum::extract::State(admin): axum::extract::State<AdminState>,
+    parts: axum::http::request::Parts,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if admin.gateway.config.metrics.require_key
+        && let Err(e) = auth::authenticate(&admin, &parts)
+            .await
+            .and_then(|p| p.require(Role::Viewer))
+    {
+        return e.into_response();
+    }
+    super::proxy::metrics(&admin.gateway)
+}

@@ -10,7 +10,15 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// Signs `claims` (with the configured `iss` and `aud` added where absent).
 fn token(alg: Algorithm, private: &str, claims: &Value) -> String {
+    let mut claims = claims.clone();
+    for (k, v) in [("iss", "iss"), ("aud", "aud")] {
+        if claims.get(k).is_none() {
+            claims[k] = json!(v);
+        }
+    }
+    let claims = &claims;
     let pem = std::fs::read(fixture(private)).unwrap();
     let key = match alg {
         Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
@@ -30,7 +38,7 @@ async fn list_status(env: &Env, bearer: &str) -> (u16, Value) {
 async fn jwt_rs256_from_a_public_key() {
     let db = sqlite_db().await;
     let yaml = format!(
-        "admin:\n  jwt:\n    algorithm: RS256\n    public_key_file: {}\n    role_claim: canarist_role\n    leeway_seconds: 0\n",
+        "admin:\n  jwt:\n    algorithm: RS256\n    public_key_file: {}\n    role_claim: canarist_role\n    leeway_seconds: 0\n    issuer: iss\n    audience: aud\n",
         fixture("jwt-rs256-public.pem").display()
     );
     let env = Env::start(&db, &yaml).await;
@@ -127,7 +135,7 @@ async fn jwt_es256_from_a_jwks_file() {
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, serde_json::to_vec(&json!({"keys": [jwk]})).unwrap()).unwrap();
     let yaml = format!(
-        "admin:\n  jwt:\n    algorithm: ES256\n    jwks_file: {}\n",
+        "admin:\n  jwt:\n    algorithm: ES256\n    jwks_file: {}\n    issuer: iss\n    audience: aud\n",
         jwks.display()
     );
     let env = Env::start(&db, &yaml).await;
@@ -136,7 +144,7 @@ async fn jwt_es256_from_a_jwks_file() {
     let key = EncodingKey::from_ec_pem(&pem).unwrap();
     let t = encode(
         &header,
-        &json!({"sub": "svc", "exp": now() + 600, "role": "owner"}),
+        &json!({"sub": "svc", "exp": now() + 600, "role": "owner", "iss": "iss", "aud": "aud"}),
         &key,
     )
     .unwrap();
@@ -146,7 +154,7 @@ async fn jwt_es256_from_a_jwks_file() {
     assert_eq!(s, 200, "{body}");
     let expired = encode(
         &header,
-        &json!({"sub": "svc", "exp": now() - 600, "role": "owner"}),
+        &json!({"sub": "svc", "exp": now() - 600, "role": "owner", "iss": "iss", "aud": "aud"}),
         &key,
     )
     .unwrap();
