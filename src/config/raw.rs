@@ -309,7 +309,7 @@ pub struct RawStorage {
 impl std::fmt::Debug for RawStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawStorage")
-            .field("url", &self.url.as_deref().map(crate::store::redact_url))
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
             .field("url_env", &self.url_env)
             .field("keep_observations", &self.keep_observations)
             .field("keep_bodies", &self.keep_bodies)
