@@ -87,12 +87,19 @@ async fn partial_headers_are_closed_after_the_header_read_timeout() {
         answer.is_some(),
         "a connection that never finishes its headers is still open after 10 s"
     );
-    // A complete request on a fresh connection is still served.
+    // A complete request on a fresh connection is still served; left idle, that keep-alive
+    // connection is closed too.
     let mut fresh = connect(&h).await;
     assert!(
         get_keep_alive(&mut fresh, "/healthz")
             .await
             .starts_with("HTTP/1.1 200")
+    );
+    let idle = read_until_closed(&mut fresh, Duration::from_secs(10)).await;
+    assert_eq!(
+        idle.as_deref(),
+        Some(&b""[..]),
+        "an idle keep-alive connection is closed"
     );
 }
 
