@@ -1,7 +1,7 @@
 //! `vocab`: the shared vocabulary every layer may use, and that depends on nothing in the crate:
 //! a config [`Problem`] and [`ConfigError`], the deployment [`Mode`], a variant's [`Role`], why a
-//! call was made ([`Purpose`], the A/A arm included), cohorts and their names, and the bucket
-//! space of routing.
+//! call was made ([`Purpose`], the A/A arm included), cohorts and their names, where a unit key
+//! comes from ([`UnitSource`]), and the bucket space of routing.
 //!
 //! Owns: these types and their wire names (serde renames keep the stored and JSON spellings:
 //! `off`/`shadow`/`live`, `stable`/`candidate`, `served`/`mirrored`/`fallback`/`aa`). Never:
@@ -196,6 +196,58 @@ pub fn lane_width(candidates: usize) -> u16 {
     }
 }
 
+/// Where a request's unit key may come from. `routing.unit_key_from` (or a deployment's own)
+/// lists them in order of precedence; the first one a request carries is its unit key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnitSource {
+    /// The `x-canarist-unit` header.
+    Header,
+    /// The body's `safety_identifier` (OpenAI's successor to `user`).
+    SafetyIdentifier,
+    /// The body's `user`.
+    User,
+    /// The body's `prompt_cache_key`.
+    PromptCacheKey,
+    /// The body's `metadata.user_id` (Anthropic's end-user id).
+    MetadataUserId,
+    /// The header named by `routing.tenant_header`.
+    Tenant,
+}
+
+impl UnitSource {
+    /// Every source, in the default order of precedence.
+    pub const DEFAULT_ORDER: [UnitSource; 6] = [
+        UnitSource::Header,
+        UnitSource::SafetyIdentifier,
+        UnitSource::User,
+        UnitSource::PromptCacheKey,
+        UnitSource::MetadataUserId,
+        UnitSource::Tenant,
+    ];
+
+    /// The name `unit_key_from` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitSource::Header => "header",
+            UnitSource::SafetyIdentifier => "safety_identifier",
+            UnitSource::User => "user",
+            UnitSource::PromptCacheKey => "prompt_cache_key",
+            UnitSource::MetadataUserId => "metadata.user_id",
+            UnitSource::Tenant => "tenant",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<UnitSource> {
+        Self::DEFAULT_ORDER.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for UnitSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +282,9 @@ mod tests {
             assert_eq!(Purpose::parse(p.as_str()), Some(p));
         }
         assert_eq!(Role::parse("aa"), None);
+        for u in UnitSource::DEFAULT_ORDER {
+            assert_eq!(UnitSource::parse(u.as_str()), Some(u));
+        }
+        assert_eq!(UnitSource::parse("metadata"), None);
     }
 }

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::vocab::{ConfigError, Mode, Problem};
+pub use crate::vocab::{ConfigError, Mode, Problem, UnitSource};
 pub use admin::{AdminConfig, JwtConfig};
 pub use judge::{JudgeConfig, RawJudge, default_rubrics_dir};
 pub use limits::{RawServer, RawUpstreamLimits, ServerLimits, UpstreamLimits};
@@ -52,6 +52,9 @@ pub struct Config {
     pub tenant_header: Option<http::HeaderName>,
     /// Longest unit key or cohort label value accepted (`routing.max_key_bytes`).
     pub max_key_bytes: usize,
+    /// Where unit keys come from, in order (`routing.unit_key_from`); a deployment may set its
+    /// own.
+    pub unit_key_from: Vec<UnitSource>,
     pub deployments: Vec<Deployment>,
     pub capture: CaptureConfig,
     /// Bounds on what an upstream may send (`upstream_limits:`).
@@ -87,6 +90,7 @@ impl std::fmt::Debug for Config {
             .field("default_provider", &self.default_provider)
             .field("tenant_header", &self.tenant_header)
             .field("max_key_bytes", &self.max_key_bytes)
+            .field("unit_key_from", &self.unit_key_from)
             .field("deployments", &self.deployments)
             .field("capture", &self.capture)
             .field("upstream_limits", &self.upstream_limits)
@@ -196,6 +200,15 @@ pub struct Deployment {
     pub fallback_to_stable: bool,
     pub spend_cap: SpendCap,
     pub cohorts: Cohorts,
+    /// This deployment's `unit_key_from`; `None` follows `routing.unit_key_from`.
+    pub unit_key_from: Option<Vec<UnitSource>>,
+}
+
+impl Deployment {
+    /// The unit key sources of this deployment, in order: its own, else `global`.
+    pub fn unit_key_order<'a>(&'a self, global: &'a [UnitSource]) -> &'a [UnitSource] {
+        self.unit_key_from.as_deref().unwrap_or(global)
+    }
 }
 
 /// Retention of captured data; `None` keeps it forever.
@@ -312,6 +325,11 @@ pub fn default_storage_url() -> String {
 }
 pub fn default_stage() -> String {
     "default".to_owned()
+}
+/// `routing.unit_key_from` when absent: `header`, `safety_identifier`, `user`,
+/// `prompt_cache_key`, `metadata.user_id`, `tenant`.
+pub fn default_unit_key_from() -> Vec<UnitSource> {
+    UnitSource::DEFAULT_ORDER.to_vec()
 }
 
 impl Config {

@@ -88,13 +88,20 @@ pub struct RawPrice {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
-    /// Header whose value is the unit key when neither `x-canarist-unit` nor `user` is present.
+    /// Header whose value is the unit key when no earlier source in `unit_key_from` is present.
     #[serde(default)]
     pub tenant_header: Option<String>,
     /// Longest unit key or cohort label value a request may carry, in bytes (default 256); a
     /// longer one is refused with 400 naming its field.
     #[serde(default)]
     pub max_key_bytes: Option<u64>,
+    /// Where a request's unit key comes from, in order of precedence; the first one present
+    /// (and non-empty) is used. Default: `[header, safety_identifier, user, prompt_cache_key,
+    /// metadata.user_id, tenant]` (`header` is `x-canarist-unit`, `tenant` the
+    /// `tenant_header`).
+    #[serde(default)]
+    #[schemars(extend("items" = {"type": "string", "enum": ["header", "safety_identifier", "user", "prompt_cache_key", "metadata.user_id", "tenant"]}))]
+    pub unit_key_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -137,6 +144,10 @@ pub struct RawDeployment {
     pub aa_percent: Option<f64>,
     #[serde(default)]
     pub cohorts: RawCohorts,
+    /// This deployment's unit key sources, in order (overrides `routing.unit_key_from`).
+    #[serde(default)]
+    #[schemars(extend("items" = {"type": "string", "enum": ["header", "safety_identifier", "user", "prompt_cache_key", "metadata.user_id", "tenant"]}))]
+    pub unit_key_from: Option<Vec<String>>,
     /// Ramp stages, gate policy, guardrails and alerts; see `config::rollout`.
     #[serde(default)]
     pub ramp: Option<crate::rollout::ramp::RawRamp>,

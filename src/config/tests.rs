@@ -257,3 +257,55 @@ fn the_capture_spool_lives_next_to_the_config_unless_told_otherwise() {
     let err = Config::from_yaml(Path::new("c.yaml"), &yaml, &no_env).unwrap_err();
     assert_eq!(err.problems[0].field, "capture.write_attempts", "{err}");
 }
+
+#[test]
+fn unit_key_sources_default_are_set_globally_or_per_deployment_and_unknown_names_are_refused() {
+    let base = "providers:\n  p: {base_url: 'http://x'}\n\
+                deployments:\n  - slug: a\n    stable: {provider: p, model: m}\n";
+    let config = Config::from_yaml(Path::new("c.yaml"), base, &no_env).unwrap();
+    assert_eq!(config.unit_key_from, UnitSource::DEFAULT_ORDER.to_vec());
+    let d = config.deployment("a").unwrap();
+    assert_eq!(
+        d.unit_key_order(&config.unit_key_from),
+        UnitSource::DEFAULT_ORDER
+    );
+
+    let yaml = format!(
+        "routing:\n  unit_key_from: [metadata.user_id, header]\n{base}\
+         \x20 - slug: b\n    stable: {{provider: p, model: m}}\n    unit_key_from: [tenant]\n"
+    );
+    let config = Config::from_yaml(Path::new("c.yaml"), &yaml, &no_env).unwrap();
+    let global = &config.unit_key_from;
+    assert_eq!(global, &[UnitSource::MetadataUserId, UnitSource::Header]);
+    let a = config.deployment("a").unwrap();
+    assert_eq!(a.unit_key_order(global), global.as_slice());
+    let b = config.deployment("b").unwrap();
+    assert_eq!(b.unit_key_order(global), [UnitSource::Tenant]);
+
+    let yaml = format!(
+        "routing:\n  unit_key_from: [header, session_id, header]\n{base}\
+         \x20   unit_key_from: []\n"
+    );
+    let err = Config::from_yaml(Path::new("conf/c.yaml"), &yaml, &no_env).unwrap_err();
+    let problems: Vec<(&str, &str)> = err
+        .problems
+        .iter()
+        .map(|p| (p.field.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(problems.len(), 3, "{err}");
+    assert_eq!(problems[0].0, "routing.unit_key_from[1]");
+    assert!(
+        problems[0].1.contains(
+            "`session_id` is not a unit key source; expected one of header, \
+                               safety_identifier, user, prompt_cache_key, metadata.user_id, tenant"
+        ),
+        "{err}"
+    );
+    assert_eq!(problems[1].0, "routing.unit_key_from[2]");
+    assert!(problems[1].1.contains("listed twice"), "{err}");
+    assert_eq!(problems[2].0, "deployments[0].unit_key_from");
+    assert!(
+        err.to_string().starts_with("conf/c.yaml: 3 problems"),
+        "{err}"
+    );
+}

@@ -156,6 +156,8 @@ pub(super) fn validate(
             .and_then(|m| m.require_key)
             .unwrap_or(false),
     };
+    let unit_key_from = unit_sources("routing.unit_key_from", raw.routing.unit_key_from, &mut p)
+        .unwrap_or_else(default_unit_key_from);
 
     let mut deployments = Vec::new();
     let mut slugs = BTreeSet::new();
@@ -243,6 +245,7 @@ pub(super) fn validate(
         default_provider: raw.default_provider,
         tenant_header,
         max_key_bytes,
+        unit_key_from,
         deployments,
         capture,
         upstream_limits,
@@ -462,6 +465,7 @@ fn deployment(
         );
     }
     let cohorts = cohorts(&format!("{field}.cohorts"), rd.cohorts, p);
+    let unit_key_from = unit_sources(&format!("{field}.unit_key_from"), rd.unit_key_from, p);
     Some(Deployment {
         model: rd.model.unwrap_or_else(|| rd.slug.clone()),
         salt: rd.salt.unwrap_or_else(|| rd.slug.clone()),
@@ -480,7 +484,44 @@ fn deployment(
             usd: rd.spend_cap.usd,
         },
         cohorts,
+        unit_key_from,
     })
+}
+
+/// A `unit_key_from` list: known names, each once, at least one.
+fn unit_sources(
+    field: &str,
+    names: Option<Vec<String>>,
+    p: &mut Problems,
+) -> Option<Vec<UnitSource>> {
+    let names = names?;
+    if names.is_empty() {
+        p.push(
+            field,
+            "must name at least one source (leave it out for the default order)",
+        );
+    }
+    let mut sources = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        match UnitSource::parse(name) {
+            None => p.push(
+                format!("{field}[{i}]"),
+                format!(
+                    "`{name}` is not a unit key source; expected one of {}",
+                    UnitSource::DEFAULT_ORDER
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some(s) if sources.contains(&s) => {
+                p.push(format!("{field}[{i}]"), format!("`{name}` is listed twice"));
+            }
+            Some(s) => sources.push(s),
+        }
+    }
+    Some(sources)
 }
 
 fn cohorts(field: &str, rc: RawCohorts, p: &mut Problems) -> Cohorts {

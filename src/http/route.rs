@@ -44,9 +44,8 @@ pub(super) fn route(
         .as_ref()
         .and_then(|h| header_str(headers, h.as_str()));
     let unit = routing::unit_key(
-        header_str(headers, UNIT_HEADER),
-        req.user.as_deref(),
-        tenant,
+        dep.unit_key_order(&gw.config.unit_key_from),
+        &req.unit_fields(header_str(headers, UNIT_HEADER), tenant),
     );
     let labels = routing::cohort_labels(
         &dep.cohorts,
@@ -83,8 +82,8 @@ pub(super) fn route(
 }
 
 /// The unit key and every cohort label value within `routing.max_key_bytes`, or the field of
-/// the first that is not (`user`, `x-canarist-unit`, the tenant header, `metadata.<key>` or
-/// a label's header).
+/// the first that is not (`x-canarist-unit`, a body field such as `user` or `metadata.user_id`,
+/// the tenant header, `metadata.<key>` or a label's header).
 fn check_lengths(
     gw: &Gateway,
     unit: Option<(&str, UnitSource)>,
@@ -98,12 +97,12 @@ fn check_lengths(
     {
         return Err(too_long(match source {
             UnitSource::Header => UNIT_HEADER.to_owned(),
-            UnitSource::User => "user".to_owned(),
             UnitSource::Tenant => gw
                 .config
                 .tenant_header
                 .as_ref()
                 .map_or_else(|| "tenant".to_owned(), |h| h.as_str().to_owned()),
+            body_field => body_field.as_str().to_owned(),
         }));
     }
     for (name, source) in &cohorts.labels {

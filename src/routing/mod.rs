@@ -1,8 +1,10 @@
 //! `routing`: who answers a request and who is mirrored. Pure: no I/O, no clocks, no global RNG
 //! (callers pass the random draws in), so every decision can be tested and benched alone.
 //!
-//! Assignment (DESIGN.md, "Assignment"): a request's unit key is the `x-canarist-unit` header,
-//! else the OpenAI `user` field, else the configured tenant header. Its bucket is
+//! Assignment (DESIGN.md, "Assignment"): a request's unit key is the first of its sources
+//! ([`UnitSource`]: the `x-canarist-unit` header, the body's `safety_identifier`, `user`,
+//! `prompt_cache_key`, `metadata.user_id`, the configured tenant header) that it carries, in the
+//! order `routing.unit_key_from` (or the deployment's own) sets. Its bucket is
 //! `xxh3(unit key, seed) mod 10000`, where the seed hashes the deployment's salt with its
 //! candidates' names (so a new candidate reshuffles units). The bucket space is split into one
 //! equal lane per candidate; candidate `i` owns `[i·lane, i·lane + buckets_i)`. Raising a
@@ -22,14 +24,14 @@ pub use table::{RoutedDeployment, TrafficTable};
 
 use crate::config::{Deployment, Mode};
 
-/// The header clients set to choose their unit key.
 /// The stage label of a canary set through the admin API (`POST /api/v1/gateway/canary`),
 /// outside any rollout.
 pub const CANARY_STAGE: &str = "canary";
 
+/// The header clients set to choose their unit key.
 pub const UNIT_HEADER: &str = "x-canarist-unit";
 
-pub use crate::vocab::{BUCKETS, lane_width};
+pub use crate::vocab::{BUCKETS, UnitSource, lane_width};
 
 /// The hash seed of a deployment: its salt and the names of its candidates, in order.
 pub fn hash_seed<'a>(salt: &str, candidate_names: impl IntoIterator<Item = &'a str>) -> u64 {
@@ -47,25 +49,40 @@ pub fn bucket(seed: u64, unit_key: &str) -> u16 {
     (xxh3_64_with_seed(unit_key.as_bytes(), seed) % u64::from(BUCKETS)) as u16
 }
 
-/// Where a unit key came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnitSource {
-    Header,
-    User,
-    Tenant,
+/// The values a request carries for each [`UnitSource`] (absent or empty: not carried).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnitFields<'a> {
+    pub header: Option<&'a str>,
+    pub safety_identifier: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub prompt_cache_key: Option<&'a str>,
+    pub metadata_user_id: Option<&'a str>,
+    pub tenant: Option<&'a str>,
 }
 
-/// The unit key, in order of precedence: `x-canarist-unit`, the body's `user`, the tenant header.
+impl<'a> UnitFields<'a> {
+    /// The value of `source`, when present and non-empty.
+    pub fn get(&self, source: UnitSource) -> Option<&'a str> {
+        let value = match source {
+            UnitSource::Header => self.header,
+            UnitSource::SafetyIdentifier => self.safety_identifier,
+            UnitSource::User => self.user,
+            UnitSource::PromptCacheKey => self.prompt_cache_key,
+            UnitSource::MetadataUserId => self.metadata_user_id,
+            UnitSource::Tenant => self.tenant,
+        };
+        value.filter(|v| !v.is_empty())
+    }
+}
+
+/// The unit key: the first source in `order` that `fields` carries, and which one it was.
 pub fn unit_key<'a>(
-    unit_header: Option<&'a str>,
-    user: Option<&'a str>,
-    tenant: Option<&'a str>,
+    order: &[UnitSource],
+    fields: &UnitFields<'a>,
 ) -> Option<(&'a str, UnitSource)> {
-    let non_empty = |s: Option<&'a str>| s.filter(|s| !s.is_empty());
-    non_empty(unit_header)
-        .map(|k| (k, UnitSource::Header))
-        .or_else(|| non_empty(user).map(|k| (k, UnitSource::User)))
-        .or_else(|| non_empty(tenant).map(|k| (k, UnitSource::Tenant)))
+    order
+        .iter()
+        .find_map(|&source| fields.get(source).map(|key| (key, source)))
 }
 
 /// Who a call goes to.

@@ -145,6 +145,7 @@ impl TrafficState {
             fallback_to_stable: false,
             spend_cap: crate::config::SpendCap::default(),
             cohorts: crate::config::Cohorts::default(),
+            unit_key_from: None,
         };
         self.apply(&base)
     }

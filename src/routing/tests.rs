@@ -38,6 +38,7 @@ fn deployment(mode: Mode, percents: &[f64]) -> crate::config::Deployment {
         fallback_to_stable: false,
         spend_cap: Default::default(),
         cohorts: Cohorts::default(),
+        unit_key_from: None,
     }
 }
 
@@ -136,21 +137,74 @@ fn a_new_candidate_gets_a_new_salt() {
     assert_ne!(one.seed, two.seed);
 }
 
+fn all_fields() -> UnitFields<'static> {
+    UnitFields {
+        header: Some("h"),
+        safety_identifier: Some("s"),
+        user: Some("u"),
+        prompt_cache_key: Some("p"),
+        metadata_user_id: Some("m"),
+        tenant: Some("t"),
+    }
+}
+
 #[test]
-fn unit_key_precedence_is_header_then_user_then_tenant() {
+fn default_unit_key_order_is_header_safety_identifier_user_cache_key_metadata_tenant() {
+    let order = UnitSource::DEFAULT_ORDER;
+    let mut fields = all_fields();
+    let mut seen = Vec::new();
+    // Take each source away in turn: the next one in the default order answers.
+    while let Some((key, source)) = unit_key(&order, &fields) {
+        seen.push((key, source));
+        match source {
+            UnitSource::Header => fields.header = None,
+            UnitSource::SafetyIdentifier => fields.safety_identifier = None,
+            UnitSource::User => fields.user = None,
+            UnitSource::PromptCacheKey => fields.prompt_cache_key = None,
+            UnitSource::MetadataUserId => fields.metadata_user_id = None,
+            UnitSource::Tenant => fields.tenant = None,
+        }
+    }
     assert_eq!(
-        unit_key(Some("h"), Some("u"), Some("t")),
-        Some(("h", UnitSource::Header))
+        seen,
+        vec![
+            ("h", UnitSource::Header),
+            ("s", UnitSource::SafetyIdentifier),
+            ("u", UnitSource::User),
+            ("p", UnitSource::PromptCacheKey),
+            ("m", UnitSource::MetadataUserId),
+            ("t", UnitSource::Tenant),
+        ]
     );
+    assert_eq!(unit_key(&order, &UnitFields::default()), None);
+}
+
+#[test]
+fn unit_key_follows_the_configured_order_and_skips_empty_values() {
+    let order = [
+        UnitSource::Tenant,
+        UnitSource::MetadataUserId,
+        UnitSource::User,
+    ];
     assert_eq!(
-        unit_key(None, Some("u"), Some("t")),
-        Some(("u", UnitSource::User))
-    );
-    assert_eq!(
-        unit_key(Some(""), None, Some("t")),
+        unit_key(&order, &all_fields()),
         Some(("t", UnitSource::Tenant))
     );
-    assert_eq!(unit_key(None, None, None), None);
+    let fields = UnitFields {
+        tenant: Some(""),
+        ..all_fields()
+    };
+    assert_eq!(
+        unit_key(&order, &fields),
+        Some(("m", UnitSource::MetadataUserId))
+    );
+    // A source the order does not name is never used, even when it is the only one present.
+    let only_header = UnitFields {
+        header: Some("h"),
+        ..UnitFields::default()
+    };
+    assert_eq!(unit_key(&order, &only_header), None);
+    assert_eq!(unit_key(&[], &all_fields()), None);
 }
 
 #[test]

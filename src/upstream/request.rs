@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 
 use crate::capture::Endpoint;
 use crate::config::Variant;
+use crate::routing::UnitFields;
 
 /// Why a client's body was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -45,6 +46,9 @@ pub struct ClientRequest<'a> {
     pub model: String,
     pub stream: bool,
     pub user: Option<String>,
+    /// `safety_identifier` and `prompt_cache_key`, OpenAI's successors to `user` (unit keys).
+    pub safety_identifier: Option<String>,
+    pub prompt_cache_key: Option<String>,
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// The client asked for the usage chunk (`stream_options.include_usage: true`).
     pub client_wants_usage: bool,
@@ -96,11 +100,14 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<ClientRequest<'_>, Reque
         Some(raw) if raw.get() == "null" => false,
         Some(raw) => decode(raw, "stream", "a boolean")?,
     };
-    let user = match fields.get("user") {
-        None => None,
-        Some(raw) if raw.get() == "null" => None,
-        Some(raw) => Some(decode::<String>(raw, "user", "a string")?),
+    let optional_string = |field: &'static str| match fields.get(field) {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => decode::<String>(raw, field, "a string").map(Some),
     };
+    let user = optional_string("user")?;
+    let safety_identifier = optional_string("safety_identifier")?;
+    let prompt_cache_key = optional_string("prompt_cache_key")?;
     let metadata = match fields.get("metadata") {
         None => None,
         Some(raw) if raw.get() == "null" => None,
@@ -117,12 +124,35 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<ClientRequest<'_>, Reque
         model,
         stream,
         user,
+        safety_identifier,
+        prompt_cache_key,
         metadata,
         client_wants_usage,
     })
 }
 
 impl ClientRequest<'_> {
+    /// The unit key candidates this request carries, with the `x-canarist-unit` header's and
+    /// the tenant header's values from the caller.
+    pub fn unit_fields<'s>(
+        &'s self,
+        header: Option<&'s str>,
+        tenant: Option<&'s str>,
+    ) -> UnitFields<'s> {
+        UnitFields {
+            header,
+            safety_identifier: self.safety_identifier.as_deref(),
+            user: self.user.as_deref(),
+            prompt_cache_key: self.prompt_cache_key.as_deref(),
+            metadata_user_id: self
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get("user_id"))
+                .and_then(serde_json::Value::as_str),
+            tenant,
+        }
+    }
+
     /// The body `variant` receives: the client's body with `model` replaced, the variant's
     /// overrides applied, and, for streams, usage requested from the upstream.
     pub fn body_for(&self, variant: &Variant) -> Vec<u8> {

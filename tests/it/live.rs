@@ -230,3 +230,91 @@ async fn models_lists_the_deployments() {
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["id"], "chat");
 }
+
+/// The body fields that carry a unit key.
+type BodyFields = fn(&str) -> serde_json::Value;
+
+/// The serving variants of `n` requests with `body`, one at a time.
+async fn serve_n(h: &Harness, body: &serde_json::Value, n: usize) -> Vec<String> {
+    let mut served = Vec::new();
+    for _ in 0..n {
+        let r = h.chat(body, &[]).await;
+        assert_eq!(r.status(), 200);
+        served.push(
+            r.headers()["x-canarist-variant"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    served
+}
+
+#[tokio::test]
+async fn unit_keys_from_safety_identifier_prompt_cache_key_and_metadata_user_id_are_sticky() {
+    let h = Harness::start(mock(), &LIVE.replace("percent: 0.5", "percent: 50")).await;
+    let sources: [(&str, BodyFields); 4] = [
+        ("safety_identifier", |k| json!({"safety_identifier": k})),
+        ("prompt_cache_key", |k| json!({"prompt_cache_key": k})),
+        ("metadata.user_id", |k| json!({"metadata": {"user_id": k}})),
+        ("user", |k| json!({"user": k})),
+    ];
+    let mut sent = 0;
+    for (source, fields) in sources {
+        let mut variants = std::collections::BTreeSet::new();
+        for i in 0..8 {
+            let key = format!("{source}-{i}");
+            let mut body = chat_body("chat", "hi");
+            for (k, v) in fields(&key).as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let served = serve_n(&h, &body, 6).await;
+            sent += served.len();
+            assert!(
+                served.iter().all(|v| v == &served[0]),
+                "{source} {key} switched variant: {served:?}"
+            );
+            variants.insert(served[0].clone());
+        }
+        assert_eq!(
+            variants.len(),
+            2,
+            "{source}: 8 units at 50% all went one way"
+        );
+    }
+    let obs = h.wait_observations(|o| o.len() >= sent).await;
+    for (source, _) in sources {
+        let keyed: Vec<_> = obs
+            .iter()
+            .filter(|o| o.unit_key.as_deref().is_some_and(|k| k.starts_with(source)))
+            .collect();
+        assert_eq!(keyed.len(), 48, "{source}");
+        assert!(keyed.iter().all(|o| o.sticky), "{source}");
+    }
+}
+
+#[tokio::test]
+async fn the_configured_unit_key_order_decides_which_field_is_the_key() {
+    let config = LIVE.replace("percent: 0.5", "percent: 50").replace(
+        "    cohorts:",
+        "    unit_key_from: [metadata.user_id, prompt_cache_key]\n    cohorts:",
+    );
+    let h = Harness::start(
+        mock(),
+        &format!("routing:\n  unit_key_from: [user]\n{config}"),
+    )
+    .await;
+    let mut body = chat_body("chat", "hi");
+    body["user"] = json!("u-1");
+    body["safety_identifier"] = json!("s-1");
+    body["prompt_cache_key"] = json!("p-1");
+    h.chat(&body, &[("x-canarist-unit", "h-1")]).await;
+    body["metadata"] = json!({"user_id": "m-1", "tier": "free"});
+    h.chat(&body, &[("x-canarist-unit", "h-1")]).await;
+    let obs = h.wait_observations(|o| o.len() >= 2).await;
+    let keys: Vec<_> = obs.iter().map(|o| o.unit_key.as_deref()).collect();
+    assert!(
+        keys.contains(&Some("p-1")) && keys.contains(&Some("m-1")),
+        "{keys:?}"
+    );
+}
