@@ -181,8 +181,8 @@ fn print_status(s: &actions::RolloutStatus, json: bool) -> anyhow::Result<()> {
     );
     for l in &s.live {
         println!(
-            "  {} ({}): {} requests, {} errors",
-            l.variant, l.role, l.requests, l.errors
+            "  {} ({}): {} requests from {} units ({} served to {} units), {} errors",
+            l.variant, l.role, l.requests, l.units, l.served, l.served_units, l.errors
         );
     }
     if let Some(d) = &s.decision {

@@ -10,7 +10,8 @@
 
 use super::policy::{Direction, GatePolicy, MetricData, MetricKind, StageContext, StageSummaries};
 use super::sequential::{
-    Count, Interval, Moments, one_sample_cs, ratio_cs, srm_chi_square, two_sample_cs,
+    Count, Interval, JointRatio, Moments, SampleStats, UnitRatio, one_sample_cs, ratio_cs,
+    srm_chi_square, two_sample_cs,
 };
 use super::{Action, Alert, AlertKind, Decision, Evidence, Method, Verdict};
 
@@ -165,6 +166,8 @@ fn missing(metric: &str, cohort: &str, kind: &MetricKind, alpha: f64, why: &str)
         candidate_n: 0,
         stable_n: 0,
         method: Method::None,
+        unit: Method::None.unit_of_analysis(),
+        units: None,
         alpha,
         verdict: Verdict::InsufficientData,
         note: Some(why.to_owned()),
@@ -184,101 +187,38 @@ fn cell(
     let mut e = missing(metric, cohort, kind, alphas.promote, "");
     e.note = None;
     let t = policy.target_n;
-    // (method, interval at α, candidate n, stable n, smallest n that must reach min_samples)
-    type Cs<'a> = Box<dyn Fn(f64) -> Option<Interval> + 'a>;
-    let (method, cs, cn, sn): (Method, Cs, u64, u64) = match (kind, data) {
-        (MetricKind::Mean { .. }, MetricData::Paired(d)) => (
-            Method::PairedCs,
-            // Scores and check results lie in 0–1, so paired differences in −1…1.
-            Box::new(move |a| d.stats_bounded(-1.0, 1.0).map(|s| one_sample_cs(&s, a, t))),
-            d.n,
-            d.n,
-        ),
-        (MetricKind::Mean { .. }, MetricData::TwoSample { candidate, stable }) => two(
-            Method::TwoSampleCs,
-            candidate.stats_bounded(0.0, 1.0),
-            stable.stats_bounded(0.0, 1.0),
-            t,
-            (candidate.n, stable.n),
-        ),
-        (
-            MetricKind::Mean { .. } | MetricKind::ErrorRate { .. },
-            MetricData::Proportions { candidate, stable },
-        ) => two(
-            Method::ProportionCs,
-            candidate.stats(),
-            stable.stats(),
-            t,
-            (candidate.n, stable.n),
-        ),
-        (MetricKind::WinRate { .. }, MetricData::WinTieLoss { wins, ties, losses }) => {
-            // Each pair scores 1, ½ or 0 for the candidate.
-            let m = Moments {
-                n: wins + ties + losses,
-                sum: *wins as f64 + 0.5 * *ties as f64,
-                sum_sq: *wins as f64 + 0.25 * *ties as f64,
-            };
-            let n = m.n;
-            (
-                Method::WinRateCs,
-                Box::new(move |a| m.stats_bounded(0.0, 1.0).map(|s| one_sample_cs(&s, a, t))),
-                n,
-                n,
-            )
-        }
-        (
-            MetricKind::LatencyTail { .. },
-            MetricData::Exceedance {
-                candidate_above,
-                stable_quantile,
-                candidate_quantile,
-            },
-        ) => {
-            if let (Some(sq), Some(cq)) = (stable_quantile, candidate_quantile)
-                && *sq > 0.0
-            {
-                e.note = Some(format!(
-                    "quantile ratio candidate/stable {:.3} ({cq:.1} / {sq:.1})",
-                    cq / sq
-                ));
-            }
-            let c = *candidate_above;
-            (
-                Method::ExceedanceCs,
-                Box::new(move |a| c.stats().map(|s| one_sample_cs(&s, a, t))),
-                c.n,
-                c.n,
-            )
-        }
-        (MetricKind::CostRatio { .. }, MetricData::Cost { candidate, stable }) => {
-            let (c, s) = (candidate.stats(), stable.stats());
-            (
-                Method::RatioCs,
-                Box::new(move |a| match (c, s) {
-                    (Some(c), Some(s)) => ratio_cs(&c, &s, a, t),
-                    _ => None,
-                }),
-                candidate.n,
-                stable.n,
-            )
-        }
-        _ => {
-            e.verdict = Verdict::Invalid;
-            e.note = Some("summary type does not fit the metric kind".to_owned());
-            return e;
-        }
+    // (method, interval at α, candidate n, stable n, units per side when over units)
+    let Some(Cs {
+        method,
+        cs,
+        n: (cn, sn),
+        units,
+    }) = cell_cs(kind, data, t, &mut e)
+    else {
+        e.verdict = Verdict::Invalid;
+        e.note = Some("summary type does not fit the metric kind".to_owned());
+        return e;
     };
     e.method = method;
+    e.unit = method.unit_of_analysis();
     e.candidate_n = cn;
     e.stable_n = sn;
+    e.units = units;
     let (Some(promote), Some(rollback)) = (cs(alphas.promote), cs(alphas.rollback)) else {
-        e.note = Some("fewer than two observations".to_owned());
+        e.note = Some(match units {
+            Some(_) => "fewer than two units".to_owned(),
+            None => "fewer than two observations".to_owned(),
+        });
         return e;
     };
     e.estimate = Some(promote.estimate);
     e.interval = Some((promote.lo, promote.hi));
-    if cn.min(sn) < policy.min_samples {
-        e.note = Some(format!("fewer than {} observations", policy.min_samples));
+    let (least, what) = match units {
+        Some((cu, su)) => (cu.min(su), "units"),
+        None => (cn.min(sn), "observations"),
+    };
+    if least < policy.min_samples {
+        e.note = Some(format!("fewer than {} {what}", policy.min_samples));
         return e;
     }
     let worse = |iv: &Interval| match direction {
@@ -300,22 +240,225 @@ fn cell(
     } else {
         Verdict::Inconclusive
     };
-    if let (MetricKind::ErrorRate { ceiling, .. }, MetricData::Proportions { candidate, .. }) =
-        (kind, data)
-    {
-        ceiling_check(&mut e, candidate, *ceiling, alphas, t);
+    match (kind, data) {
+        (MetricKind::ErrorRate { ceiling, .. }, MetricData::Proportions { candidate, .. }) => {
+            ceiling_check(
+                &mut e,
+                candidate.stats(),
+                Method::Ceiling,
+                *ceiling,
+                alphas,
+                t,
+            );
+        }
+        (
+            MetricKind::ErrorRate { ceiling, .. },
+            MetricData::UnitRates {
+                candidate, units, ..
+            },
+        ) => {
+            let s = units.candidate_stats(count_floor(candidate));
+            ceiling_check(&mut e, s, Method::CeilingDelta, *ceiling, alphas, t);
+        }
+        _ => {}
     }
     e
 }
 
+/// The confidence sequence of one cell, with what it counts.
+struct Cs<'a> {
+    method: Method,
+    cs: Box<dyn Fn(f64) -> Option<Interval> + 'a>,
+    /// Requests (or pairs) per side.
+    n: (u64, u64),
+    /// Units per side, when the inference runs over units.
+    units: Option<(u64, u64)>,
+}
+
+impl<'a> Cs<'a> {
+    fn new(method: Method, n: (u64, u64), cs: impl Fn(f64) -> Option<Interval> + 'a) -> Self {
+        Self {
+            method,
+            cs: Box::new(cs),
+            n,
+            units: None,
+        }
+    }
+
+    fn over_units(mut self, c: &UnitRatio, s: &UnitRatio) -> Self {
+        self.units = Some((c.units, s.units));
+        self
+    }
+
+    fn over_joint_units(mut self, j: &JointRatio) -> Self {
+        self.units = Some((j.candidate_units, j.stable_units));
+        self
+    }
+}
+
+/// The request-level variance of a rate's estimate (shrunk as [`Count::stats`] shrinks it):
+/// the floor of its unit-level variance.
+fn count_floor(c: &Count) -> f64 {
+    c.stats().map_or(f64::INFINITY, |s| s.var / s.n)
+}
+
+/// Picks the confidence sequence for a metric kind and its data; `None` when they do not fit.
+fn cell_cs<'a>(
+    kind: &MetricKind,
+    data: &'a MetricData,
+    t: f64,
+    e: &mut Evidence,
+) -> Option<Cs<'a>> {
+    let two = |c: Option<SampleStats>, s: Option<SampleStats>| {
+        move |a| match (c, s) {
+            (Some(c), Some(s)) => Some(two_sample_cs(&c, &s, a, t)),
+            _ => None,
+        }
+    };
+    Some(match (kind, data) {
+        (MetricKind::Mean { .. }, MetricData::Paired(d)) => {
+            // Scores and check results lie in 0–1, so paired differences in −1…1.
+            let s = d.stats_bounded(-1.0, 1.0);
+            Cs::new(Method::PairedCs, (d.n, d.n), move |a| {
+                s.map(|s| one_sample_cs(&s, a, t))
+            })
+        }
+        (MetricKind::Mean { .. }, MetricData::PairedUnits { pairs, units }) => {
+            let floor = pairs
+                .stats_bounded(-1.0, 1.0)
+                .map_or(f64::INFINITY, |s| s.var / s.n);
+            let s = units.stats(floor);
+            Cs::new(Method::PairedDeltaCs, (pairs.n, pairs.n), move |a| {
+                s.map(|s| one_sample_cs(&s, a, t))
+            })
+            .over_units(units, units)
+        }
+        (MetricKind::Mean { .. }, MetricData::TwoSample { candidate, stable }) => Cs::new(
+            Method::TwoSampleCs,
+            (candidate.n, stable.n),
+            two(
+                candidate.stats_bounded(0.0, 1.0),
+                stable.stats_bounded(0.0, 1.0),
+            ),
+        ),
+        (
+            MetricKind::Mean { .. } | MetricKind::ErrorRate { .. },
+            MetricData::Proportions { candidate, stable },
+        ) => Cs::new(
+            Method::ProportionCs,
+            (candidate.n, stable.n),
+            two(candidate.stats(), stable.stats()),
+        ),
+        (
+            MetricKind::Mean { .. } | MetricKind::ErrorRate { .. },
+            MetricData::UnitRates {
+                candidate,
+                stable,
+                units,
+            },
+        ) => {
+            let s = units.difference_stats(count_floor(candidate) + count_floor(stable));
+            Cs::new(
+                Method::ProportionDeltaCs,
+                (candidate.n, stable.n),
+                move |a| s.map(|s| one_sample_cs(&s, a, t)),
+            )
+            .over_joint_units(units)
+        }
+        (MetricKind::WinRate { .. }, MetricData::WinTieLoss { wins, ties, losses }) => {
+            // Each pair scores 1, ½ or 0 for the candidate.
+            let m = Moments {
+                n: wins + ties + losses,
+                sum: *wins as f64 + 0.5 * *ties as f64,
+                sum_sq: *wins as f64 + 0.25 * *ties as f64,
+            };
+            let s = m.stats_bounded(0.0, 1.0);
+            Cs::new(Method::WinRateCs, (m.n, m.n), move |a| {
+                s.map(|s| one_sample_cs(&s, a, t))
+            })
+        }
+        (
+            MetricKind::LatencyTail { .. },
+            MetricData::Exceedance {
+                candidate_above,
+                stable_quantile,
+                candidate_quantile,
+                candidate_units,
+            },
+        ) => {
+            if let (Some(sq), Some(cq)) = (stable_quantile, candidate_quantile)
+                && *sq > 0.0
+            {
+                e.note = Some(format!(
+                    "quantile ratio candidate/stable {:.3} ({cq:.1} / {sq:.1})",
+                    cq / sq
+                ));
+            }
+            let c = *candidate_above;
+            match candidate_units {
+                Some(u) => {
+                    let s = u.stats(count_floor(&c));
+                    Cs::new(Method::ExceedanceDeltaCs, (c.n, c.n), move |a| {
+                        s.map(|s| one_sample_cs(&s, a, t))
+                    })
+                    .over_units(u, u)
+                }
+                None => Cs::new(Method::ExceedanceCs, (c.n, c.n), move |a| {
+                    c.stats().map(|s| one_sample_cs(&s, a, t))
+                }),
+            }
+        }
+        (MetricKind::CostRatio { .. }, MetricData::Cost { candidate, stable }) => {
+            let (c, s) = (candidate.stats(), stable.stats());
+            Cs::new(Method::RatioCs, (candidate.n, stable.n), move |a| {
+                match (c, s) {
+                    (Some(c), Some(s)) => ratio_cs(&c, &s, a, t),
+                    _ => None,
+                }
+            })
+        }
+        (
+            MetricKind::CostRatio { .. },
+            MetricData::UnitCost {
+                candidate,
+                stable,
+                units,
+            },
+        ) => {
+            // The request-level variance of the ratio is the floor (as `ratio_cs` has it).
+            let floor = match (candidate.stats(), stable.stats()) {
+                (Some(c), Some(s)) if s.mean > 0.0 => {
+                    let f = c.mean / s.mean;
+                    (c.var / c.n + f * f * s.var / s.n) / (s.mean * s.mean)
+                }
+                _ => f64::INFINITY,
+            };
+            let s = units.ratio_stats(floor);
+            Cs::new(Method::RatioDeltaCs, (candidate.n, stable.n), move |a| {
+                s.map(|s| one_sample_cs(&s, a, t))
+            })
+            .over_joint_units(units)
+        }
+        _ => return None,
+    })
+}
+
 /// The error-rate ceiling: roll back when the candidate's own rate is surely above it; do not
 /// promote while its observed rate is above it.
-fn ceiling_check(e: &mut Evidence, candidate: &Count, ceiling: f64, alphas: &Alphas, t: f64) {
-    let Some(s) = candidate.stats() else { return };
+fn ceiling_check(
+    e: &mut Evidence,
+    stats: Option<SampleStats>,
+    method: Method,
+    ceiling: f64,
+    alphas: &Alphas,
+    t: f64,
+) {
+    let Some(s) = stats else { return };
     let rb = one_sample_cs(&s, alphas.rollback, t);
     if rb.lo > ceiling {
         e.verdict = Verdict::Worse;
-        e.method = Method::Ceiling;
+        e.method = method;
+        e.unit = method.unit_of_analysis();
         e.bound = ceiling;
         e.estimate = Some(rb.estimate);
         e.interval = Some((rb.lo, rb.hi));
@@ -330,26 +473,9 @@ fn ceiling_check(e: &mut Evidence, candidate: &Count, ceiling: f64, alphas: &Alp
     }
 }
 
-type Cs2<'a> = (Method, Box<dyn Fn(f64) -> Option<Interval> + 'a>, u64, u64);
-
-fn two<'a>(
-    method: Method,
-    c: Option<super::sequential::SampleStats>,
-    s: Option<super::sequential::SampleStats>,
-    t: f64,
-    (cn, sn): (u64, u64),
-) -> Cs2<'a> {
-    (
-        method,
-        Box::new(move |a| match (c, s) {
-            (Some(c), Some(s)) => Some(two_sample_cs(&c, &s, a, t)),
-            _ => None,
-        }),
-        cn,
-        sn,
-    )
-}
-
+/// The sample-ratio check on units: the distinct units each variant served against the
+/// configured shares (χ² goodness of fit at `srm_alpha`). The request split is reported beside
+/// it for information only (a sticky heavy user legitimately moves it).
 fn srm(policy: &GatePolicy, summaries: &StageSummaries) -> Option<Evidence> {
     let a = summaries.assignment.as_ref()?;
     let observed: Vec<u64> = a.variants.iter().map(|v| v.1).collect();
@@ -361,11 +487,25 @@ fn srm(policy: &GatePolicy, summaries: &StageSummaries) -> Option<Evidence> {
         .iter()
         .map(|(name, n, share)| {
             format!(
-                "{name} {:.4} observed vs {share:.4} configured",
+                "{name} {:.4} of units observed vs {share:.4} configured",
                 *n as f64 / total as f64
             )
         })
         .collect();
+    let mut note = format!("{} (units: χ² = {stat:.2}, p = {p:.3e})", shown.join(", "));
+    if a.requests.len() == a.variants.len()
+        && let Some((rstat, rp)) = srm_chi_square(&a.requests, &shares)
+    {
+        note.push_str(&format!(
+            "; requests {} (χ² = {rstat:.2}, p = {rp:.3e}; information only)",
+            a.requests
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ));
+    }
+    let requests = |i: usize| a.requests.get(i).copied().unwrap_or(0);
     Some(Evidence {
         metric: "sample_ratio".to_owned(),
         cohort: "all".to_owned(),
@@ -374,19 +514,18 @@ fn srm(policy: &GatePolicy, summaries: &StageSummaries) -> Option<Evidence> {
         margin: 0.0,
         bound: policy.srm_alpha,
         direction: Direction::HigherIsBetter,
-        candidate_n: observed.first().copied().unwrap_or(0),
-        stable_n: total,
+        candidate_n: requests(0),
+        stable_n: a.requests.iter().sum(),
         method: Method::ChiSquareSrm,
+        unit: Method::ChiSquareSrm.unit_of_analysis(),
+        units: Some((observed.first().copied().unwrap_or(0), total)),
         alpha: policy.srm_alpha,
         verdict: if p < policy.srm_alpha {
             Verdict::Blocked
         } else {
             Verdict::Passed
         },
-        note: Some(format!(
-            "{} (χ² = {stat:.2}, p = {p:.3e})",
-            shown.join(", ")
-        )),
+        note: Some(note),
     })
 }
 
@@ -409,6 +548,8 @@ fn abstentions(policy: &GatePolicy, summaries: &StageSummaries) -> Vec<Evidence>
                 candidate_n: a.abstained,
                 stable_n: a.attempts,
                 method: Method::AbstentionRate,
+                unit: Method::AbstentionRate.unit_of_analysis(),
+                units: None,
                 alpha: 0.0,
                 verdict: if blocked {
                     Verdict::Blocked

@@ -91,6 +91,16 @@ pub enum Method {
     Ceiling,
     ChiSquareSrm,
     AbstentionRate,
+    /// Like `ProportionCs`, over units: delta-method variance of each side's ratio.
+    ProportionDeltaCs,
+    /// Like `PairedCs`, with the differences summed per unit (delta method over units).
+    PairedDeltaCs,
+    /// Like `ExceedanceCs`, over the candidate's units (delta method).
+    ExceedanceDeltaCs,
+    /// Like `RatioCs`, over units: each side's cost per request with delta-method variance.
+    RatioDeltaCs,
+    /// Like `Ceiling`, over the candidate's units (delta method).
+    CeilingDelta,
 }
 
 impl Method {
@@ -110,6 +120,67 @@ impl Method {
             }
             Method::ChiSquareSrm => "chi-square goodness of fit of the traffic split",
             Method::AbstentionRate => "judge abstention rate vs threshold",
+            Method::ProportionDeltaCs => {
+                "asymptotic confidence sequence on a difference of rates, delta-method variance over units"
+            }
+            Method::PairedDeltaCs => {
+                "asymptotic confidence sequence on paired differences, delta-method variance over units"
+            }
+            Method::ExceedanceDeltaCs => {
+                "asymptotic confidence sequence on the share above stable's quantile, delta-method variance over units"
+            }
+            Method::RatioDeltaCs => {
+                "asymptotic confidence sequence on a ratio, delta-method variance over units"
+            }
+            Method::CeilingDelta => {
+                "asymptotic confidence sequence on the candidate's rate vs a ceiling, delta-method variance over units"
+            }
+        }
+    }
+
+    /// What one independent draw of this method is.
+    pub fn unit_of_analysis(self) -> AnalysisUnit {
+        match self {
+            Method::None => AnalysisUnit::None,
+            Method::PairedCs | Method::WinRateCs => AnalysisUnit::Pair,
+            Method::TwoSampleCs
+            | Method::ProportionCs
+            | Method::ExceedanceCs
+            | Method::RatioCs
+            | Method::Ceiling => AnalysisUnit::Request,
+            Method::ChiSquareSrm
+            | Method::ProportionDeltaCs
+            | Method::PairedDeltaCs
+            | Method::ExceedanceDeltaCs
+            | Method::RatioDeltaCs
+            | Method::CeilingDelta => AnalysisUnit::Unit,
+            Method::AbstentionRate => AnalysisUnit::JudgeAttempt,
+        }
+    }
+}
+
+/// The unit of analysis of a check: what its method treats as one independent draw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisUnit {
+    /// No statistic (no data), or evidence recorded before units were named.
+    #[default]
+    None,
+    Request,
+    Pair,
+    /// The sticky key the routing randomizes (`x-canarist-unit`, `user`, tenant header).
+    Unit,
+    JudgeAttempt,
+}
+
+impl AnalysisUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnalysisUnit::None => "none",
+            AnalysisUnit::Request => "request",
+            AnalysisUnit::Pair => "pair",
+            AnalysisUnit::Unit => "unit",
+            AnalysisUnit::JudgeAttempt => "judge attempt",
         }
     }
 }
@@ -130,6 +201,13 @@ pub struct Evidence {
     pub candidate_n: u64,
     pub stable_n: u64,
     pub method: Method,
+    /// What the method counts as one independent draw.
+    #[serde(default)]
+    pub unit: AnalysisUnit,
+    /// Units per side when the inference ran over units (`candidate_n`/`stable_n` stay the
+    /// requests or pairs behind them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<(u64, u64)>,
     /// α of this cell after the Bonferroni split.
     pub alpha: f64,
     pub verdict: Verdict,
@@ -138,7 +216,13 @@ pub struct Evidence {
 
 impl Evidence {
     pub fn counts_text(&self) -> String {
-        format!("n candidate {}, stable {}", self.candidate_n, self.stable_n)
+        match self.units {
+            Some((c, s)) => format!(
+                "units candidate {c}, stable {s} (n candidate {}, stable {})",
+                self.candidate_n, self.stable_n
+            ),
+            None => format!("n candidate {}, stable {}", self.candidate_n, self.stable_n),
+        }
     }
 }
 

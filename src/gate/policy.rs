@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::sequential::{Count, Moments};
+use super::sequential::{Count, JointRatio, Moments, UnitRatio};
 use crate::vocab::Problem;
 
 /// Which way a metric is good.
@@ -204,23 +204,51 @@ pub enum MetricData {
     TwoSample { candidate: Moments, stable: Moments },
     /// Event counts per side (errors, check passes).
     Proportions { candidate: Count, stable: Count },
-    /// Candidate requests above stable's quantile, with the two quantiles for the ratio report.
+    /// Candidate requests above stable's quantile, with the two quantiles for the ratio report,
+    /// and per candidate unit (x = requests above, y = requests) when the units are known.
     Exceedance {
         candidate_above: Count,
         stable_quantile: Option<f64>,
         candidate_quantile: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        candidate_units: Option<UnitRatio>,
     },
     /// Pairwise judge verdicts from the candidate's point of view.
     WinTieLoss { wins: u64, ties: u64, losses: u64 },
     /// Cost per request, per side.
     Cost { candidate: Moments, stable: Moments },
+    /// Event counts per side (errors per request) with the same events per unit and side
+    /// (x = events, y = requests of the unit): the gate's inference runs over units.
+    UnitRates {
+        candidate: Count,
+        stable: Count,
+        units: JointRatio,
+    },
+    /// Cost per request per side with the same per unit and side (x = cost, y = requests with
+    /// a cost).
+    UnitCost {
+        candidate: Moments,
+        stable: Moments,
+        units: JointRatio,
+    },
+    /// Matched pairs (candidate − stable) with the differences summed per unit (x = Σ
+    /// differences, y = pairs of the unit).
+    PairedUnits { pairs: Moments, units: UnitRatio },
 }
 
-/// Observed requests per variant against their configured shares (for the SRM check).
+/// Observed units per variant against their configured shares (for the SRM check).
+///
+/// canarist assigns units (sticky keys), not requests, so the check counts the distinct units
+/// each variant served in the stage (a request without a unit key is a unit of its own). The
+/// requests served are kept beside them for information only: with sticky units, a heavy user
+/// moves the request split far more than a per-request multinomial allows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
-    /// (variant, observed requests, configured share in (0, 1)); shares sum to 1.
+    /// (variant, observed units, configured share in (0, 1)); shares sum to 1.
     pub variants: Vec<(String, u64, f64)>,
+    /// Requests served per variant, in the order of `variants` (information only).
+    #[serde(default)]
+    pub requests: Vec<u64>,
 }
 
 /// Judge attempts and abstentions for one variant.

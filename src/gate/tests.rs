@@ -199,6 +199,7 @@ fn sample_ratio_mismatch_blocks_promotion_and_alerts() {
             ("candidate".into(), 1150, 0.1),
             ("stable".into(), 8850, 0.9),
         ],
+        requests: vec![],
     });
     let d = evaluate(&policy(), &ready(), &s);
     assert_eq!(d.action, Action::Hold, "{}", d.reason);
@@ -210,6 +211,7 @@ fn sample_ratio_mismatch_blocks_promotion_and_alerts() {
             ("candidate".into(), 1020, 0.1),
             ("stable".into(), 8980, 0.9),
         ],
+        requests: vec![],
     });
     let d = evaluate(&policy(), &ready(), &s);
     assert_eq!(d.action, Action::Promote, "{}", d.reason);
@@ -273,6 +275,7 @@ fn latency_tail_cost_and_win_rate_cells() {
                 candidate_above: Count::new(above, 2000),
                 stable_quantile: Some(800.0),
                 candidate_quantile: Some(1000.0),
+                candidate_units: None,
             },
         );
         m.insert(

@@ -6,30 +6,33 @@
 //! their stable traffic is taken out of the overall row; see [`decide`]).
 //!
 //! A gate metric is found in the stage summary by its kind and name:
-//! - `error_rate`: errors / requests per side (every observation, served or mirrored);
+//! - `error_rate`: errors / requests per side (every observation, served or mirrored), with the
+//!   per-unit sums so that the gate's inference runs over units (delta method);
 //! - `latency_tail`: candidate requests above stable's `quantile`, estimated from the latency
 //!   histograms (from the time-to-first-token histograms when the metric's name contains
 //!   `ttft`);
-//! - `cost_ratio`: cost-per-request moments per side;
+//! - `cost_ratio`: cost-per-request moments per side, with their per-unit sums;
 //! - `mean`: a judge criterion or a deterministic check of that name (`criterion`, or
-//!   `rubric_id.criterion`) — paired differences when pairs were judged, two-sample otherwise;
+//!   `rubric_id.criterion`) — paired differences (with their sums per unit) when pairs were
+//!   judged, two-sample otherwise;
 //! - `win_rate`: the criterion's pairwise win/tie/loss counts.
 //!
 //! Scores of different rubric versions are never pooled: when a criterion was judged under
 //! several rubric hashes, the version with the most paired data is used. Cohorts are `all` and
-//! `key=value` per label value. In live stages the served counts give the sample-ratio check
-//! (stable `1 − share`, candidate `share`). Never: computes a statistic itself.
+//! `key=value` per label value. In live stages the distinct units each side served give the
+//! sample-ratio check (stable `1 − share`, candidate `share`; the served requests ride along for
+//! information). Never: computes a statistic itself.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::gate::sequential::{Count, Moments as GateMoments};
+use crate::gate::sequential::{Count, JointRatio, Moments as GateMoments, UnitRatio};
 use crate::gate::{
     Abstentions, Assignment, Decision, GatePolicy, MetricData, MetricKind, StageContext,
     StageSummaries, evaluate,
 };
 use crate::rollout::ramp::{Exposure, Stage};
-use crate::store::{Moments, StageSummary, VariantSummary};
+use crate::store::{JointMoments, Moments, StageSummary, UnitMoments, VariantSummary};
 use crate::vocab::{Cohort, Role, cohort_name};
 
 fn moments(m: &Moments) -> GateMoments {
@@ -37,6 +40,27 @@ fn moments(m: &Moments) -> GateMoments {
         n: m.count,
         sum: m.sum,
         sum_sq: m.sum_sq,
+    }
+}
+
+fn unit_ratio(m: &UnitMoments) -> UnitRatio {
+    UnitRatio {
+        units: m.units,
+        sum_x: m.sum_x,
+        sum_y: m.sum_y,
+        sum_xx: m.sum_xx,
+        sum_yy: m.sum_yy,
+        sum_xy: m.sum_xy,
+    }
+}
+
+fn joint_ratio(m: &JointMoments) -> JointRatio {
+    JointRatio {
+        units: m.units,
+        candidate_units: m.candidate_units,
+        stable_units: m.stable_units,
+        sums: m.sums,
+        products: m.products,
     }
 }
 
@@ -62,6 +86,8 @@ fn merge(into: &mut VariantSummary, v: &VariantSummary) {
     into.latency_histogram.merge(&v.latency_histogram);
     into.ttft_histogram.merge(&v.ttft_histogram);
     into.cost.add(v.cost.count, v.cost.sum, v.cost.sum_sq);
+    into.units += v.units;
+    into.served_units += v.served_units;
 }
 
 /// Matches `name` against a criterion (`criterion` or `rubric_id.criterion`).
@@ -87,11 +113,22 @@ pub fn summaries(
     let mut out = StageSummaries::default();
     for m in &policy.metrics {
         for (cohort, s) in &sides {
+            let units = summary.units.iter().find(|u| u.cohort == *cohort);
             let data = match &m.kind {
-                MetricKind::ErrorRate { .. } => Some(MetricData::Proportions {
-                    candidate: Count::new(s.candidate.error_count(), s.candidate.requests),
-                    stable: Count::new(s.stable.error_count(), s.stable.requests),
-                }),
+                MetricKind::ErrorRate { .. } => {
+                    let candidate = Count::new(s.candidate.error_count(), s.candidate.requests);
+                    let stable = Count::new(s.stable.error_count(), s.stable.requests);
+                    let joint = units.map(|u| &u.errors);
+                    Some(if let Some(j) = joint.filter(|j| usable(j)) {
+                        MetricData::UnitRates {
+                            candidate,
+                            stable,
+                            units: joint_ratio(j),
+                        }
+                    } else {
+                        MetricData::Proportions { candidate, stable }
+                    })
+                }
                 MetricKind::LatencyTail { quantile, .. } => {
                     let (c, st) = if m.name.contains("ttft") {
                         (&s.candidate.ttft_histogram, &s.stable.ttft_histogram)
@@ -103,12 +140,23 @@ pub fn summaries(
                         candidate_above: Count::new(c.estimate_above(q).round() as u64, c.total()),
                         stable_quantile: Some(q),
                         candidate_quantile: c.quantile(*quantile),
+                        candidate_units: None,
                     })
                 }
-                MetricKind::CostRatio { .. } => Some(MetricData::Cost {
-                    candidate: moments(&s.candidate.cost),
-                    stable: moments(&s.stable.cost),
-                }),
+                MetricKind::CostRatio { .. } => {
+                    let candidate = moments(&s.candidate.cost);
+                    let stable = moments(&s.stable.cost);
+                    let joint = units.map(|u| &u.cost);
+                    Some(if let Some(j) = joint.filter(|j| usable(j)) {
+                        MetricData::UnitCost {
+                            candidate,
+                            stable,
+                            units: joint_ratio(j),
+                        }
+                    } else {
+                        MetricData::Cost { candidate, stable }
+                    })
+                }
                 MetricKind::Mean { .. } | MetricKind::WinRate { .. } => None,
             };
             if let Some(data) = data {
@@ -118,8 +166,17 @@ pub fn summaries(
         match &m.kind {
             MetricKind::Mean { .. } => {
                 let mut best: BTreeMap<Cohort, (u64, MetricData)> = BTreeMap::new();
-                let mut offer = |cohort: &Cohort, paired: &Moments, c: &Moments, s: &Moments| {
-                    let data = if paired.count > 0 {
+                let mut offer = |cohort: &Cohort,
+                                 paired: &Moments,
+                                 units: &UnitMoments,
+                                 c: &Moments,
+                                 s: &Moments| {
+                    let data = if paired.count > 0 && units.units > 0 {
+                        MetricData::PairedUnits {
+                            pairs: moments(paired),
+                            units: unit_ratio(units),
+                        }
+                    } else if paired.count > 0 {
                         MetricData::Paired(moments(paired))
                     } else {
                         MetricData::TwoSample {
@@ -137,14 +194,26 @@ pub fn summaries(
                     .iter()
                     .filter(|sc| named(&m.name, &sc.rubric_id, &sc.criterion))
                 {
-                    offer(&sc.cohort, &sc.paired, &sc.candidate_scores, &sc.stable);
+                    offer(
+                        &sc.cohort,
+                        &sc.paired,
+                        &sc.paired_units,
+                        &sc.candidate_scores,
+                        &sc.stable,
+                    );
                 }
                 for ck in summary
                     .checks
                     .iter()
                     .filter(|ck| named(&m.name, &ck.rubric_id, &ck.check))
                 {
-                    offer(&ck.cohort, &ck.paired, &ck.candidate_scores, &ck.stable);
+                    offer(
+                        &ck.cohort,
+                        &ck.paired,
+                        &ck.paired_units,
+                        &ck.candidate_scores,
+                        &ck.stable,
+                    );
                 }
                 for (cohort, (_, data)) in best {
                     insert(&mut out, &cohort, &m.name, data);
@@ -177,11 +246,15 @@ pub fn summaries(
     if let (Exposure::Live { share }, Some(all)) = (exposure, sides.get(&None))
         && share < 1.0
     {
+        // Units when the store counted them (a summary without unit keys counts requests).
+        let counted = all.stable.served_units + all.candidate.served_units > 0;
+        let units = |v: &VariantSummary| if counted { v.served_units } else { v.served };
         out.assignment = Some(Assignment {
             variants: vec![
-                (all.stable.variant.clone(), all.stable.served, 1.0 - share),
-                (all.candidate.variant.clone(), all.candidate.served, share),
+                (all.stable.variant.clone(), units(&all.stable), 1.0 - share),
+                (all.candidate.variant.clone(), units(&all.candidate), share),
             ],
+            requests: vec![all.stable.served, all.candidate.served],
         });
     }
     let mut abstained: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
@@ -216,6 +289,12 @@ pub fn summaries(
         .max()
         .unwrap_or(0);
     (out, judged)
+}
+
+/// Per-unit data is used when both sides have units (a summary without unit keys falls back to
+/// the request-level view).
+fn usable(j: &JointMoments) -> bool {
+    j.candidate_units > 0 && j.stable_units > 0
 }
 
 fn insert(out: &mut StageSummaries, cohort: &Cohort, metric: &str, data: MetricData) {
@@ -255,7 +334,24 @@ fn without_cohorts(summary: &StageSummary, excluded: &[(String, String)]) -> Sta
             .cloned()
             .collect(),
         aa: summary.aa.clone(),
+        units: Vec::new(),
     };
+    // Units of excluded cohorts leave the overall comparison as their stable traffic does.
+    let removed_units: Vec<_> = summary
+        .units
+        .iter()
+        .filter(|u| is_excluded(&u.cohort))
+        .collect();
+    for u in summary.units.iter().filter(|u| !is_excluded(&u.cohort)) {
+        let mut u = u.clone();
+        if u.cohort.is_none() {
+            for r in &removed_units {
+                u.errors.subtract(&r.errors);
+                u.cost.subtract(&r.cost);
+            }
+        }
+        out.units.push(u);
+    }
     let removed: Vec<&VariantSummary> = summary
         .variants
         .iter()
@@ -279,6 +375,8 @@ fn without_cohorts(summary: &StageSummary, excluded: &[(String, String)]) -> Sta
                 v.prompt_tokens = v.prompt_tokens.saturating_sub(r.prompt_tokens);
                 v.completion_tokens = v.completion_tokens.saturating_sub(r.completion_tokens);
                 v.cost.subtract(&r.cost);
+                v.units = v.units.saturating_sub(r.units);
+                v.served_units = v.served_units.saturating_sub(r.served_units);
             }
         }
         out.variants.push(v);

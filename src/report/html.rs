@@ -214,6 +214,9 @@ fn evidence(o: &mut String, r: &StageReport) {
                 n(f::interval(e.interval, 4)),
                 n(f::signed(e.bound, 4)),
                 n(format!("{} / {}", e.candidate_n, e.stable_n)),
+                n(e.units
+                    .map_or_else(|| "–".to_owned(), |(c, s)| format!("{c} / {s}"))),
+                esc(e.unit.as_str()),
                 esc(e.method.describe()),
                 n(format!("{:.4}", e.alpha)),
                 format!(
@@ -233,6 +236,8 @@ fn evidence(o: &mut String, r: &StageReport) {
             "interval",
             "bound",
             "n cand / stable",
+            "units cand / stable",
+            "unit of analysis",
             "method",
             "α",
             "verdict",
@@ -401,7 +406,9 @@ fn traffic(o: &mut String, r: &StageReport) {
                     esc(&v.role)
                 ),
                 n(v.requests.to_string()),
+                n(v.units.to_string()),
                 n(v.served.to_string()),
+                n(v.served_units.to_string()),
                 n(format!("{} {}", f::pct(v.error_rate), classes.join(", "))
                     .trim()
                     .to_owned()),
@@ -432,7 +439,9 @@ fn traffic(o: &mut String, r: &StageReport) {
             "cohort",
             "variant",
             "requests",
+            "units",
             "served",
+            "served units",
             "errors",
             "latency p50/p95/p99",
             "TTFT p50/p95/p99",
@@ -453,16 +462,27 @@ fn traffic(o: &mut String, r: &StageReport) {
     let split: Vec<String> = sr
         .variants
         .iter()
-        .map(|(v, c, share)| format!("{} {c} served (configured {})", esc(v), f::pct(*share)))
+        .map(|(v, c, share)| {
+            format!(
+                "{} {c} units served (configured {})",
+                esc(v),
+                f::pct(*share)
+            )
+        })
         .collect();
+    let requests: Vec<String> = sr.requests.iter().map(u64::to_string).collect();
     let _ = writeln!(
         o,
-        "<p><strong>Sample-ratio check:</strong> {} — {}; χ² {}, p {}, α {}.</p>\n</section>",
+        "<p><strong>Sample-ratio check (units):</strong> {} — {}; χ² {}, p {}, α {}. \
+         Requests served (information only): {}; χ² {}, p {}.</p>\n</section>",
         esc(&sr.note),
         split.join(", "),
         f::num(sr.chi_square, 3),
         f::p_value(sr.p_value),
-        sr.alpha
+        sr.alpha,
+        requests.join(" / "),
+        f::num(sr.request_chi_square, 3),
+        f::p_value(sr.request_p_value),
     );
 }
 

@@ -194,6 +194,9 @@ fn evidence(o: &mut String, r: &StageReport) {
                 f::interval(e.interval, 4),
                 f::signed(e.bound, 4),
                 format!("{} / {}", e.candidate_n, e.stable_n),
+                e.units
+                    .map_or_else(|| "–".to_owned(), |(c, s)| format!("{c} / {s}")),
+                e.unit.as_str().to_owned(),
                 e.method.describe().to_owned(),
                 format!("{:.4}", e.alpha),
                 format!("**{}**", e.verdict.as_str()),
@@ -210,6 +213,8 @@ fn evidence(o: &mut String, r: &StageReport) {
             "interval",
             "bound",
             "n cand / stable",
+            "units cand / stable",
+            "unit of analysis",
             "method",
             "α",
             "verdict",
@@ -316,7 +321,9 @@ fn traffic(o: &mut String, r: &StageReport) {
                 cell(&v.cohort),
                 format!("{} ({})", cell(&v.variant), v.role),
                 v.requests.to_string(),
+                v.units.to_string(),
                 v.served.to_string(),
+                v.served_units.to_string(),
                 format!("{} {}", f::pct(v.error_rate), classes.join(", "))
                     .trim()
                     .to_owned(),
@@ -347,7 +354,9 @@ fn traffic(o: &mut String, r: &StageReport) {
             "cohort",
             "variant",
             "requests",
+            "units",
             "served",
+            "served units",
             "errors",
             "latency p50/p95/p99",
             "TTFT p50/p95/p99",
@@ -368,16 +377,27 @@ fn traffic(o: &mut String, r: &StageReport) {
     let split: Vec<String> = sr
         .variants
         .iter()
-        .map(|(v, n, share)| format!("{} {n} served (configured {})", cell(v), f::pct(*share)))
+        .map(|(v, n, share)| {
+            format!(
+                "{} {n} units served (configured {})",
+                cell(v),
+                f::pct(*share)
+            )
+        })
         .collect();
+    let requests: Vec<String> = sr.requests.iter().map(u64::to_string).collect();
     let _ = writeln!(
         o,
-        "**Sample-ratio check:** {} — {}; χ² {}, p {}, α {}.\n",
+        "**Sample-ratio check (units):** {} — {}; χ² {}, p {}, α {}. Requests served \
+         (information only): {}; χ² {}, p {}.\n",
         cell(&sr.note),
         split.join(", "),
         f::num(sr.chi_square, 3),
         f::p_value(sr.p_value),
-        sr.alpha
+        sr.alpha,
+        requests.join(" / "),
+        f::num(sr.request_chi_square, 3),
+        f::p_value(sr.request_p_value),
     );
 }
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::gate::{Alert, Evidence};
 
 /// The version of the JSON shape below.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The label of [`StageReport::reference_tests`], printed with them in every format.
 pub const REFERENCE_LABEL: &str = "classic fixed-sample tests, for reference only";
@@ -146,8 +146,12 @@ pub struct VariantStats {
     /// `stable` or `candidate`.
     pub role: String,
     pub requests: u64,
+    /// Distinct units (sticky keys) among the requests; a request without one is its own.
+    pub units: u64,
     /// Requests whose answer went to the client.
     pub served: u64,
+    /// Distinct units among the served requests.
+    pub served_units: u64,
     pub errors: u64,
     pub error_rate: Option<f64>,
     /// Error class → count.
@@ -260,13 +264,22 @@ pub struct Consistency {
     pub rate: Option<f64>,
 }
 
-/// The sample-ratio check: observed served requests against the configured split.
+/// The sample-ratio check: the distinct units each variant served against the configured split
+/// (canarist assigns units, so units are what the split is about). The served requests and
+/// their own chi-square are kept for information only: a sticky heavy user moves the request
+/// split far more than a per-request test allows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleRatio {
-    /// (variant, served requests, configured share); shares empty when the split is unknown.
+    /// (variant, served units, configured share); shares empty when the split is unknown.
     pub variants: Vec<(String, u64, Option<f64>)>,
+    /// Served requests per variant, in the order of `variants` (information only).
+    pub requests: Vec<u64>,
+    /// The units' chi-square and p-value (the check).
     pub chi_square: Option<f64>,
     pub p_value: Option<f64>,
+    /// The requests' chi-square and p-value (information only).
+    pub request_chi_square: Option<f64>,
+    pub request_p_value: Option<f64>,
     pub alpha: f64,
     /// `Some(true)` when p < alpha; `None` when the test does not apply (shadow stage, unknown
     /// split, no traffic).

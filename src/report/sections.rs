@@ -35,7 +35,9 @@ pub fn variants(summary: &StageSummary) -> Vec<VariantStats> {
                 variant: v.variant.clone(),
                 role: v.role.as_str().to_owned(),
                 requests: v.requests,
+                units: v.units,
                 served: v.served,
+                served_units: v.served_units,
                 errors,
                 error_rate: stats::rate(errors, v.requests),
                 errors_by_class: v.errors.clone(),
@@ -268,9 +270,9 @@ pub fn sides<'a>(
     (c, s)
 }
 
-/// The sample-ratio check of a live stage: served requests per side against the configured
-/// candidate percentage (chi-square at `alpha`); not applicable to shadow stages or an unknown
-/// split.
+/// The sample-ratio check of a live stage: the distinct units each side served against the
+/// configured candidate percentage (chi-square at `alpha`), with the served requests' own
+/// chi-square beside it for information; not applicable to shadow stages or an unknown split.
 pub fn sample_ratio(
     summary: &StageSummary,
     candidate: &str,
@@ -280,18 +282,22 @@ pub fn sample_ratio(
 ) -> SampleRatio {
     let (c, s) = sides(&summary.variants, candidate);
     let served = |v: Option<&VariantSummary>| v.map_or(0, |v| v.served);
+    let units = |v: Option<&VariantSummary>| v.map_or(0, |v| v.served_units);
     let share = configured.map(|p| p / 100.0);
     let mut out = SampleRatio {
         variants: vec![
-            (candidate.to_owned(), served(c), share),
+            (candidate.to_owned(), units(c), share),
             (
                 s.map_or_else(|| "stable".to_owned(), |s| s.variant.clone()),
-                served(s),
+                units(s),
                 share.map(|x| 1.0 - x),
             ),
         ],
+        requests: vec![served(c), served(s)],
         chi_square: None,
         p_value: None,
+        request_chi_square: None,
+        request_p_value: None,
         alpha,
         mismatch: None,
         note: String::new(),
@@ -305,7 +311,13 @@ pub fn sample_ratio(
             "not applicable: the candidate serves everyone".into()
         }
         (_, Some(share)) => {
-            match stats::sample_ratio(&[served(c), served(s)], &[share, 1.0 - share]) {
+            if let Some((chi, p)) =
+                stats::sample_ratio(&[served(c), served(s)], &[share, 1.0 - share])
+            {
+                out.request_chi_square = Some(chi);
+                out.request_p_value = Some(p);
+            }
+            match stats::sample_ratio(&[units(c), units(s)], &[share, 1.0 - share]) {
                 Some((chi, p)) => {
                     out.chi_square = Some(chi);
                     out.p_value = Some(p);
@@ -316,7 +328,7 @@ pub fn sample_ratio(
                         "consistent with the configured split".to_owned()
                     }
                 }
-                None => "not applicable: no served requests".into(),
+                None => "not applicable: no served units".into(),
             }
         }
     };

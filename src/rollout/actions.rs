@@ -122,6 +122,11 @@ pub struct LiveCount {
     pub variant: String,
     pub role: String,
     pub requests: u64,
+    /// Distinct units (sticky keys) among the requests; a request without one is its own.
+    pub units: u64,
+    /// Requests this variant served, and the distinct units among them.
+    pub served: u64,
+    pub served_units: u64,
     pub errors: u64,
 }
 
@@ -267,6 +272,9 @@ pub async fn status(ctx: &RolloutCtx, deployment: &str) -> Result<RolloutStatus,
             variant: v.variant.clone(),
             role: v.role.as_str().to_owned(),
             requests: v.requests,
+            units: v.units,
+            served: v.served,
+            served_units: v.served_units,
             errors: v.error_count(),
         })
         .collect();

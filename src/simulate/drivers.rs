@@ -1,15 +1,17 @@
 //! The gates `canarist simulate` compares, each driving its own copy of the real rollout state
-//! machine over the same pairs: `canarist` (the real `gate::evaluate` plus the guardrail),
-//! `welch_rolling` and `mean_drop` (the reference rules, which promote a stage as soon as its
+//! machine over the same streams: `canarist` (the real `gate::evaluate` plus the guardrail, its
+//! inference and sample-ratio check over units), `canarist_requests` (the same gate fed
+//! request-level summaries, as canarist was before it analysed units), `welch_rolling` and
+//! `mean_drop` (the reference rules on judged pairs, which promote a stage as soon as its
 //! minimum duration and pairs are met unless their rule fired).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 
-use super::traffic::{PairDraw, Scenario, split};
+use super::traffic::{PairDraw, RequestDraw, Scenario, Side, USERS, User};
 use crate::capture::Role;
-use crate::gate::sequential::{Count, Moments, welch};
+use crate::gate::sequential::{Count, JointRatio, Moments, UnitRatio, welch};
 use crate::gate::{
     Abstentions, Action, Assignment, GatePolicy, Guardrail, GuardrailConfig, MetricData,
     StageContext, StageSummaries, Verdict, evaluate,
@@ -34,6 +36,10 @@ pub struct RunOutcome {
     pub by_guardrail: bool,
     /// What caused a rollback: `guardrail`, a `metric/cohort` cell, or the reference rule.
     pub cause: Option<String>,
+    /// Some tick would have promoted but for the sample-ratio check.
+    pub srm_blocked: bool,
+    /// The sample-ratio check found a mismatch at some tick.
+    pub srm_alert: bool,
 }
 
 /// The bookkeeping every gate shares: the state machine and its counters.
@@ -76,15 +82,6 @@ impl Lane {
         }
     }
 
-    fn configured_share(&self) -> f64 {
-        let stage = self.stage().and_then(|i| self.ramp.stages.get(i));
-        match stage.map(|s| s.exposure) {
-            Some(Exposure::Shadow { sample_rate }) => sample_rate,
-            Some(Exposure::Live { share }) => share,
-            None => 0.0,
-        }
-    }
-
     fn context(&self, now: DateTime<Utc>) -> StageContext {
         let (elapsed, stage) = match &self.state {
             State::Running(run) => (run.elapsed(now), self.ramp.stages.get(run.stage)),
@@ -116,6 +113,8 @@ impl Lane {
             } else {
                 None
             },
+            srm_blocked: false,
+            srm_alert: false,
         };
         match self.state {
             State::Promoted { .. } => self.end = Some(outcome(Final::Promoted)),
@@ -136,6 +135,8 @@ impl Lane {
             secs: (now - self.start).num_milliseconds() as f64 / 1000.0,
             by_guardrail: false,
             cause: None,
+            srm_blocked: false,
+            srm_alert: false,
         })
     }
 
@@ -148,9 +149,12 @@ impl Lane {
 
 /// A gate under simulation.
 pub trait Driver {
+    /// One request, its user and both variants' potential outcomes (the gate's stage decides
+    /// which it observes). The reference gates read judged pairs only.
+    fn request(&mut self, _r: &RequestDraw, _user: &User, _now: DateTime<Utc>) {}
     fn observe(&mut self, pair: &PairDraw, now: DateTime<Utc>);
-    /// One controller tick; `z` sets the tick's request split.
-    fn tick(&mut self, now: DateTime<Utc>, z: f64);
+    /// One controller tick.
+    fn tick(&mut self, now: DateTime<Utc>);
     fn done(&self) -> bool;
     fn outcome(&self, now: DateTime<Utc>) -> RunOutcome;
 }
@@ -176,10 +180,12 @@ impl LogHist {
             n: 0,
         }
     }
-    fn push(&mut self, ms: f64) {
-        let b = (ms.max(1.0).ln() / STEP).floor() as usize;
-        self.counts[b.min(BUCKETS - 1)] += 1;
+    /// Counts `ms`; returns its bucket.
+    fn push(&mut self, ms: f64) -> usize {
+        let b = ((ms.max(1.0).ln() / STEP).floor() as usize).min(BUCKETS - 1);
+        self.counts[b] += 1;
         self.n += 1;
+        b
     }
     /// The bucket holding quantile `q`.
     fn quantile_bucket(&self, q: f64) -> Option<usize> {
@@ -204,52 +210,190 @@ impl LogHist {
     }
 }
 
+/// One ratio metric on one side, accumulated per unit: each user's totals x and y and their
+/// sums over units, kept up to date as requests arrive (so a tick reads them in O(1)).
 #[derive(Clone)]
-struct CohortAcc {
-    quality: Moments,
-    errors: [Count; 2],
-    latency: [LogHist; 2],
-    cost: [Moments; 2],
+struct UnitAcc {
+    x: Vec<f64>,
+    y: Vec<f64>,
+    ratio: UnitRatio,
 }
 
-impl CohortAcc {
-    fn new() -> Self {
+impl UnitAcc {
+    fn new(users: usize) -> Self {
         Self {
-            quality: Moments::default(),
-            errors: [Count::default(); 2],
-            latency: [LogHist::new(), LogHist::new()],
-            cost: [Moments::default(); 2],
+            x: vec![0.0; users],
+            y: vec![0.0; users],
+            ratio: UnitRatio::default(),
         }
     }
 
-    fn push(&mut self, p: &PairDraw) {
+    /// Adds `dx`, `dy` (> 0) to unit `u`.
+    fn add(&mut self, u: usize, dx: f64, dy: f64) {
+        let (x0, y0) = (self.x[u], self.y[u]);
+        let (x1, y1) = (x0 + dx, y0 + dy);
+        let r = &mut self.ratio;
+        if y0 == 0.0 {
+            r.units += 1;
+        }
+        r.sum_x += dx;
+        r.sum_y += dy;
+        r.sum_xx += x1 * x1 - x0 * x0;
+        r.sum_yy += y1 * y1 - y0 * y0;
+        r.sum_xy += x1 * y1 - x0 * y0;
+        self.x[u] = x1;
+        self.y[u] = y1;
+    }
+}
+
+/// A ratio metric on both sides per unit: each user's (x_c, y_c, x_s, y_s) and their sums.
+#[derive(Clone)]
+struct JointAcc {
+    v: Vec<[f64; 4]>,
+    ratio: JointRatio,
+}
+
+impl JointAcc {
+    fn new(users: usize) -> Self {
+        Self {
+            v: vec![[0.0; 4]; users],
+            ratio: JointRatio::default(),
+        }
+    }
+
+    /// Adds `dx`, `dy` (> 0) to unit `u` on side `i` (0 candidate, 1 stable).
+    fn add(&mut self, u: usize, i: usize, dx: f64, dy: f64) {
+        let before = self.v[u];
+        let mut after = before;
+        after[2 * i] += dx;
+        after[2 * i + 1] += dy;
+        self.ratio.update(before, after);
+        self.v[u] = after;
+    }
+}
+
+/// Candidate (index 0) and stable (index 1) data of one cohort in the current stage.
+#[derive(Clone)]
+struct CohortAcc {
+    quality: Moments,
+    quality_units: UnitAcc,
+    errors: [Count; 2],
+    error_units: JointAcc,
+    latency: [LogHist; 2],
+    cost: [Moments; 2],
+    cost_units: JointAcc,
+    /// The candidate's latency buckets per user, to recount them when stable's quantile moves,
+    /// and the users that have any.
+    candidate_buckets: Vec<Vec<u16>>,
+    candidate_users: Vec<u32>,
+    /// Whether the per-unit sums are kept (the request-level gate does without).
+    units: bool,
+    /// Stable's 95% quantile bucket the per-unit exceedance counts are relative to.
+    threshold: Option<usize>,
+    above_units: UnitAcc,
+}
+
+impl CohortAcc {
+    fn new(units: bool) -> Self {
+        let n = if units { USERS } else { 0 };
+        Self {
+            quality: Moments::default(),
+            quality_units: UnitAcc::new(n),
+            errors: [Count::default(); 2],
+            error_units: JointAcc::new(n),
+            latency: [LogHist::new(), LogHist::new()],
+            cost: [Moments::default(); 2],
+            cost_units: JointAcc::new(n),
+            candidate_buckets: vec![Vec::new(); if units { USERS } else { 0 }],
+            candidate_users: Vec::new(),
+            units,
+            threshold: None,
+            above_units: UnitAcc::new(n),
+        }
+    }
+
+    fn push_pair(&mut self, p: &PairDraw) {
         if let Some((s, c)) = judged(p) {
             self.quality.push(c - s);
-        }
-        let sides = [
-            (p.candidate_error, p.candidate_latency_ms, p.candidate_cost),
-            (p.stable_error, p.stable_latency_ms, p.stable_cost),
-        ];
-        for (i, (err, ms, cost)) in sides.into_iter().enumerate() {
-            self.errors[i].n += 1;
-            self.errors[i].hits += u64::from(err);
-            if !err {
-                self.latency[i].push(ms);
-                self.cost[i].push(cost);
+            if self.units {
+                self.quality_units.add(p.user as usize, c - s, 1.0);
             }
         }
     }
 
-    fn summary(&self) -> BTreeMap<String, MetricData> {
+    /// One observed side of one request (`i`: 0 candidate, 1 stable).
+    fn push_side(&mut self, i: usize, user: usize, side: &Side) {
+        self.errors[i].n += 1;
+        self.errors[i].hits += u64::from(side.error);
+        if self.units {
+            self.error_units
+                .add(user, i, f64::from(u8::from(side.error)), 1.0);
+        }
+        if side.error {
+            return;
+        }
+        let b = self.latency[i].push(side.latency_ms);
+        self.cost[i].push(side.cost);
+        if !self.units {
+            return;
+        }
+        self.cost_units.add(user, i, side.cost, 1.0);
+        if i == 0 {
+            if self.candidate_buckets[user].is_empty() {
+                self.candidate_users.push(user as u32);
+            }
+            self.candidate_buckets[user].push(b as u16);
+            let above = self.threshold.is_some_and(|t| b > t);
+            self.above_units.add(user, f64::from(u8::from(above)), 1.0);
+        }
+    }
+
+    /// Recounts the candidate's per-unit exceedances when stable's quantile bucket moved.
+    fn refresh_threshold(&mut self) {
+        let t = self.latency[1].quantile_bucket(0.95);
+        if !self.units || t == self.threshold {
+            return;
+        }
+        self.threshold = t;
+        self.above_units.ratio = UnitRatio::default();
+        for &u in &self.candidate_users {
+            let u = u as usize;
+            let buckets = &self.candidate_buckets[u];
+            self.above_units.x[u] = 0.0;
+            self.above_units.y[u] = 0.0;
+            let above = buckets
+                .iter()
+                .filter(|&&b| t.is_some_and(|t| usize::from(b) > t))
+                .count();
+            self.above_units.add(u, above as f64, buckets.len() as f64);
+        }
+    }
+
+    /// The gate's view: per unit (`units`) or per request (today's request-level gate).
+    fn summary(&self, units: bool) -> BTreeMap<String, MetricData> {
         let mut m = BTreeMap::new();
-        m.insert("quality".to_owned(), MetricData::Paired(self.quality));
-        m.insert(
-            "errors".to_owned(),
+        let quality = if units {
+            MetricData::PairedUnits {
+                pairs: self.quality,
+                units: self.quality_units.ratio,
+            }
+        } else {
+            MetricData::Paired(self.quality)
+        };
+        m.insert("quality".to_owned(), quality);
+        let errors = if units {
+            MetricData::UnitRates {
+                candidate: self.errors[0],
+                stable: self.errors[1],
+                units: self.error_units.ratio,
+            }
+        } else {
             MetricData::Proportions {
                 candidate: self.errors[0],
                 stable: self.errors[1],
-            },
-        );
+            }
+        };
+        m.insert("errors".to_owned(), errors);
         let qb = self.latency[1].quantile_bucket(0.95);
         m.insert(
             "latency_p95".to_owned(),
@@ -262,28 +406,46 @@ impl CohortAcc {
                 candidate_quantile: self.latency[0]
                     .quantile_bucket(0.95)
                     .map(LogHist::upper_edge),
+                candidate_units: units.then_some(self.above_units.ratio),
             },
         );
-        m.insert(
-            "cost".to_owned(),
+        let cost = if units {
+            MetricData::UnitCost {
+                candidate: self.cost[0],
+                stable: self.cost[1],
+                units: self.cost_units.ratio,
+            }
+        } else {
             MetricData::Cost {
                 candidate: self.cost[0],
                 stable: self.cost[1],
-            },
-        );
+            }
+        };
+        m.insert("cost".to_owned(), cost);
         m
     }
 }
 
-/// The real gate: `evaluate` every tick plus the guardrail on every outcome.
+/// The real gate: `evaluate` every tick plus the guardrail on every observed outcome. With
+/// `units` (canarist today) its inference and sample-ratio check run over units; without, it
+/// is the request-level gate canarist had before (every request an independent draw).
 pub struct Canarist {
     lane: Lane,
     policy: GatePolicy,
     guardrail: Guardrail,
     scenario: Scenario,
+    units: bool,
     cohorts: [CohortAcc; 3],
     abstentions: [Abstentions; 2],
-    assignment: [u64; 2],
+    /// Served requests per side (candidate, stable) in the stage.
+    served: [u64; 2],
+    /// Whether each user was served by each side in the stage, and how many were.
+    served_seen: [Vec<bool>; 2],
+    served_units: [u64; 2],
+    /// Some tick held only because of the sample-ratio check.
+    srm_blocked: bool,
+    /// Some tick's sample-ratio check found a mismatch.
+    srm_alert: bool,
 }
 
 const COHORTS: [&str; 3] = ["all", "tier=enterprise", "tier=standard"];
@@ -294,6 +456,7 @@ impl Canarist {
         policy: GatePolicy,
         guardrail: GuardrailConfig,
         scenario: Scenario,
+        units: bool,
         start: DateTime<Utc>,
     ) -> Self {
         let mut c = Self {
@@ -301,7 +464,12 @@ impl Canarist {
             policy,
             guardrail: Guardrail::new(guardrail),
             scenario,
-            cohorts: [CohortAcc::new(), CohortAcc::new(), CohortAcc::new()],
+            units,
+            cohorts: [
+                CohortAcc::new(units),
+                CohortAcc::new(units),
+                CohortAcc::new(units),
+            ],
             abstentions: [
                 Abstentions {
                     variant: "candidate".into(),
@@ -314,50 +482,127 @@ impl Canarist {
                     attempts: 0,
                 },
             ],
-            assignment: [0, 0],
+            served: [0, 0],
+            served_seen: [vec![false; USERS], vec![false; USERS]],
+            served_units: [0, 0],
+            srm_blocked: false,
+            srm_alert: false,
         };
         c.reset_stage();
         c
     }
 
     fn reset_stage(&mut self) {
-        self.cohorts = [CohortAcc::new(), CohortAcc::new(), CohortAcc::new()];
+        self.cohorts = [
+            CohortAcc::new(self.units),
+            CohortAcc::new(self.units),
+            CohortAcc::new(self.units),
+        ];
         for a in &mut self.abstentions {
             a.abstained = 0;
             a.attempts = 0;
         }
-        self.assignment = [0, 0];
+        self.served = [0, 0];
+        self.served_seen = [vec![false; USERS], vec![false; USERS]];
+        self.served_units = [0, 0];
+    }
+
+    fn live_share(&self) -> Option<f64> {
+        let stage = self
+            .lane
+            .stage()
+            .and_then(|i| self.lane.ramp.stages.get(i))?;
+        match stage.exposure {
+            Exposure::Live { share } => Some(share),
+            Exposure::Shadow { .. } => None,
+        }
     }
 
     fn summaries(&self) -> StageSummaries {
         let mut s = StageSummaries::default();
         for (name, acc) in COHORTS.iter().zip(&self.cohorts) {
-            s.cohorts.insert((*name).to_owned(), acc.summary());
+            s.cohorts
+                .insert((*name).to_owned(), acc.summary(self.units));
         }
-        let share = self.lane.configured_share();
-        if share > 0.0 && share < 1.0 {
+        if let Some(share) = self.live_share().filter(|&s| s < 1.0) {
+            let counted = if self.units {
+                self.served_units
+            } else {
+                self.served
+            };
             s.assignment = Some(Assignment {
                 variants: vec![
-                    ("candidate".into(), self.assignment[0], share),
-                    ("stable".into(), self.assignment[1], 1.0 - share),
+                    ("candidate".into(), counted[0], share),
+                    ("stable".into(), counted[1], 1.0 - share),
                 ],
+                requests: self.served.to_vec(),
             });
         }
         s.abstentions = self.abstentions.to_vec();
         s
     }
+
+    fn observe_side(
+        &mut self,
+        i: usize,
+        served: bool,
+        r: &RequestDraw,
+        user: &User,
+        now: DateTime<Utc>,
+    ) {
+        let side = if i == 0 { &r.candidate } else { &r.stable };
+        let role = if i == 0 {
+            Role::Candidate
+        } else {
+            Role::Stable
+        };
+        self.guardrail.record(now, role, side.error);
+        let u = r.user as usize;
+        self.cohorts[0].push_side(i, u, side);
+        self.cohorts[if user.enterprise { 1 } else { 2 }].push_side(i, u, side);
+        if served {
+            self.served[i] += 1;
+            if !self.served_seen[i][u] {
+                self.served_seen[i][u] = true;
+                self.served_units[i] += 1;
+            }
+        }
+    }
 }
 
 impl Driver for Canarist {
-    fn observe(&mut self, p: &PairDraw, now: DateTime<Utc>) {
+    fn request(&mut self, r: &RequestDraw, user: &User, now: DateTime<Utc>) {
         if self.done() {
             return;
         }
-        self.guardrail
-            .record(now, Role::Candidate, p.candidate_error);
-        self.guardrail.record(now, Role::Stable, p.stable_error);
-        self.cohorts[0].push(p);
-        self.cohorts[if p.enterprise { 1 } else { 2 }].push(p);
+        let stage = self.lane.stage().and_then(|i| self.lane.ramp.stages.get(i));
+        match stage.map(|s| s.exposure) {
+            Some(Exposure::Shadow { sample_rate }) => {
+                self.observe_side(1, true, r, user, now);
+                if r.mirror_roll < sample_rate {
+                    self.observe_side(0, false, r, user, now);
+                }
+            }
+            Some(Exposure::Live { share }) => {
+                if user.bucket < self.scenario.actual_share(share) {
+                    let lost = self.scenario == Scenario::SrmDrop && user.dropped;
+                    if !lost {
+                        self.observe_side(0, true, r, user, now);
+                    }
+                } else {
+                    self.observe_side(1, true, r, user, now);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn observe(&mut self, p: &PairDraw, _now: DateTime<Utc>) {
+        if self.done() {
+            return;
+        }
+        self.cohorts[0].push_pair(p);
+        self.cohorts[if p.enterprise { 1 } else { 2 }].push_pair(p);
         if !p.stable_error && !p.candidate_error {
             for (a, abst) in self
                 .abstentions
@@ -374,15 +619,13 @@ impl Driver for Canarist {
         }
     }
 
-    fn tick(&mut self, now: DateTime<Utc>, z: f64) {
+    fn tick(&mut self, now: DateTime<Utc>) {
         if self.done() {
             return;
         }
-        let requests = self.scenario.requests_per_tick();
-        let actual = self.scenario.actual_share(self.lane.configured_share());
-        let cand = split(requests, actual, z);
-        self.assignment[0] += cand;
-        self.assignment[1] += requests - cand;
+        for c in &mut self.cohorts {
+            c.refresh_threshold();
+        }
         let event = match self.guardrail.check(now) {
             Some(trip) => {
                 self.lane.cause = Some("guardrail".to_owned());
@@ -391,7 +634,19 @@ impl Driver for Canarist {
                 }
             }
             None => {
-                let d = evaluate(&self.policy, &self.lane.context(now), &self.summaries());
+                let ctx = self.lane.context(now);
+                let mut summaries = self.summaries();
+                let d = evaluate(&self.policy, &ctx, &summaries);
+                let srm = d
+                    .evidence
+                    .iter()
+                    .any(|e| e.metric == "sample_ratio" && e.verdict == Verdict::Blocked);
+                self.srm_alert |= srm;
+                if srm && d.action == Action::Hold {
+                    summaries.assignment = None;
+                    let without = evaluate(&self.policy, &ctx, &summaries);
+                    self.srm_blocked |= without.action == Action::Promote;
+                }
                 self.lane.cause = d
                     .evidence
                     .iter()
@@ -413,7 +668,11 @@ impl Driver for Canarist {
     }
 
     fn outcome(&self, now: DateTime<Utc>) -> RunOutcome {
-        self.lane.outcome(now)
+        RunOutcome {
+            srm_blocked: self.srm_blocked,
+            srm_alert: self.srm_alert,
+            ..self.lane.outcome(now)
+        }
     }
 }
 
@@ -462,7 +721,7 @@ impl Driver for WelchRolling {
         }
     }
 
-    fn tick(&mut self, now: DateTime<Utc>, _z: f64) {
+    fn tick(&mut self, now: DateTime<Utc>) {
         if self.done() {
             return;
         }
@@ -526,7 +785,7 @@ impl Driver for MeanDrop {
         self.sums[1].push((s - 1.0) * 25.0);
     }
 
-    fn tick(&mut self, now: DateTime<Utc>, _z: f64) {
+    fn tick(&mut self, now: DateTime<Utc>) {
         if self.done() {
             return;
         }

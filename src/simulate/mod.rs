@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::gate::{Direction, GatePolicy, GuardrailConfig, MetricKind, MetricPolicy};
 use crate::rollout::{Exposure, OnTimeout, Ramp, Stage};
 use drivers::{Canarist, Driver, Final, MeanDrop, RunOutcome, WelchRolling};
-pub use traffic::Scenario;
+pub use traffic::{Scenario, TrafficModel};
 
 /// Seconds of simulated time per controller tick.
 pub const TICK_SECS: i64 = 5;
@@ -38,17 +38,23 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 2024)]
     pub seed: u64,
     /// Only these scenarios (comma-separated): aa, small_drop, cohort_regression, error_bump,
-    /// latency_bump, low_traffic, srm.
+    /// latency_bump, low_traffic, srm, srm_drop.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<String>,
+    /// Traffic models (comma-separated): `iid` (equal users) and/or `clustered` (Pareto user
+    /// volumes, per-user propensities, one tenant with 20% of the requests).
+    #[arg(long, value_delimiter = ',', default_value = "iid")]
+    pub traffic: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SimulateError {
     #[error(
-        "unknown scenario `{0}` (known: aa, small_drop, cohort_regression, error_bump, latency_bump, low_traffic, srm)"
+        "unknown scenario `{0}` (known: aa, small_drop, cohort_regression, error_bump, latency_bump, low_traffic, srm, srm_drop)"
     )]
     UnknownScenario(String),
+    #[error("unknown traffic model `{0}` (known: iid, clustered)")]
+    UnknownTraffic(String),
     #[error("--runs must be at least 1")]
     NoRuns,
 }
@@ -59,6 +65,7 @@ pub struct SimConfig {
     pub runs: usize,
     pub seed: u64,
     pub scenarios: Vec<Scenario>,
+    pub traffic: Vec<TrafficModel>,
 }
 
 impl SimConfig {
@@ -77,10 +84,23 @@ impl SimConfig {
                 })
                 .collect::<Result<_, _>>()?
         };
+        let traffic = args
+            .traffic
+            .iter()
+            .map(|t| {
+                TrafficModel::parse(t.trim())
+                    .ok_or_else(|| SimulateError::UnknownTraffic(t.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             runs: args.runs,
             seed: args.seed,
             scenarios,
+            traffic: if traffic.is_empty() {
+                vec![TrafficModel::Iid]
+            } else {
+                traffic
+            },
         })
     }
 }
@@ -89,6 +109,8 @@ impl SimConfig {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
     pub scenario: String,
+    /// The traffic model (`iid`, `clustered`).
+    pub traffic: String,
     pub gate: String,
     pub runs: usize,
     pub rollback_rate: f64,
@@ -106,6 +128,8 @@ pub struct Row {
     pub p90_detection_secs: Option<f64>,
     /// Simulated seconds to the final promotion, over the runs that were promoted.
     pub median_promotion_secs: Option<f64>,
+    /// Runs in which some tick would have promoted but for the sample-ratio check.
+    pub srm_blocked_rate: f64,
     /// Rollbacks caused by the guardrail (fast path) rather than the statistical gate.
     pub guardrail_rollbacks: usize,
     /// What caused the rollbacks → runs (`guardrail`, `metric/cohort`, or the reference rule).
@@ -114,7 +138,12 @@ pub struct Row {
     pub final_states: BTreeMap<String, usize>,
 }
 
-pub const GATES: [&str; 3] = ["canarist", "welch_rolling", "mean_drop"];
+pub const GATES: [&str; 4] = [
+    "canarist",
+    "canarist_requests",
+    "welch_rolling",
+    "mean_drop",
+];
 
 /// The ramp every simulated rollout follows: shadow 20% → 5% → 25% → 50%, each stage at least
 /// 5 minutes and 500 judged pairs, at most 60 minutes, then hold and alert.
@@ -177,31 +206,56 @@ fn horizon_ticks(ramp: &Ramp) -> i64 {
         / TICK_SECS
 }
 
-/// One run of one scenario: all gates on the same stream. Returns one outcome per gate.
-fn run_once(scenario: Scenario, seed: u64, index: u64) -> [RunOutcome; 3] {
+/// One run of one scenario: all gates on the same streams. Returns one outcome per gate.
+fn run_once(scenario: Scenario, model: TrafficModel, seed: u64, index: u64) -> [RunOutcome; 4] {
+    run_until(scenario, model, seed, index, horizon_ticks(&sim_ramp()))
+}
+
+/// [`run_once`], stopped after `ticks` ticks at the latest.
+fn run_until(
+    scenario: Scenario,
+    model: TrafficModel,
+    seed: u64,
+    index: u64,
+    ticks: i64,
+) -> [RunOutcome; 4] {
+    let stream = ((model as u64) << 48) | ((scenario as u64) << 40) | index;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(((scenario as u64) << 40) | index);
+    rng.set_stream(stream);
+    let mut requests_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+    requests_rng.set_stream(stream);
     let start = DateTime::<Utc>::UNIX_EPOCH;
     let ramp = sim_ramp();
-    let mut gates: [Box<dyn Driver>; 3] = [
-        Box::new(Canarist::new(
+    let canarist = |units| {
+        Canarist::new(
             ramp.clone(),
             sim_policy(),
             GuardrailConfig::default(),
             scenario,
+            units,
             start,
-        )),
+        )
+    };
+    let mut gates: [Box<dyn Driver>; 4] = [
+        Box::new(canarist(true)),
+        Box::new(canarist(false)),
         Box::new(WelchRolling::new(ramp.clone(), start)),
         Box::new(MeanDrop::new(ramp.clone(), start)),
     ];
-    let traffic = traffic::Traffic::new(scenario);
+    let traffic = traffic::Traffic::new(scenario, model, &mut rng);
     let mut now = start;
-    for tick in 1..=horizon_ticks(&ramp) {
+    for tick in 1..=ticks.min(horizon_ticks(&ramp)) {
         if gates.iter().all(|g| g.done()) {
             break;
         }
         now = start + chrono::Duration::seconds(tick * TICK_SECS);
-        let z = traffic.split_deviate(&mut rng);
+        for _ in 0..scenario.requests_per_tick() {
+            let r = traffic.request(&mut requests_rng);
+            let user = traffic.user(r.user);
+            for g in gates.iter_mut() {
+                g.request(&r, user, now);
+            }
+        }
         for _ in 0..scenario.pairs_per_tick() {
             let pair = traffic.pair(&mut rng);
             for g in gates.iter_mut() {
@@ -209,14 +263,10 @@ fn run_once(scenario: Scenario, seed: u64, index: u64) -> [RunOutcome; 3] {
             }
         }
         for g in gates.iter_mut() {
-            g.tick(now, z);
+            g.tick(now);
         }
     }
-    [
-        gates[0].outcome(now),
-        gates[1].outcome(now),
-        gates[2].outcome(now),
-    ]
+    gates.map(|g| g.outcome(now))
 }
 
 fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
@@ -227,7 +277,7 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[idx])
 }
 
-fn summarize(scenario: Scenario, gate: &str, outcomes: &[RunOutcome]) -> Row {
+fn summarize(scenario: Scenario, model: TrafficModel, gate: &str, outcomes: &[RunOutcome]) -> Row {
     let runs = outcomes.len();
     let rate = |f: &dyn Fn(&RunOutcome) -> bool| {
         outcomes.iter().filter(|o| f(o)).count() as f64 / runs as f64
@@ -267,6 +317,7 @@ fn summarize(scenario: Scenario, gate: &str, outcomes: &[RunOutcome]) -> Row {
     }
     Row {
         scenario: scenario.name().to_owned(),
+        traffic: model.name().to_owned(),
         gate: gate.to_owned(),
         runs,
         rollback_rate,
@@ -280,6 +331,7 @@ fn summarize(scenario: Scenario, gate: &str, outcomes: &[RunOutcome]) -> Row {
         p90_detection_secs: quantile(&secs, 0.9),
         median_promotion_secs: quantile(&promo, 0.5),
         rollback_causes,
+        srm_blocked_rate: rate(&|o| o.srm_blocked),
         guardrail_rollbacks: outcomes.iter().filter(|o| o.by_guardrail).count(),
         final_states,
     }
@@ -291,24 +343,26 @@ pub fn simulate(cfg: &SimConfig) -> Vec<Row> {
         .map_or(1, |n| n.get())
         .max(1);
     let mut rows = Vec::new();
-    for &scenario in &cfg.scenarios {
-        let chunks: Vec<Vec<[RunOutcome; 3]>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    s.spawn(move || {
-                        (t..cfg.runs)
-                            .step_by(threads)
-                            .map(|i| run_once(scenario, cfg.seed, i as u64))
-                            .collect::<Vec<_>>()
+    for &model in &cfg.traffic {
+        for &scenario in &cfg.scenarios {
+            let chunks: Vec<Vec<[RunOutcome; 4]>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        s.spawn(move || {
+                            (t..cfg.runs)
+                                .step_by(threads)
+                                .map(|i| run_once(scenario, model, cfg.seed, i as u64))
+                                .collect::<Vec<_>>()
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        let all: Vec<[RunOutcome; 3]> = chunks.into_iter().flatten().collect();
-        for (g, name) in GATES.iter().enumerate() {
-            let outcomes: Vec<RunOutcome> = all.iter().map(|o| o[g].clone()).collect();
-            rows.push(summarize(scenario, name, &outcomes));
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            });
+            let all: Vec<[RunOutcome; 4]> = chunks.into_iter().flatten().collect();
+            for (g, name) in GATES.iter().enumerate() {
+                let outcomes: Vec<RunOutcome> = all.iter().map(|o| o[g].clone()).collect();
+                rows.push(summarize(scenario, model, name, &outcomes));
+            }
         }
     }
     rows
@@ -333,8 +387,9 @@ fn opt_mins(x: Option<f64>) -> String {
 /// The report as a fixed-width text table.
 pub fn render_table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<18} {:<14} {:>5} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}  {}\n",
+        "{:<18} {:<9} {:<17} {:>5} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>7} {:>7}  {}\n",
         "scenario",
+        "traffic",
         "gate",
         "runs",
         "rollback",
@@ -342,6 +397,7 @@ pub fn render_table(rows: &[Row]) -> String {
         "held",
         "false_rb",
         "false_pr",
+        "srm_blk",
         "med_prs",
         "p90_prs",
         "med_t",
@@ -364,8 +420,9 @@ pub fn render_table(rows: &[Row]) -> String {
             states.push(format!("; {}", causes.join(" ")));
         }
         out.push_str(&format!(
-            "{:<18} {:<14} {:>5} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}  {}\n",
+            "{:<18} {:<9} {:<17} {:>5} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>7} {:>7}  {}\n",
             r.scenario,
+            r.traffic,
             r.gate,
             r.runs,
             pct(r.rollback_rate),
@@ -373,6 +430,7 @@ pub fn render_table(rows: &[Row]) -> String {
             pct(r.held_rate),
             opt_pct(r.false_rollback_rate),
             opt_pct(r.false_promotion_rate),
+            pct(r.srm_blocked_rate),
             opt_num(r.median_detection_pairs),
             opt_num(r.p90_detection_pairs),
             opt_mins(r.median_detection_secs),
@@ -382,4 +440,40 @@ pub fn render_table(rows: &[Row]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 30 simulated minutes: the shadow stage and the start of the 5% live stage (too short to
+    /// promote it, so the runs end there, with or without a sample-ratio alert).
+    const HALF_HOUR: i64 = 360;
+
+    #[test]
+    fn dropped_candidate_units_block_promotion_at_the_first_live_stage() {
+        let [units, requests, ..] =
+            run_until(Scenario::SrmDrop, TrafficModel::Iid, 7, 0, HALF_HOUR);
+        for o in [&units, &requests] {
+            assert!(o.srm_alert, "{o:?}");
+            assert_eq!(o.end, Final::Held(1), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn identical_variants_are_neither_rolled_back_nor_flagged_on_iid_traffic() {
+        let [units, ..] = run_until(Scenario::Aa, TrafficModel::Iid, 7, 1, HALF_HOUR);
+        assert!(!units.srm_alert, "{units:?}");
+        assert_ne!(units.end, Final::RolledBack, "{units:?}");
+        assert_ne!(units.end, Final::Held(0), "{units:?}");
+    }
+
+    #[test]
+    fn clustered_aa_is_not_blocked_by_units_but_by_requests() {
+        let [units, requests, ..] =
+            run_until(Scenario::Aa, TrafficModel::Clustered, 7, 0, HALF_HOUR);
+        assert!(!units.srm_alert, "{units:?}");
+        assert_ne!(units.end, Final::RolledBack, "{units:?}");
+        assert!(requests.srm_alert, "{requests:?}");
+    }
 }

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::histogram::LatencyHistogram;
+pub use super::units::{JointMoments, UnitComparison, UnitMoments};
 use super::{Store, StoreError, to_u64, with_pool};
 
 /// Which rows a summary covers.
@@ -102,6 +103,11 @@ pub struct VariantSummary {
     pub completion_tokens: u64,
     /// Over requests that have a cost.
     pub cost: Moments,
+    /// Distinct units among this variant's observations (a request without a unit key is a
+    /// unit of its own).
+    pub units: u64,
+    /// Distinct units this variant served (for the sample-ratio check).
+    pub served_units: u64,
 }
 
 impl VariantSummary {
@@ -123,6 +129,8 @@ pub struct ScoreSummary {
     pub candidate_abstentions: u64,
     /// candidate − stable on the same pair.
     pub paired: Moments,
+    /// The same differences summed per unit (x = Σ differences, y = pairs).
+    pub paired_units: UnitMoments,
     pub wins: u64,
     pub ties: u64,
     pub losses: u64,
@@ -141,6 +149,8 @@ pub struct CheckSummary {
     pub stable_passed: u64,
     pub candidate_passed: u64,
     pub paired: Moments,
+    /// The same differences summed per unit (x = Σ differences, y = pairs).
+    pub paired_units: UnitMoments,
     /// Pairs where stable passed and the candidate failed.
     pub regressions: u64,
     /// Pairs where the candidate passed and stable failed.
@@ -157,6 +167,8 @@ pub struct StageSummary {
     pub checks: Vec<CheckSummary>,
     /// The A/A arm, kept apart so that nothing reads it as a candidate.
     pub aa: AaSummary,
+    /// Errors and cost per unit and side, per cohort (`None` = overall).
+    pub units: Vec<UnitComparison>,
 }
 
 /// The A/A arm of a stage: stable judged against a second stable answer
@@ -220,10 +232,11 @@ fn cohort_sql(by_label: bool, label_join: &str) -> (&'static str, String, &'stat
     }
 }
 
-const OBS_LABELS: &str = " JOIN observation_labels l ON l.observation_id = o.id";
-const PAIR_LABELS: &str = " JOIN pair_labels l ON l.pair_id = p.id";
-const OBS_SCOPE: &str = " WHERE o.deployment = $1 AND o.stage = $2 AND o.at >= $3";
-const PAIR_SCOPE: &str = " WHERE p.deployment = $1 AND p.stage = $2 AND p.created_at >= $3";
+pub(super) const OBS_LABELS: &str = " JOIN observation_labels l ON l.observation_id = o.id";
+pub(super) const PAIR_LABELS: &str = " JOIN pair_labels l ON l.pair_id = p.id";
+pub(super) const OBS_SCOPE: &str = " WHERE o.deployment = $1 AND o.stage = $2 AND o.at >= $3";
+pub(super) const PAIR_SCOPE: &str =
+    " WHERE p.deployment = $1 AND p.stage = $2 AND p.created_at >= $3";
 
 /// Runs `$sql` bound to the scope and decodes every row with `$decode` (a closure body over
 /// `$row`, compiled once per backend).
@@ -244,8 +257,9 @@ macro_rules! fetch_rows {
         })
     };
 }
+pub(super) use fetch_rows;
 
-fn cohort_of(key: Option<String>, value: Option<String>) -> Cohort {
+pub(super) fn cohort_of(key: Option<String>, value: Option<String>) -> Cohort {
     key.zip(value)
 }
 
@@ -271,6 +285,7 @@ impl Store {
                 summary.pairs.insert((cohort, candidate), to_u64(n));
             }
         }
+        summary.units = self.unit_comparisons(scope).await?;
         summary.scores = self.score_summaries(scope).await?;
         summary.checks = self.check_summaries(scope).await?;
         summary.split_aa();
@@ -363,6 +378,7 @@ impl Store {
                 }
             }
         }
+        self.add_unit_summaries(scope, &mut out).await?;
         Ok(out.into_values().collect())
     }
 
@@ -465,6 +481,11 @@ impl Store {
                 s.pairwise_abstentions = to_u64(a);
             }
         }
+        for (key, m) in self.paired_units(scope, false).await? {
+            if let Some(s) = out.get_mut(&key) {
+                s.paired_units = m;
+            }
+        }
         Ok(out.into_values().collect())
     }
 
@@ -544,6 +565,11 @@ impl Store {
                 s.improvements = to_u64(improvements);
             }
         }
+        for (key, m) in self.paired_units(scope, true).await? {
+            if let Some(s) = out.get_mut(&key) {
+                s.paired_units = m;
+            }
+        }
         Ok(out.into_values().collect())
     }
 }
@@ -562,9 +588,9 @@ struct VariantRow {
 }
 
 /// (cohort, candidate, rubric id, rubric hash, criterion or check name).
-type GroupKey = (Cohort, String, String, String, String);
+pub(super) type GroupKey = (Cohort, String, String, String, String);
 
-fn group_key(
+pub(super) fn group_key(
     key: Option<String>,
     value: Option<String>,
     candidate: String,

@@ -47,10 +47,11 @@ mod rollouts;
 mod sanitize;
 mod sink;
 mod traffic;
+mod units;
 
 pub use aggregates::{
-    AaSummary, CheckSummary, Cohort, Moments, ScoreSummary, StageSummary, SummaryScope,
-    VariantSummary,
+    AaSummary, CheckSummary, Cohort, JointMoments, Moments, ScoreSummary, StageSummary,
+    SummaryScope, UnitComparison, UnitMoments, VariantSummary,
 };
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use histogram::LatencyHistogram;

@@ -190,7 +190,12 @@ async fn stage_reports_match_golden_files_and_the_data_written() {
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["schema_version"], SCHEMA_VERSION);
     assert_eq!(report::from_json(&json).unwrap(), r);
-    let wrong = json.replacen("\"schema_version\": 1", "\"schema_version\": 99", 1);
+    let wrong = json.replacen(
+        &format!("\"schema_version\": {SCHEMA_VERSION}"),
+        "\"schema_version\": 99",
+        1,
+    );
+    assert_ne!(wrong, json);
     assert!(report::from_json(&wrong).is_err());
 
     // The HTML is self-contained and escapes LLM text.

@@ -167,6 +167,8 @@ mod tests {
             candidate_n: 42,
             stable_n: 42,
             method: Method::PairedCs,
+            unit: Method::PairedCs.unit_of_analysis(),
+            units: None,
             alpha: 0.01,
             verdict,
             note: None,

@@ -1,7 +1,9 @@
 //! The demo's traffic generator: concurrent clients calling the real gateway over HTTP with
 //! prompts from the support dataset, each request with a unit key (header `x-canarist-unit` and
 //! the `user` field), the entry's cohort `metadata` (e.g. `tier`), and a quarter of them
-//! streamed.
+//! streamed. Users send heavy-tailed volumes, as real users do: user *i* (from 0) is drawn with
+//! probability ∝ (i + 1)^−0.8 (Zipf), so the top 1% of users send over a quarter of the
+//! requests and the gate has to analyse units, not requests.
 //!
 //! Owns: the client tasks, their pacing and counters. Never: looks at the rollout or the store;
 //! it only sees what a client sees (status codes and the `x-canarist-variant` header).
@@ -53,6 +55,28 @@ pub struct TrafficPlan {
     pub users: u32,
 }
 
+/// The exponent of the users' Zipf volumes.
+pub const ZIPF_EXPONENT: f64 = 0.8;
+
+/// Cumulative Zipf weights of `users` users, for [`draw_user`].
+pub fn zipf_cumulative(users: u32) -> Vec<f64> {
+    let mut acc = 0.0;
+    (0..users.max(1))
+        .map(|i| {
+            acc += (f64::from(i) + 1.0).powf(-ZIPF_EXPONENT);
+            acc
+        })
+        .collect()
+}
+
+/// The user a uniform draw `u` in [0, 1) falls on.
+pub fn draw_user(cumulative: &[f64], u: f64) -> usize {
+    let total = cumulative.last().copied().unwrap_or(0.0);
+    cumulative
+        .partition_point(|&c| c <= u * total)
+        .min(cumulative.len().saturating_sub(1))
+}
+
 /// The body of one request for `entry` as `user`.
 pub fn request_body(model: &str, entry: &DatasetEntry, user: &str, stream: bool) -> Value {
     let mut body = json!({
@@ -78,8 +102,10 @@ pub fn start(plan: TrafficPlan, entries: Arc<Vec<DatasetEntry>>) -> Traffic {
     let client = reqwest::Client::new();
     let clients = plan.clients.max(1);
     let period = Duration::from_secs_f64(clients as f64 / plan.rate.max(0.1));
+    let volumes = Arc::new(zipf_cumulative(plan.users));
     for _ in 0..clients {
         let (client, plan, entries) = (client.clone(), plan.clone(), entries.clone());
+        let volumes = volumes.clone();
         let (counters, cancel) = (counters.clone(), cancel.clone());
         tracker.spawn(async move {
             let mut ticks = tokio::time::interval(period);
@@ -93,7 +119,7 @@ pub fn start(plan: TrafficPlan, entries: Arc<Vec<DatasetEntry>>) -> Traffic {
                     break;
                 }
                 let entry = &entries[rand::random_range(0..entries.len())];
-                let user = format!("user-{}", rand::random_range(0..plan.users.max(1)));
+                let user = format!("user-{}", draw_user(&volumes, rand::random::<f64>()));
                 let stream = rand::random_range(0..4u8) == 0;
                 tokio::select! {
                     () = cancel.cancelled() => break,
@@ -158,6 +184,23 @@ impl Traffic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_volumes_are_heavy_tailed() {
+        let c = zipf_cumulative(5000);
+        assert_eq!(c.len(), 5000);
+        assert_eq!(draw_user(&c, 0.0), 0);
+        assert_eq!(draw_user(&c, 0.999_999_999), 4999);
+        // The top 1% of users (50) carry over a quarter of the requests; the top user ~4%.
+        let share = |k: usize| c[k - 1] / c[4999];
+        assert!(share(50) > 0.25, "{}", share(50));
+        assert!(share(1) > 0.03 && share(1) < 0.06, "{}", share(1));
+        let mut counts = vec![0u32; 5000];
+        for i in 0..10_000 {
+            counts[draw_user(&c, (f64::from(i) + 0.5) / 10_000.0)] += 1;
+        }
+        assert!(counts[0] > 300, "{}", counts[0]);
+    }
 
     #[test]
     fn bodies_carry_unit_metadata_and_stream_flag() {

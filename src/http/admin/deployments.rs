@@ -102,7 +102,11 @@ pub struct VariantCounts {
     /// `stable` or `candidate`.
     pub role: String,
     pub requests: u64,
+    /// Distinct units (sticky keys) among the requests; a request without one is its own.
+    pub units: u64,
     pub served: u64,
+    /// Distinct units among the served requests (what the sample-ratio check counts).
+    pub served_units: u64,
     pub errors: u64,
     pub mean_latency_ms: Option<f64>,
     pub prompt_tokens: u64,
@@ -221,7 +225,9 @@ fn counts(summary: &StageSummary) -> Vec<VariantCounts> {
             variant: v.variant.clone(),
             role: v.role.as_str().to_owned(),
             requests: v.requests,
+            units: v.units,
             served: v.served,
+            served_units: v.served_units,
             errors: v.error_count(),
             mean_latency_ms: v.latency.mean(),
             prompt_tokens: v.prompt_tokens,

@@ -11,7 +11,8 @@ use canarist::capture::{
     CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Usage,
 };
 use canarist::gate::{
-    Action, Decision, Direction, Evidence, GatePolicy, Method, MetricKind, MetricPolicy, Verdict,
+    Action, AnalysisUnit, Decision, Direction, Evidence, GatePolicy, Method, MetricKind,
+    MetricPolicy, Verdict,
 };
 use canarist::report::BuildOptions;
 use canarist::rollout::Ramp;
@@ -366,7 +367,9 @@ pub(crate) fn rollback_decision() -> Decision {
                 direction: Direction::HigherIsBetter,
                 candidate_n: 10,
                 stable_n: 10,
-                method: Method::PairedCs,
+                method: Method::PairedDeltaCs,
+                unit: AnalysisUnit::Unit,
+                units: Some((8, 8)),
                 alpha: 0.0125,
                 verdict: Verdict::Worse,
                 note: None,
@@ -381,7 +384,9 @@ pub(crate) fn rollback_decision() -> Decision {
                 direction: Direction::LowerIsBetter,
                 candidate_n: 44,
                 stable_n: 440,
-                method: Method::ProportionCs,
+                method: Method::ProportionDeltaCs,
+                unit: AnalysisUnit::Unit,
+                units: Some((40, 400)),
                 alpha: 0.0125,
                 verdict: Verdict::Inconclusive,
                 note: Some("<i>4 upstream 5xx</i>".into()),

@@ -197,13 +197,14 @@ async function loadLive(slug) {
   }
   $("live").querySelector("tbody").replaceChildren(...s.live.map((v) => el("tr", {},
     el("td", {}, v.variant), el("td", {}, v.role),
-    el("td", { class: "num" }, v.requests), el("td", { class: "num" }, v.served),
+    el("td", { class: "num" }, v.requests), el("td", { class: "num" }, v.units),
+    el("td", { class: "num" }, v.served), el("td", { class: "num" }, v.served_units),
     el("td", { class: "num" }, v.errors),
     el("td", { class: "num" }, v.mean_latency_ms === null ? "–" : `${fmt.num(v.mean_latency_ms, 1)} ms`),
     el("td", { class: "num" }, `${v.prompt_tokens} / ${v.completion_tokens}`),
   )));
   if (s.live.length === 0) {
-    $("live").querySelector("tbody").append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No requests in this stage yet.")));
+    $("live").querySelector("tbody").append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "No requests in this stage yet.")));
   }
   $("live-pairs").textContent = `${s.pairs} matched pairs in this stage`;
   $("live-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -238,13 +239,15 @@ async function loadStages(slug) {
 
 function evidenceTable(evidence) {
   return el("table", { class: "evidence" },
-    el("thead", {}, el("tr", {}, ["Metric", "Cohort", "Estimate", "Interval", "Bound", "n cand / stable", "Verdict"].map((h) => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ["Metric", "Cohort", "Estimate", "Interval", "Bound", "n cand / stable", "Units cand / stable", "Unit · method", "Verdict"].map((h) => el("th", {}, h)))),
     el("tbody", {}, evidence.map((e) => el("tr", {},
       el("td", {}, e.metric), el("td", {}, e.cohort),
       el("td", { class: "num" }, fmt.num(e.estimate, 4)),
       el("td", { class: "num" }, e.interval ? `[${fmt.num(e.interval[0], 4)}, ${fmt.num(e.interval[1], 4)}]` : "–"),
       el("td", { class: "num" }, fmt.num(e.bound, 4)),
       el("td", { class: "num" }, `${e.candidate_n} / ${e.stable_n}`),
+      el("td", { class: "num" }, e.units ? `${e.units[0]} / ${e.units[1]}` : "–"),
+      el("td", {}, `${(e.unit || "none").replace("_", " ")} · ${e.method.replaceAll("_", " ")}`),
       el("td", { class: `verdict-${e.verdict}` }, e.verdict + (e.note ? ` (${e.note})` : "")),
     ))));
 }
