@@ -216,6 +216,8 @@ deployments:
         match key {
             "user" => body["user"] = json!(value),
             "metadata.tier" => body["metadata"] = json!({"tier": value}),
+            "metadata.user_id" => body["metadata"] = json!({"user_id": value}),
+            "safety_identifier" | "prompt_cache_key" => body[key] = json!(value),
             _ => {}
         }
         body
@@ -223,6 +225,9 @@ deployments:
     for (field, header) in [
         ("user", None),
         ("metadata.tier", None),
+        ("safety_identifier", None),
+        ("prompt_cache_key", None),
+        ("metadata.user_id", None),
         ("x-canarist-unit", Some("x-canarist-unit")),
         ("x-region", Some("x-region")),
     ] {
