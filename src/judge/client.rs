@@ -204,7 +204,9 @@ impl JudgeClient {
         &self.model
     }
 
-    /// The request body: the rubric's judge settings and the strict response format.
+    /// The request body: the rubric's judge settings and the strict response format. The token
+    /// limit goes in the judge's `token_limit_field`, and `temperature` only when the judge
+    /// sends it (reasoning models take `max_completion_tokens` and no temperature).
     pub fn request_body(&self, messages: &[Message], response_format: &Value) -> Value {
         let messages: Vec<Value> = messages
             .iter()
@@ -214,17 +216,21 @@ impl JudgeClient {
                 Message::Assistant(t) => json!({"role": "assistant", "content": t}),
             })
             .collect();
-        let mut body = json!({
-            "model": self.model.model,
-            "messages": messages,
-            "temperature": self.model.temperature,
-            "max_tokens": self.model.max_tokens,
-            "response_format": response_format,
-        });
-        if let (Some(seed), Some(obj)) = (self.model.seed, body.as_object_mut()) {
-            obj.insert("seed".into(), json!(seed));
+        let mut body = serde_json::Map::new();
+        body.insert("model".into(), json!(self.model.model));
+        body.insert("messages".into(), Value::Array(messages));
+        if self.model.send_temperature {
+            body.insert("temperature".into(), json!(self.model.temperature));
         }
-        body
+        body.insert(
+            self.model.token_limit_field.as_str().into(),
+            json!(self.model.max_tokens),
+        );
+        body.insert("response_format".into(), response_format.clone());
+        if let Some(seed) = self.model.seed {
+            body.insert("seed".into(), json!(seed));
+        }
+        Value::Object(body)
     }
 
     /// One call, no retry.

@@ -55,12 +55,7 @@ pub fn canonical(rubric: &Rubric) -> Value {
     let judging = rubric.judging.as_ref().map(|j| {
         json!({
             "aggregate": j.aggregate,
-            "judges": j.judges.iter().map(|m| json!({
-                "model": m.model,
-                "temperature": m.temperature,
-                "seed": m.seed,
-                "max_tokens": m.max_tokens,
-            })).collect::<Vec<_>>(),
+            "judges": j.judges.iter().map(judge_form).collect::<Vec<_>>(),
         })
     });
     json!({
@@ -70,6 +65,30 @@ pub fn canonical(rubric: &Rubric) -> Value {
         "criteria": rubric.criteria,
         "judging": judging,
     })
+}
+
+/// A judge's part of the canonical form. The request-shape settings appear only when they
+/// differ from a chat model's (`temperature` sent, `max_tokens`), so that the hashes of rubrics
+/// written before they existed do not change.
+fn judge_form(m: &super::JudgeModel) -> Value {
+    let mut form = json!({
+        "model": m.model,
+        "temperature": m.temperature,
+        "seed": m.seed,
+        "max_tokens": m.max_tokens,
+    });
+    if let Some(obj) = form.as_object_mut() {
+        if !m.send_temperature {
+            obj.insert("send_temperature".into(), json!(false));
+        }
+        if m.token_limit_field != super::TokenLimitField::MaxTokens {
+            obj.insert(
+                "token_limit_field".into(),
+                json!(m.token_limit_field.as_str()),
+            );
+        }
+    }
+    form
 }
 
 fn check_params(kind: &CheckKind) -> Value {

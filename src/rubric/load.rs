@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::hash::content_hash;
-use super::model::{Aggregate, AppliesTo, JudgeModel, Judging, Rubric};
+use super::model::{Aggregate, AppliesTo, JudgeModel, Judging, Rubric, TokenLimitField};
 use super::yaml::{self, Ctx, MapReader, Node, Problem, Value};
 use super::{load_checks, load_criteria};
 
@@ -425,6 +425,29 @@ fn judge(cx: &mut Ctx, node: &Node, path: &str, name: &str) -> Option<JudgeModel
             "must be between 0 and 2 (use 0 for judging)",
         );
     }
+    let temperature_is_null = m.is_explicit_null("temperature");
+    let reasoning = model
+        .as_deref()
+        .is_some_and(super::model::is_reasoning_model);
+    let send_temperature = m
+        .bool(cx, "send_temperature")
+        .unwrap_or(if temperature_is_null {
+            false
+        } else {
+            m.has("temperature") || !reasoning
+        });
+    let token_limit_field = match m.str(cx, "token_limit_field") {
+        None if reasoning => TokenLimitField::MaxCompletionTokens,
+        None => TokenLimitField::MaxTokens,
+        Some(name) => TokenLimitField::parse(&name).unwrap_or_else(|| {
+            cx.problem(
+                m.line_of("token_limit_field"),
+                &m.field("token_limit_field"),
+                format!("`{name}` is not one of max_tokens, max_completion_tokens"),
+            );
+            TokenLimitField::MaxTokens
+        }),
+    };
     let seed = m.int(cx, "seed");
     let max_tokens = bounded_u32(cx, &mut m, "max_tokens").unwrap_or(512);
     let requests_per_minute = bounded_u32(cx, &mut m, "requests_per_minute").unwrap_or(60);
@@ -447,8 +470,10 @@ fn judge(cx: &mut Ctx, node: &Node, path: &str, name: &str) -> Option<JudgeModel
         api_key_env: api_key_env?,
         model: model?,
         temperature,
+        send_temperature,
         seed,
         max_tokens,
+        token_limit_field,
         requests_per_minute,
         tokens_per_minute,
         spend_cap_usd,

@@ -28,7 +28,7 @@ pub use lock::{Lock, LockEntry, LockError, LockLine, LockStatus, compare};
 pub use model::{
     Aggregate, AppliesTo, CHECK_TYPES, Check, CheckKind, Criterion, Example, ExampleVerdict,
     JudgeModel, Judging, Label, LengthUnit, Mode, ReferenceSource, RefusalExpect, Rubric, Scale,
-    Severity,
+    Severity, TokenLimitField, is_reasoning_model,
 };
 pub use prompt::{
     JudgePrompt, Order, RenderError, TEMPLATE_VERSION, Target, conversation, metadata_string,

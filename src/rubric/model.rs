@@ -271,8 +271,12 @@ pub struct JudgeModel {
     pub api_key_env: String,
     pub model: String,
     pub temperature: f64,
+    /// Whether `temperature` is sent at all (reasoning models refuse it).
+    pub send_temperature: bool,
     pub seed: Option<i64>,
     pub max_tokens: u32,
+    /// The request field `max_tokens` is sent as.
+    pub token_limit_field: TokenLimitField,
     pub requests_per_minute: u32,
     pub tokens_per_minute: Option<u32>,
     /// Spend cap per rollout stage, in USD.
@@ -289,8 +293,52 @@ impl std::fmt::Debug for JudgeModel {
             .field("temperature", &self.temperature)
             .field("seed", &self.seed)
             .field("max_tokens", &self.max_tokens)
+            .field("send_temperature", &self.send_temperature)
+            .field("token_limit_field", &self.token_limit_field)
             .finish_non_exhaustive()
     }
+}
+
+/// The request field that carries a judge's token limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenLimitField {
+    /// `max_tokens`: chat models and most OpenAI-compatible servers.
+    MaxTokens,
+    /// `max_completion_tokens`: OpenAI's reasoning models (o1, o3, o4, gpt-5), which refuse
+    /// `max_tokens`.
+    MaxCompletionTokens,
+}
+
+impl TokenLimitField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenLimitField::MaxTokens => "max_tokens",
+            TokenLimitField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<TokenLimitField> {
+        [
+            TokenLimitField::MaxTokens,
+            TokenLimitField::MaxCompletionTokens,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == name)
+    }
+}
+
+/// Whether `model` is one of OpenAI's reasoning models (`o1*`, `o3*`, `o4*`, `gpt-5*`, with or
+/// without a `provider/` prefix): they take `max_completion_tokens` and no `temperature`.
+pub fn is_reasoning_model(model: &str) -> bool {
+    let name = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
+    ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

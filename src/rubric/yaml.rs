@@ -229,6 +229,16 @@ impl<'n> MapReader<'n> {
             .filter(|v| v.value != Value::Null)
     }
 
+    /// Whether `key` is present and explicitly `null` (which [`get`](Self::get) treats as absent).
+    pub fn is_explicit_null(&mut self, key: &'static str) -> bool {
+        if !self.known.contains(&key) {
+            self.known.push(key);
+        }
+        self.entries
+            .iter()
+            .any(|(k, _, v)| k == key && v.value == Value::Null)
+    }
+
     /// Like [`get`](Self::get) but reports a missing field.
     pub fn require(&mut self, cx: &mut Ctx, key: &'static str) -> Option<&'n Node> {
         let node = self.get(key);

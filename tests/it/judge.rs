@@ -27,6 +27,8 @@ mod engine;
 mod realllm;
 /// `canarist replay`.
 mod replay;
+/// The judge's request body: token limit field and temperature per judge model.
+mod request_shape;
 
 // ---------- helpers ----------
 
