@@ -253,7 +253,10 @@ fn bound_for(r: &StageReport, metric: &str, cohort: &str) -> Option<f64> {
     r.decision.as_ref()?.evidence.iter().find_map(|e| {
         (e.metric == metric
             && e.cohort == cohort
-            && matches!(e.method, Method::PairedCs | Method::TwoSampleCs))
+            && matches!(
+                e.method,
+                Method::PairedCs | Method::PairedDeltaCs | Method::TwoSampleCs
+            ))
         .then_some(e.bound)
     })
 }
