@@ -26,6 +26,15 @@ impl Endpoint {
             Endpoint::Embeddings => "/embeddings",
         }
     }
+
+    /// The OpenTelemetry GenAI `gen_ai.operation.name` of a call to this endpoint.
+    pub fn genai_operation(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat",
+            Endpoint::Completions => "text_completion",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
 }
 
 /// How a call ended, as far as blame goes. `None` on an [`Observation`] means success.

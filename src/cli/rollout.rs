@@ -1,4 +1,4 @@
-//! `canarist rollout start|status|promote|rollback|pause|resume|log`: the actions, from the
+//! `canarist rollout start|status|promote|rollback|pause|resume|approve|log`: the actions, from the
 //! command line, against the store named in the config (`storage.url`). Every replica serving
 //! that database picks the change up within a second (the config-version bump). The CLI waits a
 //! few seconds for a rollback's alert webhook to be delivered before it exits.
@@ -32,6 +32,8 @@ pub enum RolloutAction {
     /// Freeze the stage clock and gate decisions.
     Pause(Target),
     Resume(Target),
+    /// Approve a stage awaiting approval (`approval: required`): it advances like a promotion.
+    Approve(Target),
     /// Print the audit log of the deployment's latest rollout.
     Log(Target),
 }
@@ -63,6 +65,7 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
         | RolloutAction::Rollback(t)
         | RolloutAction::Pause(t)
         | RolloutAction::Resume(t)
+        | RolloutAction::Approve(t)
         | RolloutAction::Log(t) => t,
     };
     let config = match Config::load_with(&t.config, LoadMode::Store) {
@@ -97,6 +100,7 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
         RolloutAction::Rollback(_) => actions::rollback(&ctx, d, &actor, reason).await.map(Some),
         RolloutAction::Pause(_) => actions::pause(&ctx, d, &actor, reason).await.map(Some),
         RolloutAction::Resume(_) => actions::resume(&ctx, d, &actor, reason).await.map(Some),
+        RolloutAction::Approve(_) => actions::approve(&ctx, d, &actor, reason).await.map(Some),
         RolloutAction::Status(_) => match actions::status(&ctx, d).await {
             Ok(s) => {
                 print_status(&s, t.json)?;
@@ -179,6 +183,13 @@ fn print_status(s: &actions::RolloutStatus, json: bool) -> anyhow::Result<()> {
         r.candidate_percent,
         r.stage_started_at.to_rfc3339()
     );
+    if r.state == super::stored::AWAITING_APPROVAL {
+        println!(
+            "  awaiting approval: the gate says promote; an admin approves with `canarist rollout \
+             approve -d {} --reason …`, the dashboard or POST /v1/deployments/{}/rollout/approve",
+            s.deployment, s.deployment
+        );
+    }
     for l in &s.live {
         println!(
             "  {} ({}): {} requests from {} units ({} served to {} units), {} errors",

@@ -40,6 +40,13 @@ pub struct RawAdmin {
     pub auth_failure_burst: Option<u32>,
     #[serde(default)]
     pub jwt: Option<RawJwt>,
+    /// The HMAC key that signs the dashboard's short-lived report links. Give every replica
+    /// behind one URL the same one (prefer `link_secret_env`); default: a random key per process.
+    #[serde(default)]
+    pub link_secret: Option<String>,
+    /// Name of the environment variable that holds `link_secret`.
+    #[serde(default)]
+    pub link_secret_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -88,6 +95,18 @@ pub struct AdminConfig {
     pub auth_failures_per_minute: NonZeroU32,
     pub auth_failure_burst: NonZeroU32,
     pub jwt: Option<JwtConfig>,
+    /// `admin.link_secret`: the report links' HMAC key; `None`: a random one per process.
+    pub link_secret: Option<LinkSecret>,
+}
+
+/// A secret that never shows in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkSecret(pub String);
+
+impl std::fmt::Debug for LinkSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for AdminConfig {
@@ -99,6 +118,7 @@ impl Default for AdminConfig {
             auth_failures_per_minute: default_auth_failures_per_minute(),
             auth_failure_burst: default_auth_failure_burst(),
             jwt: None,
+            link_secret: None,
         }
     }
 }
@@ -152,6 +172,21 @@ pub(super) fn validate(
     let Some(mut raw) = raw else {
         return AdminConfig::default();
     };
+    let link_secret = super::secret::resolve(
+        "admin.link_secret",
+        raw.link_secret.take(),
+        raw.link_secret_env.as_deref(),
+        env,
+        problems,
+    )
+    .ok()
+    .flatten();
+    if link_secret.as_ref().is_some_and(|s| s.len() < 16) {
+        problems.push(Problem {
+            field: "admin.link_secret".into(),
+            message: "must be at least 16 characters".into(),
+        });
+    }
     let jwt_secrets = raw
         .jwt
         .as_mut()
@@ -207,6 +242,7 @@ pub(super) fn validate(
         auth_failures_per_minute,
         auth_failure_burst,
         jwt,
+        link_secret: link_secret.map(LinkSecret),
     }
 }
 
@@ -446,13 +482,18 @@ mod tests {
                 audience: Some("aud".into()),
                 ..raw_jwt()
             }),
+            link_secret: Some("short".into()),
             ..RawAdmin::default()
         };
         let cfg = validate(Path::new("c.yaml"), Some(raw), &|_| None, &mut problems);
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["admin.rate_limit_per_minute", "admin.jwt.algorithm"]
+            [
+                "admin.link_secret",
+                "admin.rate_limit_per_minute",
+                "admin.jwt.algorithm"
+            ]
         );
         assert!(cfg.proxy_keys_required);
         assert!(cfg.jwt.is_none());

@@ -77,6 +77,8 @@ pub struct Config {
     /// admin-API canaries).
     pub canary_guards: BTreeMap<String, CanaryGuards>,
     pub controller: ControllerSettings,
+    /// `public_url`, without a trailing slash; `None`: alerts carry no links.
+    pub public_url: Option<String>,
 }
 
 impl std::fmt::Debug for Config {

@@ -52,6 +52,10 @@ pub struct RawConfig {
     /// The rollout controller (`tick`); see `config::rollout`.
     #[serde(default)]
     pub controller: Option<super::rollout::RawController>,
+    /// Where people reach this gateway (e.g. `https://canarist.example.com`): alerts link to
+    /// its dashboard (`/ui#/deployments/…`) and stage reports.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

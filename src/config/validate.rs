@@ -229,6 +229,17 @@ pub(super) fn validate(
     let judge = super::judge::judge(raw.judge, &mut p.0);
     let admin = super::admin::validate(path, raw.admin, env, &mut p.0);
     let controller = super::rollout::controller(raw.controller, &mut p.0);
+    let public_url = raw
+        .public_url
+        .map(|u| u.trim().trim_end_matches('/').to_owned());
+    if let Some(u) = &public_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        p.push(
+            "public_url",
+            format!("`{u}` is not an http:// or https:// URL"),
+        );
+    }
 
     if !p.0.is_empty() {
         return Err(ConfigError {
@@ -258,6 +269,7 @@ pub(super) fn validate(
         rollouts,
         canary_guards,
         controller,
+        public_url,
     })
 }
 

@@ -187,6 +187,7 @@ fn latency_tail_counts_candidate_requests_above_stable_quantile() {
         max_duration: Duration::from_secs(60),
         on_timeout: OnTimeout::HoldAndAlert,
         exclude_cohorts: Vec::new(),
+        approval_required: false,
     };
     let d = decide(&p, &stage, Duration::from_secs(1), &summary);
     assert_eq!(d.action, Action::Rollback, "{d:?}");
@@ -221,6 +222,7 @@ fn excluded_cohorts_leave_the_gate_and_the_sample_ratio_check() {
         max_duration: Duration::from_secs(3600),
         on_timeout: OnTimeout::HoldAndAlert,
         exclude_cohorts: Vec::new(),
+        approval_required: false,
     };
     let blocked = |d: &Decision| {
         d.evidence
@@ -294,6 +296,7 @@ fn excluded_cohorts_leave_stable_latency_too() {
         max_duration: Duration::from_secs(3600),
         on_timeout: OnTimeout::HoldAndAlert,
         exclude_cohorts: vec![("tier".into(), "enterprise".into())],
+        approval_required: false,
     };
     let eligible = without_cohorts(&summary, &stage.exclude_cohorts);
     let stable = &eligible.variants[0];

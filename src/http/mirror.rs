@@ -48,6 +48,14 @@ pub fn outcome_of_body(side: &Side, status: u16, body: &Bytes, limits: &Upstream
         usage: summary.usage,
         finish_reason: summary.finish_reason,
         text: summary.text,
+        response_model: parsed
+            .as_ref()
+            .and_then(|v| v["model"].as_str())
+            .map(str::to_owned),
+        response_id: parsed
+            .as_ref()
+            .and_then(|v| v["id"].as_str())
+            .map(str::to_owned),
         response_body: if side.ctx.keep_bodies { parsed } else { None },
         response_len: body.len(),
     }
@@ -63,7 +71,8 @@ pub fn spawn(
 ) {
     let tasks = gw.tasks.clone();
     // A child of the request's span, though it may outlive it.
-    let span = super::serve::upstream_span(&side);
+    let mut side = side;
+    let span = super::serve::upstream_span(&mut side);
     let call = run(gw, side, body, timeout, credentials, span.clone());
     tasks.spawn(call.instrument(span));
 }

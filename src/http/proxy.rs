@@ -94,7 +94,9 @@ async fn handle(
     // Fields are filled in once routing has decided; all of this is a no-op without a subscriber.
     let span = tracing::info_span!("proxy.request", otel.kind = "server", %request_id,
         endpoint = shape.endpoint().path(), deployment = Empty, variant = Empty, stage = Empty,
-        bucket = Empty, cohort = Empty, sticky = Empty, http.status_code = Empty);
+        bucket = Empty, cohort = Empty, sticky = Empty, http.status_code = Empty,
+        gen_ai.operation.name = shape.endpoint().genai_operation(),
+        gen_ai.provider.name = crate::telemetry::GENAI_PROVIDER, gen_ai.request.model = Empty);
     traces::adopt_client_parent(&span, &headers);
     gw.metrics.traces.remember(request_id, &span);
     let mut response = phases(&gw, shape, &headers, body, request_id, started)
@@ -119,6 +121,7 @@ async fn phases(
 ) -> Result<Response, ApiError> {
     let bytes = read_body(gw, body, headers).await?;
     let req = shape.parse(&bytes)?;
+    tracing::Span::current().record("gen_ai.request.model", req.model.as_str());
     let credentials = ClientCredentials::from_headers(headers);
     let Some(routed) = route(gw, shape, &req, headers, request_id)? else {
         return passthrough(gw, &req, bytes.to_vec(), &credentials).await;

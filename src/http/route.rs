@@ -179,6 +179,7 @@ impl RoutedRequest {
             sent_body: self.ctx.keep_bodies.then(|| Arc::new(body.clone())),
             pair,
             started: Instant::now(),
+            span: tracing::Span::none(),
         };
         (side, body)
     }

@@ -24,10 +24,20 @@ use super::tee::TeeStream;
 use super::{ApiError, AppState, mirror};
 
 /// The child span of one upstream call (served, fallback or background).
-pub(super) fn upstream_span(side: &Side) -> tracing::Span {
-    tracing::info_span!("upstream.call", otel.kind = "client", variant = %side.variant,
+/// Besides canarist's own fields it carries the OpenTelemetry GenAI client-span attributes
+/// (`gen_ai.*`); `Side::finish` fills in the response's.
+pub(super) fn upstream_span(side: &mut Side) -> tracing::Span {
+    let span = tracing::info_span!("upstream.call", otel.kind = "client", variant = %side.variant,
         role = side.role.as_str(), purpose = ?side.purpose, provider = %side.provider,
-        model = %side.upstream_model, http.status_code = Empty)
+        model = %side.upstream_model, http.status_code = Empty,
+        gen_ai.operation.name = side.ctx.endpoint.genai_operation(),
+        gen_ai.provider.name = crate::telemetry::GENAI_PROVIDER,
+        gen_ai.request.model = %side.upstream_model, gen_ai.response.model = Empty,
+        gen_ai.response.id = Empty, gen_ai.response.finish_reasons = Empty,
+        gen_ai.usage.input_tokens = Empty, gen_ai.usage.output_tokens = Empty,
+        error.type = Empty);
+    side.span = span.clone();
+    span
 }
 
 /// Phase 3's result: the client's response and who answered it.
@@ -115,7 +125,8 @@ async fn call(
     credentials: &ClientCredentials,
 ) -> Attempt {
     let waited = Instant::now();
-    let span = upstream_span(&side);
+    let mut side = side;
+    let span = upstream_span(&mut side);
     let (endpoint, stream) = (side.ctx.endpoint, side.ctx.stream);
     let sent = gw
         .upstreams

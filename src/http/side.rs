@@ -49,6 +49,9 @@ pub struct Side {
     pub sent_body: Option<Arc<Vec<u8>>>,
     pub pair: Option<PairSlot>,
     pub started: Instant,
+    /// The call's `upstream.call` span (set when the call starts; kept open until the outcome
+    /// is recorded on it, the end of a stream included).
+    pub span: tracing::Span,
 }
 
 /// How a call ended.
@@ -64,6 +67,9 @@ pub struct Outcome {
     pub response_body: Option<serde_json::Value>,
     /// Size of the response as received (bytes), for the capture size cap.
     pub response_len: usize,
+    /// The answer's `model` and `id` (for the span's `gen_ai.response.*`).
+    pub response_model: Option<String>,
+    pub response_id: Option<String>,
 }
 
 impl Outcome {
@@ -85,6 +91,7 @@ impl Side {
 
     /// Records the outcome: metrics, mirror spend, and the observation (and pair) into capture.
     pub fn finish(self, gw: &Gateway, outcome: Outcome) {
+        self.record_span(&outcome);
         let latency = self.started.elapsed();
         let cost = self.report(gw, &outcome, latency);
         let ctx = &self.ctx;
@@ -134,6 +141,32 @@ impl Side {
             None => gw
                 .capture
                 .record(CaptureEvent::Observation(Box::new(observation))),
+        }
+    }
+
+    /// The outcome on the call's span, as OpenTelemetry GenAI attributes (a no-op without a
+    /// subscriber).
+    fn record_span(&self, outcome: &Outcome) {
+        let span = &self.span;
+        if span.is_disabled() {
+            return;
+        }
+        if let Some(u) = outcome.usage {
+            let n = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+            span.record("gen_ai.usage.input_tokens", n(u.prompt_tokens));
+            span.record("gen_ai.usage.output_tokens", n(u.completion_tokens));
+        }
+        if let Some(m) = &outcome.response_model {
+            span.record("gen_ai.response.model", m.as_str());
+        }
+        if let Some(id) = &outcome.response_id {
+            span.record("gen_ai.response.id", id.as_str());
+        }
+        if let Some(f) = &outcome.finish_reason {
+            span.record("gen_ai.response.finish_reasons", f.as_str());
+        }
+        if let Some(e) = outcome.error {
+            span.record("error.type", e.as_str());
         }
     }
 

@@ -102,6 +102,8 @@ impl TeeStream {
                 && self.reader.received() <= gw.capture_policy().max_body_bytes)
                 .then(|| assembler.to_response()),
             response_len: self.reader.received(),
+            response_model: assembler.model().map(str::to_owned),
+            response_id: assembler.id().map(str::to_owned),
         };
         side.finish(&gw, outcome);
     }

@@ -413,6 +413,7 @@ fn decision(
             max_duration: Duration::ZERO,
             on_timeout: OnTimeout::default(),
             exclude_cohorts: Vec::new(),
+            approval_required: false,
         },
     };
     let elapsed = Duration::from_secs_f64(facts.duration_seconds.max(0.0));

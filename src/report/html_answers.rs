@@ -24,7 +24,15 @@ pub(super) fn worst(o: &mut String, r: &StageReport) {
         for reason in &w.reasons {
             let _ = write!(o, "<li>{}</li>", esc(reason));
         }
-        o.push_str("</ul><div class=\"pair\">");
+        o.push_str("</ul>");
+        if let Some(prompt) = &w.prompt {
+            let _ = write!(
+                o,
+                "<figure class=\"prompt\"><figcaption>Prompt</figcaption><pre>{}</pre></figure>",
+                esc(prompt)
+            );
+        }
+        o.push_str("<div class=\"pair\">");
         for (who, answer, error) in [
             ("Candidate", &w.candidate_answer, &w.candidate_error),
             ("Stable", &w.stable_answer, &w.stable_error),

@@ -25,6 +25,11 @@ pub(super) fn worst(o: &mut String, r: &StageReport) {
             let _ = writeln!(o, "- {}", cell(reason));
         }
         o.push('\n');
+        if let Some(prompt) = &w.prompt {
+            o.push_str("**Prompt**:\n\n");
+            fenced(o, prompt);
+            o.push('\n');
+        }
         for (who, answer, error) in [
             ("Candidate", &w.candidate_answer, &w.candidate_error),
             ("Stable", &w.stable_answer, &w.stable_error),

@@ -330,6 +330,11 @@ pub struct WorstAnswer {
     pub reasons: Vec<String>,
     /// The lowest candidate score among the reasons, if any.
     pub lowest_score: Option<f64>,
+    /// The conversation both sides were sent (as the judge sees it), from the stored request
+    /// bodies: redacted and capped by the capture policy like everything stored; `null` when
+    /// no body was kept.
+    #[serde(default)]
+    pub prompt: Option<String>,
     pub candidate_answer: Option<String>,
     pub stable_answer: Option<String>,
     pub candidate_error: Option<String>,

@@ -115,6 +115,7 @@ pub async fn worst_answers(
             cohort: cohort_of_labels(&pair.cohort),
             reasons: p.reasons,
             lowest_score: p.lowest_score,
+            prompt: crate::rubric::prompt::conversation(&pair),
             candidate_answer: pair.candidate.response_text,
             stable_answer: pair.stable.response_text,
             candidate_error: pair.candidate.error.map(|e| e.as_str().to_owned()),

@@ -1,4 +1,4 @@
-//! Rollout actions: start, promote, rollback, pause, resume, status and the audit log — what
+//! Rollout actions: start, promote, rollback, pause, resume, approve, status and the audit log — what
 //! the CLI, the admin API, the controller and the guardrails call.
 //!
 //! Every action reads the deployment's active rollout, runs one step of the pure state machine,
@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::LiveTraffic;
-use super::alerts::{AlertEvent, AlertMessage, Alerts, Failing};
+use super::alerts::{AlertEvent, AlertLinks, AlertMessage, Alerts, Failing};
 use super::machine::Outcome;
 use super::stored::{self, machine_state, state_name, traffic_for};
 use super::traffic::TrafficService;
@@ -230,6 +230,17 @@ pub async fn pause(
     apply(ctx, deployment, &event, json!({ "kind": "manual" })).await
 }
 
+/// Approves a stage awaiting approval: it advances like a promotion, recorded with the actor.
+pub async fn approve(
+    ctx: &RolloutCtx,
+    deployment: &str,
+    actor: &Actor,
+    reason: &str,
+) -> Result<Rollout, RolloutError> {
+    let event = manual(Manual::Approve, actor, reason);
+    apply(ctx, deployment, &event, json!({ "kind": "approval" })).await
+}
+
 pub async fn resume(
     ctx: &RolloutCtx,
     deployment: &str,
@@ -282,9 +293,9 @@ pub async fn status(ctx: &RolloutCtx, deployment: &str) -> Result<RolloutStatus,
         (Some(policy), true) => {
             let stage = &s.ramp.stages[(r.stage_index as usize).min(s.ramp.stages.len() - 1)];
             let elapsed = match &state {
-                super::State::Running(run) | super::State::Paused { run, .. } => {
-                    run.elapsed(Utc::now())
-                }
+                super::State::Running(run)
+                | super::State::Paused { run, .. }
+                | super::State::AwaitingApproval { run, .. } => run.elapsed(Utc::now()),
                 _ => std::time::Duration::ZERO,
             };
             Some(crate::gate_input::decide(policy, stage, elapsed, &summary))
@@ -460,10 +471,10 @@ fn alert(ctx: &RolloutCtx, s: &RolloutSettings, r: &Rollout, t: &Step, evidence:
     let Some(target) = &s.alerts else {
         return;
     };
-    let event = if matches!(t.to, super::State::RolledBack { .. }) {
-        AlertEvent::RolledBack
-    } else {
-        AlertEvent::StageTimeout
+    let event = match t.to {
+        super::State::RolledBack { .. } => AlertEvent::RolledBack,
+        super::State::AwaitingApproval { .. } => AlertEvent::AwaitingApproval,
+        _ => AlertEvent::StageTimeout,
     };
     let failing = evidence
         .get("failing")
@@ -481,6 +492,11 @@ fn alert(ctx: &RolloutCtx, s: &RolloutSettings, r: &Rollout, t: &Step, evidence:
             failing,
             evidence: evidence.clone(),
             at: Utc::now(),
+            links: ctx
+                .config
+                .public_url
+                .as_deref()
+                .map(|u| AlertLinks::new(u, &r.deployment, Some(r.stage_index))),
         },
     );
 }

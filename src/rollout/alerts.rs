@@ -1,5 +1,5 @@
 //! Alert webhooks: a rollback, a stage that hit its maximum duration, a sample-ratio mismatch,
-//! a guardrail trip on a canary that may not roll back on its own.
+//! a guardrail trip on a canary that may not roll back on its own, a stage awaiting approval.
 //!
 //! [`Alerts::send`] only puts the alert on a bounded queue (full: dropped and counted); one
 //! spawned task POSTs each alert to its deployment's webhook, Slack-compatible
@@ -29,6 +29,8 @@ pub enum AlertEvent {
     SampleRatioMismatch,
     /// A guardrail tripped on an admin-API canary whose `auto_rollback` is off.
     GuardrailTripped,
+    /// The gate says promote on a stage with `approval: required`: a person must approve.
+    AwaitingApproval,
 }
 
 impl AlertEvent {
@@ -38,6 +40,7 @@ impl AlertEvent {
             AlertEvent::StageTimeout => "stage_timeout",
             AlertEvent::SampleRatioMismatch => "sample_ratio_mismatch",
             AlertEvent::GuardrailTripped => "guardrail_tripped",
+            AlertEvent::AwaitingApproval => "awaiting_approval",
         }
     }
 }
@@ -48,6 +51,49 @@ pub struct Failing {
     pub metric: String,
     pub cohort: String,
     pub evidence: Value,
+}
+
+/// Where a person who is paged goes: the deployment and stage in the dashboard (`public_url`),
+/// and the stage's report. The report link is the dashboard's too: the page asks the admin API
+/// for a short-lived signed report URL, so no credential ever travels in an alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertLinks {
+    /// `{public_url}/ui#/deployments/{slug}`.
+    pub dashboard: String,
+    /// `…/stages/{k}`: the stage with its decision and evidence.
+    pub stage: Option<String>,
+    /// `…/stages/{k}/report`: opens the stage's HTML report.
+    pub report: Option<String>,
+}
+
+impl AlertLinks {
+    /// The links for `deployment` (and its stage `stage`) under `public_url`.
+    pub fn new(public_url: &str, deployment: &str, stage: Option<u32>) -> Self {
+        let dashboard = format!(
+            "{}/ui#/deployments/{}",
+            public_url.trim_end_matches('/'),
+            path_segment(deployment)
+        );
+        let stage_link = stage.map(|k| format!("{dashboard}/stages/{k}"));
+        Self {
+            report: stage_link.as_ref().map(|s| format!("{s}/report")),
+            stage: stage_link,
+            dashboard,
+        }
+    }
+}
+
+/// `s` percent-encoded for one URL path segment (unreserved characters kept).
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// One alert, as sent (the generic JSON format is exactly this, serialised).
@@ -63,6 +109,8 @@ pub struct AlertMessage {
     pub failing: Option<Failing>,
     pub evidence: Value,
     pub at: DateTime<Utc>,
+    /// Links to the dashboard and the stage report; `None` without `public_url`.
+    pub links: Option<AlertLinks>,
 }
 
 impl AlertMessage {
@@ -79,8 +127,18 @@ impl AlertMessage {
                         compact(&f.evidence)
                     )
                 });
+                let links = self.links.as_ref().map_or_else(String::new, |l| {
+                    let mut s = format!(
+                        "\n<{}|Open in the dashboard>",
+                        l.stage.as_ref().unwrap_or(&l.dashboard)
+                    );
+                    if let Some(r) = &l.report {
+                        s.push_str(&format!(" · <{r}|Stage {} report>", self.stage));
+                    }
+                    s
+                });
                 let text = format!(
-                    "canarist: {} `{}` (candidate `{}`) is {} at stage {} — {} (by {}){failing}",
+                    "canarist: {} `{}` (candidate `{}`) is {} at stage {} — {} (by {}){failing}{links}",
                     self.event.as_str(),
                     self.deployment,
                     self.candidate,
@@ -294,7 +352,35 @@ mod tests {
             }),
             evidence: Value::Null,
             at: DateTime::<Utc>::UNIX_EPOCH,
+            links: Some(AlertLinks::new(
+                "https://canarist.example/",
+                "chat bot",
+                Some(2),
+            )),
         }
+    }
+
+    #[test]
+    fn both_formats_carry_the_dashboard_and_report_links() {
+        let slack = message().body(AlertFormat::Slack);
+        let text = slack["text"].as_str().unwrap();
+        assert!(
+            text.contains("<https://canarist.example/ui#/deployments/chat%20bot/stages/2|Open in the dashboard>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("<https://canarist.example/ui#/deployments/chat%20bot/stages/2/report|Stage 2 report>"),
+            "{text}"
+        );
+        let generic = message().body(AlertFormat::Json);
+        assert_eq!(
+            generic["links"]["dashboard"],
+            "https://canarist.example/ui#/deployments/chat%20bot"
+        );
+        assert_eq!(
+            generic["links"]["report"],
+            "https://canarist.example/ui#/deployments/chat%20bot/stages/2/report"
+        );
     }
 
     #[test]

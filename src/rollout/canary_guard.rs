@@ -120,6 +120,11 @@ pub async fn on_trip(
                 }),
                 evidence,
                 at: Utc::now(),
+                links: ctx
+                    .config
+                    .public_url
+                    .as_deref()
+                    .map(|u| super::alerts::AlertLinks::new(u, deployment, None)),
             },
         );
     }

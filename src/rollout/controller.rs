@@ -102,8 +102,9 @@ impl Controller {
         };
         let log = ctx.store.transitions(r.id).await?;
         let run = match machine_state(&r, &log) {
-            State::Running(run) => run,
-            // Paused: decisions wait. Draft: nothing runs yet.
+            // Awaiting approval: the candidate still serves, so a rollback still applies (a
+            // promote or hold stays). Paused: decisions wait. Draft: nothing runs yet.
+            State::Running(run) | State::AwaitingApproval { run, .. } => run,
             _ => return Ok(None),
         };
         let (_, settings) = actions::settings(ctx, slug)?;
@@ -198,6 +199,12 @@ impl Controller {
                 failing: None,
                 evidence: serde_json::to_value(d).unwrap_or_default(),
                 at: Utc::now(),
+                links: self
+                    .ctx
+                    .config
+                    .public_url
+                    .as_deref()
+                    .map(|u| super::alerts::AlertLinks::new(u, &r.deployment, Some(r.stage_index))),
             },
         );
     }

@@ -1,5 +1,5 @@
 //! The rollout state machine: `draft → shadow → canary(i) → promoted | rolled_back`, plus
-//! `paused`. Pure: `step(ramp, state, event, now)` returns the [`Transition`] (with its reason
+//! `paused` and `awaiting_approval`. Pure: `step(ramp, state, event, now)` returns the [`Transition`] (with its reason
 //! and whether to alert); the controller persists it before acting on it.
 //!
 //! Rules: gate `promote` advances one stage (past the last stage: promoted); gate `rollback`,
@@ -7,7 +7,10 @@
 //! paused rollout still serves candidate traffic); `hold` and `tick` check the stage's maximum
 //! duration (`hold_and_alert` alerts once and stays, `rollback` rolls back); pausing freezes
 //! the stage clock (resume shifts the stage start by the paused time) and ignores gate
-//! promotions. Terminal states refuse every event.
+//! promotions. A stage with `approval: required` does not advance on the gate's `promote`: it
+//! moves to `awaiting_approval` (alerting once) and stays there — gate decisions and ticks wait,
+//! the stage keeps its traffic — until a person approves (`Manual::Approve`, or a manual
+//! promote, both admin actions) or something rolls it back. Terminal states refuse every event.
 //! Never: reads clocks or stores anything. Fails closed: an event that does not apply is
 //! refused with a reason, never guessed at.
 
@@ -49,9 +52,21 @@ impl StageRun {
 pub enum State {
     Draft,
     Running(StageRun),
-    Paused { run: StageRun, since: DateTime<Utc> },
-    Promoted { at: DateTime<Utc> },
-    RolledBack { at: DateTime<Utc> },
+    Paused {
+        run: StageRun,
+        since: DateTime<Utc>,
+    },
+    /// The gate said promote on a stage that needs a person's approval; waiting since `since`.
+    AwaitingApproval {
+        run: StageRun,
+        since: DateTime<Utc>,
+    },
+    Promoted {
+        at: DateTime<Utc>,
+    },
+    RolledBack {
+        at: DateTime<Utc>,
+    },
 }
 
 /// The state as people name it.
@@ -62,6 +77,7 @@ pub enum Phase {
     Shadow,
     Canary(usize),
     Paused(usize),
+    AwaitingApproval(usize),
     Promoted,
     RolledBack,
 }
@@ -75,6 +91,7 @@ impl State {
                 _ => Phase::Canary(run.stage),
             },
             State::Paused { run, .. } => Phase::Paused(run.stage),
+            State::AwaitingApproval { run, .. } => Phase::AwaitingApproval(run.stage),
             State::Promoted { .. } => Phase::Promoted,
             State::RolledBack { .. } => Phase::RolledBack,
         }
@@ -93,6 +110,8 @@ pub enum Manual {
     Rollback,
     Pause,
     Resume,
+    /// Approve a stage awaiting approval (advances like a promotion).
+    Approve,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,18 +205,44 @@ pub fn step(ramp: &Ramp, state: &State, event: &Event, now: DateTime<Utc>) -> Tr
             }
             _ => stay(actor, "draft: nothing is running".to_owned()),
         },
-        State::Running(run) | State::Paused { run, .. } if rollback_reason.is_some() => t(
-            State::RolledBack { at: now },
-            Outcome::Moved,
-            actor,
-            format!(
-                "rolled back at stage {}: {}",
-                run.stage,
-                rollback_reason.unwrap_or_default()
-            ),
-            true,
-        ),
+        State::Running(run) | State::Paused { run, .. } | State::AwaitingApproval { run, .. }
+            if rollback_reason.is_some() =>
+        {
+            t(
+                State::RolledBack { at: now },
+                Outcome::Moved,
+                actor,
+                format!(
+                    "rolled back at stage {}: {}",
+                    run.stage,
+                    rollback_reason.unwrap_or_default()
+                ),
+                true,
+            )
+        }
         State::Running(run) => match event {
+            Event::Gate {
+                action: Action::Promote,
+                reason,
+            } if ramp
+                .stages
+                .get(run.stage)
+                .is_some_and(|s| s.approval_required) =>
+            {
+                t(
+                    State::AwaitingApproval {
+                        run: run.clone(),
+                        since: now,
+                    },
+                    Outcome::Moved,
+                    actor,
+                    format!(
+                        "stage {} awaits approval: the gate says promote: {reason}",
+                        run.stage
+                    ),
+                    true,
+                )
+            }
             Event::Gate {
                 action: Action::Promote,
                 reason,
@@ -206,26 +251,14 @@ pub fn step(ramp: &Ramp, state: &State, event: &Event, now: DateTime<Utc>) -> Tr
                 action: Manual::Promote,
                 reason,
                 ..
-            } => {
-                let (to, what) = if run.stage + 1 < ramp.stages.len() {
-                    (
-                        State::Running(StageRun::new(run.stage + 1, now)),
-                        format!("promoted to stage {}", run.stage + 1),
-                    )
-                } else {
-                    (
-                        State::Promoted { at: now },
-                        "promoted past the last stage: the candidate is the new stable".to_owned(),
-                    )
-                };
-                t(
-                    to,
-                    Outcome::Moved,
-                    actor,
-                    format!("{what}: {reason}"),
-                    false,
-                )
-            }
+            } => advance(ramp, state, run, now, actor, reason),
+            Event::Manual {
+                action: Manual::Approve,
+                ..
+            } => refuse(
+                actor,
+                format!("stage {} is not awaiting approval", run.stage),
+            ),
             Event::Gate { reason, .. } => timeout(ramp, state, run, now, actor, reason),
             Event::Tick => timeout(ramp, state, run, now, actor, "no gate decision"),
             Event::Manual {
@@ -255,6 +288,30 @@ pub fn step(ramp: &Ramp, state: &State, event: &Event, now: DateTime<Utc>) -> Tr
                 refuse(actor, "unreachable: rollbacks are handled above".to_owned())
             }
         },
+        State::AwaitingApproval { run, .. } => match event {
+            Event::Manual {
+                action: Manual::Approve | Manual::Promote,
+                reason,
+                ..
+            } => {
+                let mut tr = advance(ramp, state, run, now, actor, reason);
+                tr.reason = format!("approved by {actor}: {}", tr.reason);
+                tr
+            }
+            Event::Manual { action, .. } => refuse(
+                actor,
+                format!(
+                    "stage {} awaits approval: approve or roll back (not {action:?})",
+                    run.stage
+                )
+                .to_lowercase(),
+            ),
+            Event::Start { .. } => refuse(actor, "already started".to_owned()),
+            _ => stay(
+                actor,
+                format!("stage {} awaits approval: gate decisions wait", run.stage),
+            ),
+        },
         State::Paused { run, since } => match event {
             Event::Manual {
                 action: Manual::Resume,
@@ -279,7 +336,7 @@ pub fn step(ramp: &Ramp, state: &State, event: &Event, now: DateTime<Utc>) -> Tr
                 )
             }
             Event::Manual {
-                action: Manual::Promote,
+                action: Manual::Promote | Manual::Approve,
                 ..
             } => refuse(actor, "paused: resume before promoting".to_owned()),
             Event::Manual {
@@ -292,6 +349,36 @@ pub fn step(ramp: &Ramp, state: &State, event: &Event, now: DateTime<Utc>) -> Tr
                 format!("paused at stage {}: gate decisions wait", run.stage),
             ),
         },
+    }
+}
+
+/// The next stage (past the last one: promoted).
+fn advance(
+    ramp: &Ramp,
+    state: &State,
+    run: &StageRun,
+    now: DateTime<Utc>,
+    actor: &str,
+    reason: &str,
+) -> Transition {
+    let (to, what) = if run.stage + 1 < ramp.stages.len() {
+        (
+            State::Running(StageRun::new(run.stage + 1, now)),
+            format!("promoted to stage {}", run.stage + 1),
+        )
+    } else {
+        (
+            State::Promoted { at: now },
+            "promoted past the last stage: the candidate is the new stable".to_owned(),
+        )
+    };
+    Transition {
+        from: state.clone(),
+        to,
+        outcome: Outcome::Moved,
+        actor: actor.to_owned(),
+        reason: format!("{what}: {reason}"),
+        alert: false,
     }
 }
 
@@ -534,6 +621,83 @@ mod tests {
             )
             .outcome,
             Outcome::Refused
+        );
+    }
+
+    fn approval_ramp() -> Ramp {
+        let yaml = "stages:\n  - { shadow: 20, min_duration: 1m, max_duration: 10m }\n  - { percent: 5, min_duration: 1m, max_duration: 10m, approval: required }\n  - { percent: 100, min_duration: 1m, max_duration: 10m, approval: required }\n";
+        Ramp::from_yaml(Path::new("t.yaml"), yaml).unwrap()
+    }
+
+    #[test]
+    fn an_approval_stage_holds_on_the_gates_promote_until_approved() {
+        let r = approval_ramp();
+        // Stage 0 has no approval: the gate's promote advances as usual.
+        let tr = step(&r, &running(0, 0), &gate(Action::Promote), at(10));
+        assert_eq!(tr.to, running(1, 10));
+        // Stage 1 needs approval: the gate's promote holds it, alerting once.
+        let tr = step(&r, &running(1, 0), &gate(Action::Promote), at(100));
+        let waiting = State::AwaitingApproval {
+            run: StageRun::new(1, at(0)),
+            since: at(100),
+        };
+        assert_eq!(
+            (tr.to.clone(), tr.outcome, tr.alert),
+            (waiting.clone(), Outcome::Moved, true)
+        );
+        assert_eq!(tr.to.phase(&r), Phase::AwaitingApproval(1));
+        assert!(tr.reason.contains("awaits approval"), "{}", tr.reason);
+        // Gate decisions and ticks wait (no second alert), even past the maximum duration.
+        for ev in [gate(Action::Promote), gate(Action::Hold), Event::Tick] {
+            let tr = step(&r, &waiting, &ev, at(5000));
+            assert_eq!(
+                (tr.outcome, tr.alert, &tr.to),
+                (Outcome::Stayed, false, &waiting),
+                "{ev:?}"
+            );
+        }
+        // Pause, resume and start are refused; approval advances, recorded with the person.
+        for m in [Manual::Pause, Manual::Resume] {
+            assert_eq!(
+                step(&r, &waiting, &manual(m), at(200)).outcome,
+                Outcome::Refused
+            );
+        }
+        let tr = step(&r, &waiting, &manual(Manual::Approve), at(300));
+        assert_eq!(
+            (tr.to, tr.outcome, tr.alert),
+            (running(2, 300), Outcome::Moved, false)
+        );
+        assert_eq!(tr.actor, "ana");
+        assert!(
+            tr.reason
+                .starts_with("approved by ana: promoted to stage 2"),
+            "{}",
+            tr.reason
+        );
+        // A manual promote by an admin is an approval too; the last stage approves to promoted.
+        let last = State::AwaitingApproval {
+            run: StageRun::new(2, at(0)),
+            since: at(10),
+        };
+        let tr = step(&r, &last, &manual(Manual::Promote), at(20));
+        assert_eq!(tr.to, State::Promoted { at: at(20) });
+        // Rollbacks still apply while waiting (the candidate still serves the stage).
+        for ev in [gate(Action::Rollback), trip(), manual(Manual::Rollback)] {
+            let tr = step(&r, &waiting, &ev, at(400));
+            assert_eq!((tr.to, tr.alert), (State::RolledBack { at: at(400) }, true));
+        }
+        // Approve applies only to a waiting stage.
+        for state in [running(1, 0), State::Draft] {
+            assert_eq!(
+                step(&r, &state, &manual(Manual::Approve), at(1)).outcome,
+                Outcome::Refused
+            );
+        }
+        // A manual promote of a running approval stage needs no second approval.
+        assert_eq!(
+            step(&r, &running(1, 0), &manual(Manual::Promote), at(5)).to,
+            running(2, 5)
         );
     }
 

@@ -22,6 +22,19 @@ pub enum OnTimeout {
     Rollback,
 }
 
+/// Whether a stage waits for a person once its gate says promote.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    /// The gate's promote advances the stage (the default).
+    #[default]
+    None,
+    /// The gate's promote holds the stage in `awaiting_approval` until an admin approves.
+    Required,
+}
+
 /// One stage as written in YAML: exactly one of `shadow` (sample rate, percent) or `percent`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +52,9 @@ pub struct RawStage {
     /// Cohorts kept out of the candidate in this stage, as `key=value` (e.g. `tier=enterprise`).
     #[serde(default)]
     pub exclude_cohorts: Vec<String>,
+    /// `required`: when the gate says promote, wait in `awaiting_approval` for an admin.
+    #[serde(default)]
+    pub approval: Option<Approval>,
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -66,6 +82,9 @@ pub struct Stage {
     pub on_timeout: OnTimeout,
     /// (key, value) cohort labels excluded from the candidate in this stage.
     pub exclude_cohorts: Vec<(String, String)>,
+    /// The gate's promote waits for a person's approval (`approval: required`).
+    #[serde(default)]
+    pub approval_required: bool,
 }
 
 /// A validated ramp: at least one stage; a shadow stage only first; live shares increasing.
@@ -167,6 +186,7 @@ impl RawRamp {
                 max_duration,
                 on_timeout: raw.on_timeout.unwrap_or_default(),
                 exclude_cohorts: exclude,
+                approval_required: raw.approval == Some(Approval::Required),
             });
         }
         if problems.is_empty() {
@@ -200,7 +220,7 @@ mod tests {
 stages:
   - { shadow: 20, min_duration: 10m, min_judged_pairs: 300, max_duration: 2h }
   - { percent: 0.5, exclude_cohorts: ["tier=enterprise"] }
-  - { percent: 10, on_timeout: rollback }
+  - { percent: 10, on_timeout: rollback, approval: required }
   - { percent: 100 }
 "#;
 
@@ -218,6 +238,7 @@ stages:
         assert_eq!(r.stages[1].min_judged_pairs, 200);
         assert_eq!(r.stages[1].on_timeout, OnTimeout::HoldAndAlert);
         assert_eq!(r.stages[2].on_timeout, OnTimeout::Rollback);
+        assert!(r.stages[2].approval_required && !r.stages[1].approval_required);
         assert_eq!(r.stages[3].max_duration, default_max_duration());
     }
 

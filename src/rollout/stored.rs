@@ -18,6 +18,7 @@ pub const DRAFT: &str = "draft";
 pub const SHADOW: &str = "shadow";
 pub const CANARY: &str = "canary";
 pub const PAUSED: &str = "paused";
+pub const AWAITING_APPROVAL: &str = "awaiting_approval";
 pub const PROMOTED: &str = "promoted";
 pub const ROLLED_BACK: &str = "rolled_back";
 
@@ -33,6 +34,7 @@ pub fn state_name(state: &State, ramp: &Ramp) -> &'static str {
             _ => CANARY,
         },
         State::Paused { .. } => PAUSED,
+        State::AwaitingApproval { .. } => AWAITING_APPROVAL,
         State::Promoted { .. } => PROMOTED,
         State::RolledBack { .. } => ROLLED_BACK,
     }
@@ -40,13 +42,15 @@ pub fn state_name(state: &State, ramp: &Ramp) -> &'static str {
 
 /// Whether a stored state is still in progress (the controller looks after it).
 pub fn is_active(name: &str) -> bool {
-    matches!(name, DRAFT | SHADOW | CANARY | PAUSED)
+    matches!(name, DRAFT | SHADOW | CANARY | PAUSED | AWAITING_APPROVAL)
 }
 
 /// The stage index a state is at (terminal states keep the last stage).
 pub fn stage_of(state: &State) -> Option<usize> {
     match state {
-        State::Running(run) | State::Paused { run, .. } => Some(run.stage),
+        State::Running(run) | State::Paused { run, .. } | State::AwaitingApproval { run, .. } => {
+            Some(run.stage)
+        }
         _ => None,
     }
 }
@@ -93,6 +97,10 @@ pub fn machine_state(rollout: &Rollout, log: &[Transition]) -> State {
             run,
             since: paused_since.unwrap_or(rollout.updated_at),
         },
+        AWAITING_APPROVAL => State::AwaitingApproval {
+            run,
+            since: rollout.updated_at,
+        },
         PROMOTED => State::Promoted {
             at: rollout.updated_at,
         },
@@ -126,7 +134,7 @@ pub fn traffic_for(base: &Deployment, ramp: &Ramp, state: &State) -> TrafficStat
             t.stage = DRAFT.to_owned();
             set_share(&mut t, 0);
         }
-        State::Running(run) | State::Paused { run, .. } => {
+        State::Running(run) | State::Paused { run, .. } | State::AwaitingApproval { run, .. } => {
             t.stage = stage_label(ramp, run.stage);
             t.exclude_cohorts = ramp
                 .stages
@@ -285,5 +293,17 @@ mod tests {
         assert!(t.candidates.is_empty());
         assert_eq!(state_name(&State::Running(run(0)), &r), SHADOW);
         assert_eq!(state_name(&State::Running(run(2)), &r), CANARY);
+        // Awaiting approval keeps the stage's traffic and reads back from the store.
+        let waiting = State::AwaitingApproval {
+            run: run(1),
+            since: at(0),
+        };
+        assert_eq!(traffic_for(base, &r, &waiting).candidates[0].buckets, 500);
+        assert_eq!(state_name(&waiting, &r), AWAITING_APPROVAL);
+        assert!(is_active(AWAITING_APPROVAL));
+        assert_eq!(
+            machine_state(&rollout(AWAITING_APPROVAL, 1, 0, 0), &[]),
+            waiting
+        );
     }
 }

@@ -15,7 +15,7 @@ mod load_checks;
 mod load_criteria;
 mod lock;
 mod model;
-mod prompt;
+pub mod prompt;
 mod select;
 mod verdict;
 pub mod yaml;

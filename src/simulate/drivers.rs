@@ -77,7 +77,9 @@ impl Lane {
 
     fn stage(&self) -> Option<usize> {
         match &self.state {
-            State::Running(run) | State::Paused { run, .. } => Some(run.stage),
+            State::Running(run)
+            | State::Paused { run, .. }
+            | State::AwaitingApproval { run, .. } => Some(run.stage),
             _ => None,
         }
     }

@@ -155,6 +155,7 @@ pub fn sim_ramp() -> Ramp {
         max_duration: Duration::from_secs(3600),
         on_timeout: OnTimeout::HoldAndAlert,
         exclude_cohorts: Vec::new(),
+        approval_required: false,
     };
     Ramp {
         stages: vec![

@@ -20,6 +20,12 @@ mod rollout;
 pub mod traces;
 
 pub use rollout::{GateLabels, GuardrailLabels, RoleLabels, RolloutMetrics};
+
+/// `gen_ai.provider.name` on the GenAI spans: every upstream speaks the OpenAI REST API, and the
+/// conventions name the provider by the API flavour as the instrumentation knows it ("based on
+/// the instrumentation's best knowledge"); `provider` (canarist's own field) names the configured
+/// provider and `gen_ai.request.model` / `gen_ai.response.model` the actual model.
+pub const GENAI_PROVIDER: &str = "openai";
 pub use traces::{TraceIndex, TracingGuard};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

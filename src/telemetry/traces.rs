@@ -1,6 +1,7 @@
 //! Traces: the process's `tracing` subscriber (human logs on stderr, plus OpenTelemetry export over
 //! OTLP/HTTP-protobuf when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
-//! set), W3C `traceparent` extraction, and [`TraceIndex`], which lets the judge link its span for a
+//! set), W3C `traceparent` extraction and injection (an upstream call carries its span's
+//! context), and [`TraceIndex`], which lets the judge link its span for a
 //! pair to the span of the request that produced it.
 //!
 //! Owns: span export and propagation. Never: blocks a request on export (the SDK's batch
@@ -108,6 +109,29 @@ pub fn adopt_client_parent(span: &tracing::Span, headers: &http::HeaderMap) {
         // Without an OpenTelemetry layer there is nothing to parent.
         let _ = span.set_parent(cx);
     }
+}
+
+/// The W3C trace-context headers of the current span (an upstream call's), when it has a valid
+/// OpenTelemetry context; empty without an OpenTelemetry layer.
+pub fn current_trace_headers() -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return Vec::new();
+    }
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return Vec::new();
+    }
+    let mut out = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut out);
+    out.into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                http::HeaderValue::from_str(&v).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Keeps the tracer provider alive; dropping it flushes and stops span export.

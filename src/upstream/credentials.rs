@@ -6,6 +6,11 @@
 //! of its own), on served and mirrored calls alike; cookies, `Proxy-Authorization` and every other
 //! client header are never forwarded. [`ClientCredentials::from_headers`] keeps only what may be
 //! forwarded at all; [`crate::upstream::Upstreams::send`] applies the provider's opt-in.
+//!
+//! Besides credentials it keeps the client's W3C trace context (`traceparent`, `tracestate`),
+//! which is no credential and goes to every upstream: `send` propagates the upstream call's own
+//! span context when spans are exported, and otherwise the client's headers unchanged, so that
+//! the upstream's spans join the client's trace either way.
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -24,6 +29,28 @@ const FORWARDABLE: [HeaderName; 3] = [
 #[derive(Clone, Default)]
 pub struct ClientCredentials {
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The client's `traceparent` and `tracestate` (well-formed ones only).
+    trace: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The W3C trace-context headers.
+pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// A `traceparent` as W3C Trace Context level 1 writes it (`00-<32 hex>-<16 hex>-<2 hex>`),
+/// or a later version's longer form; `tracestate` up to its 512-character bound.
+fn trace_value_ok(name: &str, value: &HeaderValue) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    if name == "tracestate" {
+        return text.len() <= 512;
+    }
+    let parts: Vec<&str> = text.split('-').collect();
+    parts.len() >= 4
+        && [2, 32, 16, 2]
+            .iter()
+            .zip(&parts)
+            .all(|(n, p)| p.len() == *n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl ClientCredentials {
@@ -46,7 +73,22 @@ impl ClientCredentials {
                 kept.push((name.clone(), value));
             }
         }
-        Self { headers: kept }
+        let trace = TRACE_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = headers.get(*name)?;
+                trace_value_ok(name, value).then(|| (HeaderName::from_static(name), value.clone()))
+            })
+            .collect();
+        Self {
+            headers: kept,
+            trace,
+        }
+    }
+
+    /// The client's own trace-context headers (sent when no span context of ours is exported).
+    pub fn trace(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.trace.iter().map(|(n, v)| (n, v))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -62,7 +104,12 @@ impl ClientCredentials {
 impl std::fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.headers.iter().map(|(n, _)| n.as_str()))
+            .entries(
+                self.headers
+                    .iter()
+                    .chain(&self.trace)
+                    .map(|(n, _)| n.as_str()),
+            )
             .finish()
     }
 }
@@ -139,5 +186,34 @@ mod tests {
         assert!(c.headers().all(|(_, v)| v.is_sensitive()));
         let debug = format!("{c:?}");
         assert!(!debug.contains("sk-client"), "{debug}");
+    }
+
+    #[test]
+    fn only_well_formed_trace_context_is_kept() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let c = ClientCredentials::from_headers(&headers(&[
+            ("traceparent", tp),
+            ("tracestate", "vendor=abc"),
+        ]));
+        let got: Vec<(String, String)> = c
+            .trace()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("traceparent".into(), tp.into()),
+                ("tracestate".into(), "vendor=abc".into())
+            ]
+        );
+        assert!(c.is_empty(), "trace context is no credential");
+        for bad in [
+            "garbage",
+            "00-xyz-00f067aa0ba902b7-01",
+            "00-4bf92f35-00f067aa0ba902b7-01",
+        ] {
+            let c = ClientCredentials::from_headers(&headers(&[("traceparent", bad)]));
+            assert_eq!(c.trace().count(), 0, "{bad}");
+        }
     }
 }

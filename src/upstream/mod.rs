@@ -142,6 +142,18 @@ impl Upstreams {
                 req = req.header(name.clone(), value.clone());
             }
         }
+        // The trace context (no credential): this call's span when spans are exported, else the
+        // client's own headers as they came.
+        let ours = crate::telemetry::traces::current_trace_headers();
+        if ours.is_empty() {
+            for (name, value) in credentials.trace() {
+                req = req.header(name.clone(), value.clone());
+            }
+        } else {
+            for (name, value) in ours {
+                req = req.header(name, value);
+            }
+        }
         let total = timeout
             .unwrap_or(pc.provider.timeout)
             .min(pc.provider.timeout);

@@ -250,6 +250,16 @@ pub struct StreamAssembler {
 }
 
 impl StreamAssembler {
+    /// The answer's `model`, as the stream's chunks named it.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// The answer's `id`.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
     pub fn new(chat: bool) -> Self {
         Self::with_limits(chat, UpstreamLimits::default())
     }

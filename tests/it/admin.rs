@@ -73,10 +73,15 @@ deployments:
 
 impl Env {
     pub(crate) async fn start(db: &TestDb, admin_yaml: &str) -> Env {
+        Env::start_with(db, DEPLOYMENTS, admin_yaml).await
+    }
+
+    /// Like [`Env::start`] with other `deployments:` (YAML starting with `deployments:`).
+    pub(crate) async fn start_with(db: &TestDb, deployments: &str, admin_yaml: &str) -> Env {
         let mock = MockServer::start(MockConfig::builtin().unwrap())
             .await
             .unwrap();
-        let rest = format!("{DEPLOYMENTS}storage:\n  url: {}\n{admin_yaml}", db.url);
+        let rest = format!("{deployments}storage:\n  url: {}\n{admin_yaml}", db.url);
         let yaml = config_yaml(&mock.base_url(), &rest);
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test.yaml");
         let config = Config::from_yaml(&path, &yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));

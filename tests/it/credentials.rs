@@ -340,3 +340,79 @@ async fn proxy_routes_refuse_keys_of_every_role_but_client() {
     }
     gw.stop().await;
 }
+
+/// The client's W3C trace context reaches every upstream call (served and mirrored) as it came
+/// when no spans are exported — the one header added besides the rules above; a malformed
+/// `traceparent` is dropped, and credentials and cookies still are not forwarded.
+#[tokio::test]
+async fn the_client_traceparent_reaches_the_upstream_and_nothing_else_is_added() {
+    let h = crate::support::Harness::start(
+        MockConfig::builtin().unwrap(),
+        "deployments:\n  - slug: traced\n    model: traced\n    mode: shadow\n    \
+         stable: { provider: mock, model: mock-stable }\n    \
+         candidates:\n      - { name: cand, provider: mock, model: mock-candidate-good, percent: 100 }\n",
+    )
+    .await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut body = crate::support::chat_body("traced", "hi");
+    body["metadata"] = json!({ "case": "traced" });
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &body,
+            &[
+                ("traceparent", tp),
+                ("tracestate", "vendor=opaque"),
+                ("cookie", "session=secret"),
+                ("authorization", "Bearer sk-client"),
+                ("x-canarist-unit", "u1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let seen = wait_requests(&h.mock, "traced", 2).await;
+    for r in &seen {
+        let header = |name: &str| {
+            r.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("traceparent"), Some(tp), "{r:?}");
+        assert_eq!(header("tracestate"), Some("vendor=opaque"), "{r:?}");
+        assert_eq!(header("cookie"), None);
+        assert_eq!(
+            header("authorization"),
+            None,
+            "the mock provider does not opt in"
+        );
+    }
+    // A malformed traceparent is not passed on.
+    body["metadata"] = json!({ "case": "malformed" });
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &body,
+            &[("traceparent", "00-nonsense-01")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    for r in wait_requests(&h.mock, "malformed", 2).await {
+        assert!(r.headers.iter().all(|(n, _)| n != "traceparent"), "{r:?}");
+    }
+}
+
+async fn wait_requests(mock: &MockServer, case: &str, n: usize) -> Vec<RecordedRequest> {
+    for _ in 0..500 {
+        let seen: Vec<RecordedRequest> = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.body["metadata"]["case"] == case)
+            .collect();
+        if seen.len() >= n {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {n} upstream requests tagged {case}");
+}

@@ -10,6 +10,7 @@ mod demo;
 mod durability;
 mod errors;
 mod gate_input;
+mod hooks;
 mod judge;
 mod layers;
 mod live;

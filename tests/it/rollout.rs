@@ -4,6 +4,9 @@
 //! `DATABASE_URL` is set (a fresh database per test), including two `canarist serve` processes
 //! on one database.
 
+/// Approval stages (`approval: required`).
+mod approval;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

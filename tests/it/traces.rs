@@ -125,6 +125,62 @@ async fn a_request_joins_the_client_trace_and_the_judge_span_links_to_it() {
     assert_eq!(served.parent_span_id, request.span_context.span_id());
     assert_eq!(text_of(served, "model").as_deref(), Some("mock-stable"));
 
+    // The OpenTelemetry GenAI semantic-convention attributes, beside canarist's own.
+    assert_eq!(text("gen_ai.operation.name").as_deref(), Some("chat"));
+    assert_eq!(text("gen_ai.request.model").as_deref(), Some("support"));
+    assert_eq!(text("gen_ai.provider.name").as_deref(), Some("openai"));
+    let genai = |k: &str| text_of(served, k);
+    assert_eq!(genai("gen_ai.operation.name").as_deref(), Some("chat"));
+    assert_eq!(genai("gen_ai.provider.name").as_deref(), Some("openai"));
+    assert_eq!(
+        genai("gen_ai.request.model").as_deref(),
+        Some("mock-stable")
+    );
+    assert!(
+        genai("gen_ai.response.model").is_some(),
+        "{:?}",
+        served.attributes
+    );
+    assert!(
+        genai("gen_ai.response.finish_reasons").is_some(),
+        "{:?}",
+        served.attributes
+    );
+    for k in ["gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"] {
+        assert!(
+            matches!(attr(served, k), Some(Value::I64(n)) if *n > 0),
+            "{k}: {:?}",
+            served.attributes
+        );
+    }
+    assert!(attr(served, "error.type").is_none());
+
+    // Each upstream received its own call span's context, in the client's trace.
+    let calls: Vec<String> = spans
+        .iter()
+        .filter(|s| s.name == "upstream.call")
+        .map(|s| format!("00-{CLIENT_TRACE}-{}-01", s.span_context.span_id()))
+        .collect();
+    let sent: Vec<String> = h
+        .mock
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.headers
+                .iter()
+                .find(|(n, _)| n == "traceparent")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert!(!sent.is_empty());
+    for tp in &sent {
+        assert!(
+            calls.contains(tp),
+            "{tp} is no upstream.call span of ours: {calls:?}"
+        );
+    }
+    assert!(sent.contains(&calls_served(served)), "{sent:?}");
+
     // The judge's span links to the request's span and carries the scores.
     let judged = spans
         .iter()
@@ -150,6 +206,10 @@ async fn a_request_joins_the_client_trace_and_the_judge_span_links_to_it() {
         judged.attributes
     );
     assert_eq!(text_of(judged, "request_id"), Some(request_id.to_string()));
+}
+
+fn calls_served(served: &SpanData) -> String {
+    format!("00-{CLIENT_TRACE}-{}-01", served.span_context.span_id())
 }
 
 fn text_of(span: &SpanData, key: &str) -> Option<String> {

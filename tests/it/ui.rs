@@ -134,6 +134,70 @@ async fn the_dashboard_and_the_reports_it_reads() {
         .await;
     assert_eq!(s, 403);
 
+    // A short-lived signed link opens one report without a key (what the dashboard navigates to).
+    let (s, _, v) = env
+        .send(
+            Method::POST,
+            "/v1/deployments/ramped/reports/0/link",
+            Some(&env.viewer),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let url = v["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("/reports/ramped/0?exp="), "{url}");
+    assert!(!url.contains("cnr_"), "no key in the URL");
+    let expires: chrono::DateTime<chrono::Utc> = v["expires_at"].as_str().unwrap().parse().unwrap();
+    let ttl = expires - chrono::Utc::now();
+    assert!(
+        ttl <= chrono::Duration::minutes(5) && ttl > chrono::Duration::minutes(4),
+        "{ttl}"
+    );
+    let r = env.client.get(env.url(&url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert!(r.text().await.unwrap().contains("<svg"));
+    // Another stage, a later expiry, a broken signature or none: 401.
+    let exp: i64 = url
+        .split("exp=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for bad in [
+        url.replace("/reports/ramped/0?", "/reports/ramped/1?"),
+        url.replace(&format!("exp={exp}"), &format!("exp={}", exp + 3600)),
+        format!("{url}x"),
+        "/reports/ramped/0".to_owned(),
+    ] {
+        let r = env.client.get(env.url(&bad)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{bad}");
+    }
+    // Asking for a link needs a viewer key (a client key is refused); unknown stage: 404.
+    for (key, want) in [(None, 401), (Some(&env.client_key), 403)] {
+        let (s, _, _) = env
+            .send(
+                Method::POST,
+                "/v1/deployments/ramped/reports/0/link",
+                key.map(|k| k.as_str()),
+                None,
+            )
+            .await;
+        assert_eq!(s, want);
+    }
+    let (s, _, _) = env
+        .send(
+            Method::POST,
+            "/v1/deployments/nope/reports/0/link",
+            Some(&env.viewer),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+
     env.stop().await;
     db.cleanup().await;
 }

@@ -1,7 +1,9 @@
 // Browser test of the dashboard at /ui (run by scripts/e2e-ui.sh against a running gateway with a
 // rollout of `support` in its canary stage). Headless Debian Chromium through playwright-core.
 // Env: BASE, ADMIN_KEY, VIEWER_KEY, PLAYWRIGHT_DIR (where playwright-core is installed), ARTIFACTS.
+// It also receives the gateway's alert webhook (127.0.0.1:18282) and opens the links it carries.
 import { createRequire } from "node:module";
+import { createServer } from "node:http";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,6 +28,26 @@ page.on("request", (r) => { if (!r.url().startsWith(BASE) && !r.url().startsWith
 const consoleErrors = [];
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
 
+// The alert webhook receiver: every JSON body POSTed to it.
+const alerts = [];
+const receiver = createServer((req, res) => {
+  let body = "";
+  req.on("data", (c) => { body += c; });
+  req.on("end", () => {
+    try { alerts.push(JSON.parse(body)); } catch (_) { /* not JSON: ignored */ }
+    res.end("ok");
+  });
+});
+await new Promise((resolve) => receiver.listen(18282, "127.0.0.1", resolve));
+async function waitForAlert(pred) {
+  for (let i = 0; i < 200; i++) {
+    const found = alerts.find(pred);
+    if (found) return found;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no matching alert in ${JSON.stringify(alerts)}`);
+}
+
 const step = (name) => console.log(`ok - ${name}`);
 try {
   await page.goto(`${BASE}/ui`);
@@ -47,7 +69,8 @@ try {
   await page.click('#deployments tr[data-slug="support"]');
   await page.waitForSelector("#detail:not([hidden])");
   assert.equal(await page.isVisible("#actions"), false);
-  step("a viewer sees the deployment without action buttons");
+  assert.ok(page.url().endsWith("/ui#/deployments/support"), page.url());
+  step("a viewer sees the deployment without action buttons; the URL names it");
 
   // An admin: the deployment is listed, its rollout is in the canary stage.
   await page.fill("#key-input", process.env.ADMIN_KEY);
@@ -70,15 +93,26 @@ try {
   assert.ok(liveRows >= 1, "live counts of the current stage");
   step(`ramp curve drawn, ${stages} stages listed, ${liveRows} live rows`);
 
-  // The first stage's HTML report opens in a new tab.
+  // The first stage's HTML report opens in a new tab, under its own signed, short-lived URL.
   const [popup] = await Promise.all([
     context.waitForEvent("page"),
     page.locator('#stages tr[data-stage="0"] button').click(),
   ]);
   await popup.waitForFunction(() => document.body && document.body.innerText.includes("shadow"));
   assert.match(await popup.title(), /support/);
+  assert.match(popup.url(), new RegExp(`^${BASE}/reports/support/0\\?exp=\\d+&sig=[A-Za-z0-9_-]+$`));
+  const signed = popup.url();
   await popup.close();
-  step("the stage report opens as HTML");
+  // The signed URL names one report: another stage with the same signature is refused.
+  const forged = await fetch(signed.replace("/reports/support/0?", "/reports/support/1?"));
+  assert.equal(forged.status, 401);
+  step(`the stage report opens as HTML at ${new URL(signed).pathname}; a forged link is refused`);
+
+  // A stage's own link selects it.
+  await page.click('#stages tr[data-stage="1"] a');
+  await page.waitForSelector('#stages tr[data-stage="1"].selected');
+  assert.ok(page.url().endsWith("#/deployments/support/stages/1"), page.url());
+  step("a stage link keeps the stage in the URL");
 
   // Roll back with a reason: the state shown changes.
   await page.click('#actions button[data-action="rollback"]');
@@ -91,6 +125,29 @@ try {
   await page.waitForSelector("#live-decision:has-text('rolled_back')");
   step("a rollback click changes the state shown to rolled_back");
 
+  // The rollback's alert links to the stage in the dashboard: opened in a fresh tab (no key
+  // yet), it lands on the deployment and stage once a key is entered.
+  const alert = await waitForAlert((a) => a.event === "rolled_back");
+  assert.equal(alert.links.stage, `${BASE}/ui#/deployments/support/stages/1`, JSON.stringify(alert));
+  const linked = await context.newPage();
+  linked.on("pageerror", (e) => consoleErrors.push(String(e)));
+  await linked.goto(alert.links.stage);
+  await linked.fill("#key-input", process.env.VIEWER_KEY);
+  await linked.click("#key-save");
+  await linked.waitForSelector('#stages tr[data-stage="1"].selected');
+  assert.equal(await linked.textContent("#detail-title"), "support");
+  await linked.waitForSelector("#detail-state[data-state='rolled_back']");
+  step(`the alert's link ${alert.links.stage} lands on deployment support, stage 1`);
+
+  // Its report link opens that stage's report under a signed URL.
+  await linked.goto(alert.links.report);
+  await linked.waitForURL(/\/reports\/support\/1\?exp=/);
+  await linked.waitForFunction(() => document.body && document.body.innerText.includes("canary-1"));
+  step(`the alert's report link opens ${new URL(linked.url()).pathname}`);
+  await linked.goBack();
+  await linked.waitForURL(/#\/deployments\/support\/stages\/1$/);
+  await linked.close();
+
   await page.screenshot({ path: join(ARTIFACTS, "dashboard.png"), fullPage: true });
   step(`screenshot saved to ${join(ARTIFACTS, "dashboard.png")}`);
   assert.deepEqual(external, [], "no request leaves the gateway");
@@ -101,6 +158,7 @@ try {
   console.error(`not ok - ${e.stack || e}`);
   process.exitCode = 1;
 } finally {
+  receiver.close();
   await context.close();
   rmSync(profile, { recursive: true, force: true });
 }

@@ -119,6 +119,30 @@ fn bearer(parts: &Parts) -> Result<&str, AdminError> {
 /// before it is looked up; a refused credential is charged to its address.
 pub async fn authenticate(admin: &Admin, parts: &Parts) -> Result<Principal, AdminError> {
     let credential = bearer(parts)?;
+    checked(admin, parts, credential).await
+}
+
+/// Authenticates the bearer credential of `parts` or, when the request has no `Authorization`
+/// header at all, `fallback` (a key a progressive-delivery hook carries in its body because
+/// its controller cannot send headers) — under the same failed-authentication limit — then
+/// charges the caller's rate limit.
+pub(super) async fn principal_or(
+    admin: &Admin,
+    parts: &Parts,
+    fallback: Option<&str>,
+) -> Result<Principal, AdminError> {
+    let principal = match fallback {
+        Some(key) if !parts.headers.contains_key(AUTHORIZATION) => {
+            checked(admin, parts, key.trim()).await?
+        }
+        _ => authenticate(admin, parts).await?,
+    };
+    charge(admin, &principal)?;
+    Ok(principal)
+}
+
+/// `credential` verified under its client address's failed-authentication limit.
+async fn checked(admin: &Admin, parts: &Parts, credential: &str) -> Result<Principal, AdminError> {
     let addr = client_addr(parts);
     if let Some(addr) = addr {
         admin
@@ -148,6 +172,7 @@ fn auth_limited(admin: &Admin) {
     admin.gateway.metrics.rollout.auth_failures_limited.inc();
 }
 
+/// One credential: an API key, or a JWT when `admin.jwt` is configured.
 async fn verify(admin: &Admin, credential: &str) -> Result<Principal, AdminError> {
     if credential.starts_with(KEY_PREFIX) {
         return api_key(admin, credential).await;
@@ -189,20 +214,24 @@ impl FromRequestParts<Arc<Admin>> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, admin: &Arc<Admin>) -> Result<Self, AdminError> {
         let principal = authenticate(admin, parts).await?;
-        if let Err(e) = admin.limits.check(&principal.id) {
-            admin
-                .gateway
-                .metrics
-                .rollout
-                .admin_rate_limited
-                .get_or_create(&crate::telemetry::RoleLabels {
-                    role: principal.role.as_str(),
-                })
-                .inc();
-            return Err(e);
-        }
+        charge(admin, &principal)?;
         Ok(principal)
     }
+}
+
+/// Charges the caller's rate limit (429 when exhausted, counted per role).
+fn charge(admin: &Admin, principal: &Principal) -> Result<(), AdminError> {
+    admin.limits.check(&principal.id).inspect_err(|_| {
+        admin
+            .gateway
+            .metrics
+            .rollout
+            .admin_rate_limited
+            .get_or_create(&crate::telemetry::RoleLabels {
+                role: principal.role.as_str(),
+            })
+            .inc();
+    })
 }
 
 /// Middleware for the proxy routes when `admin.proxy_keys_required`: only a key or token with

@@ -1,5 +1,6 @@
 //! The admin API: seed-compatible traffic endpoints (`POST /api/v1/gateway/canary`,
-//! `PATCH /v1/deployments/{slug}/traffic`), rollout control and reading, API-key management,
+//! `PATCH /v1/deployments/{slug}/traffic`), rollout control and reading, the progressive-delivery
+//! hooks for Argo Rollouts and Flagger (`hooks`), API-key management,
 //! and `GET /openapi.json` generated from the handlers below.
 //!
 //! Owns: authentication (API keys stored hashed, JWT), roles (viewer reads; admin and owner act;
@@ -13,9 +14,11 @@ mod body;
 mod canary;
 mod deployments;
 mod error;
+mod hooks;
 mod jwt;
 pub mod keys;
 mod limit;
+mod links;
 mod openapi;
 mod reports;
 mod rollouts;
@@ -45,6 +48,8 @@ pub struct Admin {
     alerts: crate::rollout::alerts::Alerts,
     /// For asking providers whether they serve a model.
     http: reqwest::Client,
+    /// Signs the dashboard's short-lived report links.
+    links: links::LinkSigner,
 }
 
 pub type AdminState = Arc<Admin>;
@@ -59,10 +64,12 @@ impl Admin {
         } else {
             crate::rollout::alerts::Alerts::disabled()
         };
+        let links = links::LinkSigner::new(cfg.link_secret.as_ref().map(|s| s.0.as_str()));
         Self {
             gateway,
             limits,
             failures,
+            links,
             alerts,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
@@ -129,11 +136,26 @@ pub fn router(admin: AdminState) -> Router {
             post(rollouts::resume),
         )
         .route(
+            "/v1/deployments/{slug}/rollout/approve",
+            post(rollouts::approve),
+        )
+        .route(
             "/v1/deployments/{slug}/stages/{stage}/report",
             get(deployments::stage_report),
         )
         .route("/v1/deployments/{slug}/reports", get(reports::all))
         .route("/v1/deployments/{slug}/reports/{index}", get(reports::html))
+        .route(
+            "/v1/deployments/{slug}/reports/{index}/link",
+            post(reports::link),
+        )
+        .route("/reports/{slug}/{index}", get(reports::signed_html))
+        .route(
+            "/v1/hooks/{slug}/verdict",
+            get(hooks::verdict_get).post(hooks::verdict_post),
+        )
+        .route("/v1/hooks/{slug}/promote", post(hooks::promote))
+        .route("/v1/hooks/{slug}/rollback", post(hooks::rollback))
         .route("/v1/admin/whoami", get(reports::whoami))
         .route("/v1/admin/keys", get(keys::list).post(keys::create))
         .route("/v1/admin/keys/{id}", delete(keys::revoke))

@@ -7,7 +7,7 @@ use utoipa::openapi::{HeaderBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{ErrorDetail, ErrorResponse};
-use super::{canary, deployments, keys, reports, rollouts, traffic};
+use super::{canary, deployments, hooks, keys, reports, rollouts, traffic};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use super::{canary, deployments, keys, reports, rollouts, traffic};
         deployments::stage_report,
         reports::all,
         reports::html,
+        reports::link,
         reports::whoami,
         rollouts::status,
         rollouts::start,
@@ -28,6 +29,11 @@ use super::{canary, deployments, keys, reports, rollouts, traffic};
         rollouts::rollback,
         rollouts::pause,
         rollouts::resume,
+        rollouts::approve,
+        hooks::verdict_get,
+        hooks::verdict_post,
+        hooks::promote,
+        hooks::rollback,
         keys::list,
         keys::create,
         keys::revoke,

@@ -4,6 +4,9 @@
 //! policy and ramp from the config. Viewer role. Also `GET /v1/admin/whoami` (any valid key or
 //! token: its actor id and role, so the dashboard knows which buttons to show).
 //!
+//! `POST …/reports/{index}/link` hands the dashboard a short-lived signed URL for one report
+//! (`/reports/{slug}/{index}?exp&sig`, see `links`), which a browser opens without a key.
+//!
 //! Never: writes anything. Fails closed: a store error is a 500 (logged, not echoed); an unknown
 //! rollout or stage is a 404.
 
@@ -99,22 +102,96 @@ pub async fn html(
     Path((slug, index)): Path<(String, String)>,
 ) -> Result<Response, AdminError> {
     principal.require(Role::Viewer)?;
-    let opts = options(&admin, &slug)?;
-    // Parsed here so that a non-number is the same documented 404 as an unknown stage.
-    let index: u32 = index.parse().map_err(|_| AdminError::NotFound {
+    let index = stage_index(&index)?;
+    render(&admin, &slug, index).await
+}
+
+/// Parsed here so that a non-number is the same documented 404 as an unknown stage.
+fn stage_index(index: &str) -> Result<u32, AdminError> {
+    index.parse().map_err(|_| AdminError::NotFound {
         code: "stage_not_found",
         param: Some("index"),
         message: format!("`{index}` is not a stage index (0 = the ramp's first stage)"),
-    })?;
-    let built = report::build_with(admin.store()?, &slug, index, &opts).await?;
+    })
+}
+
+async fn render(admin: &AdminState, slug: &str, index: u32) -> Result<Response, AdminError> {
+    let opts = options(admin, slug)?;
+    let built = report::build_with(admin.store()?, slug, index, &opts).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         report::to_html(&built),
     )
         .into_response())
+}
+
+/// A short-lived link to one stage's report.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReportLink {
+    /// `/reports/{slug}/{index}?exp=…&sig=…` (relative to this gateway).
+    pub url: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A signed link that opens one stage's HTML report without a key, for five minutes.
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{slug}/reports/{index}/link",
+    tag = "deployments",
+    params(
+        ("slug" = String, Path, description = "The deployment's slug"),
+        ("index" = String, Path, description = "The stage's index in the ramp (0 = first)"),
+    ),
+    responses(
+        (status = 200, description = "The link", body = ReportLink),
+        (status = 404, description = "`deployment_not_found` or `stage_not_found`", body = super::ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn link(
+    State(admin): State<AdminState>,
+    principal: Principal,
+    Path((slug, index)): Path<(String, String)>,
+) -> Result<axum::Json<ReportLink>, AdminError> {
+    principal.require(Role::Viewer)?;
+    options(&admin, &slug)?;
+    let index = stage_index(&index)?;
+    let now = chrono::Utc::now();
+    let (url, exp) = admin.links.link(&slug, index, now.timestamp());
+    Ok(axum::Json(ReportLink {
+        url,
+        expires_at: chrono::DateTime::from_timestamp(exp, 0).unwrap_or(now),
+    }))
+}
+
+/// `GET /reports/{slug}/{index}?exp&sig`: the report a signed link names (no key: the signature
+/// is the credential, for that report only, until `exp`).
+pub async fn signed_html(
+    State(admin): State<AdminState>,
+    Path((slug, index)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, AdminError> {
+    let invalid = || {
+        AdminError::Unauthorized(
+            "this report link is invalid or has expired; open the report again from the dashboard"
+                .into(),
+        )
+    };
+    let index: u32 = index.parse().map_err(|_| invalid())?;
+    let exp: i64 = query
+        .get("exp")
+        .and_then(|e| e.parse().ok())
+        .ok_or_else(invalid)?;
+    let sig = query.get("sig").ok_or_else(invalid)?;
+    let now = chrono::Utc::now().timestamp();
+    if !admin.links.verify(&slug, index, exp, sig, now) {
+        return Err(invalid());
+    }
+    render(&admin, &slug, index).await
 }
 
 /// The caller as the admin API sees it.

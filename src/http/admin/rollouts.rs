@@ -1,4 +1,4 @@
-//! Rollout control over HTTP: start a ramp, promote, roll back, pause, resume (each with a
+//! Rollout control over HTTP: start a ramp, promote, roll back, pause, resume, approve (each with a
 //! reason; the actor is the caller's key id or token subject), and the rollout's status with the
 //! gate's current decision. The work is done by [`crate::rollout::actions`], which persists the
 //! transition (with actor, reason and evidence) before it takes effect; this file only maps
@@ -52,7 +52,7 @@ pub struct RolloutStatusView {
     pub live: Vec<serde_json::Value>,
 }
 
-fn ctx(admin: &AdminState) -> Result<RolloutCtx, AdminError> {
+pub(super) fn ctx(admin: &AdminState) -> Result<RolloutCtx, AdminError> {
     Ok(RolloutCtx {
         store: admin.store()?.clone(),
         config: admin.gateway.config.clone(),
@@ -72,6 +72,7 @@ enum Action {
     Rollback,
     Pause,
     Resume,
+    Approve,
 }
 
 async fn act(
@@ -94,6 +95,7 @@ async fn act(
         Action::Rollback => actions::rollback(&ctx, &slug, &actor, reason).await?,
         Action::Pause => actions::pause(&ctx, &slug, &actor, reason).await?,
         Action::Resume => actions::resume(&ctx, &slug, &actor, reason).await?,
+        Action::Approve => actions::approve(&ctx, &slug, &actor, reason).await?,
     };
     // The action swapped the table after a traffic change; this also follows a transition that
     // only bumped the config version.
@@ -162,6 +164,13 @@ action_handler!(
     Action::Resume,
     "/v1/deployments/{slug}/rollout/resume",
     "Resume a paused rollout."
+);
+
+action_handler!(
+    approve,
+    Action::Approve,
+    "/v1/deployments/{slug}/rollout/approve",
+    "Approve a stage awaiting approval (admin role; the audit log records who)."
 );
 
 /// The rollout's status and the gate's current decision.

@@ -1,5 +1,8 @@
 // canarist dashboard: a client of the admin API. No framework, no build step, no external assets.
-// The key lives in sessionStorage (this tab only) and is sent as a bearer token.
+// The key lives in sessionStorage (this tab only) and is sent as a bearer token. The selected
+// deployment and stage live in the URL (#/deployments/NAME/stages/K), so a view can be shared
+// and an alert can link to it; …/stages/K/report opens that stage's report under its own
+// short-lived signed URL (asked of the admin API with the key; the key never goes in a URL).
 "use strict";
 
 const KEY_STORE = "canarist.key";
@@ -8,7 +11,57 @@ const STAGES_EVERY_MS = 15000;
 const SVGNS = "http://www.w3.org/2000/svg";
 
 const state = { key: sessionStorage.getItem(KEY_STORE) || "", role: null, selected: null,
-  liveTimer: null, stagesTimer: null, listTimer: null };
+  stage: null, liveTimer: null, stagesTimer: null, listTimer: null, reportOpened: null };
+
+// --- the URL ----------------------------------------------------------------------------------
+
+function parseRoute(hash) {
+  const m = /^#\/deployments\/([^/]+)(?:\/stages\/(\d+)(\/report)?)?$/.exec(hash || "");
+  if (!m) return null;
+  let slug;
+  try { slug = decodeURIComponent(m[1]); } catch (_) { return null; }
+  return { slug, stage: m[2] === undefined ? null : Number(m[2]), report: Boolean(m[3]) };
+}
+
+function routeHash(slug, stage) {
+  const base = `#/deployments/${encodeURIComponent(slug)}`;
+  return stage === null || stage === undefined ? base : `${base}/stages/${stage}`;
+}
+
+// Shows the view the URL names (after a key is in use).
+async function applyRoute() {
+  const route = parseRoute(location.hash);
+  if (!route || !state.role) return;
+  if (state.selected !== route.slug) {
+    await select(route.slug, route.stage);
+  } else if (state.stage !== route.stage) {
+    state.stage = route.stage;
+    markStage();
+  }
+  if (route.report && route.stage !== null) {
+    const key = `${route.slug}/${route.stage}`;
+    if (state.reportOpened === key) return;
+    state.reportOpened = key;
+    // Back from the report returns to the stage, not to this link again.
+    history.replaceState(null, "", routeHash(route.slug, route.stage));
+    try {
+      const link = await reportLink(route.slug, route.stage);
+      location.assign(link);
+    } catch (e) {
+      showError(e);
+    }
+  }
+}
+
+function markStage() {
+  for (const tr of $("stages").querySelectorAll("tbody > tr")) {
+    const on = state.stage !== null && tr.dataset.stage === String(state.stage);
+    tr.classList.toggle("selected", on);
+    const details = tr.querySelector("details");
+    if (on && details) details.open = true;
+    if (on) tr.scrollIntoView({ block: "nearest" });
+  }
+}
 
 const $ = (id) => document.getElementById(id);
 
@@ -106,6 +159,7 @@ async function useKey(key) {
     await loadList();
     clearInterval(state.listTimer);
     state.listTimer = setInterval(() => loadList().catch(showError), STAGES_EVERY_MS);
+    await applyRoute();
   } catch (e) {
     state.role = null;
     $("whoami").textContent = "";
@@ -135,7 +189,7 @@ async function loadList() {
   body.replaceChildren(...data.deployments.map((d) => el("tr", {
     "data-slug": d.slug,
     class: d.slug === state.selected ? "selected" : null,
-    onclick: () => select(d.slug),
+    onclick: () => { location.hash = routeHash(d.slug, null); },
   },
     el("td", {}, el("strong", {}, d.slug)),
     el("td", {}, d.model),
@@ -149,8 +203,12 @@ async function loadList() {
   $("list-empty").textContent = "No deployments configured.";
 }
 
-async function select(slug) {
+async function select(slug, stage = null) {
   state.selected = slug;
+  state.stage = stage;
+  const want = routeHash(slug, stage);
+  const route = parseRoute(location.hash);
+  if (!route || route.slug !== slug) history.replaceState(null, "", want);
   for (const tr of $("deployments").querySelectorAll("tbody tr")) {
     tr.classList.toggle("selected", tr.dataset.slug === slug);
   }
@@ -193,8 +251,11 @@ async function loadLive(slug) {
     const a = b.dataset.action;
     const st = r ? r.state : null;
     const active = st && st !== "promoted" && st !== "rolled_back";
-    b.disabled = !active || (a === "resume" && st !== "paused") || (a === "pause" && st === "paused");
+    const waiting = st === "awaiting_approval";
+    b.disabled = !active || (a === "resume" && st !== "paused") || (a === "pause" && (st === "paused" || waiting))
+      || (a === "approve" && !waiting);
   }
+  $("approval-note").hidden = !(r && r.state === "awaiting_approval");
   $("live").querySelector("tbody").replaceChildren(...s.live.map((v) => el("tr", {},
     el("td", {}, v.variant), el("td", {}, v.role),
     el("td", { class: "num" }, v.requests), el("td", { class: "num" }, v.units),
@@ -233,6 +294,7 @@ async function loadStages(slug) {
   const reports = data.reports;
   $("stages-note").textContent = reports.length ? `Rollout ${reports[0].rollout.id} of ${reports[0].rollout.candidate}` : "";
   $("stages").querySelector("tbody").replaceChildren(...reports.map((r) => stageRow(slug, r)));
+  markStage();
   const last = reports[reports.length - 1];
   $("ramp").replaceChildren(last ? rampChart(last.ramp, last.generated_at) : "");
 }
@@ -262,7 +324,7 @@ function stageRow(slug, r) {
       el("p", { class: "muted small" }, d.source === "recomputed" ? "Recomputed now (no decision was recorded)." : "As recorded by the controller."))
     : el("span", { class: "muted" }, "–");
   return el("tr", { "data-stage": s.index },
-    el("td", { class: "num" }, s.index),
+    el("td", { class: "num" }, el("a", { href: routeHash(slug, s.index), title: "Link to this stage" }, s.index)),
     el("td", {}, `${s.name} (${s.mode})`),
     el("td", { class: "num" }, fmt.pct(s.configured_percent ?? s.observed_percent)),
     el("td", {}, fmt.time(s.started_at)),
@@ -273,12 +335,17 @@ function stageRow(slug, r) {
   );
 }
 
-// Opens a stage's HTML report in a new tab (fetched with the key; links cannot carry it).
+// A short-lived signed URL for one stage's report (asked with the key; the URL carries none).
+async function reportLink(slug, index) {
+  const link = await api("POST", `/v1/deployments/${encodeURIComponent(slug)}/reports/${index}/link`);
+  return new URL(link.url, location.origin).toString();
+}
+
+// Opens a stage's HTML report in a new tab, under its own URL.
 async function openReport(slug, index) {
   const tab = window.open("", "_blank");
   try {
-    const html = await api("GET", `/v1/deployments/${encodeURIComponent(slug)}/reports/${index}`);
-    const url = URL.createObjectURL(new Blob([html], { type: "text/html" }));
+    const url = await reportLink(slug, index);
     if (tab) tab.location = url; else window.location = url;
   } catch (e) {
     if (tab) tab.close();
@@ -327,7 +394,7 @@ function rampChart(points, generatedAt) {
 // --- actions ----------------------------------------------------------------------------------
 
 const TITLES = { promote: "Promote to the next stage", rollback: "Roll back (candidate traffic to zero)",
-  pause: "Pause the rollout", resume: "Resume the rollout" };
+  pause: "Pause the rollout", resume: "Resume the rollout", approve: "Approve this stage" };
 
 function askReason(action) {
   return new Promise((resolve) => {
@@ -369,4 +436,5 @@ async function act(action) {
 $("key-form").addEventListener("submit", (ev) => { ev.preventDefault(); useKey($("key-input").value); });
 $("key-forget").addEventListener("click", forgetKey);
 for (const b of $("actions").querySelectorAll("button")) b.addEventListener("click", () => act(b.dataset.action));
+window.addEventListener("hashchange", () => applyRoute().catch(showError));
 if (state.key) useKey(state.key);
