@@ -4,7 +4,9 @@
 # ~/.cache/canarist-ui, starts the real binary with fixtures/ui/dashboard.yaml and its mock
 # upstream, starts a rollout and promotes it once through the admin API, sends a little traffic,
 # then runs tests/ui/dashboard.mjs: the page loads, an admin key is entered, the deployment is
-# listed, a rollback click (with a reason) changes the state shown. The screenshot is saved as
+# listed (its URL names it), a stage report opens under its signed URL, a rollback click (with a
+# reason) changes the state shown, and the rollback's alert (received by the test on
+# 127.0.0.1:18282) links to the deployment's stage and report, which open in a fresh tab. The screenshot is saved as
 # $CARGO_TARGET_DIR/ui-artifacts/dashboard.png. Exit status: the browser test's.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -248,6 +248,13 @@ async fn redaction_and_the_cap_cover_the_store_the_judge_and_the_reports() {
                 db.label,
                 text.len()
             );
+            // The prompt is shown, as stored: redacted by the same policy.
+            let prompt = w.prompt.as_deref().unwrap_or_default();
+            assert!(
+                prompt.contains("[REDACTED]") && !prompt.contains(EMAIL),
+                "{}: {prompt}",
+                db.label
+            );
         }
         for rendered in [
             report::to_json(&r).unwrap(),

@@ -159,6 +159,8 @@ async function useKey(key) {
     await loadList();
     clearInterval(state.listTimer);
     state.listTimer = setInterval(() => loadList().catch(showError), STAGES_EVERY_MS);
+    // A new key may have another role: show the route's view again for it.
+    state.selected = null;
     await applyRoute();
   } catch (e) {
     state.role = null;
@@ -189,7 +191,10 @@ async function loadList() {
   body.replaceChildren(...data.deployments.map((d) => el("tr", {
     "data-slug": d.slug,
     class: d.slug === state.selected ? "selected" : null,
-    onclick: () => { location.hash = routeHash(d.slug, null); },
+    onclick: () => {
+      const h = routeHash(d.slug, null);
+      if (location.hash === h) select(d.slug, null).catch(showError); else location.hash = h;
+    },
   },
     el("td", {}, el("strong", {}, d.slug)),
     el("td", {}, d.model),
