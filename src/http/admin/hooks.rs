@@ -160,6 +160,14 @@ async fn verdict_of(
             Action::Promote,
             "the rollout is promoted: the candidate is the new stable".to_owned(),
         ),
+        // The gate's promote is not the model's until a person approves it.
+        stored::AWAITING_APPROVAL => (
+            Action::Hold,
+            format!(
+                "stage {} awaits a person's approval (the gate says promote)",
+                r.stage
+            ),
+        ),
         _ => match &status.decision {
             Some(d) => (d.action, d.reason.clone()),
             None => (
