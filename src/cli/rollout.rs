@@ -183,7 +183,7 @@ fn print_status(s: &actions::RolloutStatus, json: bool) -> anyhow::Result<()> {
         r.candidate_percent,
         r.stage_started_at.to_rfc3339()
     );
-    if r.state == super::stored::AWAITING_APPROVAL {
+    if r.state == crate::rollout::stored::AWAITING_APPROVAL {
         println!(
             "  awaiting approval: the gate says promote; an admin approves with `canarist rollout \
              approve -d {} --reason …`, the dashboard or POST /v1/deployments/{}/rollout/approve",

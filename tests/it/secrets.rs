@@ -138,6 +138,7 @@ async fn secrets_reach_neither_logs_nor_debug_output() {
             failing: None,
             evidence: serde_json::Value::Null,
             at: chrono::Utc::now(),
+            links: None,
         },
     );
     alerts.drain(Duration::from_secs(10)).await;
