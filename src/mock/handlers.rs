@@ -1,5 +1,6 @@
 //! The mock's HTTP routes: OpenAI-compatible chat completions, legacy completions, embeddings
-//! and models, plus `/_mock/requests` and `/_mock/counts` for inspection.
+//! and models, the Responses and Anthropic Messages APIs (`apis`), plus `/_mock/requests` and
+//! `/_mock/counts` for inspection.
 //!
 //! Owns: request handling, delays and the SSE streams (frames are built up front, then paced).
 //! Never: logs per request or touches files. Fails closed: anything it cannot understand is
@@ -28,6 +29,9 @@ pub fn router(state: MockState) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/responses", post(super::apis::responses))
+        .route("/v1/messages", post(super::apis::messages))
+        .route("/v1/messages/count_tokens", post(super::apis::count_tokens))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model_one))
         .route("/_mock/requests", get(recorded))
@@ -37,11 +41,11 @@ pub fn router(state: MockState) -> Router {
 }
 
 /// A request that named a model this mock serves.
-struct Admitted {
-    body: Map<String, Value>,
-    model: String,
+pub(super) struct Admitted {
+    pub body: Map<String, Value>,
+    pub model: String,
     /// How many requests for this model came before.
-    counter: u64,
+    pub counter: u64,
 }
 
 impl Admitted {
@@ -53,7 +57,7 @@ impl Admitted {
         Draws::new(st.config().seed, &self.model, prompt, unit)
     }
 
-    fn head(&self, st: &MockState, prefix: &str, draws: &Draws) -> Head {
+    pub(super) fn head(&self, st: &MockState, prefix: &str, draws: &Draws) -> Head {
         Head {
             id: format!("{prefix}-{}", draws.id()),
             model: self.model.clone(),
@@ -67,7 +71,7 @@ impl Admitted {
 }
 
 /// Parses and records a request, and counts it for its model.
-fn admit(
+pub(super) fn admit(
     st: &MockState,
     path: &str,
     headers: &HeaderMap,

@@ -1,5 +1,6 @@
-//! `mock`: canarist's own OpenAI-compatible upstream, for the integration tests, the load bench
-//! and the demo (`canarist mock-upstream` is `cli::mock`).
+//! `mock`: canarist's own OpenAI-compatible upstream (chat completions, completions,
+//! embeddings, the Responses API) that also speaks Anthropic's Messages API, for the integration
+//! tests, the load bench and the demo (`canarist mock-upstream` is `cli::mock`).
 //!
 //! Named models with profiles (`fixtures/mock/profiles.yaml`: latency, time to first token,
 //! inter-chunk delay, injected errors, truncated and malformed streams, hangs) answer prompts
@@ -8,7 +9,9 @@
 //! deterministic is documented in [`answer`]).
 //!
 //! Layout: `config` (profiles YAML → [`MockConfig`]), `dataset` (JSONL answers), `answer`
-//! (pure decisions), `wire` (OpenAI JSON shapes), `handlers` (routes and SSE), `server`
+//! (pure decisions), `wire` (OpenAI JSON shapes), `wire_apis` (the Responses and Anthropic
+//! Messages shapes and typed events), `handlers` (routes and SSE), `apis` (the Responses API's
+//! `/v1/responses` and Anthropic's `/v1/messages` and `/v1/messages/count_tokens`), `server`
 //! (state, request log, [`MockServer`]), `judge` (a *simulated* LLM judge for models with
 //! `judge: true`, e.g. `mock-judge`: it reads canarist's judge prompt and scores the dataset's
 //! good answers high and degraded ones low; it is not a language model).
@@ -18,12 +21,14 @@
 //! it from starting, with the file, line and field named.
 
 pub mod answer;
+mod apis;
 mod config;
 mod dataset;
 mod handlers;
 pub mod judge;
 mod server;
 pub mod wire;
+pub mod wire_apis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ mod judge;
 mod layers;
 mod live;
 mod metrics;
+mod mock_apis;
 mod mock_upstream;
 mod ops;
 /// A rollout against real model servers (ignored; `scripts/e2e-realllm.sh` runs it).
