@@ -31,6 +31,9 @@ fi
 
 # The official OpenAI Python SDK (from PyPI, in a venv cached under ~/.cache) against
 # `canarist demo --keep-running` (about a minute and a half).
+# and the official `openai` (Responses API) and `anthropic` (Messages API) SDKs against the mock
+# upstream's new API shapes (seconds, once the venv has both SDKs).
 if [ "${CANARIST_E2E:-0}" = "1" ]; then
   ./scripts/e2e-python.sh
+  ./scripts/e2e-python-apis.sh
 fi
