@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -225,6 +226,7 @@ async fn caller(
     responses(
         (status = 200, description = "The expectation holds (or `always_ok`)", body = VerdictView),
         (status = 412, description = "The expectation does not hold: Flagger halts", body = VerdictView),
+        (status = 400, description = "The payload or the query fails the schema (`invalid_body`)", body = super::ErrorResponse),
         (status = 404, description = "`deployment_not_found` or `rollout_not_found`", body = super::ErrorResponse),
     ),
     security(("bearer" = []))
@@ -232,7 +234,7 @@ async fn caller(
 pub async fn verdict_get(
     state: State<AdminState>,
     path: Path<String>,
-    query: Query<VerdictQuery>,
+    query: Result<Query<VerdictQuery>, QueryRejection>,
     parts: Parts,
 ) -> Result<Response, AdminError> {
     verdict(state, path, query, parts, Bytes::new()).await
@@ -248,6 +250,7 @@ pub async fn verdict_get(
     responses(
         (status = 200, description = "The expectation holds (or `always_ok`)", body = VerdictView),
         (status = 412, description = "The expectation does not hold: Flagger halts", body = VerdictView),
+        (status = 400, description = "The payload or the query fails the schema (`invalid_body`)", body = super::ErrorResponse),
         (status = 404, description = "`deployment_not_found` or `rollout_not_found`", body = super::ErrorResponse),
     ),
     security(("bearer" = []))
@@ -255,7 +258,7 @@ pub async fn verdict_get(
 pub async fn verdict_post(
     state: State<AdminState>,
     path: Path<String>,
-    query: Query<VerdictQuery>,
+    query: Result<Query<VerdictQuery>, QueryRejection>,
     parts: Parts,
     body: Bytes,
 ) -> Result<Response, AdminError> {
@@ -265,10 +268,17 @@ pub async fn verdict_post(
 async fn verdict(
     State(admin): State<AdminState>,
     Path(slug): Path<String>,
-    Query(query): Query<VerdictQuery>,
+    query: Result<Query<VerdictQuery>, QueryRejection>,
     parts: Parts,
     body: Bytes,
 ) -> Result<Response, AdminError> {
+    let Query(query) = query.map_err(|e| AdminError::InvalidBody {
+        param: None,
+        message: format!(
+            "invalid query: {}; `expect` is one of healthy, promote, rollback and `always_ok` true or false",
+            e.body_text()
+        ),
+    })?;
     let payload = parse_payload(&body)?;
     caller(&admin, &parts, &payload, Role::Viewer).await?;
     let view = verdict_of(&admin, &slug, query.expect.unwrap_or_default()).await?;
@@ -373,6 +383,7 @@ async fn act(
     request_body = HookPayload,
     responses(
         (status = 200, description = "Promoted (or already promoted for this checksum); the verdict after it", body = VerdictView),
+        (status = 400, description = "The payload or the query fails the schema (`invalid_body`)", body = super::ErrorResponse),
         (status = 404, description = "`deployment_not_found` or `rollout_not_found`", body = super::ErrorResponse),
         (status = 409, description = "The state machine refused (e.g. paused): Flagger keeps waiting", body = super::ErrorResponse),
     ),
@@ -397,6 +408,7 @@ pub async fn promote(
     request_body = HookPayload,
     responses(
         (status = 200, description = "Rolled back (or already, or phase `Succeeded`); the verdict after it", body = VerdictView),
+        (status = 400, description = "The payload or the query fails the schema (`invalid_body`)", body = super::ErrorResponse),
         (status = 404, description = "`deployment_not_found` or `rollout_not_found`", body = super::ErrorResponse),
         (status = 409, description = "The state machine refused", body = super::ErrorResponse),
     ),
