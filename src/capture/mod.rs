@@ -1,7 +1,9 @@
 //! `capture`: the records the data plane produces and the bounded pipe that carries them away.
 //!
-//! Owns: [`Observation`], [`Pair`], the [`Capture`] handle the request path uses, the batch
-//! writer task, and the simple sinks (in-memory, JSONL). The database sink lives in `store`.
+//! Owns: [`Observation`], [`Pair`], the normalized [`Answer`] of an observation (every choice,
+//! output item and tool call of any of the three APIs; `answer`), the [`Capture`] handle the
+//! request path uses, the batch writer task, and the simple sinks (in-memory, JSONL). The
+//! database sink lives in `store`.
 //!
 //! Never: blocks the request path. [`Capture::record`] is a `try_send` into a bounded channel;
 //! when the channel is full the event is dropped and counted (`canarist_capture_dropped_total`).
@@ -10,6 +12,7 @@
 //! and dropped alone. Nothing accepted is lost without being counted. Fails open: the gateway
 //! keeps serving whatever happens to capture.
 
+pub mod answer;
 mod observation;
 mod pairing;
 pub mod policy;
@@ -17,6 +20,7 @@ mod sink;
 mod spool;
 mod writer;
 
+pub use answer::{Answer, DeclaredTool, Output, ToolCall, declared_tools};
 pub use observation::{
     CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Usage,
 };

@@ -21,6 +21,7 @@ use super::answer::{self, AnswerPlan, Draws, Outcome, UnitKey};
 use super::config::{ErrorStatus, Profile};
 use super::handlers::{Admitted, admit};
 use super::server::MockState;
+use super::tools::{self, ToolCallPlan};
 use super::wire::{self, Head, MockHttpError};
 use super::wire_apis::{self as w, Api};
 
@@ -32,6 +33,8 @@ struct Answer {
     output_tokens: u64,
     plan: AnswerPlan,
     stream: bool,
+    /// The tool call the answer makes instead of text (`tool_calls: true`), with its id.
+    call: Option<(String, ToolCallPlan)>,
 }
 
 pub(super) async fn responses(
@@ -125,13 +128,28 @@ async fn answer(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let head = a.head(st, api.id_prefix(), &draws);
+    let call = (profile.tool_calls && !profile.judge)
+        .then(|| tools::plan(&a.body, plan.degraded))
+        .flatten()
+        .map(|c| {
+            let prefix = match api {
+                Api::Responses => "call",
+                Api::Messages => "toolu",
+            };
+            (format!("{prefix}_{}", draws.id()), c)
+        });
+    let output_tokens = match &call {
+        Some((_, c)) => answer::estimate_tokens(&c.arguments),
+        None => answer::estimate_tokens(&text),
+    };
     let answered = Answer {
         head,
         input_tokens: answer::estimate_tokens(&all_text),
-        output_tokens: answer::estimate_tokens(&text),
+        output_tokens,
         text,
         plan,
         stream,
+        call,
     };
     Ok((answered, a.model, profile, a.body))
 }
@@ -176,15 +194,26 @@ async fn deliver(
         return api.error(&MockHttpError::injected(ErrorStatus::Unavailable503, 0));
     }
     st.count_completed(&model);
-    let whole = match api {
-        Api::Responses => w::response_object(
+    let whole = match (api, &a.call) {
+        (Api::Responses, call) => w::response_object(
             &a.head,
             "completed",
-            vec![w::message_item(&a.head, "completed", Some(&a.text))],
+            vec![match call {
+                Some((id, c)) => tools::function_call_item(&a.head, id, c),
+                None => w::message_item(&a.head, "completed", Some(&a.text)),
+            }],
             Some(w::responses_usage(a.input_tokens, a.output_tokens)),
             body,
         ),
-        Api::Messages => w::message_object(&a.head, &a.text, a.input_tokens, a.output_tokens),
+        (Api::Messages, None) => {
+            w::message_object(&a.head, &a.text, a.input_tokens, a.output_tokens)
+        }
+        (Api::Messages, Some((id, c))) => {
+            let mut m = w::message_object(&a.head, "", a.input_tokens, a.output_tokens);
+            m["content"] = serde_json::json!([tools::tool_use_block(id, c)]);
+            m["stop_reason"] = serde_json::json!("tool_use");
+            m
+        }
     };
     if a.plan.malformed {
         let text = wire::cut_in_half(&whole.to_string());
@@ -204,6 +233,9 @@ fn stream(
     profile: &Profile,
     body: &Map<String, Value>,
 ) -> Response {
+    if let Some((id, call)) = &a.call {
+        return tool_stream(st, api, &a, (id.as_str(), call), model, profile, body);
+    }
     let pieces = answer::split_chunks(&a.text, profile.words_per_chunk);
     let total = pieces.len();
     let keep = if a.plan.truncated {
@@ -246,9 +278,51 @@ fn stream(
     paced(st, model, frames, hold_at)
 }
 
+/// The typed event stream of a tool call: the call's item (or block) opens, its arguments follow
+/// in pieces (the first after the time to first token), then the closing events. A truncated
+/// stream stops half-way through the arguments.
+fn tool_stream(
+    st: MockState,
+    api: Api,
+    a: &Answer,
+    (id, call): (&str, &ToolCallPlan),
+    model: String,
+    profile: &Profile,
+    body: &Map<String, Value>,
+) -> Response {
+    let pieces = tools::argument_pieces(&call.arguments);
+    let keep = if a.plan.truncated {
+        pieces.len() / 2
+    } else {
+        pieces.len()
+    };
+    let mut events = w::Events::new(api, &a.head, body, a.input_tokens);
+    let mut frames: Vec<(Duration, Bytes)> = events
+        .tool_opening(id, call)
+        .into_iter()
+        .map(|f| (Duration::ZERO, f))
+        .collect();
+    for (k, piece) in pieces.iter().take(keep).enumerate() {
+        let delay = if k == 0 {
+            a.plan.ttft
+        } else {
+            profile.chunk_delay
+        };
+        frames.push((delay, events.tool_delta(piece)));
+    }
+    if !a.plan.truncated {
+        let closing = events.tool_closing(id, call, (a.input_tokens, a.output_tokens));
+        frames.extend(closing.into_iter().map(|f| (Duration::ZERO, f)));
+    }
+    let hold_at = profile
+        .hold_after_first_chunk
+        .then_some(frames.len().min(1));
+    paced(st, model, frames, hold_at)
+}
+
 /// An SSE response that sends each frame after its delay (and frame `hold_at` only after
 /// `MockState::release_streams`); the model's completed counter moves with the last frame.
-fn paced(
+pub(super) fn paced(
     st: MockState,
     model: String,
     frames: Vec<(Duration, Bytes)>,

@@ -140,6 +140,9 @@ pub struct Profile {
     pub answer_bytes: Option<usize>,
     /// Hostile: a stream never ends; after the answer, chunks go on until the client leaves.
     pub endless_stream: bool,
+    /// When the request declares `tools`, answer by calling one (`mock::tools`); a degraded
+    /// answer's arguments break the tool's schema.
+    pub tool_calls: bool,
 }
 
 impl Default for Profile {
@@ -164,6 +167,7 @@ impl Default for Profile {
             huge_tool_index: None,
             answer_bytes: None,
             endless_stream: false,
+            tool_calls: false,
         }
     }
 }
@@ -323,6 +327,7 @@ struct RawProfile {
     huge_tool_index: Option<u64>,
     answer_bytes: Option<usize>,
     endless_stream: Option<bool>,
+    tool_calls: Option<bool>,
 }
 
 /// `{metadata: "tier=enterprise", rate: 0.6}`.
@@ -462,6 +467,7 @@ impl RawProfile {
             huge_tool_index: self.huge_tool_index,
             answer_bytes: self.answer_bytes,
             endless_stream: self.endless_stream.unwrap_or(false),
+            tool_calls: self.tool_calls.unwrap_or(false),
         })
     }
 }

@@ -174,6 +174,23 @@ async fn chat_inner(
         Ok(plan) => plan,
         Err(response) => return Ok(response),
     };
+    if let Some(call) = (profile.tool_calls && !profile.judge)
+        .then(|| super::tools::plan(&a.body, plan.degraded))
+        .flatten()
+    {
+        let head = a.head(st, "chatcmpl", &draws);
+        return Ok(chat_tool_call(
+            st,
+            &a,
+            profile,
+            &plan,
+            head,
+            &call,
+            &all_text,
+            (stream, include_usage),
+        )
+        .await);
+    }
     let text = if profile.judge {
         let garbage = super::judge::garbage_draw(&draws) < profile.judge_garbage_rate;
         std::borrow::Cow::Owned(super::judge::reply(&st.config().dataset, &a.body, garbage))
@@ -201,6 +218,59 @@ async fn chat_inner(
         include_usage,
     };
     Ok(stream_response(st.clone(), a.model, profile, &plan, spec))
+}
+
+/// A chat answer that calls a tool (`tool_calls: true` and a request with `tools`): one JSON
+/// body, or a stream of the call's id and name, then its arguments in pieces. A truncated
+/// stream stops half-way through the arguments, without `finish_reason` or `[DONE]`.
+#[allow(clippy::too_many_arguments)]
+async fn chat_tool_call(
+    st: &MockState,
+    a: &Admitted,
+    profile: &Profile,
+    plan: &AnswerPlan,
+    head: Head,
+    call: &super::tools::ToolCallPlan,
+    all_text: &str,
+    (stream, include_usage): (bool, bool),
+) -> Response {
+    use super::tools;
+    let call_id = format!("call_{}", head.id.trim_start_matches("chatcmpl-"));
+    let usage = wire::usage(
+        answer::estimate_tokens(all_text),
+        answer::estimate_tokens(&call.arguments),
+    );
+    if !stream {
+        let body = tools::chat_completion(&head, &call_id, call, usage);
+        return plain(st, &a.model, plan, body).await;
+    }
+    let pieces = tools::argument_pieces(&call.arguments);
+    let keep = if plan.truncated {
+        pieces.len() / 2
+    } else {
+        pieces.len()
+    };
+    let chunk = |piece: Option<&str>, finish: bool| {
+        let mut c = tools::chat_chunk(&head, &call_id, call, piece, finish);
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        wire::sse(&c)
+    };
+    let mut frames = vec![(plan.ttft, chunk(None, false))];
+    for p in pieces.iter().take(keep) {
+        frames.push((profile.chunk_delay, chunk(Some(p), false)));
+    }
+    if !plan.truncated {
+        frames.push((Duration::ZERO, chunk(None, true)));
+        if include_usage {
+            let c = wire::usage_chunk(&head, "chat.completion.chunk", usage);
+            frames.push((Duration::ZERO, wire::sse(&c)));
+        }
+        frames.push((Duration::ZERO, Bytes::from_static(wire::SSE_DONE)));
+    }
+    let hold_at = profile.hold_after_first_chunk.then_some(1);
+    super::apis::paced(st.clone(), a.model.clone(), frames, hold_at)
 }
 
 async fn completions(State(st): State<MockState>, headers: HeaderMap, bytes: Bytes) -> Response {

@@ -14,7 +14,9 @@
 //! `/v1/responses` and Anthropic's `/v1/messages` and `/v1/messages/count_tokens`), `server`
 //! (state, request log, [`MockServer`]), `judge` (a *simulated* LLM judge for models with
 //! `judge: true`, e.g. `mock-judge`: it reads canarist's judge prompt and scores the dataset's
-//! good answers high and degraded ones low; it is not a language model).
+//! good answers high and degraded ones low; it is not a language model), `tools` (profiles with
+//! `tool_calls: true` call a tool the request declares, with arguments built from its schema,
+//! broken in degraded answers).
 //!
 //! Owns: everything the mock does. Never: logs per request or does per-request file I/O (the
 //! load bench sends it 1,000+ requests/s). Fails closed: a bad profiles or dataset file stops
@@ -27,6 +29,7 @@ mod dataset;
 mod handlers;
 pub mod judge;
 mod server;
+pub mod tools;
 pub mod wire;
 pub mod wire_apis;
 

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+use super::tools::{self, ToolCallPlan};
 use super::wire::{Head, MockHttpError, content_text};
 
 /// Which of the two APIs a request came in on.
@@ -398,6 +399,101 @@ impl<'a> Events<'a> {
         Bytes::from(format!(
             "event: {kind}\ndata: {{\"type\":\"{kind}\",\"delta\":\"\n\n"
         ))
+    }
+
+    /// Everything before the first piece of a tool call's arguments.
+    pub fn tool_opening(&mut self, call_id: &str, call: &ToolCallPlan) -> Vec<Bytes> {
+        match self.api {
+            Api::Responses => {
+                let created = response_object(self.head, "in_progress", vec![], None, self.request);
+                let mut item = tools::function_call_item(self.head, call_id, call);
+                item["arguments"] = json!("");
+                item["status"] = json!("in_progress");
+                vec![
+                    self.event("response.created", json!({"response": created.clone()})),
+                    self.event("response.in_progress", json!({"response": created})),
+                    self.event(
+                        "response.output_item.added",
+                        json!({"output_index": 0, "item": item}),
+                    ),
+                ]
+            }
+            Api::Messages => {
+                let mut message = message_object(self.head, "", self.input_tokens, 1);
+                message["content"] = json!([]);
+                message["stop_reason"] = Value::Null;
+                let mut block = tools::tool_use_block(call_id, call);
+                block["input"] = json!({});
+                vec![
+                    Self::anthropic("message_start", json!({"message": message})),
+                    Self::anthropic(
+                        "content_block_start",
+                        json!({"index": 0, "content_block": block}),
+                    ),
+                    Self::anthropic("ping", json!({})),
+                ]
+            }
+        }
+    }
+
+    /// One piece of a tool call's arguments.
+    pub fn tool_delta(&mut self, piece: &str) -> Bytes {
+        match self.api {
+            Api::Responses => {
+                let item_id = format!("fc_{}", self.head.id);
+                self.event(
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": item_id, "output_index": 0, "delta": piece}),
+                )
+            }
+            Api::Messages => Self::anthropic(
+                "content_block_delta",
+                json!({"index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ),
+        }
+    }
+
+    /// Everything after a tool call's last argument piece.
+    pub fn tool_closing(
+        &mut self,
+        call_id: &str,
+        call: &ToolCallPlan,
+        (input, output): (u64, u64),
+    ) -> Vec<Bytes> {
+        match self.api {
+            Api::Responses => {
+                let item = tools::function_call_item(self.head, call_id, call);
+                let done = response_object(
+                    self.head,
+                    "completed",
+                    vec![item.clone()],
+                    Some(responses_usage(input, output)),
+                    self.request,
+                );
+                let item_id = format!("fc_{}", self.head.id);
+                vec![
+                    self.event(
+                        "response.function_call_arguments.done",
+                        json!({"item_id": item_id, "output_index": 0,
+                               "arguments": call.arguments}),
+                    ),
+                    self.event(
+                        "response.output_item.done",
+                        json!({"output_index": 0, "item": item}),
+                    ),
+                    self.event("response.completed", json!({"response": done})),
+                ]
+            }
+            Api::Messages => vec![
+                Self::anthropic("content_block_stop", json!({"index": 0})),
+                Self::anthropic(
+                    "message_delta",
+                    json!({"delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                           "usage": {"output_tokens": output}}),
+                ),
+                Self::anthropic("message_stop", json!({})),
+            ],
+        }
     }
 
     /// Everything after the last text delta; `usage` is `(input, output)` tokens.

@@ -7,9 +7,12 @@
 
 use serde::Serialize;
 
-use crate::capture::{Observation, Pair, Role};
+use std::borrow::Cow;
+
+use crate::capture::{Answer, Observation, Pair, Role};
 
 use super::model::{Check, CheckKind, LengthUnit, RefusalExpect, Rubric, Severity};
+use super::tool_checks::tool_check;
 
 /// The result of one check on one side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,13 +37,13 @@ impl SideResult {
         matches!(self, SideResult::Fail { .. })
     }
 
-    fn fail(reason: impl Into<String>) -> Self {
+    pub(super) fn fail(reason: impl Into<String>) -> Self {
         SideResult::Fail {
             reason: truncate(reason.into()),
         }
     }
 
-    fn skip(reason: impl Into<String>) -> Self {
+    pub(super) fn skip(reason: impl Into<String>) -> Self {
         SideResult::Skipped {
             reason: reason.into(),
         }
@@ -130,16 +133,16 @@ pub fn evaluate(check: &Check, pair: &Pair) -> CheckOutcome {
     }
 }
 
-/// The assistant's answer: the captured text, else the first choice of the response body.
-pub fn answer_text(obs: &Observation) -> Option<&str> {
-    obs.response_text.as_deref().or_else(|| {
-        let choice = obs.response_body.as_ref()?.get("choices")?.get(0)?;
-        choice
-            .get("message")
-            .and_then(|m| m.get("content"))
-            .or_else(|| choice.get("text"))
-            .and_then(|c| c.as_str())
-    })
+/// The assistant's answer text: the captured text, else the first output's text in the
+/// normalized answer of the response body (`capture::Answer`, any of the three APIs); `None`
+/// when there is no text (a tool-call-only answer has none: the tool checks read its calls).
+pub fn answer_text(obs: &Observation) -> Option<Cow<'_, str>> {
+    if let Some(text) = obs.response_text.as_deref() {
+        return Some(Cow::Borrowed(text));
+    }
+    let answer = Answer::from_body(obs.response_body.as_ref()?)?;
+    let first = answer.outputs.into_iter().next()?;
+    (!first.text.is_empty()).then_some(Cow::Owned(first.text))
 }
 
 fn errored(obs: &Observation) -> Option<SideResult> {
@@ -150,6 +153,9 @@ fn errored(obs: &Observation) -> Option<SideResult> {
 fn side(kind: &CheckKind, obs: &Observation) -> SideResult {
     if let Some(skip) = errored(obs) {
         return skip;
+    }
+    if let Some(result) = tool_check(kind, obs) {
+        return result;
     }
     match kind {
         CheckKind::LatencyMs { max } => {
@@ -183,7 +189,7 @@ fn side(kind: &CheckKind, obs: &Observation) -> SideResult {
     let Some(text) = answer_text(obs) else {
         return SideResult::fail("no answer text");
     };
-    text_check(kind, text, obs)
+    text_check(kind, &text, obs)
 }
 
 fn text_check(kind: &CheckKind, text: &str, obs: &Observation) -> SideResult {
@@ -275,7 +281,11 @@ fn text_check(kind: &CheckKind, text: &str, obs: &Observation) -> SideResult {
         CheckKind::LatencyMs { .. }
         | CheckKind::Cost { .. }
         | CheckKind::FinishReason { .. }
-        | CheckKind::EqualsStable { .. } => SideResult::skip("not a text check"),
+        | CheckKind::EqualsStable { .. }
+        | CheckKind::ToolCalled { .. }
+        | CheckKind::ToolName { .. }
+        | CheckKind::ToolArgumentsValid { .. }
+        | CheckKind::ToolArgument { .. } => SideResult::skip("not a text check"),
     }
 }
 
@@ -295,6 +305,7 @@ fn equals_stable(
 ) -> (SideResult, SideResult) {
     let values = |obs: &Observation| -> Result<Vec<serde_json::Value>, String> {
         let text = answer_text(obs).ok_or("no answer text")?;
+        let text: &str = &text;
         let json: serde_json::Value =
             serde_json::from_str(text.trim()).map_err(|e| format!("not valid JSON: {e}"))?;
         let found: Vec<serde_json::Value> = path.query(&json).all().into_iter().cloned().collect();

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::model::{CheckKind, Rubric};
+use super::model::{ArgumentExpect, CheckKind, Rubric};
 use super::prompt::TEMPLATE_VERSION;
 
 /// `sha256:<64 hex digits>`.
@@ -114,6 +114,21 @@ fn check_params(kind: &CheckKind) -> Value {
         CheckKind::LatencyMs { max } => json!({ "max": max }),
         CheckKind::Cost { max_usd } => json!({ "max_usd": max_usd }),
         CheckKind::EqualsStable { path_text, .. } => json!({ "path": path_text }),
+        CheckKind::ToolCalled { tool, .. } | CheckKind::ToolArgumentsValid { tool } => {
+            json!({ "tool": tool })
+        }
+        CheckKind::ToolName { allowed } => json!({ "allowed": allowed }),
+        CheckKind::ToolArgument {
+            tool,
+            path_text,
+            expect,
+            ..
+        } => match expect {
+            ArgumentExpect::Equals(v) => json!({ "tool": tool, "path": path_text, "equals": v }),
+            ArgumentExpect::Matches(re) => {
+                json!({ "tool": tool, "path": path_text, "matches": re.as_str() })
+            }
+        },
     }
 }
 

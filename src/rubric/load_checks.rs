@@ -7,7 +7,9 @@ use regex::Regex;
 use serde_json_path::JsonPath;
 
 use super::load::unique_ids;
-use super::model::{CHECK_TYPES, Check, CheckKind, LengthUnit, RefusalExpect, Severity};
+use super::model::{
+    ArgumentExpect, CHECK_TYPES, Check, CheckKind, LengthUnit, RefusalExpect, Severity,
+};
 use super::yaml::{self, Ctx, MapReader, Node};
 
 /// Phrases of a typical refusal, used by `type: refusal` when the rubric lists none.
@@ -99,20 +101,27 @@ fn check(cx: &mut Ctx, node: &Node, path: &str, index: usize) -> Option<Check> {
         "refusal" => refusal(cx, &mut m),
         "latency_ms" => positive(cx, &mut m, "max").map(|max| CheckKind::LatencyMs { max }),
         "cost" => positive(cx, &mut m, "max_usd").map(|max_usd| CheckKind::Cost { max_usd }),
-        "equals_stable" => {
-            let path_text = m.req_str(cx, "path")?;
-            match JsonPath::parse(&path_text) {
-                Ok(path) => Some(CheckKind::EqualsStable { path_text, path }),
-                Err(e) => {
-                    cx.problem(
-                        m.line_of("path"),
-                        &m.field("path"),
-                        format!("`{path_text}` is not a JSONPath: {e}"),
-                    );
-                    None
-                }
+        "equals_stable" => json_path(cx, &mut m)
+            .map(|(path_text, path)| CheckKind::EqualsStable { path_text, path }),
+        "tool_called" | "tool_not_called" => Some(CheckKind::ToolCalled {
+            tool: tool_name(cx, &mut m, false),
+            called: ty == "tool_called",
+        }),
+        "tool_name" => {
+            let allowed = m.str_list(cx, "allowed");
+            if allowed.is_empty() || allowed.iter().any(|a| a.trim().is_empty()) {
+                cx.problem(
+                    m.line_of("allowed"),
+                    &m.field("allowed"),
+                    "list at least one tool name, none empty",
+                );
             }
+            Some(CheckKind::ToolName { allowed })
         }
+        "tool_arguments_valid" => Some(CheckKind::ToolArgumentsValid {
+            tool: tool_name(cx, &mut m, false),
+        }),
+        "tool_argument" => tool_argument(cx, &mut m),
         other => {
             let line = m.line_of("type");
             cx.problem(
@@ -161,8 +170,13 @@ fn json_schema(cx: &mut Ctx, m: &mut MapReader<'_>) -> Option<CheckKind> {
 fn regex(cx: &mut Ctx, m: &mut MapReader<'_>) -> Option<CheckKind> {
     let negate = m.bool(cx, "negate").unwrap_or(false);
     let text = m.req_str(cx, "pattern")?;
-    match Regex::new(&text) {
-        Ok(pattern) => Some(CheckKind::Regex { pattern, negate }),
+    compile_regex(cx, m, "pattern", &text).map(|pattern| CheckKind::Regex { pattern, negate })
+}
+
+/// `text` (the value of `key`) as a regex, or a problem naming the key.
+fn compile_regex(cx: &mut Ctx, m: &MapReader<'_>, key: &str, text: &str) -> Option<Regex> {
+    match Regex::new(text) {
+        Ok(pattern) => Some(pattern),
         Err(e) => {
             // regex errors draw a caret diagram over several lines; keep the last one.
             let msg = e.to_string();
@@ -172,13 +186,85 @@ fn regex(cx: &mut Ctx, m: &mut MapReader<'_>) -> Option<CheckKind> {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or(&msg);
             cx.problem(
-                m.line_of("pattern"),
-                &m.field("pattern"),
+                m.line_of(key),
+                &m.field(key),
                 format!("bad regex `{text}`: {}", last.trim()),
             );
             None
         }
     }
+}
+
+/// The required `path`, parsed as a JSONPath (RFC 9535).
+fn json_path(cx: &mut Ctx, m: &mut MapReader<'_>) -> Option<(String, JsonPath)> {
+    let path_text = m.req_str(cx, "path")?;
+    match JsonPath::parse(&path_text) {
+        Ok(path) => Some((path_text, path)),
+        Err(e) => {
+            cx.problem(
+                m.line_of("path"),
+                &m.field("path"),
+                format!("`{path_text}` is not a JSONPath: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// The `tool` a tool check is about: a non-empty name, required or not.
+fn tool_name(cx: &mut Ctx, m: &mut MapReader<'_>, required: bool) -> Option<String> {
+    let tool = if required {
+        m.req_str(cx, "tool")
+    } else {
+        m.str(cx, "tool")
+    };
+    match tool {
+        Some(t) if t.trim().is_empty() => {
+            cx.problem(m.line_of("tool"), &m.field("tool"), "must not be empty");
+            None
+        }
+        other => other,
+    }
+}
+
+/// `tool_argument`: `tool`, `path`, and exactly one of `equals` (any YAML value) and `matches`
+/// (a regex).
+fn tool_argument(cx: &mut Ctx, m: &mut MapReader<'_>) -> Option<CheckKind> {
+    let tool = tool_name(cx, m, true);
+    let path = json_path(cx, m);
+    let equals = match m.get("equals") {
+        Some(node) => Some(node.to_json()),
+        None if m.is_explicit_null("equals") => Some(serde_json::Value::Null),
+        None => None,
+    };
+    let matches = m.str(cx, "matches");
+    let expect = match (equals, matches) {
+        (Some(v), None) => Some(ArgumentExpect::Equals(v)),
+        (None, Some(text)) => compile_regex(cx, m, "matches", &text).map(ArgumentExpect::Matches),
+        (Some(_), Some(_)) => {
+            cx.problem(
+                m.line_of("matches"),
+                &m.field("matches"),
+                "give `equals` or `matches`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            cx.problem(
+                m.line,
+                &m.field("equals"),
+                "give `equals` (a value) or `matches` (a regex)",
+            );
+            None
+        }
+    };
+    let (path_text, path) = path?;
+    Some(CheckKind::ToolArgument {
+        tool: tool?,
+        path_text,
+        path,
+        expect: expect?,
+    })
 }
 
 /// `value: x` or `values: [x, y]`, at least one, none empty.

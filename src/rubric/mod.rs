@@ -2,7 +2,8 @@
 //!
 //! Owns: the rubric format and its validation (`load`, every problem as `file:line: field:
 //! message`), the content hash (`hash`), the lock file (`lock`; `canarist rubric check` is `cli::rubric`),
-//! deterministic checks on both sides of a pair (`checks`), the apply/sample decision (`select`),
+//! deterministic checks on both sides of a pair (`checks`; the tool-call checks in
+//! `tool_checks`, over `capture::Answer`), the apply/sample decision (`select`),
 //! judge prompt rendering (`prompt`) and reading the judge's answer (`verdict`).
 //! Never: calls a judge, touches the network or the store; the judge worker (`judge`) does that
 //! on top of this API. Fails closed: an invalid rubric is not loaded, an unreadable judge answer
@@ -17,6 +18,7 @@ mod lock;
 mod model;
 pub mod prompt;
 mod select;
+mod tool_checks;
 mod verdict;
 pub mod yaml;
 
@@ -26,13 +28,14 @@ pub use load::{RubricError, load_dir, load_file, parse_rubric};
 pub use load_checks::DEFAULT_REFUSAL_PHRASES;
 pub use lock::{Lock, LockEntry, LockError, LockLine, LockStatus, compare};
 pub use model::{
-    Aggregate, AppliesTo, CHECK_TYPES, Check, CheckKind, Criterion, Example, ExampleVerdict,
-    JudgeModel, Judging, Label, LengthUnit, Mode, ReferenceSource, RefusalExpect, Rubric, Scale,
-    Severity, TokenLimitField, is_reasoning_model,
+    Aggregate, AppliesTo, ArgumentExpect, CHECK_TYPES, Check, CheckKind, Criterion, Example,
+    ExampleVerdict, JudgeModel, Judging, Label, LengthUnit, Mode, ReferenceSource, RefusalExpect,
+    Rubric, Scale, Severity, TokenLimitField, is_reasoning_model,
 };
 pub use prompt::{
-    JudgePrompt, Order, RenderError, TEMPLATE_VERSION, Target, conversation, metadata_string,
-    render, render_pairwise, render_pointwise, render_reference, response_format, response_schema,
+    JudgePrompt, Order, RenderError, TEMPLATE_VERSION, Target, answer_for_judge, conversation,
+    metadata_string, render, render_pairwise, render_pointwise, render_reference, response_format,
+    response_schema,
 };
 pub use select::{Selection, applies, sampled, select};
 pub use verdict::{

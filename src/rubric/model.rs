@@ -123,6 +123,37 @@ pub enum CheckKind {
         path_text: String,
         path: JsonPath,
     },
+    /// `tool_called` (`called: true`) or `tool_not_called`: some tool call (of `tool`, when
+    /// given) is in the answer, or none is.
+    ToolCalled {
+        tool: Option<String>,
+        called: bool,
+    },
+    /// Every tool call's name is one of `allowed`.
+    ToolName {
+        allowed: Vec<String>,
+    },
+    /// Every tool call (of `tool`, when given) names a tool the request declared, and its
+    /// arguments parse as JSON valid against that tool's declared schema.
+    ToolArgumentsValid {
+        tool: Option<String>,
+    },
+    /// Every call of `tool` has, at `path` in its arguments, a value that equals or matches.
+    ToolArgument {
+        tool: String,
+        path_text: String,
+        path: JsonPath,
+        expect: ArgumentExpect,
+    },
+}
+
+/// What a `tool_argument` check expects of the value at its path.
+#[derive(Debug, Clone)]
+pub enum ArgumentExpect {
+    /// Equal as JSON (`"3"` is not `3`).
+    Equals(serde_json::Value),
+    /// A string matching the regex (other values are matched as their JSON text).
+    Matches(Regex),
 }
 
 impl CheckKind {
@@ -139,6 +170,11 @@ impl CheckKind {
             CheckKind::LatencyMs { .. } => "latency_ms",
             CheckKind::Cost { .. } => "cost",
             CheckKind::EqualsStable { .. } => "equals_stable",
+            CheckKind::ToolCalled { called: true, .. } => "tool_called",
+            CheckKind::ToolCalled { called: false, .. } => "tool_not_called",
+            CheckKind::ToolName { .. } => "tool_name",
+            CheckKind::ToolArgumentsValid { .. } => "tool_arguments_valid",
+            CheckKind::ToolArgument { .. } => "tool_argument",
         }
     }
 }
@@ -156,6 +192,11 @@ pub const CHECK_TYPES: &[&str] = &[
     "latency_ms",
     "cost",
     "equals_stable",
+    "tool_called",
+    "tool_not_called",
+    "tool_name",
+    "tool_arguments_valid",
+    "tool_argument",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::capture::{Observation, Pair, Role};
+use crate::capture::{Answer, Observation, Pair, Role};
 
 use super::checks::answer_text;
 use super::model::{Criterion, ExampleVerdict, Mode, ReferenceSource, Scale};
@@ -69,9 +69,14 @@ impl RenderError {
 /// the candidate only (reference to stable), or both orders (pairwise).
 pub fn render(c: &Criterion, pair: &Pair) -> Result<Vec<(Target, JudgePrompt)>, RenderError> {
     let input = conversation(pair).ok_or(RenderError::NoInput)?;
-    let stable = answer_text(&pair.stable).ok_or(RenderError::NoAnswer(Role::Stable))?;
-    let candidate = answer_text(&pair.candidate).ok_or(RenderError::NoAnswer(Role::Candidate))?;
-    Ok(match (c.mode, &c.reference) {
+    let stable = answer_for_judge(&pair.stable).ok_or(RenderError::NoAnswer(Role::Stable))?;
+    let candidate =
+        answer_for_judge(&pair.candidate).ok_or(RenderError::NoAnswer(Role::Candidate))?;
+    let tools = [&stable, &candidate]
+        .iter()
+        .any(|a| a.contains(TOOL_CALL_MARK));
+    let (stable, candidate) = (stable.as_str(), candidate.as_str());
+    let prompts = match (c.mode, &c.reference) {
         (Mode::Pairwise, _) => vec![
             (
                 Target::Pair(Order::StableFirst),
@@ -112,7 +117,86 @@ pub fn render(c: &Criterion, pair: &Pair) -> Result<Vec<(Target, JudgePrompt)>, 
                 render_pointwise(c, &input, candidate),
             ),
         ],
-    })
+    };
+    if !tools {
+        return Ok(prompts);
+    }
+    Ok(prompts
+        .into_iter()
+        .map(|(target, mut p)| {
+            p.system = with_tool_note(&p.system);
+            (target, p)
+        })
+        .collect())
+}
+
+/// How a tool call starts in a rendered answer.
+const TOOL_CALL_MARK: &str = "[tool call: ";
+
+/// Said to the judge only when an answer holds tool calls, so that text-only prompts stay
+/// exactly as they were (and so do the rubrics' content hashes).
+const TOOL_NOTE: &str = "An answer may decide to call tools, shown as `[tool call: NAME]` \
+     followed by the call's arguments, beside or instead of text. That decision is part of the \
+     answer: judge whether to call a tool at all, which one, and with which arguments, against \
+     the criterion like the rest of the answer.\n";
+
+/// `system` with [`TOOL_NOTE`] before the closing rules.
+fn with_tool_note(system: &str) -> String {
+    const RULES: &str = "\nJudge only against the criterion.";
+    match system.find(RULES) {
+        Some(at) => format!("{}\n{TOOL_NOTE}{}", &system[..at], &system[at..]),
+        None => format!("{system}\n\n{TOOL_NOTE}"),
+    }
+}
+
+/// The answer as the judge reads it. A plain-text answer is its text exactly as captured (as it
+/// always was); otherwise every output (one block per choice when there are several) shows its
+/// text, its refusal and each tool call with its name and arguments, pretty-printed when they
+/// parse as JSON. Reasoning is left out: providers return it unevenly (a summary only when asked
+/// for, redacted thinking), so it would make two sides' answers incomparable. `None` when the
+/// side captured no answer or an empty one.
+pub fn answer_for_judge(obs: &Observation) -> Option<String> {
+    let answer = Answer::of(obs)?;
+    if answer.is_plain_text() {
+        return answer_text(obs).map(|t| t.into_owned());
+    }
+    if answer.is_empty() {
+        return None;
+    }
+    let several = answer.outputs.len() > 1;
+    let blocks: Vec<String> = answer
+        .outputs
+        .iter()
+        .map(|o| {
+            let mut parts = Vec::new();
+            if several {
+                parts.push(format!("[choice {}]", o.index + 1));
+            }
+            if !o.text.trim().is_empty() {
+                parts.push(o.text.trim().to_owned());
+            }
+            if let Some(r) = &o.refusal {
+                parts.push(format!("[refusal]\n{}", r.trim()));
+            }
+            for call in &o.tool_calls {
+                parts.push(format!(
+                    "{TOOL_CALL_MARK}{}]\n{}",
+                    call.name,
+                    shown_arguments(&call.arguments)
+                ));
+            }
+            parts.join("\n\n")
+        })
+        .collect();
+    Some(blocks.join("\n\n"))
+}
+
+/// Tool-call arguments for the judge: pretty JSON, or the text as written and a note.
+fn shown_arguments(arguments: &str) -> String {
+    match serde_json::from_str::<Value>(arguments.trim()) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_else(|_| arguments.to_owned()),
+        Err(_) => format!("{}\n(the arguments are not valid JSON)", arguments.trim()),
+    }
 }
 
 pub fn render_pointwise(c: &Criterion, input: &str, answer: &str) -> JudgePrompt {

@@ -376,3 +376,134 @@ async fn the_profiles_apply_degraded_answers_and_truncated_streams() {
     assert_eq!(r.status(), 200);
     assert!(serde_json::from_str::<Value>(&r.text().await.unwrap()).is_err());
 }
+
+/// A tool whose arguments need an order id of a given form.
+fn lookup_schema() -> Value {
+    json!({"type": "object", "required": ["order_id"], "additionalProperties": false,
+        "properties": {"order_id": {"type": "string", "pattern": "^[A-Z]-[0-9]+$",
+            "examples": ["A-1042"]}}})
+}
+
+/// The mock's tool-call profiles in all three APIs, plain and streamed: `mock-tools` calls the
+/// declared tool with arguments valid against its schema, `mock-tools-broken-refunds` breaks
+/// the schema for `route=refunds` only; the whole answers read back through
+/// `canarist::capture::Answer`, the streams add up to the same arguments.
+#[tokio::test]
+async fn tool_call_profiles_answer_every_api_with_schema_valid_or_broken_arguments() {
+    use canarist::capture::Answer;
+    let server = start().await;
+    let validator = jsonschema::validator_for(&lookup_schema()).unwrap();
+    let chat_tools = json!([{"type": "function",
+        "function": {"name": "lookup_order", "parameters": lookup_schema()}}]);
+    let responses_tools = json!([{"type": "function", "name": "lookup_order",
+        "parameters": lookup_schema()}]);
+    let messages_tools = json!([{"name": "lookup_order", "input_schema": lookup_schema()}]);
+    for (model, route, valid) in [
+        ("mock-tools", "refunds", true),
+        ("mock-tools-broken-refunds", "orders", true),
+        ("mock-tools-broken-refunds", "refunds", false),
+    ] {
+        let meta = json!({"route": route});
+        let chat = json!({"model": model, "metadata": meta, "tools": chat_tools,
+            "messages": [{"role": "user", "content": "Where is my order?"}]});
+        let mut responses = responses_body(model, false);
+        responses["tools"] = responses_tools.clone();
+        responses["metadata"] = meta.clone();
+        let mut messages = messages_body(model, false);
+        messages["tools"] = messages_tools.clone();
+        messages["metadata"] = meta.clone();
+        for (path, body) in [
+            ("/v1/chat/completions", &chat),
+            ("/v1/responses", &responses),
+            ("/v1/messages", &messages),
+        ] {
+            let whole: Value = post(&server, path, body).await.json().await.unwrap();
+            let answer = Answer::from_body(&whole).unwrap_or_else(|| panic!("{whole}"));
+            let calls: Vec<_> = answer.tool_calls().collect();
+            assert_eq!(calls.len(), 1, "{path}: {whole}");
+            assert_eq!(calls[0].name, "lookup_order");
+            let args: Value = serde_json::from_str(&calls[0].arguments).unwrap();
+            assert_eq!(
+                validator.is_valid(&args),
+                valid,
+                "{model} {route} {path}: {args}"
+            );
+        }
+        // Streamed: the argument pieces add up to the same arguments.
+        let mut chat_stream = chat.clone();
+        chat_stream["stream"] = json!(true);
+        let text = post(&server, "/v1/chat/completions", &chat_stream)
+            .await
+            .text()
+            .await
+            .unwrap();
+        let mut args = String::new();
+        let mut finish = None;
+        for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            if data == "[DONE]" {
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(data).unwrap();
+            let choice = &chunk["choices"][0];
+            if let Some(piece) = choice["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            {
+                args.push_str(piece);
+            }
+            if let Some(f) = choice["finish_reason"].as_str() {
+                finish = Some(f.to_owned());
+            }
+        }
+        assert_eq!(finish.as_deref(), Some("tool_calls"));
+        let args: Value = serde_json::from_str(&args).unwrap();
+        assert_eq!(
+            validator.is_valid(&args),
+            valid,
+            "{model} {route} chat stream"
+        );
+
+        let mut stream = responses.clone();
+        stream["stream"] = json!(true);
+        let evs = events(post(&server, "/v1/responses", &stream).await).await;
+        let deltas: String = evs
+            .iter()
+            .filter(|(n, _)| n == "response.function_call_arguments.delta")
+            .map(|(_, d)| d["delta"].as_str().unwrap())
+            .collect();
+        let (_, done) = evs.last().unwrap();
+        assert_eq!(done["type"], "response.completed");
+        assert_eq!(done["response"]["output"][0]["arguments"], deltas.as_str());
+
+        let mut stream = messages.clone();
+        stream["stream"] = json!(true);
+        let evs = events(post(&server, "/v1/messages", &stream).await).await;
+        assert_eq!(evs[1].1["content_block"]["type"], "tool_use");
+        let partial: String = evs
+            .iter()
+            .filter(|(n, _)| n == "content_block_delta")
+            .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap())
+            .collect();
+        let input: Value = serde_json::from_str(&partial).unwrap();
+        assert_eq!(
+            validator.is_valid(&input),
+            valid,
+            "{model} {route} messages stream"
+        );
+        let stop = evs.iter().find(|(n, _)| n == "message_delta").unwrap();
+        assert_eq!(stop.1["delta"]["stop_reason"], "tool_use");
+    }
+    // Without `tools` the same profile answers text.
+    let whole: Value = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "mock-tools",
+        "messages": [{"role": "user", "content": entry().prompt}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        whole["choices"][0]["message"]["content"],
+        entry().good.as_str()
+    );
+}

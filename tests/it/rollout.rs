@@ -6,6 +6,8 @@
 
 /// Approval stages (`approval: required`).
 mod approval;
+/// A tool-calling candidate that breaks one route's tool schema, rolled back in that cohort.
+mod tools;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 
 mod checks;
 mod judge;
+mod tools;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -264,7 +265,12 @@ fn the_example_rubrics_validate_and_cover_the_format() {
     let by_id: BTreeMap<&str, &Rubric> = rubrics.iter().map(|r| (r.id.as_str(), r)).collect();
     assert_eq!(
         by_id.keys().copied().collect::<Vec<_>>(),
-        ["json-extraction", "safety-refusal", "support-chat"]
+        [
+            "json-extraction",
+            "safety-refusal",
+            "support-chat",
+            "tool-calling"
+        ]
     );
 
     let support = by_id["support-chat"];
@@ -297,6 +303,19 @@ fn the_example_rubrics_validate_and_cover_the_format() {
     let safety = by_id["safety-refusal"];
     assert!(matches!(safety.criteria[0].scale, Some(Scale::Labels(_))));
     assert!(safety.checks.iter().all(|c| c.severity == Severity::Hard));
+    let tools = by_id["tool-calling"];
+    let types: Vec<&str> = tools.checks.iter().map(|c| c.kind.type_name()).collect();
+    for t in [
+        "tool_called",
+        "tool_not_called",
+        "tool_name",
+        "tool_arguments_valid",
+        "tool_argument",
+    ] {
+        assert!(types.contains(&t), "{t} not in {types:?}");
+    }
+    assert_eq!(tools.criteria[0].mode, Mode::Pairwise);
+
     let panel = safety.judging.as_ref().unwrap();
     assert_eq!(
         (panel.judges.len(), panel.aggregate),
