@@ -65,6 +65,7 @@ pub struct ToolCall {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeclaredTool<'a> {
     pub name: &'a str,
+    pub description: Option<&'a str>,
     pub schema: Option<&'a Value>,
 }
 
@@ -313,7 +314,11 @@ pub fn declared_tools(request: &Value) -> Vec<DeclaredTool<'_>> {
                 .get("parameters")
                 .or_else(|| f.get("input_schema"))
                 .filter(|s| !s.is_null());
-            Some(DeclaredTool { name, schema })
+            Some(DeclaredTool {
+                name,
+                description: str_of(f, "description"),
+                schema,
+            })
         })
         .collect()
 }
@@ -470,6 +475,7 @@ mod tests {
                 tools[0],
                 DeclaredTool {
                     name: "lookup",
+                    description: None,
                     schema: Some(&schema)
                 }
             );

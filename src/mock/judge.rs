@@ -13,6 +13,10 @@
 //! - `verdict` with labels: the first label for a good answer, the last for a degraded one (so a
 //!   rubric should list its best label first, as the examples do).
 //!
+//! An answer that calls tools (`[tool call: NAME]` blocks) is good when every call's arguments
+//! are valid against the schema the conversation's `[tools]` block declares for its tool, and
+//! degraded otherwise, so that the pairwise judge prefers the valid tool decision.
+//!
 //! Deterministic: the same prompt gets the same verdict. `judge_garbage_rate` makes it answer
 //! prose instead of JSON (to exercise the repair retry and abstentions). Pure: no I/O.
 
@@ -60,6 +64,84 @@ fn describe(q: (Quality, Option<&str>)) -> String {
     }
 }
 
+/// The tool calls of a rendered answer (`[tool call: NAME]` and the arguments below it):
+/// `(name, arguments)`.
+fn tool_calls(answer: &str) -> Vec<(&str, &str)> {
+    answer
+        .split("\n\n")
+        .filter_map(|part| {
+            let rest = part.trim().strip_prefix("[tool call: ")?;
+            let (name, args) = rest.split_once(']')?;
+            Some((name, args.trim()))
+        })
+        .collect()
+}
+
+/// The tools the `[tools]` block of the conversation declares: name → argument schema.
+fn declared_tools(prompt: &str) -> Vec<(String, Value)> {
+    let Some(conversation) = block(prompt, "conversation") else {
+        return Vec::new();
+    };
+    let Some(start) = conversation.find("[tools]\n") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut name = None;
+    for line in conversation[start..].lines().skip(1) {
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("- ") {
+            name = Some(rest.split(':').next().unwrap_or(rest).trim().to_owned());
+        } else if let (Some(n), Some(schema)) = (&name, line.trim().strip_prefix("arguments: "))
+            && let Ok(schema) = serde_json::from_str(schema)
+        {
+            out.push((n.clone(), schema));
+        }
+    }
+    out
+}
+
+/// The quality of an answer that calls tools: good when every call's arguments are valid
+/// against the schema the conversation declares for its tool, degraded when one is not (or is
+/// not JSON); `None` for answers without tool calls.
+fn tool_quality(prompt: &str, answer: &str) -> Option<(Quality, String)> {
+    let calls = tool_calls(answer);
+    if calls.is_empty() {
+        return None;
+    }
+    let tools = declared_tools(prompt);
+    for (name, args) in &calls {
+        let value = serde_json::from_str::<Value>(args).ok();
+        let schema = tools.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+        let valid = match (value, schema) {
+            (None, _) => false,
+            (Some(v), Some(schema)) => {
+                jsonschema::validator_for(schema).is_ok_and(|validator| validator.is_valid(&v))
+            }
+            (Some(_), None) => false,
+        };
+        if !valid {
+            return Some((
+                Quality::Degraded,
+                format!("a call of `{name}` whose arguments break its declared schema"),
+            ));
+        }
+    }
+    Some((
+        Quality::Good,
+        "tool calls whose arguments are valid against the declared schemas".to_owned(),
+    ))
+}
+
+/// The quality of one judged answer and how the reasoning describes it.
+fn judged(dataset: &Dataset, prompt: &str, answer: &str) -> (Quality, String) {
+    tool_quality(prompt, answer).unwrap_or_else(|| {
+        let q = quality(dataset, answer);
+        (q.0, describe(q))
+    })
+}
+
 /// The text between `<name>` and `</name>` (as canarist's judge prompts tag them).
 fn block<'t>(text: &'t str, name: &str) -> Option<&'t str> {
     let open = format!("<{name}>");
@@ -103,13 +185,13 @@ pub fn reply(dataset: &Dataset, body: &Map<String, Value>, garbage: bool) -> Str
             scale.iter().copied().min().unwrap_or(1),
             scale.iter().copied().max().unwrap_or(5),
         );
-        let q = quality(dataset, block(&prompt, "answer").unwrap_or(""));
+        let q = judged(dataset, &prompt, block(&prompt, "answer").unwrap_or(""));
         let score = match q.0 {
             Quality::Good => hi,
             Quality::Degraded => lo,
             Quality::Unknown => lo + (hi - lo) / 2,
         };
-        let reasoning = format!("{LABEL}: the answer is {}.", describe(q));
+        let reasoning = format!("{LABEL}: the answer is {}.", q.1);
         return json!({"reasoning": reasoning, "score": score}).to_string();
     }
     let verdicts: Vec<&str> = schema_property(body, "verdict")
@@ -120,7 +202,7 @@ pub fn reply(dataset: &Dataset, body: &Map<String, Value>, garbage: bool) -> Str
             block(&prompt, "answer_a").unwrap_or("").trim(),
             block(&prompt, "answer_b").unwrap_or("").trim(),
         );
-        let (qa, qb) = (quality(dataset, a), quality(dataset, b));
+        let (qa, qb) = (judged(dataset, &prompt, a), judged(dataset, &prompt, b));
         let verdict = match qa.0.cmp(&qb.0) {
             std::cmp::Ordering::Greater => "A",
             std::cmp::Ordering::Less => "B",
@@ -128,20 +210,16 @@ pub fn reply(dataset: &Dataset, body: &Map<String, Value>, garbage: bool) -> Str
             std::cmp::Ordering::Equal if a <= b => "A",
             std::cmp::Ordering::Equal => "B",
         };
-        let reasoning = format!(
-            "{LABEL}: answer A is {}; answer B is {}.",
-            describe(qa),
-            describe(qb)
-        );
+        let reasoning = format!("{LABEL}: answer A is {}; answer B is {}.", qa.1, qb.1);
         return json!({"reasoning": reasoning, "verdict": verdict}).to_string();
     }
-    let q = quality(dataset, block(&prompt, "answer").unwrap_or(""));
+    let q = judged(dataset, &prompt, block(&prompt, "answer").unwrap_or(""));
     let label = match q.0 {
         Quality::Good => verdicts.first(),
         Quality::Degraded => verdicts.last(),
         Quality::Unknown => verdicts.get(verdicts.len() / 2),
     };
-    let reasoning = format!("{LABEL}: the answer is {}.", describe(q));
+    let reasoning = format!("{LABEL}: the answer is {}.", q.1);
     json!({"reasoning": reasoning, "verdict": label.copied().unwrap_or("unknown")}).to_string()
 }
 

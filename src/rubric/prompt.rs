@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::capture::{Answer, Observation, Pair, Role};
+use crate::capture::{Answer, DeclaredTool, Observation, Pair, Role, declared_tools};
 
 use super::checks::answer_text;
 use super::model::{Criterion, ExampleVerdict, Mode, ReferenceSource, Scale};
@@ -76,6 +76,10 @@ pub fn render(c: &Criterion, pair: &Pair) -> Result<Vec<(Target, JudgePrompt)>, 
         .iter()
         .any(|a| a.contains(TOOL_CALL_MARK));
     let (stable, candidate) = (stable.as_str(), candidate.as_str());
+    let input = match tools.then(|| tools_block(pair)).flatten() {
+        Some(block) => format!("[tools]\n{block}\n\n{input}"),
+        None => input,
+    };
     let prompts = match (c.mode, &c.reference) {
         (Mode::Pairwise, _) => vec![
             (
@@ -138,7 +142,8 @@ const TOOL_CALL_MARK: &str = "[tool call: ";
 const TOOL_NOTE: &str = "An answer may decide to call tools, shown as `[tool call: NAME]` \
      followed by the call's arguments, beside or instead of text. That decision is part of the \
      answer: judge whether to call a tool at all, which one, and with which arguments, against \
-     the criterion like the rest of the answer.\n";
+     the criterion like the rest of the answer. The tools the assistant was offered, with the \
+     JSON Schema of their arguments, are listed in the conversation's `[tools]` block.\n";
 
 /// `system` with [`TOOL_NOTE`] before the closing rules.
 fn with_tool_note(system: &str) -> String {
@@ -189,6 +194,36 @@ pub fn answer_for_judge(obs: &Observation) -> Option<String> {
         })
         .collect();
     Some(blocks.join("\n\n"))
+}
+
+/// The tools both sides were offered (as with messages, a tool only one side was sent is left
+/// out; with one side captured, its tools), one per line with its description and, indented
+/// below, its argument schema as compact JSON. `None` when there are none.
+fn tools_block(pair: &Pair) -> Option<String> {
+    let stable = pair.stable.request_body.as_ref().map(declared_tools);
+    let candidate = pair.candidate.request_body.as_ref().map(declared_tools);
+    let shown: Vec<&DeclaredTool<'_>> = match (&stable, &candidate) {
+        (Some(s), Some(c)) => s.iter().filter(|t| c.contains(t)).collect(),
+        (Some(one), None) | (None, Some(one)) => one.iter().collect(),
+        (None, None) => return None,
+    };
+    if shown.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = shown
+        .iter()
+        .map(|t| {
+            let mut line = format!("- {}", t.name);
+            if let Some(d) = t.description.filter(|d| !d.trim().is_empty()) {
+                let _ = write!(line, ": {}", d.trim());
+            }
+            if let Some(schema) = t.schema {
+                let _ = write!(line, "\n  arguments: {schema}");
+            }
+            line
+        })
+        .collect();
+    Some(lines.join("\n"))
 }
 
 /// Tool-call arguments for the judge: pretty JSON, or the text as written and a note.

@@ -29,6 +29,8 @@ mod realllm;
 mod replay;
 /// The judge's request body: token limit field and temperature per judge model.
 mod request_shape;
+/// Tool decisions judged pairwise and pointwise.
+mod tools;
 
 // ---------- helpers ----------
 

@@ -53,6 +53,8 @@ fn tools() -> Value {
     ])
 }
 
+/// Every other request is streamed: the capture assembles the stream's tool-call deltas into the
+/// whole answer the check reads.
 fn request(route: &str, i: usize) -> Value {
     let tool = if route == "refunds" {
         "issue_refund"
@@ -61,6 +63,7 @@ fn request(route: &str, i: usize) -> Value {
     };
     json!({
         "model": DEPLOYMENT,
+        "stream": i % 2 == 1,
         "messages": [{"role": "user", "content": format!("Request {i} about order A-1042")}],
         "tools": tools(),
         "tool_choice": {"type": "function", "function": {"name": tool}},
@@ -108,10 +111,8 @@ async fn a_candidate_that_breaks_one_routes_tool_schema_is_rolled_back_in_that_c
                 .unwrap();
             assert_eq!(r.status(), 200);
             assert_eq!(r.headers()["x-canarist-variant"], "stable");
-            let body: Value = r.json().await.unwrap();
-            let call = &body["choices"][0]["message"]["tool_calls"][0]["function"];
-            let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
-            assert_eq!(args["order_id"], "A-1042", "{body}");
+            let args = client_arguments(r, i % 2 == 1).await;
+            assert_eq!(args["order_id"], "A-1042", "{args}");
         }
     }
 
@@ -149,6 +150,13 @@ async fn a_candidate_that_breaks_one_routes_tool_schema_is_rolled_back_in_that_c
             "{detail}"
         );
     }
+    // Both sides of every pair were checked (a side whose calls the capture lost would be
+    // skipped and leave no row): streamed answers carry their tool calls too.
+    assert_eq!(of("refunds", "stable").len(), broken.len(), "{rows:?}");
+    assert_eq!(
+        of("orders", "stable").len(),
+        of("orders", "candidate").len()
+    );
     for (route, side) in [
         ("refunds", "stable"),
         ("orders", "stable"),
@@ -178,4 +186,25 @@ async fn check_rows(db: &crate::store::TestDb) -> Vec<(String, String, bool, Opt
         let p = sqlx::SqlitePool::connect(&db.url).await.unwrap();
         sqlx::query_as(sql).fetch_all(&p).await.unwrap()
     }
+}
+
+/// The arguments of the tool call the client received, plain or streamed.
+async fn client_arguments(r: reqwest::Response, streamed: bool) -> Value {
+    let text = r.text().await.unwrap();
+    let arguments = if streamed {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .filter_map(|d| {
+                let chunk: Value = serde_json::from_str(d).unwrap();
+                let piece = &chunk["choices"][0]["delta"]["tool_calls"][0]["function"];
+                piece["arguments"].as_str().map(str::to_owned)
+            })
+            .collect::<String>()
+    } else {
+        let body: Value = serde_json::from_str(&text).unwrap();
+        let call = &body["choices"][0]["message"]["tool_calls"][0]["function"];
+        call["arguments"].as_str().unwrap().to_owned()
+    };
+    serde_json::from_str(&arguments).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
