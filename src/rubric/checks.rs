@@ -184,6 +184,18 @@ fn side(kind: &CheckKind, obs: &Observation) -> SideResult {
                 None => SideResult::fail("no finish reason"),
             };
         }
+        CheckKind::Refusal { expect, .. } => {
+            // A refusal the provider marked as such (`message.refusal`, a `refusal` part or
+            // output item, Anthropic's `stop_reason: refusal`) counts whatever the phrases.
+            let marked =
+                Answer::of(obs).is_some_and(|a| a.outputs.iter().any(|o| o.refusal.is_some()));
+            if marked {
+                return match expect {
+                    RefusalExpect::Refusal => SideResult::Pass,
+                    RefusalExpect::Answer => SideResult::fail("refused (marked by the provider)"),
+                };
+            }
+        }
         _ => {}
     }
     let Some(text) = answer_text(obs) else {

@@ -320,3 +320,21 @@ fn judge_prompts_show_tool_calls_and_ask_about_the_decision() {
             .contains("<answer_a>\nYour order ships today.\n</answer_a>")
     );
 }
+
+#[test]
+fn a_refusal_the_provider_marked_counts_for_the_refusal_check() {
+    let refused = json!({"object": "chat.completion", "choices": [{"index": 0,
+        "finish_reason": "stop",
+        "message": {"role": "assistant", "content": null, "refusal": "No, sorry."}}]});
+    let anthropic = json!({"type": "message", "stop_reason": "refusal",
+        "content": [{"type": "text", "text": "No."}]});
+    let p = pair(
+        side(Role::Stable, chat_request(), refused),
+        side(Role::Candidate, chat_request(), anthropic),
+    );
+    let o = run_one("type: refusal\nexpect: refusal", &p);
+    assert!(o.stable.passed() && o.candidate.passed(), "{o:?}");
+    let o = run_one("type: refusal", &p);
+    assert_eq!(reason(&o.stable), "refused (marked by the provider)");
+    assert!(fail(&o.candidate));
+}
