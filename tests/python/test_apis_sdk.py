@@ -3,7 +3,8 @@
 Run by scripts/e2e-python-apis.sh against `canarist mock-upstream` directly (the gateway does not
 route these paths yet); its base URL is passed in CANARIST_MOCK_URL (`http://127.0.0.1:PORT`).
 Covers `client.responses.create` plain and streaming (openai), `client.messages.create` plain and
-streaming, `messages.count_tokens` and errors (anthropic): every event the SDKs parse.
+streaming, `messages.count_tokens` and errors (anthropic): every event the SDKs parse; tool calls
+(`function_call`, `tool_use`) plain and streamed from the `mock-tools` profiles.
 """
 
 import os
@@ -131,6 +132,54 @@ class MessagesTest(unittest.TestCase):
         with self.assertRaises(anthropic.BadRequestError):
             claude().messages.create(model="mock-stable", max_tokens=0,
                                      messages=[{"role": "user", "content": "hi"}])
+
+
+SCHEMA = {"type": "object", "required": ["order_id"], "additionalProperties": False,
+          "properties": {"order_id": {"type": "string", "examples": ["A-1042"]}}}
+
+
+class ToolCallTest(unittest.TestCase):
+    """`mock-tools` calls the declared tool with schema-valid arguments; `mock-tools-broken`
+    breaks the schema in some answers (here: a missing `order_id`)."""
+
+    def test_responses_function_call_plain_and_streamed(self):
+        tools = [{"type": "function", "name": "lookup_order", "parameters": SCHEMA}]
+        r = oai().responses.create(model="mock-tools", input="Where is my order?", tools=tools)
+        call = r.output[0]
+        self.assertEqual((call.type, call.name), ("function_call", "lookup_order"))
+        self.assertEqual(call.arguments, '{"order_id":"A-1042"}')
+        with oai().responses.stream(model="mock-tools", input="Where is my order?",
+                                    tools=tools) as stream:
+            deltas = "".join(e.delta for e in stream
+                             if e.type == "response.function_call_arguments.delta")
+            final = stream.get_final_response()
+        self.assertEqual(deltas, call.arguments)
+        self.assertEqual(final.output[0].arguments, call.arguments)
+
+    def test_messages_tool_use_plain_and_streamed(self):
+        tools = [{"name": "lookup_order", "description": "Look an order up.",
+                  "input_schema": SCHEMA}]
+        ask = [{"role": "user", "content": "Where is my order?"}]
+        m = claude().messages.create(model="mock-tools", max_tokens=256, tools=tools,
+                                     messages=ask)
+        self.assertEqual(m.stop_reason, "tool_use")
+        block = m.content[0]
+        self.assertEqual((block.type, block.name, block.input),
+                         ("tool_use", "lookup_order", {"order_id": "A-1042"}))
+        with claude().messages.stream(model="mock-tools", max_tokens=256, tools=tools,
+                                      messages=ask) as stream:
+            final = stream.get_final_message()
+        self.assertEqual(final.content[0].input, {"order_id": "A-1042"})
+        self.assertEqual(final.stop_reason, "tool_use")
+
+    def test_the_broken_profile_breaks_the_schema_sometimes(self):
+        tools = [{"name": "lookup_order", "input_schema": SCHEMA}]
+        inputs = [claude().messages.create(
+            model="mock-tools-broken", max_tokens=64, tools=tools,
+            messages=[{"role": "user", "content": f"Where is order {i}?"}]).content[0].input
+            for i in range(40)]
+        self.assertIn({}, inputs)
+        self.assertIn({"order_id": "A-1042"}, inputs)
 
 
 if __name__ == "__main__":
