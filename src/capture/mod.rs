@@ -12,7 +12,9 @@
 //! and dropped alone. Nothing accepted is lost without being counted. Fails open: the gateway
 //! keeps serving whatever happens to capture.
 
+pub mod aggregate;
 pub mod answer;
+mod histogram;
 mod observation;
 mod pairing;
 pub mod policy;
@@ -20,7 +22,9 @@ mod sink;
 mod spool;
 mod writer;
 
+pub use aggregate::Aggregates;
 pub use answer::{Answer, DeclaredTool, Output, ToolCall, declared_tools};
+pub use histogram::LatencyHistogram;
 pub use observation::{
     CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Usage,
 };

@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::histogram::LatencyHistogram;
 pub use super::units::{JointMoments, UnitComparison, UnitMoments};
 use super::{Store, StoreError, to_u64, with_pool};
+use crate::capture::LatencyHistogram;
 
 /// Which rows a summary covers.
 #[derive(Debug, Clone, Copy)]
@@ -265,11 +265,39 @@ pub(super) fn cohort_of(key: Option<String>, value: Option<String>) -> Cohort {
 
 impl Store {
     /// Everything the gate needs about one stage of one deployment, the A/A arm apart.
+    /// Variants and units come from the aggregate tables the writer keeps (`store::rollups`).
     pub async fn stage_summary(&self, scope: SummaryScope<'_>) -> Result<StageSummary, StoreError> {
         let mut summary = StageSummary {
             variants: self.variant_summaries(scope).await?,
             ..StageSummary::default()
         };
+        summary.units = self.unit_comparisons(scope).await?;
+        self.stage_summary_with(scope, summary).await
+    }
+
+    /// [`Store::stage_summary`] summed from the observation rows themselves (as before the
+    /// aggregate tables): the reference the aggregates are tested against, and the "before" of
+    /// `benches/gate_tick.rs`.
+    #[doc(hidden)]
+    pub async fn stage_summary_from_rows(
+        &self,
+        scope: SummaryScope<'_>,
+    ) -> Result<StageSummary, StoreError> {
+        let mut summary = StageSummary {
+            variants: self.variant_summaries_from_rows(scope).await?,
+            ..StageSummary::default()
+        };
+        summary.units = self.unit_comparisons_from_rows(scope).await?;
+        self.stage_summary_with(scope, summary).await
+    }
+
+    /// Adds pairs, scores and checks to a summary with its variants and units, then moves the
+    /// A/A arm apart.
+    async fn stage_summary_with(
+        &self,
+        scope: SummaryScope<'_>,
+        mut summary: StageSummary,
+    ) -> Result<StageSummary, StoreError> {
         for by_label in [false, true] {
             let (sel, join, group) = cohort_sql(by_label, PAIR_LABELS);
             let sql = format!(
@@ -285,15 +313,15 @@ impl Store {
                 summary.pairs.insert((cohort, candidate), to_u64(n));
             }
         }
-        summary.units = self.unit_comparisons(scope).await?;
         summary.scores = self.score_summaries(scope).await?;
         summary.checks = self.check_summaries(scope).await?;
         summary.split_aa();
         Ok(summary)
     }
 
-    /// Per variant (overall and per cohort label value).
-    pub async fn variant_summaries(
+    /// Per variant (overall and per cohort label value), from the observation rows.
+    #[doc(hidden)]
+    pub async fn variant_summaries_from_rows(
         &self,
         scope: SummaryScope<'_>,
     ) -> Result<Vec<VariantSummary>, StoreError> {
@@ -329,30 +357,7 @@ impl Store {
                 cost: (to_u64(r.try_get(14)?), r.try_get(15)?, r.try_get(16)?),
             });
             for row in rows {
-                let role = Role::parse(&row.role).ok_or_else(|| StoreError::Corrupt {
-                    what: "observation",
-                    detail: format!("role `{}`", row.role),
-                })?;
-                let s = out
-                    .entry((row.cohort.clone(), row.variant.clone()))
-                    .or_insert_with(|| VariantSummary {
-                        cohort: row.cohort.clone(),
-                        variant: row.variant.clone(),
-                        role,
-                        ..VariantSummary::default()
-                    });
-                s.requests += row.count;
-                s.served += row.served;
-                match row.error {
-                    Some(class) => *s.errors.entry(class).or_default() += row.count,
-                    None => {
-                        s.latency.add(row.count, row.latency.0, row.latency.1);
-                        s.ttft.add(row.ttft.0, row.ttft.1, row.ttft.2);
-                    }
-                }
-                s.prompt_tokens += row.tokens.0;
-                s.completion_tokens += row.tokens.1;
-                s.cost.add(row.cost.0, row.cost.1, row.cost.2);
+                row.add_to(&mut out)?;
             }
             for column in ["latency_bucket", "ttft_bucket"] {
                 let sql = format!(
@@ -574,17 +579,53 @@ impl Store {
     }
 }
 
-struct VariantRow {
-    cohort: Cohort,
-    variant: String,
-    role: String,
-    error: Option<String>,
-    count: u64,
-    served: u64,
-    latency: (f64, f64),
-    ttft: (u64, f64, f64),
-    tokens: (u64, u64),
-    cost: (u64, f64, f64),
+/// One variant's sums for one error class (`None`: success) in one cohort.
+pub(super) struct VariantRow {
+    pub cohort: Cohort,
+    pub variant: String,
+    pub role: String,
+    pub error: Option<String>,
+    pub count: u64,
+    pub served: u64,
+    pub latency: (f64, f64),
+    pub ttft: (u64, f64, f64),
+    pub tokens: (u64, u64),
+    pub cost: (u64, f64, f64),
+}
+
+impl VariantRow {
+    /// Adds the row to its variant's summary (latency and TTFT moments from successes only).
+    pub(super) fn add_to(
+        self,
+        out: &mut BTreeMap<(Cohort, String), VariantSummary>,
+    ) -> Result<(), StoreError> {
+        let row = self;
+        let role = Role::parse(&row.role).ok_or_else(|| StoreError::Corrupt {
+            what: "observation",
+            detail: format!("role `{}`", row.role),
+        })?;
+        let s = out
+            .entry((row.cohort.clone(), row.variant.clone()))
+            .or_insert_with(|| VariantSummary {
+                cohort: row.cohort.clone(),
+                variant: row.variant.clone(),
+                role,
+                ..VariantSummary::default()
+            });
+        s.requests += row.count;
+        s.served += row.served;
+        match row.error {
+            Some(class) => *s.errors.entry(class).or_default() += row.count,
+            None => {
+                s.latency.add(row.count, row.latency.0, row.latency.1);
+                s.ttft.add(row.ttft.0, row.ttft.1, row.ttft.2);
+            }
+        }
+        s.prompt_tokens += row.tokens.0;
+        s.completion_tokens += row.tokens.1;
+        s.cost.add(row.cost.0, row.cost.1, row.cost.2);
+        Ok(())
+    }
 }
 
 /// (cohort, candidate, rubric id, rubric hash, criterion or check name).

@@ -36,7 +36,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 mod aggregates;
 mod audit;
-mod histogram;
+mod backfill;
+mod deltas;
+
 mod jobs;
 mod judgments;
 mod keys;
@@ -44,17 +46,18 @@ mod replicas;
 mod report_reads;
 mod retention;
 mod rollouts;
+mod rollups;
 mod sanitize;
 mod sink;
 mod traffic;
 mod units;
 
+pub use crate::capture::LatencyHistogram;
 pub use aggregates::{
     AaSummary, CheckSummary, Cohort, JointMoments, Moments, ScoreSummary, StageSummary,
     SummaryScope, UnitComparison, UnitMoments, VariantSummary,
 };
 pub use audit::{AuditEntry, NewAuditEntry};
-pub use histogram::LatencyHistogram;
 pub use jobs::{JobState, JudgeJob, MAX_ATTEMPTS};
 pub use judgments::{NewCheckResult, NewJudgment, ORDER_COMBINED, ORDER_SINGLE, Verdict};
 pub use keys::ApiKey;
@@ -199,6 +202,7 @@ impl Store {
             Backend::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
             Backend::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
         }
+        self.backfill_aggregates().await?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 //! backends; an error the rows themselves cause becomes [`SinkError::Rejected`].
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -15,12 +15,14 @@ use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::histogram::LatencyHistogram;
+use super::deltas::{epoch_of, read_epochs, write_deltas};
 use super::judgments::{CHECK_ROWS_PER_STATEMENT, NewCheckResult, push_check_rows};
 use super::sanitize;
 use super::{Store, StoreError, to_i64, to_u64, with_pool};
+use crate::capture::LatencyHistogram;
 use crate::capture::{
-    CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Sink, SinkError, Usage,
+    Aggregates, CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Sink,
+    SinkError, Usage,
 };
 
 /// Observation rows per INSERT statement (32 columns each: below SQLite's 32,766 and Postgres'
@@ -202,6 +204,9 @@ macro_rules! write_rows {
     ($pool:expr, $db:ty, $rows:expr) => {{
         let rows: &Rows<'_> = $rows;
         let mut tx = $pool.begin().await?;
+        // The observations this batch adds (a retried or replayed batch adds none twice): only
+        // these add to the aggregates.
+        let mut inserted: HashSet<Uuid> = HashSet::new();
         for chunk in rows.observations.chunks(OBSERVATIONS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<$db>::new(
                 "INSERT INTO observations (id, request_id, pair_id, at, deployment, variant, role, \
@@ -245,8 +250,10 @@ macro_rules! write_rows {
                     .push_bind(o.request_body.as_ref().map(Json))
                     .push_bind(o.response_body.as_ref().map(Json));
             });
-            qb.push(" ON CONFLICT (id) DO NOTHING");
-            qb.build().execute(&mut *tx).await?;
+            qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            for r in qb.build().fetch_all(&mut *tx).await? {
+                inserted.insert(r.try_get::<Uuid, _>(0)?);
+            }
         }
         for (table, labels) in [
             ("observation_labels (observation_id", rows.observation_labels()),
@@ -298,6 +305,17 @@ macro_rules! write_rows {
             });
             qb.push(" ON CONFLICT (pair_id) DO NOTHING");
             qb.build().execute(&mut *tx).await?;
+        }
+        if !inserted.is_empty() {
+            let new = || rows.observations.iter().filter(|o| inserted.contains(&o.id));
+            let stages: BTreeSet<(String, String)> =
+                new().map(|o| (o.deployment.clone(), o.stage.clone())).collect();
+            let epochs = read_epochs!(tx, stages);
+            let mut agg = Aggregates::default();
+            for o in new() {
+                agg.record(o, epoch_of(&epochs, o));
+            }
+            write_deltas!(tx, $db, &agg);
         }
         tx.commit().await?;
         Ok::<(), sqlx::Error>(())
@@ -368,6 +386,7 @@ macro_rules! decode_observation {
         }
     }};
 }
+pub(super) use decode_observation;
 
 /// request id, deployment, stage, config version, stable and candidate ids, cohort.
 type PairHead = (
@@ -473,7 +492,7 @@ fn endpoint_str(e: Endpoint) -> &'static str {
     }
 }
 
-fn parse_endpoint(s: &str) -> Option<Endpoint> {
+pub(super) fn parse_endpoint(s: &str) -> Option<Endpoint> {
     [
         Endpoint::ChatCompletions,
         Endpoint::Completions,

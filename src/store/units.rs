@@ -152,7 +152,7 @@ pub struct UnitComparison {
 }
 
 /// The outer sums of per-unit columns `v[0..4]` (the unit count comes separately).
-fn joint_sums(v: [&str; 4]) -> String {
+pub(super) fn joint_sums(v: [&str; 4]) -> String {
     let mut cols = vec![
         format!(
             "CAST(SUM(CASE WHEN u.{} > 0 THEN 1 ELSE 0 END) AS BIGINT)",
@@ -178,7 +178,11 @@ fn joint_sums(v: [&str; 4]) -> String {
 }
 
 /// Decodes what [`joint_sums`] selected, starting at column `from` (after the unit count).
-fn joint_moments(units: i64, r: &impl RowLike, from: usize) -> Result<JointMoments, sqlx::Error> {
+pub(super) fn joint_moments(
+    units: i64,
+    r: &impl RowLike,
+    from: usize,
+) -> Result<JointMoments, sqlx::Error> {
     let mut m = JointMoments {
         units: to_u64(units),
         candidate_units: to_u64(r.i64_at(from)?),
@@ -195,7 +199,7 @@ fn joint_moments(units: i64, r: &impl RowLike, from: usize) -> Result<JointMomen
 }
 
 /// Column access shared by both backends' rows.
-trait RowLike {
+pub(super) trait RowLike {
     fn i64_at(&self, i: usize) -> Result<i64, sqlx::Error>;
     fn f64_at(&self, i: usize) -> Result<Option<f64>, sqlx::Error>;
 }
@@ -257,7 +261,7 @@ impl Store {
 
     /// Per cohort: errors and cost per unit and side (candidates pooled, the A/A arm left out),
     /// summed over units.
-    pub(super) async fn unit_comparisons(
+    pub(super) async fn unit_comparisons_from_rows(
         &self,
         scope: super::SummaryScope<'_>,
     ) -> Result<Vec<UnitComparison>, StoreError> {

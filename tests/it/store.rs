@@ -3,6 +3,8 @@
 // Helpers outside `#[test]` functions panic on setup failures too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// The aggregate tables: equal to the sums over rows, replicas add up.
+mod aggregates;
 /// One bad row must not lose a batch: sanitizing, and rejected rows dropped alone.
 mod bad_rows;
 /// The real gateway over one of the suite's databases, and a TCP proxy to cut Postgres.

@@ -448,9 +448,11 @@ pub(crate) async fn fixture(dir: &Path) -> Store {
         )
         .await
         .unwrap();
+    // The stage starts are pinned before the traffic is written: the store keys its aggregates
+    // by the stage start at or before each observation when it writes them.
+    pin(&url, rollout.id).await;
     write_shadow(&store).await;
     write_canary(&store).await;
-    pin(&url, rollout.id).await;
     store
 }
 
