@@ -4,10 +4,15 @@
 # ~/.cache/canarist-ui, starts the real binary with fixtures/ui/dashboard.yaml and its mock
 # upstream, starts a rollout and promotes it once through the admin API, sends a little traffic,
 # then runs tests/ui/dashboard.mjs: the page loads, an admin key is entered, the deployment is
-# listed (its URL names it), a stage report opens under its signed URL, a rollback click (with a
-# reason) changes the state shown, and the rollback's alert (received by the test on
-# 127.0.0.1:18282) links to the deployment's stage and report, which open in a fresh tab. The screenshot is saved as
-# $CARGO_TARGET_DIR/ui-artifacts/dashboard.png. Exit status: the browser test's.
+# listed (its URL names it), the summary card names both upstream models and the rollout's state,
+# the ramp chart has every stage of the ramp, shadow drawn as a 0%-served band and "you are here"
+# on the current stage, the forest plot draws exactly the gate's evidence intervals (in the
+# dashboard and in the report), a stage report opens under its signed URL, a rollback click (with
+# a reason) changes the state shown and the summary card, and the rollback's alert (received by
+# the test on 127.0.0.1:18282) links to the deployment's stage and report, which open in a fresh
+# tab. Screenshots of the report and of the dashboard are saved as report.png and dashboard.png
+# in $CANARIST_UI_ARTIFACTS (default $CARGO_TARGET_DIR/ui-artifacts; never committed). Exit
+# status: the browser test's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/canarist-target}"
@@ -59,7 +64,7 @@ chat() {
   done
 }
 admin "" "e2e: start the ramp"
-chat 10 shadow-user-
+chat 40 shadow-user-
 admin /promote "e2e: shadow looks fine"
 chat 20 canary-user-
 

@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use crate::config::{Config, ConfigError, LoadMode};
 use crate::gate::GatePolicy;
 use crate::report::{
-    BuildOptions, ReportError, StageReport, build_all, build_with, file_name, to_html, to_json,
-    to_markdown,
+    BuildOptions, Models, ReportError, StageReport, build_all, build_with, file_name, to_html,
+    to_json, to_markdown,
 };
 use crate::rollout::Ramp;
 use crate::store::{Store, StoreOptions};
@@ -114,6 +114,8 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         policy,
         ramp,
         worst_limit: args.worst,
+        models: config.deployment(&args.deployment).map(Models::of),
+        links_base: config.public_url.clone(),
         ..BuildOptions::default()
     };
     let reports = match (args.stage, args.all) {

@@ -44,6 +44,33 @@ pub struct BuildOptions {
     pub worst_limit: u32,
     /// Per-side bound on the scores fetched for Mann-Whitney U.
     pub sample_limit: u32,
+    /// The upstream models of the deployment's variants (from its config), so that the report
+    /// names them; `None` leaves them `null`.
+    pub models: Option<Models>,
+    /// Where the dashboard is (`public_url`, or `""` for links relative to the gateway that
+    /// serves the report); `None`: the report carries no links.
+    pub links_base: Option<String>,
+}
+
+/// The upstream model of each variant of a deployment, as configured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Models {
+    pub stable: String,
+    /// Candidate name → upstream model.
+    pub candidates: std::collections::BTreeMap<String, String>,
+}
+
+impl Models {
+    pub fn of(d: &crate::config::Deployment) -> Self {
+        Self {
+            stable: d.stable.model.clone(),
+            candidates: d
+                .candidates
+                .iter()
+                .map(|c| (c.variant.name.clone(), c.variant.model.clone()))
+                .collect(),
+        }
+    }
 }
 
 impl Default for BuildOptions {
@@ -54,6 +81,8 @@ impl Default for BuildOptions {
             now: Utc::now(),
             worst_limit: 5,
             sample_limit: 2000,
+            models: None,
+            links_base: None,
         }
     }
 }
@@ -267,16 +296,28 @@ async fn stage_report(
         ));
     }
     let worst_answers = super::worst::worst_answers(store, scope, opts.worst_limit).await?;
+    let models = opts.models.as_ref();
 
-    Ok(StageReport {
+    let mut report = StageReport {
         schema_version: SCHEMA_VERSION,
         generated_at: opts.now,
         deployment: deployment.to_owned(),
+        summary: Summary::default(),
         rollout: RolloutInfo {
             id: ctx.rollout.id,
             candidate: candidate.to_owned(),
+            stable_model: models.map(|m| m.stable.clone()),
+            candidate_model: models.and_then(|m| m.candidates.get(candidate).cloned()),
             state: ctx.rollout.state.clone(),
+            stage_index: ctx.rollout.stage_index,
+            config_version: ctx.rollout.config_version,
             created_at: ctx.rollout.created_at,
+            last_transition: ctx
+                .transitions
+                .iter()
+                .rev()
+                .find(|t| !t.from_state.is_empty())
+                .map(transition_ref),
         },
         stage: StageInfo {
             index,
@@ -290,6 +331,11 @@ async fn stage_report(
             outcome,
         },
         ramp,
+        plan: plan(opts.ramp.as_ref()),
+        links: opts
+            .links_base
+            .as_deref()
+            .map(|base| links(base, deployment, index, &ctx.stages)),
         interval_alpha: iv.alpha,
         interval_target_n: iv.target_n,
         variants: sections::variants(&summary),
@@ -309,6 +355,79 @@ async fn stage_report(
         worst_answers,
         reference_tests,
         notes,
+    };
+    report.summary = super::summary::summarize(&report);
+    Ok(report)
+}
+
+/// The dashboard's URLs of this stage and its neighbours (each `…/report` URL opens that
+/// stage's report under a fresh signed link once a key is entered).
+fn links(base: &str, deployment: &str, index: u32, stages: &[RolloutStage]) -> Links {
+    let base = base.trim_end_matches('/');
+    let slug: String = url_escape(deployment);
+    let stage = |k: u32| format!("{base}/ui#/deployments/{slug}/stages/{k}");
+    let has = |k: u32| stages.iter().any(|s| s.index == k);
+    Links {
+        dashboard: stage(index),
+        previous: index
+            .checked_sub(1)
+            .filter(|k| has(*k))
+            .map(|k| format!("{}/report", stage(k))),
+        next: Some(index + 1)
+            .filter(|k| has(*k))
+            .map(|k| format!("{}/report", stage(k))),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (a slug in a URL fragment).
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn transition_ref(t: &Transition) -> TransitionRef {
+    TransitionRef {
+        at: t.at,
+        actor: t.actor.clone(),
+        from_state: t.from_state.clone(),
+        to_state: t.to_state.clone(),
+        from_stage: t.from_stage,
+        to_stage: t.to_stage,
+        reason: t.reason.clone(),
+        gate_reason: serde_json::from_value::<Decision>(t.evidence.clone())
+            .ok()
+            .or_else(|| {
+                t.evidence
+                    .get("decision")
+                    .and_then(|v| serde_json::from_value::<Decision>(v.clone()).ok())
+            })
+            .map(|d| d.reason),
+    }
+}
+
+fn plan(ramp: Option<&Ramp>) -> Vec<PlannedStage> {
+    ramp.map_or_else(Vec::new, |r| {
+        r.stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let (mode, percent) = match s.exposure {
+                    Exposure::Shadow { sample_rate } => (StageMode::Shadow, sample_rate * 100.0),
+                    Exposure::Live { share } => (StageMode::Live, share * 100.0),
+                };
+                PlannedStage {
+                    index: i as u32,
+                    mode,
+                    percent,
+                }
+            })
+            .collect()
     })
 }
 
@@ -327,7 +446,7 @@ async fn ramp_points(
                 since: s.started_at,
             })
             .await?;
-        let (_, configured, observed) = exposure(
+        let (mode, configured, observed) = exposure(
             opts.ramp.as_ref(),
             s.index,
             &variants,
@@ -337,6 +456,7 @@ async fn ramp_points(
         out.push(RampPoint {
             index: s.index,
             name: s.name.clone(),
+            mode,
             percent: configured.or(observed),
             started_at: s.started_at,
             ended_at,
@@ -369,15 +489,7 @@ fn decision(
             reason: d.reason,
             evidence: d.evidence,
             alerts: d.alerts,
-            transition: Some(TransitionRef {
-                at: t.at,
-                actor: t.actor.clone(),
-                from_state: t.from_state.clone(),
-                to_state: t.to_state.clone(),
-                from_stage: t.from_stage,
-                to_stage: t.to_stage,
-                reason: t.reason.clone(),
-            }),
+            transition: Some(transition_ref(t)),
         });
     }
     if let Some(t) = ctx

@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::model::{Difference, StageReport};
+use super::model::{Difference, StageInfo, StageMode, StageReport};
+use crate::gate::{Evidence, Method};
 
 pub const MISSING: &str = "–";
 
@@ -91,8 +92,224 @@ pub fn difference(d: Option<&Difference>) -> String {
     }
 }
 
+/// The one time format of every report: ISO 8601 in UTC, to the second (`2025-03-01T13:00:00Z`).
+/// The dashboard prints the same and shows local time on hover.
 pub fn time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The headers of the gate evidence table (both renderers), and [`evidence_cells`] per row
+/// (unescaped text, in the same order, without the verdict and note).
+pub const EVIDENCE_HEAD: [&str; 10] = [
+    "metric",
+    "cohort",
+    "estimate",
+    "interval (at the cell's α)",
+    "bound",
+    "counts",
+    "unit · method",
+    "α",
+    "verdict",
+    "note",
+];
+
+/// The note under the evidence table that spells out the short method names.
+pub const METHOD_LEGEND: &str = "CS: anytime-valid confidence sequence; delta: delta-method \
+     variance over units. α is each cell's share after the Bonferroni split over metrics × \
+     cohorts; the interval is the one the verdict rests on.";
+
+/// The counts behind an evidence row, saying what they count (the sample-ratio row holds the
+/// candidate's share of the total, the abstention row abstentions of attempts).
+pub fn evidence_counts(e: &Evidence) -> String {
+    match e.method {
+        Method::ChiSquareSrm => match e.units {
+            Some((c, total)) => format!(
+                "candidate {c} of {total} units ({} of {} requests)",
+                e.candidate_n, e.stable_n
+            ),
+            None => format!("candidate {} of {} requests", e.candidate_n, e.stable_n),
+        },
+        Method::AbstentionRate => {
+            format!("{} of {} attempts abstained", e.candidate_n, e.stable_n)
+        }
+        _ => match e.units {
+            Some((c, s)) => format!(
+                "cand {} / stable {} ({c} / {s} units)",
+                e.candidate_n, e.stable_n
+            ),
+            None => format!("cand {} / stable {}", e.candidate_n, e.stable_n),
+        },
+    }
+}
+
+/// A short method name (the full one is [`Method::describe`]).
+pub fn method_short(m: Method) -> &'static str {
+    match m {
+        Method::None => "no data",
+        Method::PairedCs => "paired CS",
+        Method::TwoSampleCs => "two-sample CS",
+        Method::ProportionCs => "rate difference CS",
+        Method::WinRateCs => "win-rate CS",
+        Method::ExceedanceCs => "exceedance CS",
+        Method::RatioCs => "ratio CS",
+        Method::Ceiling => "ceiling CS",
+        Method::ChiSquareSrm => "χ² of the split",
+        Method::AbstentionRate => "rate vs threshold",
+        Method::ProportionDeltaCs => "rate difference CS, delta",
+        Method::PairedDeltaCs => "paired CS, delta",
+        Method::ExceedanceDeltaCs => "exceedance CS, delta",
+        Method::RatioDeltaCs => "ratio CS, delta",
+        Method::CeilingDelta => "ceiling CS, delta",
+    }
+}
+
+/// A cell's α: `–` for a threshold check (no α), scientific notation when tiny.
+pub fn alpha(e: &Evidence) -> String {
+    if e.method == Method::AbstentionRate || e.alpha.is_nan() || e.alpha <= 0.0 {
+        return MISSING.to_owned();
+    }
+    if e.alpha < 0.0001 {
+        format!("{:.1e}", e.alpha)
+    } else {
+        format!("{:.4}", e.alpha)
+    }
+}
+
+/// The estimate of an evidence row: χ² for the split, a rate for abstentions.
+pub fn evidence_estimate(e: &Evidence) -> String {
+    match e.method {
+        Method::ChiSquareSrm => format!("χ² {}", num(e.estimate, 3)),
+        Method::AbstentionRate => pct(e.estimate),
+        _ => num(e.estimate, 4),
+    }
+}
+
+/// The text cells of one evidence row, in [`EVIDENCE_HEAD`] order up to `α`.
+pub fn evidence_cells(e: &Evidence) -> [String; 8] {
+    let bound = match e.method {
+        Method::ChiSquareSrm => format!("p < {}", e.bound),
+        Method::AbstentionRate => format!("≤ {}", pct(Some(e.bound))),
+        _ => signed(e.bound, 4),
+    };
+    [
+        e.metric.clone(),
+        e.cohort.clone(),
+        evidence_estimate(e),
+        interval(e.interval, 4),
+        bound,
+        evidence_counts(e),
+        format!("{} · {}", e.unit.as_str(), method_short(e.method)),
+        alpha(e),
+    ]
+}
+
+/// Which data the traffic section's sample-ratio check covers, so that it is not read as the
+/// gate's row (computed when the gate decided, on the data until then).
+pub fn srm_scope(r: &StageReport) -> String {
+    let span = if r.stage.ended_at.is_some() {
+        "over the whole stage (to its end)"
+    } else {
+        "over the stage so far (at report time)"
+    };
+    match r.decision.as_ref().and_then(|d| d.transition.as_ref()) {
+        Some(t) => format!(
+            "{span}; the gate's row was computed at decision, {}",
+            time(t.at)
+        ),
+        None => span.to_owned(),
+    }
+}
+
+/// The candidate's share in a stage, saying what it is: shadow serves 0% whatever its mirror
+/// rate (`shadow: mirrored 100% of requests, 0% served`).
+pub fn stage_share(s: &StageInfo) -> String {
+    match s.mode {
+        StageMode::Shadow => format!(
+            "shadow: mirrored {} of requests (observed {}), 0% served",
+            percent(s.configured_percent),
+            percent(s.observed_percent)
+        ),
+        _ => format!(
+            "served: configured {} · observed {}",
+            percent(s.configured_percent),
+            percent(s.observed_percent)
+        ),
+    }
+}
+
+/// How a stage ended, from its outcome (the state the rollout moved to).
+pub fn ended_as(outcome: Option<&str>) -> String {
+    match outcome {
+        None => "running".to_owned(),
+        Some("rolled_back") => "rolled back".to_owned(),
+        Some("promoted") => "promoted (the rollout is done)".to_owned(),
+        Some("paused") => "paused".to_owned(),
+        Some(next) => format!("promoted → {}", next.replace('_', " ")),
+    }
+}
+
+/// The ramp as one line of text (the Markdown report's chart): every stage, shadow as
+/// "mirrored, 0% served", each decision, "you are here" on the current stage.
+pub fn ramp_line(r: &StageReport) -> String {
+    let n = r.plan.len().max(r.ramp.len());
+    (0..n as u32)
+        .map(|i| {
+            let point = r.ramp.iter().find(|p| p.index == i);
+            let planned = r.plan.iter().find(|p| p.index == i);
+            let mode = point
+                .map(|p| p.mode)
+                .filter(|m| *m != StageMode::Unknown)
+                .or(planned.map(|p| p.mode));
+            let pct = point.and_then(|p| p.percent).or(planned.map(|p| p.percent));
+            let name = point.map_or_else(|| format!("stage {i}"), |p| p.name.clone());
+            let share = match mode {
+                Some(StageMode::Shadow) => "mirrored, 0% served".to_owned(),
+                _ => format!("{} served", percent(pct)),
+            };
+            let status = match point {
+                None => " (planned)".to_owned(),
+                Some(p) => match (&p.action, &p.outcome) {
+                    (Some(a), _) => format!(" ({a})"),
+                    (None, Some(o)) => format!(" ({})", ended_as(Some(o))),
+                    _ => String::new(),
+                },
+            };
+            let here = if i == r.rollout.stage_index {
+                if r.summary.status == "running" {
+                    " ← you are here"
+                } else {
+                    " ← ended here"
+                }
+            } else {
+                ""
+            };
+            format!("{i} {name}: {share}{status}{here}")
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// What the worst-answers section shows, counted: "3 of 218 matched pairs shown (…)".
+pub fn worst_caption(r: &StageReport) -> String {
+    let total: u64 = r
+        .pairs
+        .iter()
+        .filter(|p| p.cohort == "all")
+        .map(|p| p.pairs)
+        .sum();
+    let repeats: u64 = r.worst_answers.iter().map(|w| w.repeats).sum();
+    let mut s = format!(
+        "{} of {total} matched pairs shown: failed hard checks first, then the lowest candidate \
+         scores below stable's",
+        r.worst_answers.len()
+    );
+    if repeats > 0 {
+        s.push_str(&format!(
+            "; {repeats} more with the same prompt and answers are counted, not repeated"
+        ));
+    }
+    s.push('.');
+    s
 }
 
 /// `1h 02m 03s`, `4m 05s`, `12.5s`.

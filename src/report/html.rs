@@ -12,6 +12,7 @@ use super::model::*;
 use super::sections::wtl_text;
 use super::svg::{self, ForestRow};
 use super::svg_latency::{self, Series};
+use super::{svg_forest, svg_ramp};
 use crate::gate::Method;
 
 /// Escapes text for HTML element content and double-quoted attributes.
@@ -20,8 +21,11 @@ pub fn esc(s: &str) -> String {
     html_escape::encode_double_quoted_attribute(s).into_owned()
 }
 
-/// The page style (screen and print), inlined into every report.
-const CSS: &str = include_str!("report.css");
+/// The charts' style, shared with the dashboard (served as `/ui/chart.css`).
+pub const CHART_CSS: &str = include_str!("chart.css");
+
+/// The page style (screen and print) and the charts' style, inlined into every report.
+const CSS: &str = concat!(include_str!("report.css"), include_str!("chart.css"));
 
 /// The `Content-Security-Policy` source that allows the report's one inline `<style>` block
 /// (`'sha256-…'`), and nothing else inline.
@@ -50,23 +54,40 @@ pub fn to_html(r: &StageReport) -> String {
     );
     let _ = writeln!(
         o,
-        "<header><h1>Stage report: {} · stage {} <code>{}</code></h1>\n<p class=\"meta\">candidate \
-         <code>{}</code> · rollout <code>{}</code> ({}) · generated {}</p></header>",
+        "<header><h1>{} · stage {} <code>{}</code></h1>\n<p class=\"meta\">stage report · rollout \
+         <code>{}</code> · generated {}</p></header>",
         esc(&r.deployment),
         r.stage.index,
         esc(&r.stage.name),
-        esc(&r.rollout.candidate),
         r.rollout.id,
-        esc(&r.rollout.state),
         f::time(r.generated_at)
     );
+    if let Some(l) = &r.links {
+        let _ = write!(
+            o,
+            "<nav class=\"links\"><a href=\"{}\">this stage in the dashboard</a>",
+            esc(&l.dashboard)
+        );
+        if let Some(p) = &l.previous {
+            let _ = write!(
+                o,
+                "<a href=\"{}\" rel=\"prev\">← previous stage's report</a>",
+                esc(p)
+            );
+        }
+        if let Some(n) = &l.next {
+            let _ = write!(
+                o,
+                "<a href=\"{}\" rel=\"next\">next stage's report →</a>",
+                esc(n)
+            );
+        }
+        o.push_str("</nav>\n");
+    }
+    summary(&mut o, r);
     decision(&mut o, r);
     overview(&mut o, r);
-    let _ = writeln!(
-        o,
-        "<section><h2>Ramp</h2>\n{}\n</section>",
-        svg::ramp_curve(&r.ramp, r.generated_at)
-    );
+    let _ = writeln!(o, "<section><h2>Ramp</h2>\n{}\n</section>", ramp_chart(r));
     evidence(&mut o, r);
     scores(&mut o, r);
     traffic(&mut o, r);
@@ -97,6 +118,41 @@ pub fn to_html(r: &StageReport) -> String {
     o
 }
 
+/// The ramp chart of a report: "you are here" on the rollout's current stage, this report's
+/// stage outlined.
+pub fn ramp_chart(r: &StageReport) -> String {
+    svg_ramp::ramp_chart(
+        &r.ramp,
+        &r.plan,
+        svg_ramp::Marks {
+            here: Some(r.rollout.stage_index),
+            running: r.summary.status == "running",
+            this_report: Some(r.stage.index),
+        },
+    )
+}
+
+/// The latency chart of a report (cohort `all`, one line per variant).
+pub fn latency_chart(r: &StageReport) -> String {
+    let overall: Vec<&VariantStats> = r.variants.iter().filter(|v| v.cohort == "all").collect();
+    let series: Vec<Series<'_>> = overall
+        .iter()
+        .map(|v| Series {
+            name: &v.variant,
+            class: if v.role == "stable" {
+                "stable"
+            } else {
+                "candidate"
+            },
+            buckets: &v.latency_ms.histogram,
+        })
+        .collect();
+    svg_latency::latency_chart(
+        &series,
+        "Latency distribution per variant: successful requests, served and mirrored",
+    )
+}
+
 pub(super) fn table(o: &mut String, head: &[&str], rows: &[Vec<String>]) {
     o.push_str("<table><thead><tr>");
     for h in head {
@@ -124,6 +180,32 @@ pub(super) fn table(o: &mut String, head: &[&str], rows: &[Vec<String>]) {
 /// A numeric cell (escaped, right-aligned).
 pub(super) fn n(s: String) -> String {
     format!("#{}", esc(&s))
+}
+
+/// The summary card (`report::summary`): headline, this stage's line, key evidence, banners.
+fn summary(o: &mut String, r: &StageReport) {
+    let c = &r.summary;
+    let _ = write!(
+        o,
+        "<section id=\"summary\" class=\"summary {0}\" data-status=\"{0}\">\
+         <p class=\"headline\"><span class=\"badge {0}\">{1}</span> {2}</p>",
+        esc(&c.status),
+        esc(&c.status.replace('_', " ")),
+        esc(&c.headline)
+    );
+    if let Some(line) = &c.stage_line {
+        let _ = write!(o, "<p class=\"stage-line\">{}</p>", esc(line));
+    }
+    let _ = write!(
+        o,
+        "<p class=\"key-evidence\"><strong>Key evidence ({}):</strong> {}</p>",
+        esc(&c.evidence_when),
+        esc(&c.evidence)
+    );
+    for b in &c.banners {
+        let _ = write!(o, "<p class=\"banner\" role=\"alert\">{}</p>", esc(b));
+    }
+    o.push_str("</section>\n");
 }
 
 fn decision(o: &mut String, r: &StageReport) {
@@ -167,19 +249,26 @@ fn overview(o: &mut String, r: &StageReport) {
         StageMode::Live => "live",
         StageMode::Unknown => "unknown",
     };
+    let ro = &r.rollout;
     let rows = vec![
+        vec![
+            "Rollout".into(),
+            format!(
+                "<code>{}</code> · stable <code>{}</code> → candidate <code>{}</code> (variant \
+                 <code>{}</code>) · config v{} · state <code>{}</code>",
+                ro.id,
+                esc(ro.stable_model.as_deref().unwrap_or("?")),
+                esc(ro.candidate_model.as_deref().unwrap_or("?")),
+                esc(&ro.candidate),
+                ro.config_version,
+                esc(&ro.state)
+            ),
+        ],
         vec![
             "Stage".into(),
             format!("{} <code>{}</code> · {mode}", s.index, esc(&s.name)),
         ],
-        vec![
-            "Candidate percentage".into(),
-            format!(
-                "configured {} · observed {}",
-                f::percent(s.configured_percent),
-                f::percent(s.observed_percent)
-            ),
-        ],
+        vec!["Candidate".into(), esc(&f::stage_share(s))],
         vec![
             "Window".into(),
             format!(
@@ -189,11 +278,18 @@ fn overview(o: &mut String, r: &StageReport) {
                 f::duration(s.duration_seconds)
             ),
         ],
+        vec!["Ended as".into(), esc(&f::ended_as(s.outcome.as_deref()))],
         vec![
-            "Outcome".into(),
-            esc(s.outcome.as_deref().unwrap_or(f::MISSING)),
+            "Judged pairs".into(),
+            format!(
+                "{} (pairs with a judgment or check result, to {})",
+                r.judge.judged_pairs,
+                s.ended_at.map_or_else(
+                    || "report time".to_owned(),
+                    |_| "the stage's end".to_owned()
+                )
+            ),
         ],
-        vec!["Judged pairs".into(), r.judge.judged_pairs.to_string()],
     ];
     o.push_str("<section><h2>Overview</h2>\n");
     table(o, &["", ""], &rows);
@@ -202,49 +298,47 @@ fn overview(o: &mut String, r: &StageReport) {
 
 fn evidence(o: &mut String, r: &StageReport) {
     let Some(d) = &r.decision else { return };
-    o.push_str("<section><h2>Gate evidence</h2>\n");
+    let when = d.transition.as_ref().map_or_else(
+        || "recomputed now".to_owned(),
+        |t| format!("at decision, {}", f::time(t.at)),
+    );
+    let _ = writeln!(
+        o,
+        "<section><h2>Gate evidence <span class=\"muted\">({when})</span></h2>"
+    );
     let rows: Vec<Vec<String>> = d
         .evidence
         .iter()
         .map(|e| {
+            let [metric, cohort, est, iv, bound, counts, method, alpha] = f::evidence_cells(e);
             vec![
-                esc(&e.metric),
-                esc(&e.cohort),
-                n(f::num(e.estimate, 4)),
-                n(f::interval(e.interval, 4)),
-                n(f::signed(e.bound, 4)),
-                n(format!("{} / {}", e.candidate_n, e.stable_n)),
-                n(e.units
-                    .map_or_else(|| "–".to_owned(), |(c, s)| format!("{c} / {s}"))),
-                esc(e.unit.as_str()),
-                esc(e.method.describe()),
-                n(format!("{:.4}", e.alpha)),
+                esc(&metric),
+                esc(&cohort),
+                n(est),
+                n(iv),
+                n(bound),
+                esc(&counts),
                 format!(
-                    "<span class=\"verdict v-{0}\">{0}</span>",
-                    esc(e.verdict.as_str())
+                    "<span title=\"{}\">{}</span>",
+                    esc(e.method.describe()),
+                    esc(&method)
+                ),
+                n(alpha),
+                format!(
+                    "<span class=\"verdict v-{}\">{}</span>",
+                    esc(e.verdict.as_str()),
+                    esc(&super::summary::verdict_words(e.verdict))
                 ),
                 esc(e.note.as_deref().unwrap_or("")),
             ]
         })
         .collect();
-    table(
-        o,
-        &[
-            "metric",
-            "cohort",
-            "estimate",
-            "interval",
-            "bound",
-            "n cand / stable",
-            "units cand / stable",
-            "unit of analysis",
-            "method",
-            "α",
-            "verdict",
-            "note",
-        ],
-        &rows,
-    );
+    if let Some(chart) = svg_forest::evidence_forest(&d.evidence) {
+        o.push_str(&chart);
+        o.push('\n');
+    }
+    table(o, &f::EVIDENCE_HEAD, &rows);
+    let _ = writeln!(o, "<p class=\"muted small\">{}</p>", esc(f::METHOD_LEGEND));
     o.push_str("</section>\n");
 }
 
@@ -264,9 +358,9 @@ fn bound_for(r: &StageReport, metric: &str, cohort: &str) -> Option<f64> {
 fn scores(o: &mut String, r: &StageReport) {
     let _ = writeln!(
         o,
-        "<section><h2>Score differences</h2>\n<p class=\"muted\">candidate − stable, {} \
-         anytime-valid confidence sequences (valid however often they are looked at); dashed: the \
-         gate's bound.</p>",
+        "<section><h2>Score differences</h2>\n<p class=\"muted\">candidate − stable per criterion \
+         and check, with {} anytime-valid confidence sequences (the report's level; the gate's \
+         own intervals, at its Bonferroni-split α, are the gate evidence above).</p>",
         f::level(r)
     );
     let forest: Vec<ForestRow> = r
@@ -282,12 +376,11 @@ fn scores(o: &mut String, r: &StageReport) {
             })
         })
         .collect();
-    if forest.is_empty() {
-        o.push_str("<p class=\"muted\">No scored criterion with enough data.</p>\n");
-    } else {
+    // With a decision the gate's forest plot is the chart; this one only when there is none.
+    if r.decision.is_none() && !forest.is_empty() {
         o.push_str(&svg::forest_plot(
             &forest,
-            "Score difference per criterion and cohort",
+            "Score difference per criterion and cohort (report level)",
         ));
         o.push('\n');
     }
@@ -374,23 +467,7 @@ fn scores(o: &mut String, r: &StageReport) {
 
 fn traffic(o: &mut String, r: &StageReport) {
     o.push_str("<section><h2>Traffic, errors, latency and cost</h2>\n");
-    let overall: Vec<&VariantStats> = r.variants.iter().filter(|v| v.cohort == "all").collect();
-    let series: Vec<Series<'_>> = overall
-        .iter()
-        .map(|v| Series {
-            name: &v.variant,
-            class: if v.role == "stable" {
-                "stable"
-            } else {
-                "candidate"
-            },
-            buckets: &v.latency_ms.histogram,
-        })
-        .collect();
-    o.push_str(&svg_latency::latency_chart(
-        &series,
-        "Latency distribution per variant (successful requests)",
-    ));
+    o.push_str(&latency_chart(r));
     o.push('\n');
     let rows: Vec<Vec<String>> = r
         .variants
@@ -476,8 +553,9 @@ fn traffic(o: &mut String, r: &StageReport) {
     let requests: Vec<String> = sr.requests.iter().map(u64::to_string).collect();
     let _ = writeln!(
         o,
-        "<p><strong>Sample-ratio check (units):</strong> {} — {}; χ² {}, p {}, α {}. \
+        "<p><strong>Sample-ratio check, {} (units):</strong> {} — {}; χ² {}, p {}, α {}. \
          Requests served (information only): {}; χ² {}, p {}.</p>\n</section>",
+        esc(&f::srm_scope(r)),
         esc(&sr.note),
         split.join(", "),
         f::num(sr.chi_square, 3),

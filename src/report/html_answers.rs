@@ -6,23 +6,37 @@ use std::fmt::Write as _;
 
 use super::format as f;
 use super::html::{esc, n, table};
+use super::html_markdown::{blocks, inline};
 use super::model::StageReport;
 
 pub(super) fn worst(o: &mut String, r: &StageReport) {
     if r.worst_answers.is_empty() {
         return;
     }
-    o.push_str("<section><h2>Worst candidate answers</h2>\n");
+    let _ = writeln!(
+        o,
+        "<section><h2>Worst candidate answers</h2>\n<p class=\"muted\">{}</p>",
+        esc(&super::format::worst_caption(r))
+    );
     for (i, w) in r.worst_answers.iter().enumerate() {
         let _ = write!(
             o,
-            "<article><h3>{}. Request <code>{}</code> <span class=\"muted\">{}</span></h3><ul>",
+            "<article><h3>{}. Request <code>{}</code> <span class=\"muted\">{}</span></h3>",
             i + 1,
             w.request_id,
             esc(&w.cohort)
         );
+        if w.repeats > 0 {
+            let _ = write!(
+                o,
+                "<p class=\"muted\">The same prompt and answers in {} more picked pair{}.</p>",
+                w.repeats,
+                if w.repeats == 1 { "" } else { "s" }
+            );
+        }
+        o.push_str("<ul>");
         for reason in &w.reasons {
-            let _ = write!(o, "<li>{}</li>", esc(reason));
+            let _ = write!(o, "<li>{}</li>", inline(reason));
         }
         o.push_str("</ul>");
         if let Some(prompt) = &w.prompt {
@@ -39,11 +53,13 @@ pub(super) fn worst(o: &mut String, r: &StageReport) {
         ] {
             let _ = write!(
                 o,
-                "<figure><figcaption>{who}{}</figcaption><pre>{}</pre></figure>",
+                "<figure><figcaption>{who}{}</figcaption><div class=\"answer\">{}</div></figure>",
                 error
                     .as_deref()
                     .map_or(String::new(), |e| format!(" (error: {})", esc(e))),
-                esc(answer.as_deref().unwrap_or("(no answer)"))
+                answer
+                    .as_deref()
+                    .map_or_else(|| "<p class=\"muted\">(no answer)</p>".to_owned(), blocks)
             );
         }
         o.push_str("</div>");

@@ -46,6 +46,29 @@ pub fn code(s: &str) -> String {
     format!("`{inner}`")
 }
 
+/// One line of text whose `` `code` `` spans stay code spans (through [`code`]) and whose
+/// other parts are escaped with [`cell`]; an unmatched backtick is escaped.
+pub fn cell_with_code(s: &str) -> String {
+    let parts: Vec<&str> = s.split('`').collect();
+    let matched = if parts.len() % 2 == 1 {
+        parts.len()
+    } else {
+        parts.len() - 1
+    };
+    let mut out = String::with_capacity(s.len() + 8);
+    for (i, p) in parts.iter().enumerate() {
+        if i >= matched {
+            out.push_str("\\`");
+            out.push_str(&cell(p));
+        } else if i % 2 == 1 {
+            out.push_str(&code(p));
+        } else {
+            out.push_str(&cell(p));
+        }
+    }
+    out
+}
+
 /// A fenced block that `text` cannot close early.
 pub(super) fn fenced(out: &mut String, text: &str) {
     let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
@@ -71,6 +94,17 @@ pub fn to_markdown(r: &StageReport) -> String {
         r.stage.index,
         code(&r.stage.name)
     );
+    if let Some(l) = &r.links {
+        let mut parts = vec![format!("[this stage in the dashboard](<{}>)", l.dashboard)];
+        if let Some(p) = &l.previous {
+            parts.push(format!("[← previous stage's report](<{p}>)"));
+        }
+        if let Some(n) = &l.next {
+            parts.push(format!("[next stage's report →](<{n}>)"));
+        }
+        let _ = writeln!(o, "{}\n", parts.join(" · "));
+    }
+    summary(&mut o, r);
     decision(&mut o, r);
     overview(&mut o, r);
     evidence(&mut o, r);
@@ -103,6 +137,30 @@ pub fn to_markdown(r: &StageReport) -> String {
         f::time(r.generated_at)
     );
     o
+}
+
+/// The summary card (`report::summary`) as a quote block.
+fn summary(o: &mut String, r: &StageReport) {
+    let c = &r.summary;
+    let _ = writeln!(
+        o,
+        "> **{}** · {}\n>",
+        c.status.replace('_', " ").to_uppercase(),
+        cell(&c.headline)
+    );
+    if let Some(line) = &c.stage_line {
+        let _ = writeln!(o, "> {}\n>", cell(line));
+    }
+    let _ = writeln!(
+        o,
+        "> **Key evidence ({}):** {}",
+        cell(&c.evidence_when),
+        cell(&c.evidence)
+    );
+    for b in &c.banners {
+        let _ = writeln!(o, ">\n> ⚠ **{}**", cell(b));
+    }
+    o.push('\n');
 }
 
 fn decision(o: &mut String, r: &StageReport) {
@@ -144,20 +202,22 @@ fn overview(o: &mut String, r: &StageReport) {
         vec![
             "Rollout".into(),
             format!(
-                "`{}` · candidate {} · state {}",
+                "`{}` · stable {} → candidate {} (variant {}) · config v{} · state {}",
                 r.rollout.id,
+                code(r.rollout.stable_model.as_deref().unwrap_or("?")),
+                code(r.rollout.candidate_model.as_deref().unwrap_or("?")),
                 code(&r.rollout.candidate),
+                r.rollout.config_version,
                 code(&r.rollout.state)
             ),
         ],
         vec![
             "Stage".into(),
             format!(
-                "{} {} · {mode} · configured {} · observed {}",
+                "{} {} · {mode} · {}",
                 s.index,
                 code(&s.name),
-                f::percent(s.configured_percent),
-                f::percent(s.observed_percent)
+                cell(&f::stage_share(s))
             ),
         ],
         vec![
@@ -168,11 +228,16 @@ fn overview(o: &mut String, r: &StageReport) {
                 f::duration(s.duration_seconds)
             ),
         ],
+        vec!["Ended as".into(), cell(&f::ended_as(s.outcome.as_deref()))],
         vec![
-            "Outcome".into(),
-            s.outcome.as_deref().map_or(f::MISSING.into(), cell),
+            "Judged pairs".into(),
+            format!(
+                "{} (pairs with a judgment or check result, to {})",
+                r.judge.judged_pairs,
+                s.ended_at.map_or("report time", |_| "the stage's end")
+            ),
         ],
-        vec!["Judged pairs".into(), r.judge.judged_pairs.to_string()],
+        vec!["Ramp".into(), cell(&f::ramp_line(r))],
     ];
     table(o, &["", ""], &rows);
 }
@@ -182,46 +247,23 @@ fn evidence(o: &mut String, r: &StageReport) {
     if d.evidence.is_empty() {
         return;
     }
-    o.push_str("## Gate evidence\n\n");
+    let when = d.transition.as_ref().map_or_else(
+        || "recomputed now".to_owned(),
+        |t| format!("at decision, {}", f::time(t.at)),
+    );
+    let _ = writeln!(o, "## Gate evidence ({when})\n");
     let rows: Vec<Vec<String>> = d
         .evidence
         .iter()
         .map(|e| {
-            vec![
-                cell(&e.metric),
-                cell(&e.cohort),
-                f::num(e.estimate, 4),
-                f::interval(e.interval, 4),
-                f::signed(e.bound, 4),
-                format!("{} / {}", e.candidate_n, e.stable_n),
-                e.units
-                    .map_or_else(|| "–".to_owned(), |(c, s)| format!("{c} / {s}")),
-                e.unit.as_str().to_owned(),
-                e.method.describe().to_owned(),
-                format!("{:.4}", e.alpha),
-                format!("**{}**", e.verdict.as_str()),
-                e.note.as_deref().map_or(String::new(), cell),
-            ]
+            let mut row: Vec<String> = f::evidence_cells(e).iter().map(|c| cell(c)).collect();
+            row.push(format!("**{}**", super::summary::verdict_words(e.verdict)));
+            row.push(e.note.as_deref().map_or(String::new(), cell));
+            row
         })
         .collect();
-    table(
-        o,
-        &[
-            "metric",
-            "cohort",
-            "estimate",
-            "interval",
-            "bound",
-            "n cand / stable",
-            "units cand / stable",
-            "unit of analysis",
-            "method",
-            "α",
-            "verdict",
-            "note",
-        ],
-        &rows,
-    );
+    table(o, &f::EVIDENCE_HEAD, &rows);
+    let _ = writeln!(o, "_{}_\n", f::METHOD_LEGEND);
 }
 
 fn scores(o: &mut String, r: &StageReport) {
@@ -388,8 +430,9 @@ fn traffic(o: &mut String, r: &StageReport) {
     let requests: Vec<String> = sr.requests.iter().map(u64::to_string).collect();
     let _ = writeln!(
         o,
-        "**Sample-ratio check (units):** {} — {}; χ² {}, p {}, α {}. Requests served \
+        "**Sample-ratio check, {} (units):** {} — {}; χ² {}, p {}, α {}. Requests served \
          (information only): {}; χ² {}, p {}.\n",
+        cell(&f::srm_scope(r)),
         cell(&sr.note),
         split.join(", "),
         f::num(sr.chi_square, 3),

@@ -5,14 +5,18 @@
 use std::fmt::Write as _;
 
 use super::format as f;
-use super::markdown::{cell, code, fenced, table};
+use super::markdown::{cell, cell_with_code, code, fenced, table};
 use super::model::StageReport;
 
 pub(super) fn worst(o: &mut String, r: &StageReport) {
     if r.worst_answers.is_empty() {
         return;
     }
-    o.push_str("## Worst candidate answers\n\n");
+    let _ = writeln!(
+        o,
+        "## Worst candidate answers\n\n_{}_\n",
+        f::worst_caption(r)
+    );
     for (i, w) in r.worst_answers.iter().enumerate() {
         let _ = writeln!(
             o,
@@ -21,8 +25,16 @@ pub(super) fn worst(o: &mut String, r: &StageReport) {
             w.request_id,
             cell(&w.cohort)
         );
+        if w.repeats > 0 {
+            let _ = writeln!(
+                o,
+                "_The same prompt and answers in {} more picked pair{}._\n",
+                w.repeats,
+                if w.repeats == 1 { "" } else { "s" }
+            );
+        }
         for reason in &w.reasons {
-            let _ = writeln!(o, "- {}", cell(reason));
+            let _ = writeln!(o, "- {}", cell_with_code(reason));
         }
         o.push('\n');
         if let Some(prompt) = &w.prompt {

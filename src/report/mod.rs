@@ -4,7 +4,8 @@
 //! Owns: the report model and its stable JSON schema (`model`, documented in
 //! `docs/report-schema.md`), the builder that reads the store (`build`, `worst`), the pure
 //! conversions and statistics glue (`sections`, `stats`; the gate's input comes from `crate::gate_input`), the pure renderers
-//! (`markdown`, `html`, `svg`, and [`to_json`]); `canarist report` is `cli::report`.
+//! (`markdown`, `html`, `svg`, and [`to_json`]), the summary card (`summary`) and the charts
+//! the dashboard shows too (`svg_ramp`, `svg_forest`, `svg_latency`: one renderer for both); `canarist report` is `cli::report`.
 //! Never: writes to the store, changes a rollout, or decides anything — a decision shown in a
 //! report is the one the controller recorded, or `gate::evaluate` re-run and labelled so. The
 //! HTML never references anything outside the file and escapes every text that came from users
@@ -16,21 +17,26 @@ mod build;
 mod format;
 mod html;
 mod html_answers;
+mod html_markdown;
 mod markdown;
 mod markdown_answers;
 pub mod model;
 mod sections;
 mod stats;
+mod summary;
 pub mod svg;
+pub mod svg_forest;
 pub mod svg_latency;
+pub mod svg_ramp;
 mod worst;
 
 pub use build::{
-    BuildOptions, DEFAULT_ALPHA, DEFAULT_TARGET_N, build_all, build_with, recorded_decision,
+    BuildOptions, DEFAULT_ALPHA, DEFAULT_TARGET_N, Models, build_all, build_with, recorded_decision,
 };
-pub use html::{style_source, to_html};
+pub use html::{CHART_CSS, latency_chart, ramp_chart, style_source, to_html};
 pub use markdown::to_markdown;
-pub use model::{AaReport, REFERENCE_LABEL, SCHEMA_VERSION, StageReport};
+pub use model::{AaReport, REFERENCE_LABEL, SCHEMA_VERSION, StageReport, Summary};
+pub use summary::summarize;
 
 use crate::store::{Store, StoreError};
 
@@ -62,6 +68,15 @@ pub async fn build(
     stage: u32,
 ) -> Result<StageReport, ReportError> {
     build_with(store, deployment, stage, &BuildOptions::default()).await
+}
+
+/// The gate's forest plot of a report (`None` without a decision or intervals): the chart the
+/// HTML page draws in its gate evidence section.
+pub fn forest_chart(report: &StageReport) -> Option<String> {
+    report
+        .decision
+        .as_ref()
+        .and_then(|d| svg_forest::evidence_forest(&d.evidence))
 }
 
 /// The report as pretty JSON (the documented schema), with a trailing newline.

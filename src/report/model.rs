@@ -27,10 +27,22 @@ pub struct StageReport {
     pub schema_version: u32,
     pub generated_at: DateTime<Utc>,
     pub deployment: String,
+    /// The first thing a reader needs: which model replaced which, what happened, why
+    /// (`summary`). Computed from the rest of the report.
+    #[serde(default)]
+    pub summary: Summary,
     pub rollout: RolloutInfo,
     pub stage: StageInfo,
     /// Every stage of the rollout so far (for the ramp curve).
     pub ramp: Vec<RampPoint>,
+    /// The configured ramp, every stage (so the curve's axis ends at the last stage, not at
+    /// the last stage reached); empty when the report was built without the ramp.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedStage>,
+    /// Links to the dashboard's view of this stage and to the neighbouring stages' reports;
+    /// absent when the report was built without knowing where the dashboard is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Links>,
     /// The confidence level of every interval in this report is `1 − interval_alpha`; intervals
     /// are anytime-valid confidence sequences tuned for `interval_target_n` observations.
     pub interval_alpha: f64,
@@ -75,10 +87,66 @@ impl AaReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutInfo {
     pub id: Uuid,
+    /// The candidate variant's name (in the config's `candidates`).
     pub candidate: String,
+    /// The upstream model stable calls, from the config the report was built with; `null`
+    /// when the report was built without it.
+    #[serde(default)]
+    pub stable_model: Option<String>,
+    /// The upstream model of the candidate variant, likewise.
+    #[serde(default)]
+    pub candidate_model: Option<String>,
     /// The rollout's current state (e.g. `canary`, `promoted`, `rolled_back`).
     pub state: String,
+    /// The stage the rollout is in now (or ended in).
+    #[serde(default)]
+    pub stage_index: u32,
+    /// The config version written with the rollout's last transition.
+    #[serde(default)]
+    pub config_version: u64,
     pub created_at: DateTime<Utc>,
+    /// The rollout's latest transition (who moved it last, when, why).
+    #[serde(default)]
+    pub last_transition: Option<TransitionRef>,
+}
+
+/// The one-glance summary every renderer puts first (`summary::summarize`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// `promoted`, `rolled_back`, or `running` (any other state: shadow, canary, paused,
+    /// awaiting approval).
+    pub status: String,
+    /// "stable A → candidate B (config vN): rolled back at stage 1 canary-10 by gate, TIME,
+    /// because …".
+    pub headline: String,
+    /// This stage's decision in one line, when the rollout's last move was elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_line: Option<String>,
+    /// The key evidence in one line: each gate metric's estimate, interval and verdict.
+    pub evidence: String,
+    /// When that evidence was computed: `at decision, TIME` or `recomputed now`.
+    #[serde(default)]
+    pub evidence_when: String,
+    /// Checks that block promotion (sample-ratio mismatch, abstentions), each one sentence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub banners: Vec<String>,
+}
+
+/// Dashboard URLs (`…/ui#/deployments/NAME/stages/K`; `…/report` opens that stage's report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Links {
+    pub dashboard: String,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+}
+
+/// A stage of the configured ramp.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStage {
+    pub index: u32,
+    pub mode: StageMode,
+    /// Live: the candidate's share; shadow: the mirror sample rate (clients still get stable).
+    pub percent: f64,
 }
 
 /// How the candidate received traffic in a stage.
@@ -117,6 +185,9 @@ pub struct StageInfo {
 pub struct RampPoint {
     pub index: u32,
     pub name: String,
+    /// Shadow stages serve 0% from the candidate whatever `percent` (their mirror rate) says.
+    #[serde(default = "unknown_mode")]
+    pub mode: StageMode,
     /// Configured when known, else observed.
     pub percent: Option<f64>,
     pub started_at: DateTime<Utc>,
@@ -124,6 +195,10 @@ pub struct RampPoint {
     pub outcome: Option<String>,
     /// `promote`, `hold` or `rollback` as recorded for the stage, when recorded.
     pub action: Option<String>,
+}
+
+fn unknown_mode() -> StageMode {
+    StageMode::Unknown
 }
 
 /// A latency or time-to-first-token distribution over successful requests, in milliseconds.
@@ -318,6 +393,10 @@ pub struct TransitionRef {
     pub from_stage: u32,
     pub to_stage: u32,
     pub reason: String,
+    /// The gate decision's own reason, when the transition carries one (its `reason` may be
+    /// only "gate rollback").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_reason: Option<String>,
 }
 
 /// One of the worst candidate answers, beside stable's answer to the same request.
@@ -335,6 +414,9 @@ pub struct WorstAnswer {
     /// no body was kept.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// Further picked pairs with the same prompt and the same two answers, shown once here.
+    #[serde(default)]
+    pub repeats: u64,
     pub candidate_answer: Option<String>,
     pub stable_answer: Option<String>,
     pub candidate_error: Option<String>,

@@ -1,16 +1,13 @@
-//! Inline SVG charts for the HTML report: scales and drawing primitives, the ramp curve over
-//! time and a forest plot of score-difference intervals (latency distributions per variant are
-//! in `svg_latency`). Each chart is a string
+//! Inline SVG charts for the HTML report and the dashboard: scales and drawing primitives and
+//! a forest plot of score-difference intervals at the report's level (the ramp is `svg_ramp`,
+//! the gate's own intervals `svg_forest`, latency distributions `svg_latency`). Each chart is a string
 //! holding one `<svg>` element with a `<title>`, sized by `viewBox` so that it scales with the
 //! page and prints sharply (inline SVG in HTML needs no namespace, so the file names no URL). Labels are escaped. Pure: no I/O, no clock, deterministic output
 //! (coordinates rounded to 0.1).
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
 use html_escape::encode_text;
-
-use super::model::RampPoint;
 
 /// How a scale transforms its domain before mapping it linearly onto its range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,138 +128,6 @@ pub(super) fn line(o: &mut String, (x1, y1): (f64, f64), (x2, y2): (f64, f64), c
     );
 }
 
-/// The CSS class of a stage decision or outcome marker.
-/// An outcome is the state the rollout moved to: a stage left for any state but rollback or
-/// pause was promoted.
-fn action_class(p: &RampPoint) -> &'static str {
-    match (p.action.as_deref(), p.outcome.as_deref()) {
-        (Some("promote"), _) => "ok",
-        (Some("rollback"), _) => "bad",
-        (Some("hold"), _) => "warn",
-        (_, Some("rolled_back")) => "bad",
-        (_, Some("paused")) => "warn",
-        (_, Some(_)) => "ok",
-        _ => "none",
-    }
-}
-
-/// Candidate percentage per stage over time (square-root y axis), with each stage's decision
-/// as a coloured marker at its end (green promote, red rollback, amber hold, grey none).
-pub fn ramp_curve(points: &[RampPoint], now: DateTime<Utc>) -> String {
-    let (w, h) = (720u32, 260u32);
-    let (left, right, top, bottom) = (52.0, 700.0, 24.0, 214.0);
-    let mut o = String::new();
-    open(
-        &mut o,
-        w,
-        h,
-        "Ramp: candidate percentage per stage over time",
-    );
-    let Some(first) = points.first() else {
-        text(&mut o, 360.0, 130.0, "middle", "muted", "no stages");
-        o.push_str("</svg>");
-        return o;
-    };
-    let end_of = |p: &RampPoint| p.ended_at.unwrap_or(now).max(p.started_at);
-    let t0 = first.started_at.timestamp_millis() as f64;
-    let t1 = points
-        .iter()
-        .map(|p| end_of(p).timestamp_millis() as f64)
-        .fold(t0, f64::max);
-    let x = Scale::new((t0, t1), (left, right), Transform::Linear);
-    let y = Scale::new((0.0, 100.0), (bottom, top), Transform::Sqrt);
-    for t in [0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0] {
-        line(&mut o, (left, y.map(t)), (right, y.map(t)), "grid");
-        text(
-            &mut o,
-            left - 6.0,
-            y.map(t) + 4.0,
-            "end",
-            "axis",
-            &format!("{t}%"),
-        );
-    }
-    let mut path = String::new();
-    for (i, p) in points.iter().enumerate() {
-        let pct = p.percent.unwrap_or(0.0).clamp(0.0, 100.0);
-        let (xa, xb) = (
-            x.map(p.started_at.timestamp_millis() as f64),
-            x.map(end_of(p).timestamp_millis() as f64),
-        );
-        let _ = write!(
-            path,
-            "{}{} {} L{} {} ",
-            if i == 0 { "M" } else { "L" },
-            r1(xa),
-            r1(y.map(pct)),
-            r1(xb),
-            r1(y.map(pct))
-        );
-    }
-    let _ = write!(o, r#"<path d="{}" class="ramp"/>"#, path.trim_end());
-    for p in points {
-        let pct = p.percent.unwrap_or(0.0).clamp(0.0, 100.0);
-        let xb = x.map(end_of(p).timestamp_millis() as f64);
-        let pct_text = p.percent.map_or("?%".into(), |v| {
-            let s = format!("{v:.2}");
-            format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
-        });
-        let label = match (&p.action, &p.outcome) {
-            (Some(a), _) => format!("{} {pct_text} · {a}", p.name),
-            (None, Some(to)) => format!("{} {pct_text} → {to}", p.name),
-            (None, None) => format!("{} {pct_text}", p.name),
-        };
-        let _ = write!(
-            o,
-            r#"<circle cx="{}" cy="{}" r="5" class="marker {}"><title>{}</title></circle>"#,
-            r1(xb),
-            r1(y.map(pct)),
-            action_class(p),
-            encode_text(&format!(
-                "stage {} {}: {}% {}",
-                p.index,
-                p.name,
-                p.percent.map_or("?".into(), |v| format!("{v}")),
-                p.action
-                    .as_deref()
-                    .or(p.outcome.as_deref())
-                    .unwrap_or("no decision")
-            ))
-        );
-        let xa = x.map(p.started_at.timestamp_millis() as f64);
-        text(&mut o, xa + 3.0, y.map(pct) - 8.0, "start", "label", &label);
-    }
-    let fmt = |t: DateTime<Utc>| t.format("%m-%d %H:%M").to_string();
-    text(
-        &mut o,
-        left,
-        bottom + 20.0,
-        "start",
-        "axis",
-        &fmt(first.started_at),
-    );
-    if let Some(last) = points.last() {
-        text(
-            &mut o,
-            right,
-            bottom + 20.0,
-            "end",
-            "axis",
-            &fmt(end_of(last)),
-        );
-    }
-    text(
-        &mut o,
-        (left + right) / 2.0,
-        bottom + 38.0,
-        "middle",
-        "axis",
-        "time (UTC)",
-    );
-    o.push_str("</svg>");
-    o
-}
-
 /// One interval of a forest plot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForestRow {
@@ -361,7 +226,6 @@ pub fn forest_plot(rows: &[ForestRow], title: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     #[test]
     fn scales_map_domain_ends_onto_range_ends() {
@@ -417,32 +281,5 @@ mod tests {
         );
         assert!(svg.contains(r#"class="ci bad""#) && svg.contains(r#"class="ci ok""#));
         assert!(svg.contains("&lt;b&gt;x&lt;/b&gt;") && !svg.contains("<b>"));
-    }
-
-    #[test]
-    fn ramp_curve_marks_every_stage_with_its_decision() {
-        let t = |m: i64| Utc.timestamp_opt(1_700_000_000 + m * 60, 0).unwrap();
-        let p = |i: u32, pct: f64, a: i64, b: Option<i64>, action: Option<&str>| RampPoint {
-            index: i,
-            name: format!("s{i}"),
-            percent: Some(pct),
-            started_at: t(a),
-            ended_at: b.map(t),
-            outcome: None,
-            action: action.map(str::to_owned),
-        };
-        let points = vec![
-            p(0, 100.0, 0, Some(30), Some("promote")),
-            p(1, 1.0, 30, Some(90), Some("rollback")),
-            p(2, 25.0, 90, None, None),
-        ];
-        let svg = ramp_curve(&points, t(120));
-        assert_eq!(svg.matches("<circle").count(), 3);
-        assert!(
-            svg.contains("marker ok") && svg.contains("marker bad") && svg.contains("marker none")
-        );
-        // Stage 1 (1%) ends at minute 90 of 120: x = 52 + 0.75·648 = 538; y = 214 − 0.1·190.
-        assert!(svg.contains(r#"cx="538" cy="195""#), "{svg}");
-        assert!(ramp_curve(&[], t(0)).contains("no stages"));
     }
 }

@@ -133,9 +133,21 @@ pub fn latency_chart(series: &[Series<'_>], title: &str) -> String {
         );
     }
     line(&mut o, (left, bottom), (right, bottom), "grid");
+    // The y axis: the share of a variant's successful requests per bin.
+    line(&mut o, (left, top), (left, bottom), "grid");
+    for t in super::svg::ticks(0.0, peak, 3) {
+        text(
+            &mut o,
+            left - 4.0,
+            y.map(t) + 4.0,
+            "end",
+            "axis",
+            &format!("{}%", (t * 1000.0).round() / 10.0),
+        );
+    }
     for (i, (s, bins)) in series.iter().zip(&binned).enumerate() {
         let total: u64 = bins.iter().map(|b| b.2).sum();
-        let lx = left + 200.0 * i as f64;
+        let lx = left + 320.0 * i as f64;
         line(
             &mut o,
             (lx, 14.0),
@@ -148,7 +160,7 @@ pub fn latency_chart(series: &[Series<'_>], title: &str) -> String {
             18.0,
             "start",
             "label",
-            &format!("{} (n={total})", s.name),
+            &format!("{}: {total} successful requests", s.name),
         );
         if total == 0 {
             continue;
@@ -227,7 +239,11 @@ mod tests {
             "latency",
         );
         assert_eq!(svg.matches(r#"<path"#).count(), 2);
-        assert!(svg.contains("stable (n=10)") && svg.contains("50 ms") && svg.contains("20 ms"));
+        assert!(
+            svg.contains("stable: 10 successful requests")
+                && svg.contains("50 ms")
+                && svg.contains("20 ms")
+        );
         assert!(latency_chart(&[], "x").contains("no successful requests"));
     }
 }

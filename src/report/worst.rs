@@ -4,7 +4,9 @@
 //! Selection: pairs where the candidate failed a hard check come first (those where stable
 //! passed it before those where both failed), then pairs with the lowest candidate judge scores
 //! among those where the candidate scored below stable (or stable has no score). Each pair is
-//! listed once, with every reason it was picked. At most `limit` pairs.
+//! listed once, with every reason it was picked; a pair with the same prompt and the same two
+//! answers as one already listed (a popular question answered the same way again) is not shown
+//! again but counted in that entry's `repeats`. At most `limit` entries.
 //! I/O: store reads only, each bounded. Fails closed on store errors.
 
 use uuid::Uuid;
@@ -85,15 +87,24 @@ pub async fn worst_answers(
             Some(l.candidate_score),
         );
     }
-    let mut out = Vec::new();
+    let mut out: Vec<WorstAnswer> = Vec::new();
     for p in picks {
-        if out.len() >= limit as usize {
-            break;
-        }
         // A pair whose observations were pruned (retention) cannot be shown.
         let Some(pair) = store.pair(p.pair_id).await? else {
             continue;
         };
+        let prompt = crate::rubric::prompt::conversation(&pair);
+        if let Some(same) = out.iter_mut().find(|w| {
+            w.prompt == prompt
+                && w.candidate_answer == pair.candidate.response_text
+                && w.stable_answer == pair.stable.response_text
+        }) {
+            same.repeats += 1;
+            continue;
+        }
+        if out.len() >= limit as usize {
+            continue;
+        }
         let judgments = store
             .pair_judgments(p.pair_id)
             .await?
@@ -115,7 +126,8 @@ pub async fn worst_answers(
             cohort: cohort_of_labels(&pair.cohort),
             reasons: p.reasons,
             lowest_score: p.lowest_score,
-            prompt: crate::rubric::prompt::conversation(&pair),
+            prompt,
+            repeats: 0,
             candidate_answer: pair.candidate.response_text,
             stable_answer: pair.stable.response_text,
             candidate_error: pair.candidate.error.map(|e| e.as_str().to_owned()),

@@ -228,6 +228,8 @@ async fn redaction_and_the_cap_cover_the_store_the_judge_and_the_reports() {
             now: chrono::Utc::now() + chrono::Duration::hours(1),
             worst_limit: 5,
             sample_limit: 100,
+            models: None,
+            links_base: None,
         };
         let r = report::build_with(&store, "support", 0, &opts)
             .await

@@ -200,12 +200,20 @@ async fn stage_reports_match_golden_files_and_the_data_written() {
 
     // The HTML is self-contained and escapes LLM text.
     let html = report::to_html(&r);
-    for bad in ["http://", "https://", "<script", "<link", "@import", "url("] {
+    for bad in ["http://", "https://", "<script", "<link", "@import"] {
         assert!(!html.contains(bad), "HTML contains `{bad}`");
     }
+    // The one `url(…)` is the ramp's hatch pattern, a fragment of the page itself.
+    assert_eq!(
+        html.matches("url(").count(),
+        html.matches("url(#ramp-hatch)").count()
+    );
+    assert!(html.contains(r#"<a href="/ui#/deployments/support/stages/1">"#));
     assert!(html.contains("&lt;script&gt;alert"));
     assert!(html.contains("&lt;i&gt;4 upstream 5xx&lt;/i&gt;"));
+    // Ramp, the gate's forest plot, latency.
     assert_eq!(html.matches("<svg").count(), 3);
+    assert!(html.contains(r#"data-chart="forest""#) && html.contains(r#"data-chart="ramp""#));
     let md = report::to_markdown(&r);
     assert!(md.find("**Decision: ROLLBACK**").unwrap() < md.find("## Gate evidence").unwrap());
     assert!(!md.contains("<script>"));

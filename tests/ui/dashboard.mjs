@@ -84,14 +84,47 @@ try {
   await page.waitForSelector("#actions:not([hidden])");
   step("an admin sees the deployment in stage canary-1 with the action buttons");
 
-  // The ramp curve, the stages with their decisions, and live counts.
+  // The summary card names both upstream models and where the rollout is.
+  await page.waitForSelector("#summary:not([hidden])");
+  const headline = await page.textContent("#summary-headline");
+  assert.match(headline, /^stable mock-stable → candidate mock-candidate-good \(variant cand\) \(config v\d+\): at stage 1 canary-1, 10% live/, headline);
+  assert.equal(await page.getAttribute("#summary", "data-status"), "running");
+  step(`the summary card reads: ${headline}`);
+
+  // The ramp chart (rendered by the server, as in the reports): every stage of the ramp, shadow
+  // as a hatched band at 0% served, "you are here" on the current stage.
   await page.waitForSelector("#ramp svg path");
+  assert.equal(await page.getAttribute("#ramp svg", "data-stages"), "3", "the axis ends at the last stage of the ramp");
+  await page.waitForSelector('#ramp svg rect.shadow-band[data-stage="0"][data-served="0"]');
+  await page.waitForSelector('#ramp svg rect.here[data-stage="1"]');
+  assert.match(await page.textContent("#ramp svg"), /you are here/);
+  step("the ramp has 3 stages, shadow drawn as 0% served, you are here on stage 1");
   const stages = await page.locator("#stages > tbody > tr").count();
   assert.equal(stages, 2, "two stages so far: shadow and canary-1");
   await page.waitForSelector("#live tbody tr td.num");
   const liveRows = await page.locator("#live > tbody > tr").count();
   assert.ok(liveRows >= 1, "live counts of the current stage");
   step(`ramp curve drawn, ${stages} stages listed, ${liveRows} live rows`);
+
+  // The forest plot draws exactly the gate's evidence intervals (shadow stage: 10 users a side).
+  await page.click('#stages tr[data-stage="0"] a');
+  // A horizontal line has no height: "attached", not "visible".
+  await page.waitForSelector("#forest svg line.ci[data-lo]", { state: "attached" });
+  const drawn = await page.$$eval("#forest svg line.ci[data-lo]", (ls) => ls.map((l) => ({
+    metric: l.dataset.metric, cohort: l.dataset.cohort, lo: Number(l.dataset.lo), hi: Number(l.dataset.hi), verdict: l.dataset.verdict })));
+  const reports = await page.evaluate(async (key) => (await (await fetch("/v1/deployments/support/reports",
+    { headers: { Authorization: `Bearer ${key}` } })).json()).reports, process.env.ADMIN_KEY);
+  // JSON has no infinity: an unbounded interval (too little data) is [null, null], not drawn.
+  const evidence = reports[0].decision.evidence.filter((e) => e.interval && e.interval.every(Number.isFinite));
+  assert.equal(drawn.length, evidence.length, JSON.stringify({ drawn, evidence }));
+  for (const e of evidence) {
+    const d = drawn.find((x) => x.metric === e.metric && x.cohort === e.cohort);
+    assert.ok(d, `${e.metric}/${e.cohort} drawn`);
+    assert.deepEqual([d.lo, d.hi, d.verdict], [e.interval[0], e.interval[1], e.verdict]);
+  }
+  const errorRate = evidence.find((e) => e.metric === "error_rate");
+  assert.ok(errorRate, "error rate is plotted");
+  step(`the forest plot draws the gate's ${evidence.length} evidence intervals, e.g. error_rate [${errorRate.interval}] at α ${errorRate.alpha}`);
 
   // The first stage's HTML report opens in a new tab, under its own signed, short-lived URL.
   const [popup] = await Promise.all([
@@ -100,6 +133,15 @@ try {
   ]);
   await popup.waitForFunction(() => document.body && document.body.innerText.includes("shadow"));
   assert.match(await popup.title(), /support/);
+  const card = await popup.textContent("#summary .headline");
+  assert.match(card, /stable mock-stable → candidate mock-candidate-good/, card);
+  assert.match(card, /at stage 1 canary-1/, card);
+  await popup.waitForSelector('svg[data-chart="ramp"] rect.here[data-stage="1"]');
+  await popup.waitForSelector('svg[data-chart="ramp"] rect.shadow-band[data-served="0"]');
+  const popupForest = await popup.$$eval('svg[data-chart="forest"] line.ci[data-lo]', (ls) => ls.map((l) => [l.dataset.metric, Number(l.dataset.lo), Number(l.dataset.hi)]));
+  assert.deepEqual(popupForest, evidence.map((e) => [e.metric, e.interval[0], e.interval[1]]), "the report draws the same intervals");
+  await popup.screenshot({ path: join(ARTIFACTS, "report.png"), fullPage: true });
+  step(`the report's summary card names both models; screenshot ${join(ARTIFACTS, "report.png")}`);
   assert.match(popup.url(), new RegExp(`^${BASE}/reports/support/0\\?exp=\\d+&sig=[A-Za-z0-9_-]+$`));
   const signed = popup.url();
   await popup.close();
@@ -123,7 +165,10 @@ try {
   assert.equal(await page.isVisible("#error"), false, await page.textContent("#error"));
   assert.equal(await page.locator('#actions button[data-action="promote"]').isDisabled(), true);
   await page.waitForSelector("#live-decision:has-text('rolled_back')");
-  step("a rollback click changes the state shown to rolled_back");
+  await page.waitForSelector("#summary[data-status='rolled_back']");
+  const after = await page.textContent("#summary-headline");
+  assert.match(after, /rolled back at stage 1 canary-1 by [^,]+, \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, because manual rollback: e2e: rolled back from the dashboard$/, after);
+  step(`a rollback click changes the state shown to rolled_back: ${after}`);
 
   // The rollback's alert links to the stage in the dashboard: opened in a fresh tab (no key
   // yet), it lands on the deployment and stage once a key is entered.

@@ -140,6 +140,10 @@ impl Stack {
         let opts = BuildOptions {
             policy: settings.and_then(|s| s.gate.clone()),
             ramp: settings.map(|s| s.ramp.clone()),
+            models: self
+                .config
+                .deployment(scenario::DEPLOYMENT)
+                .map(crate::report::Models::of),
             ..BuildOptions::default()
         };
         let reports = build_all(&self.store, scenario::DEPLOYMENT, &opts).await?;

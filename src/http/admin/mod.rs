@@ -146,6 +146,10 @@ pub fn router(admin: AdminState) -> Router {
         .route("/v1/deployments/{slug}/reports", get(reports::all))
         .route("/v1/deployments/{slug}/reports/{index}", get(reports::html))
         .route(
+            "/v1/deployments/{slug}/reports/{index}/charts",
+            get(reports::charts),
+        )
+        .route(
             "/v1/deployments/{slug}/reports/{index}/link",
             post(reports::link),
         )

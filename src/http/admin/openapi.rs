@@ -21,6 +21,7 @@ use super::{canary, deployments, hooks, keys, reports, rollouts, traffic};
         deployments::stage_report,
         reports::all,
         reports::html,
+        reports::charts,
         reports::link,
         reports::whoami,
         rollouts::status,

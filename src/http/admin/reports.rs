@@ -47,13 +47,24 @@ impl From<ReportError> for AdminError {
 
 fn options(admin: &AdminState, slug: &str) -> Result<BuildOptions, AdminError> {
     let table = admin.gateway.traffic.load();
-    if table.by_slug(slug).is_none() {
+    let Some(live) = table.by_slug(slug) else {
         return Err(AdminError::DeploymentNotFound(slug.to_owned()));
+    };
+    // The models as routed now, plus any candidate only the static config still names (one
+    // an operator removed through the traffic API after its rollout).
+    let mut models = report::Models::of(&live.deployment);
+    if let Some(configured) = admin.gateway.config.deployment(slug) {
+        for (name, model) in report::Models::of(configured).candidates {
+            models.candidates.entry(name).or_insert(model);
+        }
     }
     let settings = admin.gateway.config.rollouts.get(slug);
     Ok(BuildOptions {
         policy: settings.and_then(|s| s.gate.clone()),
         ramp: settings.map(|s| s.ramp.clone()),
+        models: Some(models),
+        // Relative: the gateway serving the report serves the dashboard too.
+        links_base: Some(String::new()),
         ..BuildOptions::default()
     })
 }
@@ -104,6 +115,56 @@ pub async fn html(
     principal.require(Role::Viewer)?;
     let index = stage_index(&index)?;
     render(&admin, &slug, index).await
+}
+
+/// One stage's charts as SVG, rendered by the same code as its HTML report (`report::svg_*`),
+/// so the dashboard and the report cannot draw different things. Each is one `<svg>` element
+/// styled by classes (`/ui/chart.css`), with no script and every label escaped.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StageCharts {
+    /// The ramp: every stage of the configured ramp, shadow as a hatched band at 0% served,
+    /// "you are here" on the rollout's current stage.
+    pub ramp: String,
+    /// The gate's forest plot (every evidence row with an interval, at the gate's α);
+    /// `null` when the stage has no decision or no interval.
+    pub forest: Option<String>,
+    /// Latency distributions per variant (successful requests, served and mirrored).
+    pub latency: String,
+    /// The report's summary card, as data (the same text the report prints first).
+    #[schema(value_type = Object)]
+    pub summary: report::Summary,
+}
+
+/// One stage's charts and summary card.
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{slug}/reports/{index}/charts",
+    tag = "deployments",
+    params(
+        ("slug" = String, Path, description = "The deployment's slug"),
+        ("index" = String, Path, description = "The stage's index in the ramp (0 = first)"),
+    ),
+    responses(
+        (status = 200, description = "The charts (SVG markup) and the summary card", body = StageCharts),
+        (status = 404, description = "`deployment_not_found`, `rollout_not_found` or `stage_not_found`", body = super::ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn charts(
+    State(admin): State<AdminState>,
+    principal: Principal,
+    Path((slug, index)): Path<(String, String)>,
+) -> Result<axum::Json<StageCharts>, AdminError> {
+    principal.require(Role::Viewer)?;
+    let index = stage_index(&index)?;
+    let opts = options(&admin, &slug)?;
+    let built = report::build_with(admin.store()?, &slug, index, &opts).await?;
+    Ok(axum::Json(StageCharts {
+        ramp: report::ramp_chart(&built),
+        forest: report::forest_chart(&built),
+        latency: report::latency_chart(&built),
+        summary: built.summary,
+    }))
 }
 
 /// Parsed here so that a non-number is the same documented 404 as an unknown stage.

@@ -1,6 +1,10 @@
 //! The rollout dashboard at `/ui`: one HTML page, one stylesheet and one vanilla JS file,
 //! embedded in the binary (`include_str!`), so it works offline and needs no build step.
 //!
+//! The charts are not drawn here: the page fetches each stage's SVG from the admin API
+//! (`…/reports/{index}/charts`), rendered by `report::svg_*` exactly as in the HTML report, and
+//! styles them with the report's own `chart.css` (served as `/ui/chart.css`).
+//!
 //! The page is a client of the admin API only: the user enters an API key (kept in the tab's
 //! `sessionStorage`, sent as `Authorization: Bearer`), and every read and action goes through the
 //! same endpoints, roles and rate limits as any other client. Owns: the assets and their routes.
@@ -48,6 +52,10 @@ pub fn router() -> Router {
         .route(
             "/ui/app.css",
             get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/ui/chart.css",
+            get(|| async { asset(crate::report::CHART_CSS, "text/css; charset=utf-8") }),
         )
 }
 

@@ -520,6 +520,11 @@ pub(crate) fn options() -> BuildOptions {
         now: t0() + Duration::hours(4),
         worst_limit: 3,
         sample_limit: 2000,
+        models: Some(canarist::report::Models {
+            stable: "gpt-4o-mini".into(),
+            candidates: [(CANDIDATE.to_owned(), "gpt-4.1-mini".to_owned())].into(),
+        }),
+        links_base: Some(String::new()),
     }
 }
 

@@ -8,7 +8,6 @@
 const KEY_STORE = "canarist.key";
 const LIVE_EVERY_MS = 3000;
 const STAGES_EVERY_MS = 15000;
-const SVGNS = "http://www.w3.org/2000/svg";
 
 const state = { key: sessionStorage.getItem(KEY_STORE) || "", role: null, selected: null,
   stage: null, liveTimer: null, stagesTimer: null, listTimer: null, reportOpened: null };
@@ -37,6 +36,8 @@ async function applyRoute() {
   } else if (state.stage !== route.stage) {
     state.stage = route.stage;
     markStage();
+    const shown = route.stage ?? null;
+    if (shown !== null) await loadCharts(route.slug, shown).catch(showError);
   }
   if (route.report && route.stage !== null) {
     const key = `${route.slug}/${route.stage}`;
@@ -81,23 +82,39 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-function svg(tag, attrs, text) {
-  const node = document.createElementNS(SVGNS, tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
 const fmt = {
   num: (v, d = 0) => (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(d),
   pct: (v) => (v === null || v === undefined) ? "–" : `${Number(v).toFixed(v < 1 ? 2 : 1)}%`,
-  time: (t) => t ? new Date(t).toLocaleString() : "–",
+  // One time format everywhere (the reports' too): ISO 8601 UTC; local time on hover (`when`).
+  time: (t) => t ? new Date(t).toISOString().replace(/\.\d{3}Z$/, "Z") : "–",
+  local: (t) => t ? new Date(t).toLocaleString() : "",
+  rate: (n, d) => d ? `${(100 * n / d).toFixed(1)}%` : "–",
   dur: (s) => {
     if (s === null || s === undefined) return "–";
     const m = Math.floor(s / 60), h = Math.floor(m / 60);
     return h > 0 ? `${h}h ${m % 60}m` : m > 0 ? `${m}m ${Math.floor(s % 60)}s` : `${Math.floor(s)}s`;
   },
 };
+
+// A <time> in UTC ISO with the local time as its tooltip.
+function when(t) {
+  return t ? el("time", { datetime: t, title: `${fmt.local(t)} (local)` }, fmt.time(t)) : "–";
+}
+
+// A reason without the action word its badge already shows ("promote: …" after "promote").
+const because = (reason) => String(reason || "")
+  .replace(/^(rolled back at stage|promoted to stage|promoted at stage) \d+: /, "")
+  .replace(/^(promote|roll back|rollback|hold): /, "");
+
+// Inserts SVG markup the admin API rendered (report::svg_*: no script, labels escaped) as a
+// node: parsed into an inert document, never assigned to innerHTML of the live page.
+function svgNode(markup) {
+  const doc = new DOMParser().parseFromString(String(markup), "text/html");
+  const node = doc.body.querySelector("svg");
+  if (!node) return el("p", { class: "muted" }, "No chart.");
+  for (const s of node.querySelectorAll("script, foreignObject")) s.remove();
+  return document.importNode(node, true);
+}
 
 // --- errors -----------------------------------------------------------------------------------
 
@@ -185,6 +202,11 @@ const canAct = () => state.role === "admin" || state.role === "owner";
 
 // --- list -------------------------------------------------------------------------------------
 
+const MODE_TEXT = { off: "stable only", shadow: "shadow", live: "live canary" };
+const MODE_TITLES = { off: "mode off: every request goes to stable, nothing is mirrored",
+  shadow: "the candidate is mirrored; clients always get stable",
+  live: "the candidate serves its share of units" };
+
 async function loadList() {
   const data = await api("GET", "/v1/deployments");
   const body = $("deployments").querySelector("tbody");
@@ -198,9 +220,12 @@ async function loadList() {
   },
     el("td", {}, el("strong", {}, d.slug)),
     el("td", {}, d.model),
-    el("td", {}, el("span", { class: `badge mode-${d.mode}`, "data-field": "mode" }, d.mode)),
+    el("td", { "data-field": "models" }, `${d.stable.model} → `,
+      d.challengers.length
+        ? d.challengers.map((c) => `${c.model_id}${c.model_id === c.id ? "" : ` (${c.id})`} ${fmt.pct(c.traffic_pct)}${c.is_active ? "" : ", not routed"}`).join("; ")
+        : el("span", { class: "muted" }, "no candidate routed")),
+    el("td", {}, el("span", { class: `badge mode-${d.mode}`, "data-field": "mode", title: MODE_TITLES[d.mode] || "" }, MODE_TEXT[d.mode] || d.mode)),
     el("td", { "data-field": "stage" }, d.stage),
-    el("td", {}, d.challengers.map((c) => `${c.id} (${c.model_id}) ${fmt.pct(c.traffic_pct)}${c.is_active ? "" : ", inactive"}`).join("; ") || "–"),
     el("td", { class: "num" }, `v${d.config_version}`),
   )));
   $("deployments").hidden = data.deployments.length === 0;
@@ -249,9 +274,12 @@ async function loadLive(slug) {
   badge.textContent = shown;
   badge.className = `badge ${shown}`;
   badge.dataset.state = shown;
-  $("detail-rollout").textContent = r
-    ? `Candidate ${r.candidate} · stage ${r.stage_index} (${s.deployment.stage}) since ${fmt.time(r.stage_started_at)} · config v${r.config_version}`
-    : `No rollout started · mode ${s.deployment.mode}, stage ${s.deployment.stage}`;
+  const cand = r && s.deployment.challengers.find((c) => c.id === r.candidate);
+  $("detail-rollout").replaceChildren(...(r
+    ? [`stable ${s.deployment.stable.model} → candidate ${cand ? cand.model_id : `variant ${r.candidate}`}`,
+      cand && cand.model_id !== r.candidate ? ` (variant ${r.candidate})` : "",
+      ` · stage ${r.stage_index} (${s.deployment.stage}) since `, when(r.stage_started_at), ` · config v${r.config_version}`]
+    : [`No rollout started · ${MODE_TITLES[s.deployment.mode] || s.deployment.mode}, stage ${s.deployment.stage}`]));
   for (const b of $("actions").querySelectorAll("button")) {
     const a = b.dataset.action;
     const st = r ? r.state : null;
@@ -265,19 +293,19 @@ async function loadLive(slug) {
     el("td", {}, v.variant), el("td", {}, v.role),
     el("td", { class: "num" }, v.requests), el("td", { class: "num" }, v.units),
     el("td", { class: "num" }, v.served), el("td", { class: "num" }, v.served_units),
-    el("td", { class: "num" }, v.errors),
+    el("td", { class: "num", title: `${v.errors} of ${v.requests} requests` }, `${fmt.rate(v.errors, v.requests)} (${v.errors})`),
     el("td", { class: "num" }, v.mean_latency_ms === null ? "–" : `${fmt.num(v.mean_latency_ms, 1)} ms`),
     el("td", { class: "num" }, `${v.prompt_tokens} / ${v.completion_tokens}`),
   )));
   if (s.live.length === 0) {
     $("live").querySelector("tbody").append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "No requests in this stage yet.")));
   }
-  $("live-pairs").textContent = `${s.pairs} matched pairs in this stage`;
-  $("live-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  $("live-pairs").textContent = `${s.pairs} matched pairs captured in this stage so far (judged pairs, which the gate counts, are in the stage report)`;
+  $("live-updated").replaceChildren("updated ", when(new Date().toISOString()));
   const d = s.latest_decision;
   $("live-decision").replaceChildren(d ? el("p", {},
     "Last transition: ", el("strong", {}, `${d.from_state} → ${d.to_state}`),
-    ` by ${d.actor} at ${fmt.time(d.at)}: ${d.reason}`) : "");
+    ` by ${d.actor} at `, when(d.at), `: ${because(d.reason)}`) : "");
 }
 
 // --- stages and ramp --------------------------------------------------------------------------
@@ -301,22 +329,70 @@ async function loadStages(slug) {
   $("stages").querySelector("tbody").replaceChildren(...reports.map((r) => stageRow(slug, r)));
   markStage();
   const last = reports[reports.length - 1];
-  $("ramp").replaceChildren(last ? rampChart(last.ramp, last.generated_at) : "");
+  // The selected stage's charts, else the current one's ("you are here" is the same on both).
+  const shown = reports.find((r) => r.stage.index === state.stage) || last;
+  if (shown) await loadCharts(slug, shown.stage.index);
 }
+
+// The summary card and the charts of a stage, as the admin API renders them for its report.
+async function loadCharts(slug, index) {
+  const c = await api("GET", `/v1/deployments/${encodeURIComponent(slug)}/reports/${index}/charts`);
+  if (state.selected !== slug) return;
+  const sum = c.summary;
+  const card = $("summary");
+  card.hidden = false;
+  card.dataset.status = sum.status;
+  $("summary-status").textContent = sum.status.replace("_", " ");
+  $("summary-status").className = `badge ${sum.status}`;
+  $("summary-headline").textContent = sum.headline;
+  $("summary-stage").hidden = !sum.stage_line;
+  $("summary-stage").textContent = sum.stage_line || "";
+  $("summary-evidence").querySelector(".when").textContent = sum.evidence_when || "no decision";
+  $("summary-evidence").querySelector(".line").textContent = sum.evidence;
+  $("summary-banners").replaceChildren(...(sum.banners || []).map((b) => el("p", { class: "banner", role: "alert" }, b)));
+  $("ramp").replaceChildren(svgNode(c.ramp));
+  $("ramp-note").textContent = "shadow = mirrored, 0% served";
+  $("forest").replaceChildren(c.forest ? svgNode(c.forest) : el("p", { class: "muted" }, "No gate interval for this stage yet."));
+  $("forest-note").textContent = `stage ${index}: the intervals the gate decided on (its α after the Bonferroni split)`;
+}
+
+// What an evidence row's counts are (as the reports print them, report::format::evidence_counts).
+function evidenceCounts(e) {
+  if (e.method === "chi_square_srm") {
+    return e.units ? `candidate ${e.units[0]} of ${e.units[1]} units (${e.candidate_n} of ${e.stable_n} requests)`
+      : `candidate ${e.candidate_n} of ${e.stable_n} requests`;
+  }
+  if (e.method === "abstention_rate") return `${e.candidate_n} of ${e.stable_n} attempts abstained`;
+  return e.units ? `cand ${e.candidate_n} / stable ${e.stable_n} (${e.units[0]} / ${e.units[1]} units)`
+    : `cand ${e.candidate_n} / stable ${e.stable_n}`;
+}
+
+const alphaText = (e) => (e.method === "abstention_rate" || !(e.alpha > 0)) ? "–"
+  : e.alpha < 0.0001 ? e.alpha.toExponential(1) : e.alpha.toFixed(4);
 
 function evidenceTable(evidence) {
   return el("table", { class: "evidence" },
-    el("thead", {}, el("tr", {}, ["Metric", "Cohort", "Estimate", "Interval", "Bound", "n cand / stable", "Units cand / stable", "Unit · method", "Verdict"].map((h) => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ["Metric", "Cohort", "Estimate", "Interval (at α)", "Bound", "Counts", "Unit · method", "α", "Verdict"].map((h) => el("th", {}, h)))),
     el("tbody", {}, evidence.map((e) => el("tr", {},
       el("td", {}, e.metric), el("td", {}, e.cohort),
       el("td", { class: "num" }, fmt.num(e.estimate, 4)),
       el("td", { class: "num" }, e.interval ? `[${fmt.num(e.interval[0], 4)}, ${fmt.num(e.interval[1], 4)}]` : "–"),
       el("td", { class: "num" }, fmt.num(e.bound, 4)),
-      el("td", { class: "num" }, `${e.candidate_n} / ${e.stable_n}`),
-      el("td", { class: "num" }, e.units ? `${e.units[0]} / ${e.units[1]}` : "–"),
-      el("td", {}, `${(e.unit || "none").replace("_", " ")} · ${e.method.replaceAll("_", " ")}`),
-      el("td", { class: `verdict-${e.verdict}` }, e.verdict + (e.note ? ` (${e.note})` : "")),
+      el("td", {}, evidenceCounts(e)),
+      el("td", { class: "method", title: e.method.replaceAll("_", " ") }, `${(e.unit || "none").replace("_", " ")} · ${e.method.replaceAll("_", " ")}`),
+      el("td", { class: "num" }, alphaText(e)),
+      el("td", { class: `verdict-${e.verdict}` }, e.verdict.replaceAll("_", " ") + (e.note ? ` (${e.note})` : "")),
     ))));
+}
+
+// How a stage ended: its outcome is the state the rollout moved to, so a stage left for the
+// next one reads "promoted → canary", not "canary".
+function endedAs(s) {
+  if (!s.outcome) return el("span", { class: "badge running" }, "running");
+  if (s.outcome === "rolled_back") return el("span", { class: "badge rolled_back" }, "rolled back");
+  if (s.outcome === "promoted") return el("span", { class: "badge promoted" }, "promoted (rollout done)");
+  if (s.outcome === "paused") return el("span", { class: "badge paused" }, "paused");
+  return el("span", {}, el("span", { class: "badge promote" }, "promoted"), ` → ${s.outcome.replace("_", " ")}`);
 }
 
 function stageRow(slug, r) {
@@ -324,17 +400,19 @@ function stageRow(slug, r) {
   const d = r.decision;
   const decision = d
     ? el("details", {},
-      el("summary", {}, el("span", { class: `badge ${d.action}` }, d.action), ` ${d.reason}`),
+      el("summary", {}, el("span", { class: `badge ${d.action}` }, d.action), ` ${because(d.reason)}`),
       d.evidence.length ? evidenceTable(d.evidence) : el("p", { class: "muted" }, "No evidence recorded."),
       el("p", { class: "muted small" }, d.source === "recomputed" ? "Recomputed now (no decision was recorded)." : "As recorded by the controller."))
     : el("span", { class: "muted" }, "–");
   return el("tr", { "data-stage": s.index },
     el("td", { class: "num" }, el("a", { href: routeHash(slug, s.index), title: "Link to this stage" }, s.index)),
     el("td", {}, `${s.name} (${s.mode})`),
-    el("td", { class: "num" }, fmt.pct(s.configured_percent ?? s.observed_percent)),
-    el("td", {}, fmt.time(s.started_at)),
+    el("td", { class: "num" }, s.mode === "shadow"
+      ? `0% (mirrored ${fmt.pct(s.configured_percent ?? s.observed_percent)})`
+      : fmt.pct(s.configured_percent ?? s.observed_percent)),
+    el("td", {}, when(s.started_at)),
     el("td", {}, fmt.dur(s.duration_seconds)),
-    el("td", {}, s.outcome ? el("span", { class: `badge ${s.outcome}` }, s.outcome) : el("span", { class: "muted" }, "running")),
+    el("td", { "data-field": "outcome" }, endedAs(s)),
     el("td", {}, decision),
     el("td", {}, el("button", { type: "button", class: "secondary", onclick: () => openReport(slug, s.index) }, "HTML report")),
   );
@@ -356,44 +434,6 @@ async function openReport(slug, index) {
     if (tab) tab.close();
     showError(e);
   }
-}
-
-// The ramp curve: candidate percent over time on a square-root scale (so 0.5% and 2% are visible
-// next to 50%), one step per stage, with each stage's outcome marked where it ended.
-function rampChart(points, generatedAt) {
-  const W = 560, H = 220, L = 44, R = 12, T = 12, B = 30;
-  const now = new Date(generatedAt).getTime();
-  const t0 = Math.min(...points.map((p) => new Date(p.started_at).getTime()));
-  const t1 = Math.max(now, ...points.map((p) => p.ended_at ? new Date(p.ended_at).getTime() : now));
-  const span = Math.max(t1 - t0, 1000);
-  const x = (t) => L + (W - L - R) * (t - t0) / span;
-  const y = (p) => T + (H - T - B) * (1 - Math.sqrt(Math.max(0, Math.min(100, p)) / 100));
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": "ramp curve" });
-  for (const tick of [0, 1, 5, 10, 25, 50, 100]) {
-    root.append(svg("line", { x1: L, x2: W - R, y1: y(tick), y2: y(tick), stroke: "#e6e9ef" }));
-    root.append(svg("text", { x: L - 6, y: y(tick) + 4, "text-anchor": "end" }, `${tick}%`));
-  }
-  root.append(svg("text", { x: L, y: H - 8 }, new Date(t0).toLocaleString()));
-  root.append(svg("text", { x: W - R, y: H - 8, "text-anchor": "end" }, new Date(t1).toLocaleString()));
-  const colors = { promote: "#16803c", rollback: "#c0262d", hold: "#b26b00" };
-  let path = "";
-  for (const p of points) {
-    const shadow = p.name === "shadow";
-    const pct = shadow ? 0 : (p.percent ?? 0);
-    const xa = x(new Date(p.started_at).getTime());
-    const xb = x(p.ended_at ? new Date(p.ended_at).getTime() : now);
-    path += `${path ? "L" : "M"}${xa.toFixed(1)},${y(pct).toFixed(1)} L${xb.toFixed(1)},${y(pct).toFixed(1)} `;
-    root.append(svg("text", { x: (xa + xb) / 2, y: y(pct) - 6, "text-anchor": "middle" },
-      shadow ? "shadow" : `${fmt.pct(pct)}`));
-    const outcome = p.action || (p.outcome === "rolled_back" ? "rollback" : p.outcome ? "promote" : null);
-    if (p.ended_at && outcome) {
-      const c = svg("circle", { cx: xb, cy: y(pct), r: 5, fill: colors[outcome] || "#667085" });
-      c.append(svg("title", {}, `stage ${p.index} ${p.name}: ${outcome}${p.outcome ? ` → ${p.outcome}` : ""}`));
-      root.append(c);
-    }
-  }
-  root.insertBefore(svg("path", { d: path, fill: "none", stroke: "#2857c5", "stroke-width": 2 }), root.querySelector("text"));
-  return root;
 }
 
 // --- actions ----------------------------------------------------------------------------------
