@@ -77,6 +77,7 @@ fn observation(i: u64, units: u64) -> Observation {
             prompt_tokens: 120,
             completion_tokens: 80,
             total_tokens: 200,
+            ..Usage::default()
         }),
         cost_usd: Some(0.0004),
         finish_reason: Some("stop".into()),

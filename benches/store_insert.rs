@@ -55,7 +55,7 @@ fn observation(i: u64, role: Role, request_id: Uuid, pair_id: Uuid) -> Observati
         error_detail: None,
         ttft_ms: Some(80.0 + (i % 50) as f64),
         latency_ms: 400.0 + (i % 300) as f64,
-        usage: Some(Usage { prompt_tokens: 120, completion_tokens: 80, total_tokens: 200 }),
+        usage: Some(Usage { prompt_tokens: 120, completion_tokens: 80, total_tokens: 200, ..Usage::default() }),
         cost_usd: Some(0.0004),
         finish_reason: Some("stop".into()),
         response_text: Some("Thanks for reaching out! Here is how to reset your password: open \

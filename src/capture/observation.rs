@@ -9,13 +9,16 @@ use uuid::Uuid;
 
 pub use crate::vocab::{Purpose, Role};
 
-/// The OpenAI endpoint a request was made to.
+/// The API surface a request was made to: OpenAI's chat completions, completions, embeddings
+/// and Responses API, or Anthropic's Messages API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    Responses,
+    Messages,
 }
 
 impl Endpoint {
@@ -24,6 +27,8 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
+            Endpoint::Messages => "/messages",
         }
     }
 
@@ -33,8 +38,18 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat",
             Endpoint::Completions => "text_completion",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses | Endpoint::Messages => "chat",
         }
     }
+
+    /// Every endpoint, in a fixed order.
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::Messages,
+    ];
 }
 
 /// How a call ended, as far as blame goes. `None` on an [`Observation`] means success.
@@ -76,12 +91,24 @@ impl ErrorClass {
     }
 }
 
-/// Token usage as reported by the upstream (`usage` object).
+/// Token usage as reported by the upstream (`usage` object), in one form for every API:
+/// `prompt_tokens` are all input tokens, cached ones included (Anthropic's `input_tokens` +
+/// `cache_creation_input_tokens` + `cache_read_input_tokens`; OpenAI's `prompt_tokens` or
+/// `input_tokens`), of which `cache_creation_tokens` were written to and `cache_read_tokens`
+/// read from the provider's prompt cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_creation_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One side of one request: what one variant did with it.

@@ -21,7 +21,7 @@ pub use crate::vocab::{ConfigError, Mode, Problem, UnitSource};
 pub use admin::{AdminConfig, JwtConfig};
 pub use judge::{JudgeConfig, RawJudge, default_rubrics_dir};
 pub use limits::{RawServer, RawUpstreamLimits, ServerLimits, UpstreamLimits};
-pub use raw::RawConfig;
+pub use raw::{ProviderApi, RawConfig};
 pub use rollout::{
     AlertFormat, AlertTarget, CanaryGuards, ControllerSettings, RawAlerts, RawController,
     RolloutSettings,
@@ -136,7 +136,14 @@ pub struct Provider {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// The API it speaks (`api:`).
+    pub api: ProviderApi,
+    /// The `anthropic-version` sent to an `api: anthropic` provider when the client sends none.
+    pub anthropic_version: String,
 }
+
+/// The `anthropic-version` an `api: anthropic` provider receives by default.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,6 +152,7 @@ impl std::fmt::Debug for Provider {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("forward_client_auth", &self.forward_client_auth)
+            .field("api", &self.api)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -155,11 +163,40 @@ impl std::fmt::Debug for Provider {
 pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Prompt-cache writes and reads (default: the input price).
+    pub cache_write_per_mtok: f64,
+    pub cache_read_per_mtok: f64,
 }
 
 impl Price {
+    /// A price with cache writes and reads at the input price.
+    pub fn new(input_per_mtok: f64, output_per_mtok: f64) -> Self {
+        Self {
+            input_per_mtok,
+            output_per_mtok,
+            cache_write_per_mtok: input_per_mtok,
+            cache_read_per_mtok: input_per_mtok,
+        }
+    }
+
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
         (prompt_tokens as f64 * self.input_per_mtok
+            + completion_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
+    }
+
+    /// The cost of a call's usage: uncached input at the input price, the `cache_write` and
+    /// `cache_read` tokens (part of `prompt_tokens`) at theirs, output at the output price.
+    pub fn cost_with_cache(
+        &self,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        (cache_write, cache_read): (u64, u64),
+    ) -> f64 {
+        let uncached = prompt_tokens.saturating_sub(cache_write.saturating_add(cache_read));
+        (uncached as f64 * self.input_per_mtok
+            + cache_write as f64 * self.cache_write_per_mtok
+            + cache_read as f64 * self.cache_read_per_mtok
             + completion_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
     }

@@ -80,6 +80,37 @@ pub struct RawProvider {
     #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub read_timeout: Option<std::time::Duration>,
+    /// The API the provider speaks: `openai` (chat completions, completions, embeddings,
+    /// Responses; the default) or `anthropic` (Messages and count_tokens; its key is sent as
+    /// `x-api-key`, with `anthropic-version`).
+    #[serde(default)]
+    pub api: ProviderApi,
+    /// The `anthropic-version` header an `api: anthropic` provider receives when the client
+    /// sends none (default `2023-06-01`).
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+}
+
+/// The API a provider speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderApi {
+    /// OpenAI's: chat completions, completions, embeddings and the Responses API; the key is
+    /// sent as `Authorization: Bearer`.
+    #[default]
+    Openai,
+    /// Anthropic's Messages API (`/messages`, `/messages/count_tokens`); the key is sent as
+    /// `x-api-key`, and `anthropic-version` with every call.
+    Anthropic,
+}
+
+impl ProviderApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderApi::Openai => "openai",
+            ProviderApi::Anthropic => "anthropic",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -87,6 +118,14 @@ pub struct RawProvider {
 pub struct RawPrice {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Input tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`); default: `input_per_mtok`.
+    #[serde(default)]
+    pub cache_write_per_mtok: Option<f64>,
+    /// Input tokens read from the provider's prompt cache (Anthropic's
+    /// `cache_read_input_tokens`, OpenAI's `cached_tokens`); default: `input_per_mtok`.
+    #[serde(default)]
+    pub cache_read_per_mtok: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

@@ -309,3 +309,20 @@ fn unit_key_sources_default_are_set_globally_or_per_deployment_and_unknown_names
         "{err}"
     );
 }
+
+#[test]
+fn cache_tokens_are_priced_at_their_own_prices_or_the_input_price() {
+    let p = Price {
+        input_per_mtok: 3.0,
+        output_per_mtok: 15.0,
+        cache_write_per_mtok: 3.75,
+        cache_read_per_mtok: 0.3,
+    };
+    // 1,000 input tokens of which 200 written to and 500 read from the cache, 100 output.
+    let cost = p.cost_with_cache(1_000, 100, (200, 500));
+    let expected = (300.0 * 3.0 + 200.0 * 3.75 + 500.0 * 0.3 + 100.0 * 15.0) / 1e6;
+    assert!((cost - expected).abs() < 1e-15, "{cost} {expected}");
+    assert_eq!(p.cost_with_cache(10, 5, (0, 0)), p.cost(10, 5));
+    let plain = Price::new(1.0, 2.0);
+    assert_eq!(plain.cost_with_cache(100, 0, (50, 50)), plain.cost(100, 0));
+}

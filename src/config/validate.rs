@@ -84,6 +84,14 @@ pub(super) fn validate(
                 }
             },
         };
+        if let Some(v) = rp.anthropic_version.as_deref()
+            && (v.is_empty() || http::HeaderValue::from_str(v).is_err())
+        {
+            p.push(
+                format!("{field}.anthropic_version"),
+                format!("`{v}` is not a valid header value"),
+            );
+        }
         if rp.forward_client_auth && rp.api_key_env.is_some() {
             p.push(
                 format!("{field}.forward_client_auth"),
@@ -102,13 +110,27 @@ pub(super) fn validate(
                 timeout: rp.timeout.unwrap_or_else(default_timeout),
                 connect_timeout: rp.connect_timeout.unwrap_or_else(default_connect_timeout),
                 read_timeout: rp.read_timeout.unwrap_or_else(default_read_timeout),
+                api: rp.api,
+                anthropic_version: rp
+                    .anthropic_version
+                    .unwrap_or_else(|| super::DEFAULT_ANTHROPIC_VERSION.to_owned()),
             },
         );
     }
 
     let mut prices = BTreeMap::new();
     for (model, rp) in raw.prices {
-        if !(rp.input_per_mtok >= 0.0 && rp.output_per_mtok >= 0.0) {
+        let cache_write = rp.cache_write_per_mtok.unwrap_or(rp.input_per_mtok);
+        let cache_read = rp.cache_read_per_mtok.unwrap_or(rp.input_per_mtok);
+        if ![
+            rp.input_per_mtok,
+            rp.output_per_mtok,
+            cache_write,
+            cache_read,
+        ]
+        .iter()
+        .all(|x| *x >= 0.0)
+        {
             p.push(
                 format!("prices.{model}"),
                 "prices must be non-negative numbers",
@@ -119,6 +141,8 @@ pub(super) fn validate(
             Price {
                 input_per_mtok: rp.input_per_mtok,
                 output_per_mtok: rp.output_per_mtok,
+                cache_write_per_mtok: cache_write,
+                cache_read_per_mtok: cache_read,
             },
         );
     }

@@ -10,7 +10,7 @@ use crate::telemetry::{DeploymentLabels, SkipLabels};
 use crate::upstream::ClientCredentials;
 use crate::upstream::request::ClientRequest;
 
-use super::route::{RoutedRequest, role_of};
+use super::route::{RoutedRequest, role_of, speaks};
 use super::{AppState, Gateway, mirror};
 
 /// Phase 2's result: the slot of the pair a background call was started for, if one was.
@@ -25,7 +25,7 @@ pub(super) fn start(
     req: &ClientRequest<'_>,
     credentials: &ClientCredentials,
 ) -> Background {
-    if let Some(target) = routed.plan.mirror.filter(|_| mirror_allowed(gw, routed)) {
+    if let Some(target) = (routed.plan.mirror).filter(|t| mirror_allowed(gw, routed, req, *t)) {
         let variant = routed.variant(target);
         let role = role_of(target);
         let pair = spawn(
@@ -39,7 +39,7 @@ pub(super) fn start(
         return Background { pair: Some(pair) };
     }
     // The A/A arm's slot: stable-served requests that no mirror pairs already.
-    if routed.plan.serve == Target::Stable && aa_drawn(gw, routed) {
+    if routed.plan.serve == Target::Stable && aa_drawn(gw, routed, req) {
         let again = Variant {
             name: AA_VARIANT.to_owned(),
             ..routed.deployment().stable.clone()
@@ -73,23 +73,63 @@ fn spawn(
     slot
 }
 
-/// Whether this request may be mirrored: the endpoint is mirrored and the stage's spend cap
-/// is not reached (counted and flagged when it is).
-fn mirror_allowed(gw: &Gateway, routed: &RoutedRequest) -> bool {
+/// Whether this request may be mirrored to `target`: the endpoint is mirrored, the target's
+/// provider can answer it (its API, and the provider-held state the request refers to), the
+/// request's answer is not left for later (`background`), and the stage's spend cap is not
+/// reached. Each refusal but the first is counted by reason.
+fn mirror_allowed(
+    gw: &Gateway,
+    routed: &RoutedRequest,
+    req: &ClientRequest<'_>,
+    target: Target,
+) -> bool {
     let dep = routed.deployment();
-    if dep.mode == Mode::Off || (!routed.ctx.shape.has_text_answer() && !dep.mirror_embeddings) {
+    let shape = routed.ctx.shape;
+    if dep.mode == Mode::Off || (!shape.has_text_answer() && !dep.mirror_embeddings) {
+        return false;
+    }
+    let provider = &routed.variant(target).provider;
+    let serving = &routed.variant(routed.plan.serve).provider;
+    let skip = if !speaks(gw, shape, provider) {
+        Some("api_mismatch")
+    } else if req.provider_state.is_some() && provider != serving {
+        // `previous_response_id` / `conversation` name state only the serving provider holds.
+        Some("provider_state")
+    } else {
+        answered_later(req)
+    };
+    if let Some(reason) = skip {
+        count_skip(gw, routed, reason);
         return false;
     }
     within_spend_cap(gw, routed)
 }
 
+/// `background` when the request's answer comes later (a non-streamed `background: true`
+/// Responses call answers `queued`): there is nothing to compare.
+fn answered_later(req: &ClientRequest<'_>) -> Option<&'static str> {
+    (req.background && !req.stream).then_some("background")
+}
+
+fn count_skip(gw: &Gateway, routed: &RoutedRequest, reason: &'static str) {
+    gw.metrics
+        .mirror_skipped
+        .get_or_create(&SkipLabels {
+            deployment: routed.deployment().slug.clone(),
+            reason,
+        })
+        .inc();
+}
+
 /// Whether this stable-served request goes to the A/A arm: drawn at `aa_percent`, an answer to
-/// judge (not an embedding), within the stage's spend cap. Any mode: the judge's noise floor is
-/// worth knowing before a rollout starts.
-fn aa_drawn(gw: &Gateway, routed: &RoutedRequest) -> bool {
+/// judge (not an embedding, not a `background` one), within the stage's spend cap. Any mode:
+/// the judge's noise floor is worth knowing before a rollout starts. Stable asked again is on
+/// the same provider, so provider-held state resolves.
+fn aa_drawn(gw: &Gateway, routed: &RoutedRequest, req: &ClientRequest<'_>) -> bool {
     let dep = routed.deployment();
     dep.aa_buckets > 0
         && routed.ctx.shape.has_text_answer()
+        && answered_later(req).is_none()
         && rand::random_range(0..routing::BUCKETS) < dep.aa_buckets
         && within_spend_cap(gw, routed)
 }

@@ -27,7 +27,7 @@ pub fn outcome_of_body(side: &Side, status: u16, body: &Bytes, limits: &Upstream
     let parsed = sse::summarize_body(body);
     let beyond = parsed
         .as_ref()
-        .and_then(|v| sse::check_body(v, limits).err());
+        .and_then(|v| side.ctx.shape.check_body(v, limits).err());
     let error = class_of_status(status)
         .or_else(|| parsed.is_none().then_some(ErrorClass::Malformed))
         .or_else(|| beyond.is_some().then_some(ErrorClass::InvalidResponse));

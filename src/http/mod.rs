@@ -1,5 +1,6 @@
-//! `http`: the axum application: the OpenAI-compatible proxy routes, `/metrics`, `/healthz`, and
-//! the admin API ([`admin`]) and the dashboard at `/ui` (`ui`).
+//! `http`: the axum application: the proxy routes (OpenAI's chat completions, completions,
+//! embeddings and Responses API; Anthropic's Messages API and its count_tokens), `/metrics`,
+//! `/healthz`, and the admin API ([`admin`]) and the dashboard at `/ui` (`ui`).
 //!
 //! Owns: request handling, the per-request span, response headers, the one error type
 //! ([`ApiError`]) that becomes OpenAI-shaped JSON. Never: waits on capture, judging, storage or
@@ -42,13 +43,17 @@ pub const HEADER_STAGE: &str = "x-canarist-stage";
 pub const HEADER_REQUEST_ID: &str = "x-request-id";
 
 /// The gateway's routes: the proxy (behind client keys when `admin.proxy_keys_required`) and
-/// the admin API.
+/// the admin API. Errors on the Anthropic paths are in Anthropic's shape
+/// ([`error::anthropic_errors`]), everywhere else in OpenAI's.
 pub fn router(state: AppState) -> Router {
     let admin = std::sync::Arc::new(admin::Admin::new(state.clone()));
     let mut proxy = Router::new()
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/v1/completions", post(proxy::completions))
         .route("/v1/embeddings", post(proxy::embeddings))
+        .route("/v1/responses", post(proxy::responses))
+        .route("/v1/messages", post(proxy::messages))
+        .route("/v1/messages/count_tokens", post(proxy::count_tokens))
         .route("/v1/models", get(proxy::models));
     if state.config.admin.proxy_keys_required {
         proxy = proxy.route_layer(axum::middleware::from_fn_with_state(
@@ -70,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::router())
         .layer(bounded)
         .layer(axum::middleware::map_response(ensure_request_id))
+        .layer(axum::middleware::from_fn(error::anthropic_errors))
         .layer(axum::middleware::map_response(security_headers))
 }
 

@@ -1,4 +1,5 @@
-//! The OpenAI-compatible proxy handlers and the request path, in named phases (in the spirit
+//! The proxy handlers (OpenAI's chat completions, completions, embeddings and Responses API,
+//! Anthropic's Messages API) and the request path, in named phases (in the spirit
 //! of pingora's `ProxyHttp`), each a function with a typed result:
 //!
 //! 1. **route** ([`super::route`]): parse with the surface's [`WireShape`], unit key, cohorts,
@@ -22,10 +23,10 @@ use uuid::Uuid;
 use crate::telemetry::{RequestLabels, traces};
 use crate::upstream::ClientCredentials;
 use crate::upstream::request;
-use crate::upstream::shape::{OpenAi, WireShape};
+use crate::upstream::shape::{Messages, OpenAi, Responses, WireShape};
 
 use super::route::{RoutedRequest, route};
-use super::serve::{Answered, passthrough, serve_with_fallback};
+use super::serve::{Answered, count_tokens_for, passthrough, serve_with_fallback};
 use super::{
     ApiError, AppState, Gateway, HEADER_DEPLOYMENT, HEADER_REQUEST_ID, HEADER_STAGE,
     HEADER_VARIANT, background,
@@ -45,6 +46,28 @@ pub async fn completions(State(gw): State<AppState>, headers: HeaderMap, body: B
 
 pub async fn embeddings(State(gw): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     handle(gw, &OpenAi::EMBEDDINGS, headers, body).await
+}
+
+/// `POST /v1/responses`: OpenAI's Responses API.
+pub async fn responses(State(gw): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, &Responses, headers, body).await
+}
+
+/// `POST /v1/messages`: Anthropic's Messages API.
+pub async fn messages(State(gw): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, &Messages, headers, body).await
+}
+
+/// `POST /v1/messages/count_tokens`: passed to the provider of the deployment's stable variant
+/// with its model (and system prompt), or unchanged to `default_provider`; not captured.
+pub async fn count_tokens(State(gw): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let answer = async {
+        let bytes = read_body(&gw, body, &headers).await?;
+        let req = Messages.parse(&bytes)?;
+        let credentials = ClientCredentials::from_headers(&headers);
+        count_tokens_for(&gw, &req, bytes.to_vec(), &credentials).await
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /v1/models`: the deployments, as OpenAI model objects.
@@ -74,7 +97,8 @@ pub fn metrics(gw: &Gateway) -> Response {
 
 pub async fn not_found() -> Response {
     let body = super::error_body(
-        "Unknown request URL. canarist serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models.",
+        "Unknown request URL. canarist serves /v1/chat/completions, /v1/completions, \
+         /v1/embeddings, /v1/responses, /v1/messages, /v1/messages/count_tokens and /v1/models.",
         "invalid_request_error",
         None,
         Some("unknown_url"),
@@ -96,7 +120,7 @@ async fn handle(
         endpoint = shape.endpoint().path(), deployment = Empty, variant = Empty, stage = Empty,
         bucket = Empty, cohort = Empty, sticky = Empty, http.status_code = Empty,
         gen_ai.operation.name = shape.endpoint().genai_operation(),
-        gen_ai.provider.name = crate::telemetry::GENAI_PROVIDER, gen_ai.request.model = Empty);
+        gen_ai.provider.name = shape.api().as_str(), gen_ai.request.model = Empty);
     traces::adopt_client_parent(&span, &headers);
     gw.metrics.traces.remember(request_id, &span);
     let mut response = phases(&gw, shape, &headers, body, request_id, started)
@@ -124,7 +148,7 @@ async fn phases(
     tracing::Span::current().record("gen_ai.request.model", req.model.as_str());
     let credentials = ClientCredentials::from_headers(headers);
     let Some(routed) = route(gw, shape, &req, headers, request_id)? else {
-        return passthrough(gw, &req, bytes.to_vec(), &credentials).await;
+        return passthrough(gw, shape, &req, bytes.to_vec(), &credentials).await;
     };
     let background = background::start(gw, &routed, &req, &credentials);
     let answered = serve_with_fallback(gw, &routed, &req, background.pair, &credentials).await;

@@ -61,6 +61,11 @@ pub(super) fn route(
     let plan = routing::plan(dep, unit_bucket, draws, |i| {
         routing::eligible(&dep.cohorts, &labels, dep.candidates[i].buckets)
     });
+    let serving = match plan.serve {
+        Target::Stable => &dep.stable,
+        Target::Candidate(i) => dep.candidates.get(i).map_or(&dep.stable, |c| &c.variant),
+    };
+    check_api(gw, shape, &req.model, &serving.provider)?;
     let body_rate = gw.capture_policy().body_sample_rate;
     let ctx = Arc::new(RequestCtx {
         request_id,
@@ -79,6 +84,32 @@ pub(super) fn route(
     });
     record_span(&ctx, &plan);
     Ok(Some(RoutedRequest { routed, plan, ctx }))
+}
+
+/// Whether `provider` speaks the API of `shape` (`providers.*.api`): a 400 `unsupported_api`
+/// naming the provider when it does not (an unknown provider is the upstream call's error).
+pub(super) fn check_api(
+    gw: &Gateway,
+    shape: &dyn WireShape,
+    model: &str,
+    provider: &str,
+) -> Result<(), ApiError> {
+    match gw.upstreams.provider(provider) {
+        Some(p) if p.api != shape.api() => Err(ApiError::UnsupportedApi {
+            model: model.to_owned(),
+            provider: provider.to_owned(),
+            api: p.api.as_str(),
+            path: shape.route(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `provider` speaks the API of `shape`.
+pub(super) fn speaks(gw: &Gateway, shape: &dyn WireShape, provider: &str) -> bool {
+    gw.upstreams
+        .provider(provider)
+        .is_none_or(|p| p.api == shape.api())
 }
 
 /// The unit key and every cohort label value within `routing.max_key_bytes`, or the field of

@@ -16,7 +16,7 @@ use crate::capture::{PairSlot, Purpose, Role};
 use crate::routing::Target;
 use crate::telemetry::DeploymentLabels;
 use crate::upstream::request::ClientRequest;
-use crate::upstream::{ClientCredentials, UpstreamError, Upstreams, class_of_status};
+use crate::upstream::{Call, ClientCredentials, UpstreamError, Upstreams, class_of_status};
 
 use super::route::{RoutedRequest, role_of};
 use super::side::{Outcome, Side};
@@ -31,7 +31,7 @@ pub(super) fn upstream_span(side: &mut Side) -> tracing::Span {
         role = side.role.as_str(), purpose = ?side.purpose, provider = %side.provider,
         model = %side.upstream_model, http.status_code = Empty,
         gen_ai.operation.name = side.ctx.endpoint.genai_operation(),
-        gen_ai.provider.name = crate::telemetry::GENAI_PROVIDER,
+        gen_ai.provider.name = side.ctx.shape.api().as_str(),
         gen_ai.request.model = %side.upstream_model, gen_ai.response.model = Empty,
         gen_ai.response.id = Empty, gen_ai.response.finish_reasons = Empty,
         gen_ai.usage.input_tokens = Empty, gen_ai.usage.output_tokens = Empty,
@@ -70,7 +70,10 @@ pub(super) async fn serve_with_fallback(
     let dep = routed.deployment();
     let fallback = match first.served {
         Served::Failed { retryable, .. } => {
-            retryable && dep.fallback_to_stable && matches!(target, Target::Candidate(_))
+            retryable
+                && dep.fallback_to_stable
+                && matches!(target, Target::Candidate(_))
+                && super::route::speaks(gw, routed.ctx.shape, &dep.stable.provider)
         }
         Served::Ok(_) => false,
     };
@@ -148,7 +151,7 @@ async fn call(
     span.record("http.status_code", i64::from(status.as_u16()));
     if stream && status.is_success() {
         let upstream_wait = waited.elapsed();
-        let strip_usage = !req.client_wants_usage;
+        let strip_usage = req.withhold_usage();
         return Attempt {
             served: Served::Ok(tee_response(gw, response, side, strip_usage)),
             upstream_wait,
@@ -173,7 +176,8 @@ async fn call(
     }
 }
 
-/// Finishes a side whose call failed; the client's error response.
+/// Finishes a side whose call failed; the client's error response (Anthropic-shaped on the
+/// Messages path, by `error::anthropic_errors`).
 fn failed(gw: &AppState, side: Side, status: Option<u16>, e: UpstreamError) -> Served {
     let retryable = e.retryable();
     let response = ApiError::from_upstream(&e).into_response();
@@ -238,6 +242,7 @@ fn json_response(status: StatusCode, bytes: bytes::Bytes) -> Response {
 /// A model that is no deployment: the configured default provider answers it unchanged, or 404.
 pub(super) async fn passthrough(
     gw: &AppState,
+    shape: &dyn crate::upstream::shape::WireShape,
     req: &ClientRequest<'_>,
     body: Vec<u8>,
     credentials: &ClientCredentials,
@@ -245,9 +250,57 @@ pub(super) async fn passthrough(
     let Some(provider) = gw.config.default_provider.as_deref() else {
         return Err(ApiError::ModelNotFound(req.model.clone()));
     };
+    super::route::check_api(gw, shape, &req.model, provider)?;
+    let call = Call {
+        path: req.endpoint.path(),
+        stream: req.stream,
+        timeout: None,
+    };
+    relay(gw, provider, call, body, credentials).await
+}
+
+/// `/v1/messages/count_tokens`: to the provider of the deployment's stable variant, with its
+/// model and system prompt (a count for the body stable would be sent), else unchanged to
+/// `default_provider`, else 404. Nothing is captured.
+pub(super) async fn count_tokens_for(
+    gw: &AppState,
+    req: &ClientRequest<'_>,
+    body: Vec<u8>,
+    credentials: &ClientCredentials,
+) -> Result<Response, ApiError> {
+    let shape = &crate::upstream::shape::Messages;
+    let traffic = gw.traffic.load();
+    let (provider, body) = match traffic.by_model(&req.model) {
+        Some(routed) => {
+            let stable = &routed.deployment.stable;
+            (stable.provider.clone(), req.body_with_model(stable))
+        }
+        None => match gw.config.default_provider.as_deref() {
+            Some(p) => (p.to_owned(), body),
+            None => return Err(ApiError::ModelNotFound(req.model.clone())),
+        },
+    };
+    super::route::check_api(gw, shape, &req.model, &provider)?;
+    let call = Call {
+        path: "/messages/count_tokens",
+        stream: false,
+        timeout: None,
+    };
+    relay(gw, &provider, call, body, credentials).await
+}
+
+/// Sends one call and relays the provider's answer as it comes: status, content type and
+/// body, unchanged.
+async fn relay(
+    gw: &AppState,
+    provider: &str,
+    call: Call<'_>,
+    body: Vec<u8>,
+    credentials: &ClientCredentials,
+) -> Result<Response, ApiError> {
     let response = gw
         .upstreams
-        .send(provider, req.endpoint, body, req.stream, None, credentials)
+        .send_to(provider, call, body, credentials)
         .await
         .map_err(|e| ApiError::from_upstream(&e))?;
     let status = response.status();

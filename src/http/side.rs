@@ -192,9 +192,9 @@ impl Side {
                 .observe(t.as_secs_f64());
         }
         let cost = outcome.usage.and_then(|u| {
-            gw.config
-                .price(&self.upstream_model)
-                .map(|p| p.cost(u.prompt_tokens, u.completion_tokens))
+            let cached = (u.cache_creation_tokens, u.cache_read_tokens);
+            (gw.config.price(&self.upstream_model))
+                .map(|p| p.cost_with_cache(u.prompt_tokens, u.completion_tokens, cached))
         });
         if self.purpose.is_background() {
             self.account_mirror(gw, outcome, cost);

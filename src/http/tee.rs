@@ -7,8 +7,8 @@
 //! goes away (the tee is dropped), the side is finished exactly once with what was seen.
 //!
 //! The stream is read under `upstream_limits` (`sse::StreamReader`): beyond a bound the side
-//! ends as `upstream_invalid_response` and the client's stream ends with an OpenAI-shaped error
-//! event instead of the rest of the upstream's bytes.
+//! ends as `upstream_invalid_response` and the client's stream ends with an error event in its
+//! API's shape instead of the rest of the upstream's bytes.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -77,10 +77,13 @@ impl TeeStream {
                     ErrorClass::Malformed,
                     "stream held data that is not JSON".to_owned(),
                 ))
+            } else if let Some(e) = assembler.stream_error() {
+                // The provider ended its stream with an error of its own (e.g. overloaded).
+                Some((ErrorClass::Upstream5xx, e.to_owned()))
             } else if !assembler.complete() {
                 Some((
                     ErrorClass::Truncated,
-                    "stream ended without [DONE] or a finish reason".to_owned(),
+                    format!("stream ended without {}", assembler.end_marker()),
                 ))
             } else {
                 None
@@ -94,8 +97,8 @@ impl TeeStream {
             error: error.as_ref().map(|(c, _)| *c),
             detail: error.map(|(_, d)| d),
             ttft,
-            usage: assembler.usage,
-            finish_reason: assembler.finish_reason.clone(),
+            usage: assembler.usage(),
+            finish_reason: assembler.finish_reason(),
             text: Some(assembler.text().to_owned()),
             // The capture policy would not keep a body over its cap: do not build it.
             response_body: (side.ctx.keep_bodies
@@ -133,20 +136,20 @@ impl TeeStream {
     }
 
     /// The upstream broke a bound: the side ends as an invalid response and the client's
-    /// stream ends with an OpenAI-shaped error event (after a blank line that closes any event
-    /// forwarded in part).
+    /// stream ends with an error event in its API's shape (after a blank line that closes any
+    /// event forwarded in part): an OpenAI error object, a Responses `error` event, an
+    /// Anthropic `error` event.
     fn refuse(&mut self, e: &LimitError) {
         let detail = e.to_string();
         self.finish_with(Some((ErrorClass::InvalidResponse, detail)));
-        let body = super::error_body(
+        let event = self.reader.assembler().error_event(
             &ApiError::BadUpstream.to_string(),
-            "upstream_error",
-            None,
-            Some("upstream_invalid_response"),
+            "upstream_invalid_response",
         );
-        let prefix = if self.mid_event { "\n\n" } else { "" };
-        self.pending
-            .push_back(Bytes::from(format!("{prefix}data: {body}\n\n")));
+        if self.mid_event {
+            self.pending.push_back(Bytes::from_static(b"\n\n"));
+        }
+        self.pending.push_back(event);
     }
 }
 

@@ -337,6 +337,7 @@ macro_rules! decode_observation {
             prompt_tokens: to_u64(p),
             completion_tokens: to_u64(completion.unwrap_or(0)),
             total_tokens: to_u64(total.unwrap_or(0)),
+            ..Usage::default()
         });
         let role: String = row.try_get("role")?;
         let purpose: String = row.try_get("purpose")?;
@@ -489,17 +490,13 @@ fn endpoint_str(e: Endpoint) -> &'static str {
         Endpoint::ChatCompletions => "chat_completions",
         Endpoint::Completions => "completions",
         Endpoint::Embeddings => "embeddings",
+        Endpoint::Responses => "responses",
+        Endpoint::Messages => "messages",
     }
 }
 
 pub(super) fn parse_endpoint(s: &str) -> Option<Endpoint> {
-    [
-        Endpoint::ChatCompletions,
-        Endpoint::Completions,
-        Endpoint::Embeddings,
-    ]
-    .into_iter()
-    .find(|e| endpoint_str(*e) == s)
+    Endpoint::ALL.into_iter().find(|e| endpoint_str(*e) == s)
 }
 
 pub(crate) fn parse_error_class(s: &str) -> Option<ErrorClass> {

@@ -21,10 +21,12 @@ pub mod traces;
 
 pub use rollout::{GateLabels, GuardrailLabels, RoleLabels, RolloutMetrics};
 
-/// `gen_ai.provider.name` on the GenAI spans: every upstream speaks the OpenAI REST API, and the
-/// conventions name the provider by the API flavour as the instrumentation knows it ("based on
-/// the instrumentation's best knowledge"); `provider` (canarist's own field) names the configured
-/// provider and `gen_ai.request.model` / `gen_ai.response.model` the actual model.
+/// `gen_ai.provider.name` on the GenAI spans of the OpenAI surfaces: the conventions name the
+/// provider by the API flavour as the instrumentation knows it ("based on the
+/// instrumentation's best knowledge"), so it is `openai` for chat completions, completions,
+/// embeddings and the Responses API and `anthropic` for the Messages API (the surface's
+/// `providers.*.api`); `provider` (canarist's own field) names the configured provider and
+/// `gen_ai.request.model` / `gen_ai.response.model` the actual model.
 pub const GENAI_PROVIDER: &str = "openai";
 pub use traces::{TraceIndex, TracingGuard};
 
@@ -159,7 +161,7 @@ impl Metrics {
         let mirror_skipped = Family::<SkipLabels, Counter>::default();
         registry.register(
             "mirror_skipped",
-            "Mirrors not made, by reason (spend_cap)",
+            "Mirrors not made, by reason (spend_cap, provider_state, api_mismatch, background)",
             mirror_skipped.clone(),
         );
         let mirror_spend_tokens = Family::<DeploymentLabels, Counter>::default();

@@ -31,7 +31,13 @@ pub struct ClientCredentials {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The client's `traceparent` and `tracestate` (well-formed ones only).
     trace: Vec<(HeaderName, HeaderValue)>,
+    /// The client's `anthropic-version` and `anthropic-beta` (no credentials), which only an
+    /// `api: anthropic` provider receives.
+    anthropic: Vec<(HeaderName, HeaderValue)>,
 }
+
+/// The Anthropic API headers a client's own are passed through for.
+pub const ANTHROPIC_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
 /// The W3C trace-context headers.
 pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
@@ -80,10 +86,30 @@ impl ClientCredentials {
                 trace_value_ok(name, value).then(|| (HeaderName::from_static(name), value.clone()))
             })
             .collect();
+        let anthropic = ANTHROPIC_HEADERS
+            .iter()
+            .flat_map(|name| {
+                headers
+                    .get_all(*name)
+                    .iter()
+                    .map(|v| (HeaderName::from_static(name), v.clone()))
+            })
+            .collect();
         Self {
             headers: kept,
             trace,
+            anthropic,
         }
+    }
+
+    /// The client's `anthropic-version` and `anthropic-beta` headers.
+    pub fn anthropic(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.anthropic.iter().map(|(n, v)| (n, v))
+    }
+
+    /// Whether the client sent its own `anthropic-version`.
+    pub fn has_anthropic_version(&self) -> bool {
+        self.anthropic.iter().any(|(n, _)| n == "anthropic-version")
     }
 
     /// The client's own trace-context headers (sent when no span context of ours is exported).
@@ -108,6 +134,7 @@ impl std::fmt::Debug for ClientCredentials {
                 self.headers
                     .iter()
                     .chain(&self.trace)
+                    .chain(&self.anthropic)
                     .map(|(n, _)| n.as_str()),
             )
             .finish()

@@ -1,4 +1,4 @@
-//! `upstream`: talking to OpenAI-compatible providers.
+//! `upstream`: talking to providers of the OpenAI and Anthropic APIs.
 //!
 //! Owns: one HTTP client per provider (connect/read/total timeouts), the request-body rewrite
 //! (`request`), SSE splitting and stream assembly (`sse`), and error classification: every
@@ -7,7 +7,9 @@
 //! returned to the caller, never swallowed.
 
 pub mod credentials;
+pub mod messages;
 pub mod request;
+pub mod responses;
 pub mod shape;
 pub mod sse;
 #[cfg(test)]
@@ -19,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::capture::{Endpoint, ErrorClass};
-use crate::config::Provider;
+use crate::config::{Provider, ProviderApi};
 
 pub use credentials::ClientCredentials;
 
@@ -77,6 +79,15 @@ struct ProviderClient {
     client: reqwest::Client,
 }
 
+/// Where one call goes and how it is bounded (see [`Upstreams::send`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// Appended to the provider's base URL (`/messages/count_tokens`).
+    pub path: &'a str,
+    pub stream: bool,
+    pub timeout: Option<Duration>,
+}
+
 /// HTTP clients for every configured provider.
 pub struct Upstreams {
     by_name: HashMap<String, ProviderClient>,
@@ -119,6 +130,31 @@ impl Upstreams {
         timeout: Option<Duration>,
         credentials: &ClientCredentials,
     ) -> Result<reqwest::Response, UpstreamError> {
+        let call = Call {
+            path: endpoint.path(),
+            stream,
+            timeout,
+        };
+        self.send_to(provider, call, body, credentials).await
+    }
+
+    /// Sends `body` to `call.path` of `provider` (what [`Upstreams::send`] does for an endpoint;
+    /// also `/messages/count_tokens`, which nothing captures). The provider's own key goes as
+    /// its API has it: `Authorization: Bearer` (`api: openai`) or `x-api-key` (`api:
+    /// anthropic`, which also receives the client's `anthropic-version` and `anthropic-beta`,
+    /// or its configured `anthropic_version`).
+    pub async fn send_to(
+        &self,
+        provider: &str,
+        call: Call<'_>,
+        body: Vec<u8>,
+        credentials: &ClientCredentials,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let Call {
+            path,
+            stream,
+            timeout,
+        } = call;
         let Some(pc) = self.by_name.get(provider) else {
             return Err(UpstreamError {
                 provider: provider.to_owned(),
@@ -126,7 +162,7 @@ impl Upstreams {
                 detail: "provider is not configured".to_owned(),
             });
         };
-        let url = format!("{}{}", pc.provider.base_url, endpoint.path());
+        let url = format!("{}{path}", pc.provider.base_url);
         let mut req = pc
             .client
             .post(url)
@@ -135,8 +171,27 @@ impl Upstreams {
         if stream {
             req = req.header(http::header::ACCEPT, "text/event-stream");
         }
+        let anthropic = pc.provider.api == ProviderApi::Anthropic;
+        if anthropic {
+            for (name, value) in credentials.anthropic() {
+                req = req.header(name.clone(), value.clone());
+            }
+            if !credentials.has_anthropic_version() {
+                req = req.header("anthropic-version", pc.provider.anthropic_version.as_str());
+            }
+        }
         if let Some(key) = &pc.provider.api_key {
-            req = req.bearer_auth(key);
+            if anthropic {
+                let mut value = http::HeaderValue::from_str(key).map_err(|_| UpstreamError {
+                    provider: provider.to_owned(),
+                    class: ErrorClass::Unreachable,
+                    detail: "the provider's key is not a valid header value".to_owned(),
+                })?;
+                value.set_sensitive(true);
+                req = req.header("x-api-key", value);
+            } else {
+                req = req.bearer_auth(key);
+            }
         } else if pc.provider.forward_client_auth {
             for (name, value) in credentials.headers() {
                 req = req.header(name.clone(), value.clone());

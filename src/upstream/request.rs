@@ -52,6 +52,13 @@ pub struct ClientRequest<'a> {
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// The client asked for the usage chunk (`stream_options.include_usage: true`).
     pub client_wants_usage: bool,
+    /// The field that refers to state a provider holds (`previous_response_id` or
+    /// `conversation` of a Responses request), when the request has one: only a variant on the
+    /// same provider can resolve it.
+    pub provider_state: Option<&'static str>,
+    /// A Responses request with `background: true`: a non-streamed one is answered `queued`,
+    /// before the model has answered.
+    pub background: bool,
 }
 
 fn decode<'a, T: serde::Deserialize<'a>>(
@@ -80,20 +87,24 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<ClientRequest<'_>, Reque
         return Err(RequestError::Missing("model"));
     }
     let required = match endpoint {
-        Endpoint::ChatCompletions => "messages",
-        Endpoint::Completions => "prompt",
-        Endpoint::Embeddings => "input",
+        Endpoint::ChatCompletions | Endpoint::Messages => Some("messages"),
+        Endpoint::Completions => Some("prompt"),
+        Endpoint::Embeddings => Some("input"),
+        // `input` may be absent (a stored prompt, a conversation): the provider decides.
+        Endpoint::Responses => None,
     };
-    match fields.get(required) {
-        None => return Err(RequestError::Missing(required)),
-        Some(raw) if raw.get() == "null" => return Err(RequestError::Missing(required)),
-        Some(raw) if endpoint == Endpoint::ChatCompletions && !raw.get().starts_with('[') => {
-            return Err(RequestError::WrongType {
-                field: "messages",
-                expected: "an array",
-            });
+    if let Some(required) = required {
+        match fields.get(required) {
+            None => return Err(RequestError::Missing(required)),
+            Some(raw) if raw.get() == "null" => return Err(RequestError::Missing(required)),
+            Some(raw) if required == "messages" && !raw.get().starts_with('[') => {
+                return Err(RequestError::WrongType {
+                    field: "messages",
+                    expected: "an array",
+                });
+            }
+            Some(_) => {}
         }
-        Some(_) => {}
     }
     let stream = match fields.get("stream") {
         None => false,
@@ -118,7 +129,18 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<ClientRequest<'_>, Reque
         .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
         .and_then(|v| v.get("include_usage").and_then(serde_json::Value::as_bool))
         .unwrap_or(false);
+    let provider_state = match endpoint {
+        Endpoint::Responses => ["previous_response_id", "conversation"]
+            .into_iter()
+            .find(|f| fields.get(*f).is_some_and(|raw| raw.get() != "null")),
+        _ => None,
+    };
+    let background = endpoint == Endpoint::Responses
+        && fields
+            .get("background")
+            .is_some_and(|raw| raw.get().trim() == "true");
     Ok(ClientRequest {
+        background,
         fields,
         endpoint,
         model,
@@ -128,10 +150,46 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<ClientRequest<'_>, Reque
         prompt_cache_key,
         metadata,
         client_wants_usage,
+        provider_state,
     })
 }
 
+/// Where a variant's `system_prompt` goes in a body of `endpoint`: the first system message of
+/// `messages` (chat), or a top-level string field (`instructions` of the Responses API,
+/// `system` of Anthropic's Messages API). Completions and embeddings have none.
+fn system_prompt_field(endpoint: Endpoint) -> Option<&'static str> {
+    match endpoint {
+        Endpoint::ChatCompletions => Some("messages"),
+        Endpoint::Responses => Some("instructions"),
+        Endpoint::Messages => Some("system"),
+        Endpoint::Completions | Endpoint::Embeddings => None,
+    }
+}
+
+/// Whether a stream of `endpoint` carries usage only when asked (`stream_options`): chat
+/// completions and completions. Responses and Messages streams always carry it.
+pub fn usage_on_request(endpoint: Endpoint) -> bool {
+    matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+}
+
 impl ClientRequest<'_> {
+    /// Whether the gateway asked the upstream for the usage chunk that the client did not ask
+    /// for (chat and completions streams), so that the tee withholds it.
+    pub fn withhold_usage(&self) -> bool {
+        usage_on_request(self.endpoint) && !self.client_wants_usage
+    }
+
+    /// The body with only `model` replaced (and the variant's system prompt, which counts
+    /// tokens): what `/messages/count_tokens` of the deployment's provider receives, since it
+    /// accepts no sampling parameters.
+    pub fn body_with_model(&self, variant: &Variant) -> Vec<u8> {
+        let bare = Variant {
+            params: serde_json::Map::new(),
+            ..variant.clone()
+        };
+        self.body_for(&bare)
+    }
+
     /// The unit key candidates this request carries, with the `x-canarist-unit` header's and
     /// the tenant header's values from the caller.
     pub fn unit_fields<'s>(
@@ -175,16 +233,26 @@ impl ClientRequest<'_> {
             out.push(b':');
             out.extend_from_slice(value);
         };
-        let wants_usage_upstream = self.stream && self.endpoint != Endpoint::Embeddings;
+        let wants_usage_upstream = self.stream && usage_on_request(self.endpoint);
+        let system_field = system_prompt_field(self.endpoint);
+        let system = variant.system_prompt.as_deref().zip(system_field);
         for (key, raw) in &self.fields {
             match key.as_str() {
                 "model" => {
                     let model = serde_json::to_vec(&variant.model).unwrap_or_default();
                     put(&mut out, key, &model);
                 }
-                "messages" if variant.system_prompt.is_some() => {
+                "messages" if system.is_some_and(|(_, f)| f == "messages") => {
                     let messages = with_system_prompt(raw, variant.system_prompt.as_deref());
                     put(&mut out, key, &messages);
+                }
+                k if system.is_some_and(|(_, f)| f == k) => {
+                    let prompt = system.map(|(p, _)| p).unwrap_or_default();
+                    put(
+                        &mut out,
+                        key,
+                        &serde_json::to_vec(prompt).unwrap_or_default(),
+                    );
                 }
                 "stream_options" if wants_usage_upstream => {
                     put(&mut out, key, &with_usage(raw));
@@ -192,6 +260,13 @@ impl ClientRequest<'_> {
                 k if variant.params.contains_key(k) => {}
                 _ => put(&mut out, key, raw.get().as_bytes()),
             }
+        }
+        if let Some((prompt, field)) = system.filter(|(_, f)| !self.fields.contains_key(*f)) {
+            put(
+                &mut out,
+                field,
+                &serde_json::to_vec(prompt).unwrap_or_default(),
+            );
         }
         if wants_usage_upstream && !self.fields.contains_key("stream_options") {
             put(&mut out, "stream_options", br#"{"include_usage":true}"#);

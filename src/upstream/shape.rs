@@ -3,15 +3,19 @@
 //!
 //! The request path (`http::proxy`) is the same for every surface; it asks the shape only these
 //! questions. A new surface (e.g. `/v1/responses`, `/v1/messages`) implements [`WireShape`] and
-//! gets a route; it does not copy the handler. Today's three surfaces are OpenAI's chat
-//! completions, completions and embeddings ([`OpenAi`]).
+//! gets a route; it does not copy the handler. The surfaces are OpenAI's chat completions,
+//! completions and embeddings ([`OpenAi`]), OpenAI's Responses API ([`Responses`]) and
+//! Anthropic's Messages API ([`Messages`]).
 
 use crate::capture::Endpoint;
 use crate::config::Variant;
 
 use super::request::{self, ClientRequest, RequestError};
 use super::sse::{self, StreamAssembler, Summary};
-use crate::config::UpstreamLimits;
+use crate::config::{ProviderApi, UpstreamLimits};
+
+pub use super::messages::Messages;
+pub use super::responses::Responses;
 
 /// What the request path needs to know about one API surface.
 pub trait WireShape: Send + Sync + std::fmt::Debug {
@@ -27,12 +31,38 @@ pub trait WireShape: Send + Sync + std::fmt::Debug {
     /// Text, finish reason and usage of a whole (non-streamed) answer that parsed as JSON.
     fn summarize(&self, body: &serde_json::Value) -> Summary;
 
+    /// Refuses a whole answer with more choices, tool calls, output items or content blocks
+    /// than `limits` allow.
+    fn check_body(
+        &self,
+        body: &serde_json::Value,
+        limits: &UpstreamLimits,
+    ) -> Result<(), sse::LimitError> {
+        sse::check_body(body, limits)
+    }
+
     /// A fresh assembler for one streamed answer.
     fn stream_assembler(&self, limits: UpstreamLimits) -> StreamAssembler;
 
     /// Whether answers are text that can be checked and judged: only such requests go to the A/A
     /// arm, and only such requests are mirrored unless the deployment mirrors embeddings too.
     fn has_text_answer(&self) -> bool;
+
+    /// The API a provider must speak to answer this surface (`providers.*.api`).
+    fn api(&self) -> ProviderApi {
+        ProviderApi::Openai
+    }
+
+    /// The gateway's route of this surface (`/v1/chat/completions`, …), for messages.
+    fn route(&self) -> &'static str {
+        match self.endpoint() {
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Responses => "/v1/responses",
+            Endpoint::Messages => "/v1/messages",
+        }
+    }
 }
 
 /// The OpenAI surfaces: `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings`.

@@ -10,6 +10,9 @@ use serde::Deserialize;
 use crate::capture::Usage;
 use crate::config::UpstreamLimits;
 
+use super::messages::MessagesAssembler;
+use super::responses::ResponsesAssembler;
+
 /// An upstream's answer went beyond one of the `upstream_limits`: the answer is refused as
 /// `upstream_invalid_response`, and nothing proportional to the offending value is allocated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +35,24 @@ pub enum LimitError {
     TooManyToolCalls { count: usize, limit: usize },
     #[error("the answer has {count} choices, more than upstream_limits.max_choices ({limit})")]
     TooManyChoices { count: usize, limit: usize },
+    /// A Responses output item's or a Messages content block's index (bounded like tool calls).
+    #[error("{what} index {index} is not below upstream_limits.max_tool_calls ({limit})")]
+    ItemIndex {
+        what: &'static str,
+        index: u64,
+        limit: usize,
+    },
+    #[error("the answer has {count} {what}, more than upstream_limits.max_tool_calls ({limit})")]
+    TooManyItems {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
+}
+
+/// A bound as a `u64`, to compare an upstream's index with.
+pub(crate) fn wide(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// Splits a byte stream into complete SSE events (each ending with a blank line). Linear: each
@@ -209,14 +230,27 @@ pub(crate) struct RawUsage {
     completion_tokens: u64,
     #[serde(default)]
     total_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 impl From<RawUsage> for Usage {
     fn from(u: RawUsage) -> Self {
+        let cached = (u.prompt_tokens_details)
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0);
         Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             total_tokens: (u.total_tokens).max(u.prompt_tokens.saturating_add(u.completion_tokens)),
+            cache_creation_tokens: 0,
+            cache_read_tokens: cached.min(u.prompt_tokens),
         }
     }
 }
@@ -229,11 +263,143 @@ struct ToolCall {
     arguments: String,
 }
 
-/// Rebuilds the full answer from a stream's chunks (choice 0). Tool calls are kept by index in
-/// a map: an index at or beyond `max_tool_calls` (or a choice index at or beyond `max_choices`)
-/// refuses the chunk, so nothing is ever sized from an upstream's number.
+/// Rebuilds a streamed answer into the whole-answer JSON of its API: one assembler per wire
+/// shape (chat completions and completions, the Responses API, Anthropic Messages), dispatched
+/// by a `match` so that the chat path pays nothing for the others.
+#[derive(Debug)]
+// The chat assembler, the hot path, stays inline (no allocation per stream); the others are boxed.
+#[allow(clippy::large_enum_variant)]
+pub enum StreamAssembler {
+    Chat(ChatAssembler),
+    Responses(Box<ResponsesAssembler>),
+    Messages(Box<MessagesAssembler>),
+}
+
+/// Calls the same method on whichever assembler it is.
+macro_rules! each {
+    ($self:expr, $a:ident => $e:expr) => {
+        match $self {
+            StreamAssembler::Chat($a) => $e,
+            StreamAssembler::Responses($a) => $e,
+            StreamAssembler::Messages($a) => $e,
+        }
+    };
+}
+
+impl StreamAssembler {
+    /// A chat completions (`chat`) or completions assembler with the default limits.
+    pub fn new(chat: bool) -> Self {
+        Self::Chat(ChatAssembler::new(chat))
+    }
+
+    pub fn with_limits(chat: bool, limits: UpstreamLimits) -> Self {
+        Self::Chat(ChatAssembler::with_limits(chat, limits))
+    }
+
+    /// Feeds one event's data; returns what kind of event it was, or the bound it broke (the
+    /// event is then not applied).
+    pub fn feed(&mut self, data: &[u8]) -> Result<EventKind, LimitError> {
+        each!(self, a => a.feed(data))
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        each!(self, a => a.model())
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        each!(self, a => a.id())
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            StreamAssembler::Chat(a) => a.usage,
+            StreamAssembler::Responses(a) => a.usage(),
+            StreamAssembler::Messages(a) => a.usage(),
+        }
+    }
+
+    /// The finish reason, in chat completions' words for every API.
+    pub fn finish_reason(&self) -> Option<String> {
+        match self {
+            StreamAssembler::Chat(a) => a.finish_reason.clone(),
+            StreamAssembler::Responses(a) => a.finish_reason(),
+            StreamAssembler::Messages(a) => a.finish_reason(),
+        }
+    }
+
+    /// The stream ended properly (its API's end marker arrived).
+    pub fn complete(&self) -> bool {
+        each!(self, a => a.complete())
+    }
+
+    /// What a complete stream ends with, for the detail of a truncated one.
+    pub fn end_marker(&self) -> &'static str {
+        match self {
+            StreamAssembler::Chat(_) => "[DONE] or a finish reason",
+            StreamAssembler::Responses(_) => "a response.completed, .incomplete or .failed event",
+            StreamAssembler::Messages(_) => "message_stop",
+        }
+    }
+
+    /// The error the stream itself carried (a Responses `error` event or `response.failed`,
+    /// a Messages `error` event), if any.
+    pub fn stream_error(&self) -> Option<&str> {
+        match self {
+            StreamAssembler::Chat(_) => None,
+            StreamAssembler::Responses(a) => a.error(),
+            StreamAssembler::Messages(a) => a.error(),
+        }
+    }
+
+    /// Whether a token (content, refusal or tool call) has arrived yet.
+    pub fn has_token(&self) -> bool {
+        each!(self, a => a.has_token())
+    }
+
+    pub fn text(&self) -> &str {
+        each!(self, a => a.text())
+    }
+
+    /// Bytes of answer assembled so far, for the bounds.
+    pub fn assembled_bytes(&self) -> usize {
+        each!(self, a => a.assembled_bytes())
+    }
+
+    /// Tool calls (chat) or output items / content blocks (Responses, Messages) held.
+    pub fn tool_call_count(&self) -> usize {
+        match self {
+            StreamAssembler::Chat(a) => a.tool_call_count(),
+            StreamAssembler::Responses(a) => a.item_count(),
+            StreamAssembler::Messages(a) => a.block_count(),
+        }
+    }
+
+    /// The answer as the non-streamed response of its API would have carried it.
+    pub fn to_response(&self) -> serde_json::Value {
+        each!(self, a => a.to_response())
+    }
+
+    /// The event that ends a client's stream the gateway refused, in the API's own shape: an
+    /// OpenAI error object as `data:` (chat), a Responses `error` event, an Anthropic `error`
+    /// event.
+    pub fn error_event(&self, message: &str, code: &str) -> Bytes {
+        match self {
+            StreamAssembler::Chat(_) => {
+                let body = serde_json::json!({"error": {"message": message,
+                    "type": "upstream_error", "param": null, "code": code}});
+                Bytes::from(format!("data: {body}\n\n"))
+            }
+            StreamAssembler::Responses(a) => a.error_event(message, code),
+            StreamAssembler::Messages(_) => MessagesAssembler::error_event(message, "api_error"),
+        }
+    }
+}
+
+/// Rebuilds the full answer from a chat or completions stream's chunks (choice 0). Tool calls
+/// are kept by index in a map: an index at or beyond `max_tool_calls` (or a choice index at or
+/// beyond `max_choices`) refuses the chunk, so nothing is ever sized from an upstream's number.
 #[derive(Debug, Default)]
-pub struct StreamAssembler {
+pub struct ChatAssembler {
     id: Option<String>,
     model: Option<String>,
     created: Option<i64>,
@@ -249,7 +415,7 @@ pub struct StreamAssembler {
     limits: UpstreamLimits,
 }
 
-impl StreamAssembler {
+impl ChatAssembler {
     /// The answer's `model`, as the stream's chunks named it.
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
@@ -338,7 +504,6 @@ impl StreamAssembler {
     /// it is applied.
     fn check(&self, chunk: &Chunk) -> Result<(), LimitError> {
         let l = &self.limits;
-        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         for choice in &chunk.choices {
             if choice.index >= wide(l.max_choices) {
                 return Err(LimitError::ChoiceIndex {
@@ -603,8 +768,8 @@ mod tests {
 
     #[test]
     fn assembler_rebuilds_content_tool_calls_and_usage() {
-        let mut a = StreamAssembler::new(true);
-        let feed = |a: &mut StreamAssembler, s: &str| a.feed(s.as_bytes()).unwrap();
+        let mut a = ChatAssembler::new(true);
+        let feed = |a: &mut ChatAssembler, s: &str| a.feed(s.as_bytes()).unwrap();
         assert_eq!(
             feed(
                 &mut a,

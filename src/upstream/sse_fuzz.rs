@@ -233,7 +233,7 @@ fn usage_numbers_at_u64_max_do_not_overflow() {
         "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{max},\"completion_tokens\":{max}}}}}\n\n"
     );
     assert_eq!(r.push(event.as_bytes()).unwrap()[0].1, EventKind::UsageOnly);
-    assert_eq!(r.assembler().usage.map(|u| u.total_tokens), Some(max));
+    assert_eq!(r.assembler().usage().map(|u| u.total_tokens), Some(max));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod aa;
 mod admin;
+mod apis;
 mod bounds;
 mod capture_policy;
 mod clients;

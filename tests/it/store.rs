@@ -137,6 +137,7 @@ pub(crate) fn obs(variant: &str, role: Role, tier: &str, latency_ms: f64, i: i64
             prompt_tokens: 10,
             completion_tokens: 5,
             total_tokens: 15,
+            ..Usage::default()
         }),
         cost_usd: Some(0.001),
         finish_reason: Some("stop".into()),

@@ -99,6 +99,7 @@ pub(crate) fn obs(
             prompt_tokens: 100,
             completion_tokens: completion,
             total_tokens: 100 + completion,
+            ..Usage::default()
         }),
         cost_usd: Some(if role == Role::Stable {
             0.0001

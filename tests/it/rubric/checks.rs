@@ -73,6 +73,7 @@ negate: true",
         prompt_tokens: 1,
         completion_tokens: 50,
         total_tokens: 51,
+        ..Usage::default()
     });
     let o = run_one("type: length\nunit: tokens\nmax: 20", &p);
     assert!(o.stable.passed() && fail(&o.candidate), "{o:?}");

@@ -1,0 +1,496 @@
+//! Anthropic's Messages API (`POST /messages`): its wire shape ([`Messages`]) and the assembly
+//! of its event stream into the whole `message` object ([`MessagesAssembler`]).
+//!
+//! A stream is `message_start` (the message with empty `content` and the input usage), per
+//! content block `content_block_start`, its `content_block_delta`s (`text_delta`,
+//! `input_json_delta` of a `tool_use` block, `thinking_delta`, `signature_delta`,
+//! `citations_delta`) and `content_block_stop`, then `message_delta` (`stop_reason`,
+//! `stop_sequence` and the cumulative usage) and `message_stop`; `ping` may come anywhere and
+//! `error` (`{"type": "error", "error": {"type", "message"}}`) ends a failed stream. Capture
+//! stores the assembled message as a non-streamed call returns it.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::capture::{Endpoint, Usage};
+use crate::config::{ProviderApi, UpstreamLimits, Variant};
+
+use super::request::{self, ClientRequest, RequestError};
+use super::shape::WireShape;
+use super::sse::{EventKind, LimitError, StreamAssembler, Summary, wide};
+
+/// The Messages API surface, `/v1/messages`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Messages;
+
+impl WireShape for Messages {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::Messages
+    }
+
+    fn api(&self) -> ProviderApi {
+        ProviderApi::Anthropic
+    }
+
+    fn parse<'a>(&self, body: &'a [u8]) -> Result<ClientRequest<'a>, RequestError> {
+        request::parse(Endpoint::Messages, body)
+    }
+
+    fn body_for(&self, request: &ClientRequest<'_>, variant: &Variant) -> Vec<u8> {
+        request.body_for(variant)
+    }
+
+    fn summarize(&self, body: &Value) -> Summary {
+        summary_of(body)
+    }
+
+    fn check_body(&self, body: &Value, limits: &UpstreamLimits) -> Result<(), LimitError> {
+        let count = body
+            .get("content")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if count > limits.max_tool_calls {
+            return Err(LimitError::TooManyItems {
+                what: "content blocks",
+                count,
+                limit: limits.max_tool_calls,
+            });
+        }
+        Ok(())
+    }
+
+    fn stream_assembler(&self, limits: UpstreamLimits) -> StreamAssembler {
+        StreamAssembler::Messages(Box::new(MessagesAssembler::new(limits)))
+    }
+
+    fn has_text_answer(&self) -> bool {
+        true
+    }
+}
+
+/// A `stop_reason` in chat completions' words, so that the same checks read every API:
+/// `end_turn` and `stop_sequence` are `stop`, `max_tokens` (and a full context window)
+/// `length`, `tool_use` `tool_calls`, `refusal` `content_filter`; others (`pause_turn`) pass.
+pub fn finish_reason(stop_reason: &str) -> String {
+    match stop_reason {
+        "end_turn" | "stop_sequence" => "stop",
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        other => other,
+    }
+    .to_owned()
+}
+
+/// Anthropic's usage object; every field may be absent (a `message_delta` carries only what
+/// changed, cumulatively).
+#[derive(Deserialize, Default, Debug, Clone, Copy)]
+struct RawUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl RawUsage {
+    fn merge(&mut self, newer: RawUsage) {
+        self.input_tokens = newer.input_tokens.or(self.input_tokens);
+        self.output_tokens = newer.output_tokens.or(self.output_tokens);
+        self.cache_creation_input_tokens = newer
+            .cache_creation_input_tokens
+            .or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = newer
+            .cache_read_input_tokens
+            .or(self.cache_read_input_tokens);
+    }
+
+    /// In the one usage form: `input_tokens` excludes cached tokens at Anthropic, so all input
+    /// is the sum of the three.
+    fn to_usage(self) -> Usage {
+        let created = self.cache_creation_input_tokens.unwrap_or(0);
+        let read = self.cache_read_input_tokens.unwrap_or(0);
+        let prompt = (self.input_tokens.unwrap_or(0))
+            .saturating_add(created)
+            .saturating_add(read);
+        let completion = self.output_tokens.unwrap_or(0);
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt.saturating_add(completion),
+            cache_creation_tokens: created,
+            cache_read_tokens: read,
+        }
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "input_tokens": self.input_tokens.unwrap_or(0),
+            "output_tokens": self.output_tokens.unwrap_or(0),
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+        })
+    }
+}
+
+fn usage_of(message: &Value) -> Option<Usage> {
+    let raw: RawUsage = serde_json::from_value(message.get("usage")?.clone()).ok()?;
+    Some(raw.to_usage())
+}
+
+/// Text, finish reason and usage of a whole `message` object: the text is every `text` block,
+/// in order.
+pub fn summary_of(message: &Value) -> Summary {
+    let text = message.get("content").and_then(Value::as_array).map(|c| {
+        c.iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str())
+            .collect::<String>()
+    });
+    Summary {
+        text,
+        finish_reason: message["stop_reason"].as_str().map(finish_reason),
+        usage: usage_of(message),
+    }
+}
+
+#[derive(Deserialize)]
+struct Event {
+    #[serde(rename = "type")]
+    kind: String,
+    message: Option<Value>,
+    index: Option<u64>,
+    content_block: Option<Value>,
+    delta: Option<Value>,
+    usage: Option<RawUsage>,
+    error: Option<Value>,
+}
+
+/// One content block being assembled: its `content_block_start` object and its deltas.
+#[derive(Debug, Default)]
+struct Block {
+    start: Value,
+    text: String,
+    json: String,
+    thinking: String,
+    signature: String,
+    citations: Vec<Value>,
+}
+
+impl Block {
+    fn bytes(&self) -> usize {
+        self.text.len() + self.json.len() + self.thinking.len() + self.signature.len()
+    }
+
+    /// The block as a non-streamed message holds it.
+    fn to_json(&self) -> Value {
+        let mut block = if self.start.is_object() {
+            self.start.clone()
+        } else {
+            json!({"type": "text", "text": ""})
+        };
+        match block["type"].as_str() {
+            Some("text") => {
+                let start = block["text"].as_str().unwrap_or_default();
+                block["text"] = json!(format!("{start}{}", self.text));
+                if !self.citations.is_empty() {
+                    block["citations"] = Value::Array(self.citations.clone());
+                }
+            }
+            Some("tool_use" | "server_tool_use") if !self.json.is_empty() => {
+                // Partial JSON that never became valid stays as the text that came.
+                block["input"] = serde_json::from_str(&self.json)
+                    .unwrap_or_else(|_| Value::String(self.json.clone()));
+            }
+            Some("thinking") => {
+                let start = block["thinking"].as_str().unwrap_or_default();
+                block["thinking"] = json!(format!("{start}{}", self.thinking));
+                if !self.signature.is_empty() {
+                    block["signature"] = json!(self.signature);
+                }
+            }
+            _ => {}
+        }
+        block
+    }
+}
+
+/// Rebuilds a streamed Messages answer. Content blocks are kept by `index` in a map; an index
+/// at or beyond `max_tool_calls` refuses the event, so nothing is sized from an upstream's
+/// number.
+#[derive(Debug, Default)]
+pub struct MessagesAssembler {
+    /// The `message` of `message_start`.
+    message: Option<Value>,
+    blocks: BTreeMap<u64, Block>,
+    /// Every `text_delta`, in order.
+    text: String,
+    stop_reason: Option<String>,
+    stop_sequence: Option<Value>,
+    usage: Option<RawUsage>,
+    stopped: bool,
+    saw_token: bool,
+    error: Option<String>,
+    /// Bytes of event data held besides the blocks' deltas.
+    held: usize,
+    limits: UpstreamLimits,
+}
+
+impl MessagesAssembler {
+    pub fn new(limits: UpstreamLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) -> Result<EventKind, LimitError> {
+        let Ok(event) = serde_json::from_slice::<Event>(data.trim_ascii()) else {
+            return Ok(EventKind::Malformed);
+        };
+        if let Some(index) = event.index
+            && index >= wide(self.limits.max_tool_calls)
+        {
+            return Err(LimitError::ItemIndex {
+                what: "content block",
+                index,
+                limit: self.limits.max_tool_calls,
+            });
+        }
+        let index = event.index.unwrap_or(0);
+        match event.kind.as_str() {
+            "message_start" => {
+                if let Some(message) = event.message {
+                    self.held = self.held.saturating_add(data.len());
+                    if let Some(u) = message
+                        .get("usage")
+                        .and_then(|u| serde_json::from_value::<RawUsage>(u.clone()).ok())
+                    {
+                        self.usage.get_or_insert_default().merge(u);
+                    }
+                    self.message = Some(message);
+                }
+            }
+            "content_block_start" => {
+                let start = event.content_block.unwrap_or(Value::Null);
+                self.saw_token |= matches!(start["type"].as_str(), Some("tool_use"));
+                self.held = self.held.saturating_add(data.len());
+                self.blocks.entry(index).or_default().start = start;
+            }
+            "content_block_delta" => {
+                let delta = event.delta.unwrap_or(Value::Null);
+                self.apply_delta(index, &delta);
+            }
+            "message_delta" => {
+                let delta = event.delta.unwrap_or(Value::Null);
+                if let Some(r) = delta["stop_reason"].as_str() {
+                    self.stop_reason = Some(r.to_owned());
+                }
+                if let Some(s) = delta.get("stop_sequence") {
+                    self.held = self.held.saturating_add(s.to_string().len());
+                    self.stop_sequence = Some(s.clone());
+                }
+                if let Some(u) = event.usage {
+                    self.usage.get_or_insert_default().merge(u);
+                }
+            }
+            "message_stop" => self.stopped = true,
+            "ping" => return Ok(EventKind::Other),
+            "error" => {
+                let e = event.error.unwrap_or(Value::Null);
+                self.error = Some(format!(
+                    "error event {}: {}",
+                    e["type"].as_str().unwrap_or_default(),
+                    e["message"].as_str().unwrap_or_default()
+                ));
+            }
+            _ => {}
+        }
+        Ok(EventKind::Chunk)
+    }
+
+    fn apply_delta(&mut self, index: u64, delta: &Value) {
+        let block = self.blocks.entry(index).or_default();
+        let piece = |key: &str| delta[key].as_str().unwrap_or_default();
+        match delta["type"].as_str() {
+            Some("text_delta") => {
+                let t = piece("text");
+                self.saw_token |= !t.is_empty();
+                block.text.push_str(t);
+                self.text.push_str(t);
+            }
+            Some("input_json_delta") => {
+                self.saw_token = true;
+                block.json.push_str(piece("partial_json"));
+            }
+            Some("thinking_delta") => block.thinking.push_str(piece("thinking")),
+            Some("signature_delta") => block.signature.push_str(piece("signature")),
+            Some("citations_delta") => {
+                if let Some(c) = delta.get("citation") {
+                    self.held = self.held.saturating_add(c.to_string().len());
+                    block.citations.push(c.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        self.message.as_ref().and_then(|m| m["model"].as_str())
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        self.message.as_ref().and_then(|m| m["id"].as_str())
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage.map(RawUsage::to_usage)
+    }
+
+    pub fn finish_reason(&self) -> Option<String> {
+        self.stop_reason.as_deref().map(finish_reason)
+    }
+
+    /// The stream reached `message_stop` (or at least its stop reason).
+    pub fn complete(&self) -> bool {
+        self.stopped || self.stop_reason.is_some()
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.saw_token
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn assembled_bytes(&self) -> usize {
+        // The text deltas are held twice (the block's and the whole text); each came once.
+        let blocks: usize = self.blocks.values().map(Block::bytes).sum();
+        self.held.saturating_add(blocks)
+    }
+
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The whole `message` object, as a non-streamed call returns it.
+    pub fn to_response(&self) -> Value {
+        let mut message = self
+            .message
+            .clone()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({"type": "message", "role": "assistant"}));
+        message["content"] = self.blocks.values().map(Block::to_json).collect();
+        message["stop_reason"] = json!(self.stop_reason);
+        message["stop_sequence"] = self.stop_sequence.clone().unwrap_or(Value::Null);
+        if let Some(u) = self.usage {
+            message["usage"] = u.to_json();
+        }
+        message
+    }
+
+    /// An `error` event in Anthropic's shape.
+    pub fn error_event(message: &str, kind: &str) -> Bytes {
+        let data = json!({"type": "error", "error": {"type": kind, "message": message}});
+        Bytes::from(format!("event: error\ndata: {data}\n\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(a: &mut MessagesAssembler, v: Value) -> EventKind {
+        a.feed(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_stream_with_text_and_a_tool_call_assembles_into_the_message() {
+        let mut a = MessagesAssembler::new(UpstreamLimits::default());
+        feed(
+            &mut a,
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+                "role": "assistant", "model": "claude", "content": [], "stop_reason": null,
+                "usage": {"input_tokens": 10, "output_tokens": 1,
+                          "cache_creation_input_tokens": 4, "cache_read_input_tokens": 6}}}),
+        );
+        feed(
+            &mut a,
+            json!({"type": "content_block_start", "index": 0,
+                        "content_block": {"type": "text", "text": ""}}),
+        );
+        assert_eq!(feed(&mut a, json!({"type": "ping"})), EventKind::Other);
+        assert!(!a.has_token());
+        for t in ["Let me ", "check."] {
+            feed(
+                &mut a,
+                json!({"type": "content_block_delta", "index": 0,
+                            "delta": {"type": "text_delta", "text": t}}),
+            );
+        }
+        assert!(a.has_token());
+        feed(&mut a, json!({"type": "content_block_stop", "index": 0}));
+        feed(
+            &mut a,
+            json!({"type": "content_block_start", "index": 1, "content_block":
+                {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}}),
+        );
+        for j in ["{\"order\": ", "42}"] {
+            feed(
+                &mut a,
+                json!({"type": "content_block_delta", "index": 1,
+                            "delta": {"type": "input_json_delta", "partial_json": j}}),
+            );
+        }
+        feed(&mut a, json!({"type": "content_block_stop", "index": 1}));
+        assert!(!a.complete());
+        feed(
+            &mut a,
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use",
+                "stop_sequence": null}, "usage": {"output_tokens": 25}}),
+        );
+        feed(&mut a, json!({"type": "message_stop"}));
+        assert!(a.complete());
+        let m = a.to_response();
+        assert_eq!(m["id"], "msg_1");
+        assert_eq!(
+            m["content"][0],
+            json!({"type": "text", "text": "Let me check."})
+        );
+        assert_eq!(m["content"][1]["input"], json!({"order": 42}));
+        assert_eq!(m["stop_reason"], "tool_use");
+        assert_eq!(m["usage"]["output_tokens"], 25);
+        assert_eq!(a.finish_reason().as_deref(), Some("tool_calls"));
+        let u = a.usage().unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (20, 25));
+        assert_eq!((u.cache_creation_tokens, u.cache_read_tokens), (4, 6));
+        // The assembled message reads like a non-streamed one.
+        let s = summary_of(&m);
+        assert_eq!(s.text.as_deref(), Some("Let me check."));
+        assert_eq!(s.usage, Some(u));
+    }
+
+    #[test]
+    fn an_error_event_and_an_out_of_bound_index_are_seen() {
+        let limits = UpstreamLimits {
+            max_tool_calls: 2,
+            ..UpstreamLimits::default()
+        };
+        let mut a = MessagesAssembler::new(limits);
+        let e = a.feed(br#"{"type":"content_block_start","index":2,"content_block":{}}"#);
+        assert!(matches!(e, Err(LimitError::ItemIndex { index: 2, .. })));
+        feed(
+            &mut a,
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        );
+        assert_eq!(a.error(), Some("error event overloaded_error: Overloaded"));
+        assert!(!a.complete());
+    }
+}
