@@ -3,12 +3,17 @@
 //! For each gate metric in each cohort: a confidence sequence (see `sequential`) at α split by
 //! Bonferroni over the metric × cohort cells present, once at the rollback α and once at the
 //! promotion α. Roll back when any cell's rollback sequence lies wholly on the bad side of its
-//! bound (−margin, the error ceiling, the cost budget); promote when every cell's promotion
+//! rollback bound (−margin, or −`rollback_margin` when the metric sets one; the error ceiling;
+//! the cost budget); promote when every cell's promotion
 //! sequence lies wholly on the good side, no check blocks (sample-ratio mismatch, judge
 //! abstentions) and the stage's minimum duration and judged pairs are met; otherwise hold.
+//! An error rate or latency tail with paired requests (`MetricData::WithPairs`) is the
+//! intersection of its two-sample and its paired sequence, each at half the cell's α.
 //! Pure and deterministic. Fails closed: missing or mismatched data never counts as good.
 
-use super::policy::{Direction, GatePolicy, MetricData, MetricKind, StageContext, StageSummaries};
+use super::policy::{
+    Direction, GatePolicy, MetricData, MetricKind, MetricPolicy, StageContext, StageSummaries,
+};
 use super::sequential::{
     Count, Interval, JointRatio, Moments, SampleStats, UnitRatio, one_sample_cs, ratio_cs,
     srm_chi_square, two_sample_cs,
@@ -39,7 +44,7 @@ pub fn evaluate(policy: &GatePolicy, stage: &StageContext, summaries: &StageSumm
         for m in &policy.metrics {
             let e = match data.get(&m.name) {
                 None => missing(&m.name, cohort, &m.kind, alphas.promote, "no data"),
-                Some(d) => cell(policy, &alphas, &m.name, cohort, &m.kind, d),
+                Some(d) => cell(policy, &alphas, m, cohort, d),
             };
             evidence.push(e);
         }
@@ -153,6 +158,29 @@ fn bound_of(kind: &MetricKind) -> (f64, f64, Direction) {
     }
 }
 
+/// The bound the rollback side is judged against: the promotion bound, moved to the metric's
+/// `rollback_margin` when it has one (0: surely worse than stable at all).
+fn rollback_bound_of(kind: &MetricKind, rollback_margin: Option<f64>) -> f64 {
+    let (bound, _, _) = bound_of(kind);
+    let Some(rm) = rollback_margin else {
+        return bound;
+    };
+    match *kind {
+        MetricKind::Mean {
+            direction: Direction::HigherIsBetter,
+            ..
+        } => -rm,
+        MetricKind::Mean {
+            direction: Direction::LowerIsBetter,
+            ..
+        }
+        | MetricKind::ErrorRate { .. } => rm,
+        MetricKind::WinRate { .. } => 0.5 - rm,
+        MetricKind::LatencyTail { quantile, .. } => 1.0 - quantile + rm,
+        MetricKind::CostRatio { .. } => bound,
+    }
+}
+
 fn missing(metric: &str, cohort: &str, kind: &MetricKind, alpha: f64, why: &str) -> Evidence {
     let (bound, margin, direction) = bound_of(kind);
     Evidence {
@@ -178,12 +206,13 @@ fn missing(metric: &str, cohort: &str, kind: &MetricKind, alpha: f64, why: &str)
 fn cell(
     policy: &GatePolicy,
     alphas: &Alphas,
-    metric: &str,
+    m: &MetricPolicy,
     cohort: &str,
-    kind: &MetricKind,
     data: &MetricData,
 ) -> Evidence {
+    let (metric, kind) = (m.name.as_str(), &m.kind);
     let (bound, _, direction) = bound_of(kind);
+    let rollback_bound = rollback_bound_of(kind, m.rollback_margin);
     let mut e = missing(metric, cohort, kind, alphas.promote, "");
     e.note = None;
     let t = policy.target_n;
@@ -222,8 +251,8 @@ fn cell(
         return e;
     }
     let worse = |iv: &Interval| match direction {
-        Direction::HigherIsBetter => iv.hi < bound,
-        Direction::LowerIsBetter => iv.lo > bound,
+        Direction::HigherIsBetter => iv.hi < rollback_bound,
+        Direction::LowerIsBetter => iv.lo > rollback_bound,
     };
     let good = |iv: &Interval| match direction {
         Direction::HigherIsBetter => iv.lo > bound,
@@ -231,6 +260,7 @@ fn cell(
     };
     if worse(&rollback) {
         e.interval = Some((rollback.lo, rollback.hi));
+        e.bound = rollback_bound;
         e.alpha = alphas.rollback;
         e.verdict = Verdict::Worse;
         return e;
@@ -239,6 +269,10 @@ fn cell(
         Verdict::NonInferior
     } else {
         Verdict::Inconclusive
+    };
+    let data = match data {
+        MetricData::WithPairs { unpaired, .. } => unpaired.as_ref(),
+        d => d,
     };
     match (kind, data) {
         (MetricKind::ErrorRate { ceiling, .. }, MetricData::Proportions { candidate, .. }) => {
@@ -439,8 +473,98 @@ fn cell_cs<'a>(
             })
             .over_joint_units(units)
         }
+        (
+            MetricKind::ErrorRate { .. } | MetricKind::LatencyTail { .. },
+            MetricData::WithPairs {
+                unpaired,
+                pairs,
+                units,
+            },
+        ) => {
+            return Some(with_pairs(
+                kind,
+                cell_cs(kind, unpaired, t, e)?,
+                pairs,
+                units,
+                t,
+                e,
+            ));
+        }
         _ => return None,
     })
+}
+
+/// "Pairs first": the two-sample sequence of an error rate or latency tail intersected with the
+/// same metric's sequence on the paired requests (differences per pair summed per unit, delta
+/// method), each at half the α. The paired comparison removes the between-unit variation (one
+/// heavy tenant on one side no longer keeps the interval wide); the two-sample one uses every
+/// request. Which one is narrower names the method, the counts and the units of the evidence.
+/// The split is fixed by the data's shape (`WithPairs` whenever the stage samples pairs), never
+/// by which sequence happens to be tighter, so the intersection keeps its 1 − α guarantee.
+fn with_pairs<'a>(
+    kind: &MetricKind,
+    two: Cs<'a>,
+    pairs: &'a Moments,
+    units: &'a UnitRatio,
+    t: f64,
+    e: &mut Evidence,
+) -> Cs<'a> {
+    let floor = pairs
+        .stats_bounded(-1.0, 1.0)
+        .map_or(f64::INFINITY, |s| s.var / s.n);
+    let ps = units.stats(floor);
+    // A latency tail's paired difference is the candidate's excess over stable's own share on
+    // the same prompts; the nominal 1 − q puts it on the share's scale.
+    let shift = match *kind {
+        MetricKind::LatencyTail { quantile, .. } => 1.0 - quantile,
+        _ => 0.0,
+    };
+    let paired = move |a: f64| ps.map(|s| one_sample_cs(&s, a, t).shifted(shift));
+    let probe = 0.05 / 2.0;
+    let width = |iv: Option<Interval>| iv.map_or(f64::INFINITY, |iv| iv.width());
+    let (w_two, w_paired) = (width((two.cs)(probe)), width(paired(probe)));
+    let paired_tighter = w_paired < w_two;
+    let what = format!(
+        "paired requests: {} pairs in {} units, width {}; two-sample width {}; intersected at α/2 each",
+        pairs.n,
+        units.units,
+        fmt_width(w_paired),
+        fmt_width(w_two)
+    );
+    e.note = Some(match e.note.take() {
+        Some(n) => format!("{n}; {what}"),
+        None => what,
+    });
+    let Cs {
+        method,
+        cs,
+        n,
+        units: two_units,
+    } = two;
+    let combined = move |a: f64| match (cs(a / 2.0), paired(a / 2.0)) {
+        (Some(x), Some(y)) if paired_tighter => Some(y.intersect(&x)),
+        (Some(x), Some(y)) => Some(x.intersect(&y)),
+        (x, y) => x.or(y),
+    };
+    if paired_tighter {
+        Cs::new(Method::PairedRequestsDeltaCs, (pairs.n, pairs.n), combined)
+            .over_units(units, units)
+    } else {
+        Cs {
+            method,
+            cs: Box::new(combined),
+            n,
+            units: two_units,
+        }
+    }
+}
+
+fn fmt_width(w: f64) -> String {
+    if w.is_finite() {
+        format!("{w:.4}")
+    } else {
+        "none".to_owned()
+    }
 }
 
 /// The error-rate ceiling: roll back when the candidate's own rate is surely above it; do not

@@ -101,6 +101,10 @@ pub enum Method {
     RatioDeltaCs,
     /// Like `Ceiling`, over the candidate's units (delta method).
     CeilingDelta,
+    /// An error rate or latency tail on the paired requests (the same prompt sent to both
+    /// variants): differences per pair summed per unit, delta method over units, intersected
+    /// with the two-sample sequence (half the α each).
+    PairedRequestsDeltaCs,
 }
 
 impl Method {
@@ -135,6 +139,9 @@ impl Method {
             Method::CeilingDelta => {
                 "asymptotic confidence sequence on the candidate's rate vs a ceiling, delta-method variance over units"
             }
+            Method::PairedRequestsDeltaCs => {
+                "asymptotic confidence sequence on the paired requests' differences (same prompt, both variants), delta-method variance over units, intersected with the two-sample sequence"
+            }
         }
     }
 
@@ -153,7 +160,8 @@ impl Method {
             | Method::PairedDeltaCs
             | Method::ExceedanceDeltaCs
             | Method::RatioDeltaCs
-            | Method::CeilingDelta => AnalysisUnit::Unit,
+            | Method::CeilingDelta
+            | Method::PairedRequestsDeltaCs => AnalysisUnit::Unit,
             Method::AbstentionRate => AnalysisUnit::JudgeAttempt,
         }
     }

@@ -46,6 +46,34 @@ pub struct MetricPolicy {
     pub name: String,
     #[serde(flatten)]
     pub kind: MetricKind,
+    /// The margin the rollback is judged against, in the metric's units (default: `margin`).
+    /// Promotion always needs non-inferiority within `margin`; a rollback needs the candidate
+    /// to be surely worse than stable by more than `rollback_margin`. `0` rolls back as soon as
+    /// the candidate is surely worse than stable at all — far sooner for a real drop (the
+    /// distance to the bound is the whole drop, not the drop minus the margin), at the price
+    /// that a candidate slightly worse than stable but within `margin` may be rolled back
+    /// instead of promoted. Its guarantee: P(rollback | candidate not worse than stable by
+    /// more than `rollback_margin`) ≤ `alpha_rollback`. Not for `cost_ratio` (its budget is
+    /// the bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_margin: Option<f64>,
+}
+
+impl MetricPolicy {
+    /// A metric whose rollback uses its own margin.
+    pub fn new(name: impl Into<String>, kind: MetricKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            rollback_margin: None,
+        }
+    }
+
+    /// This metric with its rollback judged against `margin` (see `rollback_margin`).
+    pub fn rollback_at(mut self, margin: f64) -> Self {
+        self.rollback_margin = Some(margin);
+        self
+    }
 }
 
 /// The statistical gate's policy for one deployment.
@@ -176,7 +204,18 @@ impl GatePolicy {
                     if !(budget.is_finite() && *budget > 0.0) {
                         bad(f("budget"), "must be a ratio > 0, e.g. 1.2");
                     }
+                    if m.rollback_margin.is_some() {
+                        bad(
+                            f("rollback_margin"),
+                            "does not apply to cost_ratio (its budget is the rollback bound)",
+                        );
+                    }
                 }
+            }
+            if let Some(rm) = m.rollback_margin
+                && !(rm.is_finite() && rm >= 0.0)
+            {
+                bad(f("rollback_margin"), "must be a finite number ≥ 0");
             }
         }
         out
@@ -234,6 +273,17 @@ pub enum MetricData {
     /// Matched pairs (candidate − stable) with the differences summed per unit (x = Σ
     /// differences, y = pairs of the unit).
     PairedUnits { pairs: Moments, units: UnitRatio },
+    /// A two-sample `error_rate` or `latency_tail` (`unpaired`) and the same metric on the
+    /// paired requests — shadow pairs and live pair samples, the same prompt sent to both
+    /// variants — as per-pair differences candidate − stable summed per unit (x = Σ
+    /// differences, y = pairs of the unit). An error rate's difference is e_c − e_s; a latency
+    /// tail's is 1[L_c > q] − 1[L_s > q], with q stable's quantile. The gate intersects the two
+    /// sequences at half the α each (the tighter one decides; the evidence names it).
+    WithPairs {
+        unpaired: Box<MetricData>,
+        pairs: Moments,
+        units: UnitRatio,
+    },
 }
 
 /// Observed units per variant against their configured shares (for the SRM check).

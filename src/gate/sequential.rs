@@ -377,6 +377,38 @@ impl Interval {
     pub fn contains(&self, x: f64) -> bool {
         self.lo <= x && x <= self.hi
     }
+
+    pub fn width(&self) -> f64 {
+        self.hi - self.lo
+    }
+
+    /// The same interval moved by `by` (onto another scale of the same quantity).
+    pub fn shifted(self, by: f64) -> Self {
+        Self {
+            estimate: self.estimate + by,
+            lo: self.lo + by,
+            hi: self.hi + by,
+        }
+    }
+
+    /// The intersection of two confidence sequences for the same quantity, each computed at
+    /// α/2: by the union bound both cover at every n at once with probability ≥ 1 − α, so
+    /// their intersection is a (1 − α) confidence sequence, at least as tight as the tighter
+    /// of the two at α/2 (Howard, Ramdas, McAuliffe & Sekhon, "Time-uniform, nonparametric,
+    /// nonasymptotic confidence sequences", Annals of Statistics 2021, §2: any countable
+    /// family of confidence sequences can be combined this way). The estimate is `self`'s,
+    /// kept inside; disjoint sequences (a rare event under the null) give `self`.
+    pub fn intersect(self, other: &Interval) -> Self {
+        let (lo, hi) = (self.lo.max(other.lo), self.hi.min(other.hi));
+        if lo > hi {
+            return self;
+        }
+        Self {
+            estimate: self.estimate.clamp(lo, hi),
+            lo,
+            hi,
+        }
+    }
 }
 
 /// ρ that makes the sequence tightest near `target_n` samples (Waudby-Smith et al., eq. for the
@@ -778,6 +810,100 @@ mod tests {
         assert!(
             request_rate > 0.3,
             "request-level miscoverage {request_rate}"
+        );
+    }
+
+    /// "Pairs first" on clustered A/A traffic: units with Pareto volumes and Beta error
+    /// propensities, one heavy unit among them (2 000 requests at 10% errors), 20% of the units
+    /// on the candidate, and a fifth of the candidate's requests answered by stable too (the
+    /// live pair sample). Looking at every tenth unit once both sequences have 30 units (the
+    /// gate's `min_samples`), the intersection of the two-sample (joint delta-method) sequence
+    /// and the paired one, each at α/2, covers the true difference 0 at every look in at least
+    /// 95% of runs (within Monte-Carlo error); and it is narrower at the end than the two-sample
+    /// sequence alone at α, which the heavy unit keeps wide. (Below 30 candidate units the
+    /// two-sample delta method itself under-covers with such a unit — 12–35% in a Python
+    /// replica of this test — which is why the gate draws no verdict there.)
+    #[test]
+    fn paired_and_two_sample_intersection_covers_clustered_data_and_is_tighter() {
+        use statrs::distribution::{Beta, Pareto};
+        let alpha = 0.05;
+        let (runs, units) = (200, 600);
+        let volume = Pareto::new(1.0, 1.5).unwrap();
+        let propensity = Beta::new(0.5, 24.5).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let (mut miss, mut tighter) = (0, 0);
+        let bern = |rng: &mut ChaCha8Rng, p: f64| f64::from(u8::from(rng.random_bool(p)));
+        for _ in 0..runs {
+            let (mut joint, mut paired, mut pairs) = (
+                JointRatio::default(),
+                UnitRatio::default(),
+                Moments::default(),
+            );
+            let mut counts = [Count::default(); 2];
+            let mut out = false;
+            let mut last = None;
+            for i in 1..=units {
+                // The first unit sends as much as a hundred typical ones, at a 10% error rate.
+                let (n, p) = if i == 1 {
+                    (2000, 0.10)
+                } else {
+                    (
+                        (10.0 * volume.sample(&mut rng)).floor().min(500.0) as u64,
+                        propensity.sample(&mut rng),
+                    )
+                };
+                let candidate = rng.random_bool(0.2);
+                let (mut e, mut d, mut k) = (0.0, 0.0, 0.0);
+                for _ in 0..n {
+                    let err = bern(&mut rng, p);
+                    e += err;
+                    if candidate && rng.random_bool(0.2) {
+                        let diff = err - bern(&mut rng, p);
+                        d += diff;
+                        k += 1.0;
+                        pairs.push(diff);
+                    }
+                }
+                let side = usize::from(!candidate);
+                counts[side].hits += e as u64;
+                counts[side].n += n;
+                joint.push(if candidate {
+                    [e, n as f64, 0.0, 0.0]
+                } else {
+                    [0.0, 0.0, e, n as f64]
+                });
+                if k > 0.0 {
+                    paired.push(d, k);
+                }
+                if i % 10 != 0 || joint.candidate_units < 30 || paired.units < 30 {
+                    continue;
+                }
+                let floor = |c: &Count| c.stats().map_or(f64::INFINITY, |s| s.var / s.n);
+                let (Some(two), Some(pd)) = (
+                    joint.difference_stats(floor(&counts[0]) + floor(&counts[1])),
+                    pairs
+                        .stats_bounded(-1.0, 1.0)
+                        .and_then(|b| paired.stats(b.var / b.n)),
+                ) else {
+                    continue;
+                };
+                let a = one_sample_cs(&two, alpha / 2.0, 1000.0);
+                let b = one_sample_cs(&pd, alpha / 2.0, 1000.0);
+                let both = b.intersect(&a);
+                out |= !both.contains(0.0);
+                last = Some((both.width(), one_sample_cs(&two, alpha, 1000.0).width()));
+            }
+            miss += usize::from(out);
+            if let Some((both, two)) = last {
+                tighter += usize::from(both < two);
+            }
+        }
+        let rate = miss as f64 / runs as f64;
+        // α plus three Monte-Carlo standard errors: 0.05 + 3·sqrt(0.05·0.95/200) = 0.096.
+        assert!(rate <= 0.096, "intersection miscoverage {rate}");
+        assert!(
+            tighter as f64 / runs as f64 > 0.8,
+            "tighter in {tighter} of {runs}"
         );
     }
 

@@ -14,6 +14,7 @@ fn policy() -> GatePolicy {
                 direction: Direction::HigherIsBetter,
                 margin: 0.15,
             },
+            rollback_margin: None,
         },
         MetricPolicy {
             name: "errors".into(),
@@ -21,6 +22,7 @@ fn policy() -> GatePolicy {
                 margin: 0.03,
                 ceiling: 0.10,
             },
+            rollback_margin: None,
         },
     ])
 }
@@ -251,14 +253,17 @@ fn latency_tail_cost_and_win_rate_cells() {
                 quantile: 0.95,
                 margin: 0.05,
             },
+            rollback_margin: None,
         },
         MetricPolicy {
             name: "cost".into(),
             kind: MetricKind::CostRatio { budget: 1.2 },
+            rollback_margin: None,
         },
         MetricPolicy {
             name: "pref".into(),
             kind: MetricKind::WinRate { margin: 0.05 },
+            rollback_margin: None,
         },
     ]);
     let cost = |c: f64| {
@@ -317,4 +322,106 @@ fn latency_tail_cost_and_win_rate_cells() {
     let d = evaluate(&p, &ready(), &cohort(100, 0.01, 400, 1000));
     assert_eq!(d.action, Action::Rollback);
     assert!(d.reason.contains("pref"), "{}", d.reason);
+}
+
+/// A rollback margin of 0 rolls back a candidate that is surely worse than stable, although not
+/// surely worse than the promotion margin; without it the same data holds.
+#[test]
+fn rollback_margin_moves_only_the_rollback_bound() {
+    let s = summaries(&[("all", paired(1000, -0.22), errors(20, 20, 1000))]);
+    let d = evaluate(&policy(), &ready(), &s);
+    assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    let mut p = policy();
+    p.metrics[0].rollback_margin = Some(0.0);
+    let d = evaluate(&p, &ready(), &s);
+    assert_eq!(d.action, Action::Rollback, "{}", d.reason);
+    let e = &d.evidence[0];
+    assert_eq!((e.verdict, e.bound, e.margin), (Verdict::Worse, 0.0, 0.15));
+    let (lo, hi) = e.interval.unwrap();
+    assert!(hi < 0.0 && hi > -0.15 && lo < -0.22, "{lo} {hi}");
+    // Promotion still needs non-inferiority within the margin.
+    let s = summaries(&[("all", paired(4000, -0.05), errors(80, 80, 4000))]);
+    assert_eq!(evaluate(&p, &ready(), &s).action, Action::Promote);
+    // Not for cost ratios; never negative.
+    let bad = GatePolicy::with_metrics(vec![
+        MetricPolicy::new("cost", MetricKind::CostRatio { budget: 1.2 }).rollback_at(0.0),
+        MetricPolicy::new("q", MetricKind::WinRate { margin: 0.1 }).rollback_at(-1.0),
+    ]);
+    let fields: Vec<String> = bad.validate("gate").into_iter().map(|p| p.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "gate.metrics[0].rollback_margin",
+            "gate.metrics[1].rollback_margin"
+        ]
+    );
+}
+
+/// Pairs first: an error rate with paired requests is the intersection of the two-sample and
+/// the paired sequences at α/2 each, and the evidence names the tighter one.
+#[test]
+fn paired_requests_are_intersected_with_the_two_sample_comparison() {
+    use super::sequential::UnitRatio;
+    // 4 000 pairs, one per unit: 40 where only the candidate failed, 40 where only stable did.
+    let (mut pairs, mut units) = (Moments::default(), UnitRatio::default());
+    for i in 0..4000 {
+        let d = match i % 100 {
+            0 => 1.0,
+            1 => -1.0,
+            _ => 0.0,
+        };
+        pairs.push(d);
+        units.push(d, 1.0);
+    }
+    let with_pairs = |unpaired: MetricData| MetricData::WithPairs {
+        unpaired: Box::new(unpaired),
+        pairs,
+        units,
+    };
+    let s = summaries(&[("all", paired(4000, 0.0), with_pairs(errors(80, 80, 4000)))]);
+    let d = evaluate(&policy(), &ready(), &s);
+    let e = &d.evidence[1];
+    assert_eq!(e.metric, "errors");
+    assert_eq!(e.method, Method::PairedRequestsDeltaCs, "{e:?}");
+    assert_eq!(e.unit, AnalysisUnit::Unit);
+    assert_eq!(e.units, Some((4000, 4000)));
+    let a = e.alpha / 2.0;
+    let two = two_sample_cs(
+        &Count::new(80, 4000).stats().unwrap(),
+        &Count::new(80, 4000).stats().unwrap(),
+        a,
+        1000.0,
+    );
+    let floor = pairs.stats_bounded(-1.0, 1.0).unwrap();
+    let pd = one_sample_cs(&units.stats(floor.var / floor.n).unwrap(), a, 1000.0);
+    assert!(pd.width() < two.width());
+    let both = pd.intersect(&two);
+    assert_eq!(e.interval, Some((both.lo, both.hi)));
+    assert!(
+        e.note
+            .as_deref()
+            .unwrap()
+            .contains("4000 pairs in 4000 units"),
+        "{e:?}"
+    );
+    assert_eq!(d.action, Action::Promote, "{}", d.reason);
+    // A handful of pairs: the two-sample sequence is tighter and names the method, at α/2.
+    let (mut few, mut few_units) = (Moments::default(), UnitRatio::default());
+    for d in [0.0, 1.0, -1.0, 0.0] {
+        few.push(d);
+        few_units.push(d, 1.0);
+    }
+    let s = summaries(&[(
+        "all",
+        paired(4000, 0.0),
+        MetricData::WithPairs {
+            unpaired: Box::new(errors(80, 80, 4000)),
+            pairs: few,
+            units: few_units,
+        },
+    )]);
+    let e = &evaluate(&policy(), &ready(), &s).evidence[1];
+    assert_eq!(e.method, Method::ProportionCs, "{e:?}");
+    let (lo, hi) = e.interval.unwrap();
+    assert!((hi - lo - two.width()).abs() < 1e-12, "{e:?}");
 }

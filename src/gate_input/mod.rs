@@ -7,7 +7,9 @@
 //!
 //! A gate metric is found in the stage summary by its kind and name:
 //! - `error_rate`: errors / requests per side (every observation, served or mirrored), with the
-//!   per-unit sums so that the gate's inference runs over units (delta method);
+//!   per-unit sums so that the gate's inference runs over units (delta method), and — once the
+//!   stage has paired requests (shadow mirrors, live pair samples) — the paired requests' error
+//!   differences per unit beside them (`MetricData::WithPairs`: the gate intersects both);
 //! - `latency_tail`: candidate requests above stable's `quantile`, estimated from the latency
 //!   histograms (from the time-to-first-token histograms when the metric's name contains
 //!   `ttft`);
@@ -111,6 +113,12 @@ pub fn summaries(
         }
     }
     let mut out = StageSummaries::default();
+    // Pairs first: once the stage has paired requests (a shadow stage's mirrors, a live
+    // stage's pair samples), every cohort's error rate is also compared on them.
+    let paired_stage = summary
+        .paired_errors
+        .iter()
+        .any(|p| p.cohort.is_none() && p.pairs.count > 0);
     for m in &policy.metrics {
         for (cohort, s) in &sides {
             let units = summary.units.iter().find(|u| u.cohort == *cohort);
@@ -119,7 +127,7 @@ pub fn summaries(
                     let candidate = Count::new(s.candidate.error_count(), s.candidate.requests);
                     let stable = Count::new(s.stable.error_count(), s.stable.requests);
                     let joint = units.map(|u| &u.errors);
-                    Some(if let Some(j) = joint.filter(|j| usable(j)) {
+                    let unpaired = if let Some(j) = joint.filter(|j| usable(j)) {
                         MetricData::UnitRates {
                             candidate,
                             stable,
@@ -127,6 +135,11 @@ pub fn summaries(
                         }
                     } else {
                         MetricData::Proportions { candidate, stable }
+                    };
+                    Some(if paired_stage {
+                        with_paired_errors(unpaired, summary, cohort)
+                    } else {
+                        unpaired
                     })
                 }
                 MetricKind::LatencyTail { quantile, .. } => {
@@ -291,6 +304,21 @@ pub fn summaries(
     (out, judged)
 }
 
+/// An error rate's two-sample data with the cohort's paired error differences (candidates
+/// pooled, as the two-sample side pools them).
+fn with_paired_errors(unpaired: MetricData, summary: &StageSummary, cohort: &Cohort) -> MetricData {
+    let (mut pairs, mut units) = (GateMoments::default(), UnitRatio::default());
+    for p in summary.paired_errors.iter().filter(|p| p.cohort == *cohort) {
+        pairs.merge(&moments(&p.pairs));
+        units.merge(&unit_ratio(&p.units));
+    }
+    MetricData::WithPairs {
+        unpaired: Box::new(unpaired),
+        pairs,
+        units,
+    }
+}
+
 /// Per-unit data is used when both sides have units (a summary without unit keys falls back to
 /// the request-level view).
 fn usable(j: &JointMoments) -> bool {
@@ -335,6 +363,12 @@ fn without_cohorts(summary: &StageSummary, excluded: &[(String, String)]) -> Sta
             .collect(),
         aa: summary.aa.clone(),
         units: Vec::new(),
+        paired_errors: summary
+            .paired_errors
+            .iter()
+            .filter(|p| !is_excluded(&p.cohort))
+            .cloned()
+            .collect(),
     };
     // Units of excluded cohorts leave the overall comparison as their stable traffic does.
     let removed_units: Vec<_> = summary

@@ -23,10 +23,7 @@ fn policy(metrics: Vec<MetricPolicy>) -> GatePolicy {
 }
 
 fn metric(name: &str, kind: MetricKind) -> MetricPolicy {
-    MetricPolicy {
-        name: name.into(),
-        kind,
-    }
+    MetricPolicy::new(name, kind)
 }
 
 #[test]
@@ -307,4 +304,77 @@ fn excluded_cohorts_leave_stable_latency_too() {
     let d = decide(&p, &stage, Duration::from_secs(1), &summary);
     assert_eq!(d.action, Action::Rollback, "{}", d.reason);
     assert!(d.reason.contains("latency_p90"), "{}", d.reason);
+}
+
+/// The unit sample-ratio check end to end: the store's counts of served units per variant →
+/// `gate_input::decide` → the gate's χ² evidence, against statrs' χ²₁ survival function and the
+/// published tail values. A heavy user on the candidate moves the request split far from the
+/// share (χ² on requests in the thousands) and only shows in the note.
+#[test]
+fn unit_sample_ratio_chain_matches_statrs_chi_square_on_known_counts() {
+    use statrs::distribution::{ChiSquared, ContinuousCDF};
+    let chi1 = ChiSquared::new(1.0).unwrap();
+    let p = policy(vec![metric(
+        "error_rate",
+        MetricKind::ErrorRate {
+            margin: 0.05,
+            ceiling: 0.5,
+        },
+    )]);
+    let stage = Stage {
+        exposure: Exposure::Live { share: 0.1 },
+        min_duration: Duration::ZERO,
+        min_judged_pairs: 0,
+        max_duration: Duration::from_secs(3600),
+        on_timeout: OnTimeout::HoldAndAlert,
+        exclude_cohorts: Vec::new(),
+        approval_required: false,
+    };
+    // (stable units, candidate units, χ² by hand, published P(χ²₁ > χ²), verdict)
+    let cases = [
+        // Exactly 90/10 over 5 000 units.
+        (4_500, 500, 0.0, 1.0, crate::gate::Verdict::Passed),
+        // 60 units short: 60²/4500 + 60²/500 = 0.8 + 7.2 = 8; P = 0.004678 (> 0.001).
+        (4_440, 560, 8.0, 0.004_678, crate::gate::Verdict::Passed),
+        // 120 short: 3.2 + 28.8 = 32; P = 1.542e-8 = 2Φ(−√32).
+        (4_620, 380, 32.0, 1.542e-8, crate::gate::Verdict::Blocked),
+    ];
+    for (stable_units, candidate_units, chi2, published, verdict) in cases {
+        let mut stable = variant(None, "stable", 40_000, 0);
+        stable.served_units = stable_units;
+        stable.units = stable_units;
+        // One heavy user: the candidate serves 20% of the requests with 10% of the units.
+        let mut candidate = variant(None, "candidate", 10_000, 0);
+        candidate.served_units = candidate_units;
+        candidate.units = candidate_units;
+        let summary = StageSummary {
+            variants: vec![stable, candidate],
+            ..StageSummary::default()
+        };
+        let d = decide(&p, &stage, Duration::from_secs(1), &summary);
+        let e = d
+            .evidence
+            .iter()
+            .find(|e| e.metric == "sample_ratio")
+            .unwrap();
+        let stat = e.estimate.unwrap();
+        assert!((stat - chi2).abs() < 1e-9, "{stat} vs {chi2}");
+        let reference = 1.0 - chi1.cdf(chi2);
+        assert!(
+            (reference - published).abs() <= 1e-3 * published.max(1e-6),
+            "statrs {reference} vs published {published}"
+        );
+        let shown = e.note.as_deref().unwrap();
+        assert!(shown.contains(&format!("p = {reference:.3e}")), "{shown}");
+        assert_eq!(e.verdict, verdict, "{shown}");
+        assert_eq!(e.units.map(|u| u.1), Some(stable_units + candidate_units));
+        // Requests 40 000 / 10 000 against 90/10: χ² = 5000²/45000 + 5000²/5000 = 5555.56.
+        assert!(shown.contains("χ² = 5555.56"), "{shown}");
+        assert_eq!(
+            d.alerts
+                .iter()
+                .any(|a| a.kind == crate::gate::AlertKind::SampleRatioMismatch),
+            verdict == crate::gate::Verdict::Blocked
+        );
+    }
 }

@@ -160,6 +160,7 @@ pub fn method_short(m: Method) -> &'static str {
         Method::ExceedanceDeltaCs => "exceedance CS, delta",
         Method::RatioDeltaCs => "ratio CS, delta",
         Method::CeilingDelta => "ceiling CS, delta",
+        Method::PairedRequestsDeltaCs => "paired requests ∩ two-sample CS, delta",
     }
 }
 

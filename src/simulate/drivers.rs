@@ -182,9 +182,12 @@ impl LogHist {
             n: 0,
         }
     }
+    fn bucket(ms: f64) -> usize {
+        ((ms.max(1.0).ln() / STEP).floor() as usize).min(BUCKETS - 1)
+    }
     /// Counts `ms`; returns its bucket.
     fn push(&mut self, ms: f64) -> usize {
-        let b = ((ms.max(1.0).ln() / STEP).floor() as usize).min(BUCKETS - 1);
+        let b = Self::bucket(ms);
         self.counts[b] += 1;
         self.n += 1;
         b
@@ -293,6 +296,15 @@ struct CohortAcc {
     /// Stable's 95% quantile bucket the per-unit exceedance counts are relative to.
     threshold: Option<usize>,
     above_units: UnitAcc,
+    /// Paired requests (both variants on the same request): e_c − e_s per pair, and per unit.
+    paired_errors: Moments,
+    paired_error_units: UnitAcc,
+    /// Paired requests without errors: both sides' latency buckets per user, and
+    /// 1[L_c > q] − 1[L_s > q] (q stable's quantile bucket) per pair and per unit.
+    pair_buckets: Vec<Vec<(u16, u16)>>,
+    pair_users: Vec<u32>,
+    paired_above: Moments,
+    paired_above_units: UnitAcc,
 }
 
 impl CohortAcc {
@@ -311,6 +323,36 @@ impl CohortAcc {
             units,
             threshold: None,
             above_units: UnitAcc::new(n),
+            paired_errors: Moments::default(),
+            paired_error_units: UnitAcc::new(n),
+            pair_buckets: vec![Vec::new(); n],
+            pair_users: Vec::new(),
+            paired_above: Moments::default(),
+            paired_above_units: UnitAcc::new(n),
+        }
+    }
+
+    /// One paired request: both variants answered the same prompt (a shadow mirror or a live
+    /// pair sample). Only the per-unit gate keeps them.
+    fn push_paired(&mut self, user: usize, c: &Side, s: &Side) {
+        if !self.units {
+            return;
+        }
+        let d = f64::from(u8::from(c.error)) - f64::from(u8::from(s.error));
+        self.paired_errors.push(d);
+        self.paired_error_units.add(user, d, 1.0);
+        if c.error || s.error {
+            return;
+        }
+        let (bc, bs) = (LogHist::bucket(c.latency_ms), LogHist::bucket(s.latency_ms));
+        if self.pair_buckets[user].is_empty() {
+            self.pair_users.push(user as u32);
+        }
+        self.pair_buckets[user].push((bc as u16, bs as u16));
+        if let Some(t) = self.threshold {
+            let d = f64::from(u8::from(bc > t)) - f64::from(u8::from(bs > t));
+            self.paired_above.push(d);
+            self.paired_above_units.add(user, d, 1.0);
         }
     }
 
@@ -369,6 +411,23 @@ impl CohortAcc {
                 .count();
             self.above_units.add(u, above as f64, buckets.len() as f64);
         }
+        self.paired_above = Moments::default();
+        self.paired_above_units.ratio = UnitRatio::default();
+        let Some(t) = t else { return };
+        for &u in &self.pair_users {
+            let u = u as usize;
+            self.paired_above_units.x[u] = 0.0;
+            self.paired_above_units.y[u] = 0.0;
+            let mut x = 0.0;
+            for &(bc, bs) in &self.pair_buckets[u] {
+                let d = f64::from(u8::from(usize::from(bc) > t))
+                    - f64::from(u8::from(usize::from(bs) > t));
+                self.paired_above.push(d);
+                x += d;
+            }
+            self.paired_above_units
+                .add(u, x, self.pair_buckets[u].len() as f64);
+        }
     }
 
     /// The gate's view: per unit (`units`) or per request (today's request-level gate).
@@ -384,10 +443,14 @@ impl CohortAcc {
         };
         m.insert("quality".to_owned(), quality);
         let errors = if units {
-            MetricData::UnitRates {
-                candidate: self.errors[0],
-                stable: self.errors[1],
-                units: self.error_units.ratio,
+            MetricData::WithPairs {
+                unpaired: Box::new(MetricData::UnitRates {
+                    candidate: self.errors[0],
+                    stable: self.errors[1],
+                    units: self.error_units.ratio,
+                }),
+                pairs: self.paired_errors,
+                units: self.paired_error_units.ratio,
             }
         } else {
             MetricData::Proportions {
@@ -397,20 +460,27 @@ impl CohortAcc {
         };
         m.insert("errors".to_owned(), errors);
         let qb = self.latency[1].quantile_bucket(0.95);
-        m.insert(
-            "latency_p95".to_owned(),
-            MetricData::Exceedance {
-                candidate_above: Count::new(
-                    qb.map_or(0, |b| self.latency[0].above(b)),
-                    self.latency[0].n,
-                ),
-                stable_quantile: qb.map(LogHist::upper_edge),
-                candidate_quantile: self.latency[0]
-                    .quantile_bucket(0.95)
-                    .map(LogHist::upper_edge),
-                candidate_units: units.then_some(self.above_units.ratio),
-            },
-        );
+        let latency = MetricData::Exceedance {
+            candidate_above: Count::new(
+                qb.map_or(0, |b| self.latency[0].above(b)),
+                self.latency[0].n,
+            ),
+            stable_quantile: qb.map(LogHist::upper_edge),
+            candidate_quantile: self.latency[0]
+                .quantile_bucket(0.95)
+                .map(LogHist::upper_edge),
+            candidate_units: units.then_some(self.above_units.ratio),
+        };
+        let latency = if units {
+            MetricData::WithPairs {
+                unpaired: Box::new(latency),
+                pairs: self.paired_above,
+                units: self.paired_above_units.ratio,
+            }
+        } else {
+            latency
+        };
+        m.insert("latency_p95".to_owned(), latency);
         let cost = if units {
             MetricData::UnitCost {
                 candidate: self.cost[0],
@@ -451,6 +521,10 @@ pub struct Canarist {
 }
 
 const COHORTS: [&str; 3] = ["all", "tier=enterprise", "tier=standard"];
+
+/// Share of the candidate's live requests that stable answers too (`live.pair_sample_percent`
+/// 20), for the per-unit gate (the request-level gate models canarist before pairs were used).
+pub const LIVE_PAIR_SAMPLE: f64 = 0.2;
 
 impl Canarist {
     pub fn new(
@@ -572,6 +646,16 @@ impl Canarist {
     }
 }
 
+impl Canarist {
+    fn observe_pair(&mut self, r: &RequestDraw, user: &User) {
+        let u = r.user as usize;
+        let cohort = if user.enterprise { 1 } else { 2 };
+        for i in [0, cohort] {
+            self.cohorts[i].push_paired(u, &r.candidate, &r.stable);
+        }
+    }
+}
+
 impl Driver for Canarist {
     fn request(&mut self, r: &RequestDraw, user: &User, now: DateTime<Utc>) {
         if self.done() {
@@ -583,6 +667,7 @@ impl Driver for Canarist {
                 self.observe_side(1, true, r, user, now);
                 if r.mirror_roll < sample_rate {
                     self.observe_side(0, false, r, user, now);
+                    self.observe_pair(r, user);
                 }
             }
             Some(Exposure::Live { share }) => {
@@ -590,6 +675,11 @@ impl Driver for Canarist {
                     let lost = self.scenario == Scenario::SrmDrop && user.dropped;
                     if !lost {
                         self.observe_side(0, true, r, user, now);
+                        // The live pair sample: stable answers the same request too.
+                        if self.units && r.mirror_roll < LIVE_PAIR_SAMPLE {
+                            self.observe_side(1, false, r, user, now);
+                            self.observe_pair(r, user);
+                        }
                     }
                 } else {
                     self.observe_side(1, true, r, user, now);

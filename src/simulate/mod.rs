@@ -45,7 +45,14 @@ pub struct SimulateArgs {
     /// volumes, per-user propensities, one tenant with 20% of the requests).
     #[arg(long, value_delimiter = ',', default_value = "iid")]
     pub traffic: Vec<String>,
+    /// The quality metric's rollback margin (`0`: roll back once the candidate is surely worse
+    /// than stable; `0.15`, its promotion margin, is how canarist judged rollbacks before).
+    #[arg(long, default_value_t = SIM_QUALITY_ROLLBACK_MARGIN)]
+    pub rollback_margin: f64,
 }
+
+/// The simulation's quality rollback margin (see [`sim_policy`]).
+pub const SIM_QUALITY_ROLLBACK_MARGIN: f64 = 0.0;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SimulateError {
@@ -57,6 +64,8 @@ pub enum SimulateError {
     UnknownTraffic(String),
     #[error("--runs must be at least 1")]
     NoRuns,
+    #[error("--rollback-margin must be a finite number ≥ 0")]
+    BadRollbackMargin,
 }
 
 /// What to simulate.
@@ -66,12 +75,17 @@ pub struct SimConfig {
     pub seed: u64,
     pub scenarios: Vec<Scenario>,
     pub traffic: Vec<TrafficModel>,
+    /// The quality metric's rollback margin.
+    pub rollback_margin: f64,
 }
 
 impl SimConfig {
     pub fn from_args(args: &SimulateArgs) -> Result<Self, SimulateError> {
         if args.runs == 0 {
             return Err(SimulateError::NoRuns);
+        }
+        if !(args.rollback_margin.is_finite() && args.rollback_margin >= 0.0) {
+            return Err(SimulateError::BadRollbackMargin);
         }
         let scenarios = if args.scenario.is_empty() {
             Scenario::ALL.to_vec()
@@ -101,6 +115,7 @@ impl SimConfig {
             } else {
                 traffic
             },
+            rollback_margin: args.rollback_margin,
         })
     }
 }
@@ -167,22 +182,26 @@ pub fn sim_ramp() -> Ramp {
     }
 }
 
-/// The default gate policy used by the simulation (and a sensible starting point).
-pub fn sim_policy() -> GatePolicy {
+/// The gate policy used by the simulation (and a sensible starting point). Quality promotes on
+/// non-inferiority within 0.15 points and rolls back once the candidate is surely worse than
+/// stable by more than `quality_rollback_margin` (0 by default: see `MetricPolicy::rollback_margin`).
+pub fn sim_policy(quality_rollback_margin: f64) -> GatePolicy {
     GatePolicy::with_metrics(vec![
-        MetricPolicy {
-            name: "quality".into(),
-            kind: MetricKind::Mean {
+        MetricPolicy::new(
+            "quality",
+            MetricKind::Mean {
                 direction: Direction::HigherIsBetter,
                 margin: 0.15,
             },
-        },
+        )
+        .rollback_at(quality_rollback_margin),
         MetricPolicy {
             name: "errors".into(),
             kind: MetricKind::ErrorRate {
                 margin: 0.03,
                 ceiling: 0.10,
             },
+            rollback_margin: None,
         },
         MetricPolicy {
             name: "latency_p95".into(),
@@ -190,10 +209,12 @@ pub fn sim_policy() -> GatePolicy {
                 quantile: 0.95,
                 margin: 0.05,
             },
+            rollback_margin: None,
         },
         MetricPolicy {
             name: "cost".into(),
             kind: MetricKind::CostRatio { budget: 1.25 },
+            rollback_margin: None,
         },
     ])
 }
@@ -208,8 +229,14 @@ fn horizon_ticks(ramp: &Ramp) -> i64 {
 }
 
 /// One run of one scenario: all gates on the same streams. Returns one outcome per gate.
-fn run_once(scenario: Scenario, model: TrafficModel, seed: u64, index: u64) -> [RunOutcome; 4] {
-    run_until(scenario, model, seed, index, horizon_ticks(&sim_ramp()))
+fn run_once(
+    cfg: &SimConfig,
+    scenario: Scenario,
+    model: TrafficModel,
+    index: u64,
+) -> [RunOutcome; 4] {
+    let ticks = horizon_ticks(&sim_ramp());
+    run_until(scenario, model, cfg.seed, index, ticks, cfg.rollback_margin)
 }
 
 /// [`run_once`], stopped after `ticks` ticks at the latest.
@@ -219,6 +246,7 @@ fn run_until(
     seed: u64,
     index: u64,
     ticks: i64,
+    rollback_margin: f64,
 ) -> [RunOutcome; 4] {
     let stream = ((model as u64) << 48) | ((scenario as u64) << 40) | index;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -230,7 +258,7 @@ fn run_until(
     let canarist = |units| {
         Canarist::new(
             ramp.clone(),
-            sim_policy(),
+            sim_policy(rollback_margin),
             GuardrailConfig::default(),
             scenario,
             units,
@@ -352,7 +380,7 @@ pub fn simulate(cfg: &SimConfig) -> Vec<Row> {
                         s.spawn(move || {
                             (t..cfg.runs)
                                 .step_by(threads)
-                                .map(|i| run_once(scenario, model, cfg.seed, i as u64))
+                                .map(|i| run_once(cfg, scenario, model, i as u64))
                                 .collect::<Vec<_>>()
                         })
                     })
@@ -453,8 +481,14 @@ mod tests {
 
     #[test]
     fn dropped_candidate_units_block_promotion_at_the_first_live_stage() {
-        let [units, requests, ..] =
-            run_until(Scenario::SrmDrop, TrafficModel::Iid, 7, 0, HALF_HOUR);
+        let [units, requests, ..] = run_until(
+            Scenario::SrmDrop,
+            TrafficModel::Iid,
+            7,
+            0,
+            HALF_HOUR,
+            SIM_QUALITY_ROLLBACK_MARGIN,
+        );
         for o in [&units, &requests] {
             assert!(o.srm_alert, "{o:?}");
             assert_eq!(o.end, Final::Held(1), "{o:?}");
@@ -463,7 +497,14 @@ mod tests {
 
     #[test]
     fn identical_variants_are_neither_rolled_back_nor_flagged_on_iid_traffic() {
-        let [units, ..] = run_until(Scenario::Aa, TrafficModel::Iid, 7, 1, HALF_HOUR);
+        let [units, ..] = run_until(
+            Scenario::Aa,
+            TrafficModel::Iid,
+            7,
+            1,
+            HALF_HOUR,
+            SIM_QUALITY_ROLLBACK_MARGIN,
+        );
         assert!(!units.srm_alert, "{units:?}");
         assert_ne!(units.end, Final::RolledBack, "{units:?}");
         assert_ne!(units.end, Final::Held(0), "{units:?}");
@@ -471,8 +512,14 @@ mod tests {
 
     #[test]
     fn clustered_aa_is_not_blocked_by_units_but_by_requests() {
-        let [units, requests, ..] =
-            run_until(Scenario::Aa, TrafficModel::Clustered, 7, 0, HALF_HOUR);
+        let [units, requests, ..] = run_until(
+            Scenario::Aa,
+            TrafficModel::Clustered,
+            7,
+            0,
+            HALF_HOUR,
+            SIM_QUALITY_ROLLBACK_MARGIN,
+        );
         assert!(!units.srm_alert, "{units:?}");
         assert_ne!(units.end, Final::RolledBack, "{units:?}");
         assert!(requests.srm_alert, "{requests:?}");

@@ -169,6 +169,8 @@ pub struct StageSummary {
     pub aa: AaSummary,
     /// Errors and cost per unit and side, per cohort (`None` = overall).
     pub units: Vec<UnitComparison>,
+    /// Paired requests' error differences per unit, per cohort and candidate (`store::paired`).
+    pub paired_errors: Vec<super::PairedErrors>,
 }
 
 /// The A/A arm of a stage: stable judged against a second stable answer
@@ -313,6 +315,7 @@ impl Store {
                 summary.pairs.insert((cohort, candidate), to_u64(n));
             }
         }
+        summary.paired_errors = self.paired_errors(scope).await?;
         summary.scores = self.score_summaries(scope).await?;
         summary.checks = self.check_summaries(scope).await?;
         summary.split_aa();

@@ -6,6 +6,8 @@
 
 /// Approval stages (`approval: required`).
 mod approval;
+/// Heavy users at a 10% live stage: promoted on units, a failing candidate rolled back.
+mod heavy_users;
 /// A tool-calling candidate that breaks one route's tool schema, rolled back in that cohort.
 mod tools;
 

@@ -15,6 +15,7 @@ fn run(scenario: Scenario, traffic: TrafficModel, runs: usize) -> Vec<Row> {
         seed: 7,
         scenarios: vec![scenario],
         traffic: vec![traffic],
+        rollback_margin: canarist::simulate::SIM_QUALITY_ROLLBACK_MARGIN,
     })
 }
 
@@ -83,6 +84,7 @@ fn unknown_scenarios_traffic_and_zero_runs_are_refused() {
         seed: 1,
         scenario: vec![scenario.to_owned()],
         traffic: vec![traffic.to_owned()],
+        rollback_margin: 0.0,
     };
     assert_eq!(
         SimConfig::from_args(&args(10, "bogus", "iid")).unwrap_err(),
@@ -95,6 +97,14 @@ fn unknown_scenarios_traffic_and_zero_runs_are_refused() {
     assert_eq!(
         SimConfig::from_args(&args(0, "aa", "iid")).unwrap_err(),
         SimulateError::NoRuns
+    );
+    let negative = SimulateArgs {
+        rollback_margin: -0.1,
+        ..args(10, "aa", "iid")
+    };
+    assert_eq!(
+        SimConfig::from_args(&negative).unwrap_err(),
+        SimulateError::BadRollbackMargin
     );
     let cfg = SimConfig::from_args(&args(10, "srm_drop", "clustered")).unwrap();
     assert_eq!(cfg.scenarios, vec![Scenario::SrmDrop]);

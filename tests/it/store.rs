@@ -721,3 +721,72 @@ async fn unit_sums_match_a_hand_computation_on_both_backends() {
         db.cleanup().await;
     }
 }
+
+/// Paired requests' error differences (candidate − stable per pair) summed per unit, by hand:
+/// a heavy user's three pairs (+1, 0, −1), a light user's one (+1), a keyless pair (0, a unit
+/// of its own); the A/A arm's pair is left out. Both backends read back the same sums.
+#[tokio::test]
+async fn paired_error_sums_per_unit_match_a_hand_computation_on_both_backends() {
+    for db in backends().await {
+        let store = db.store().await;
+        let sink = StoreSink::new(store.clone());
+        let mut events = Vec::new();
+        let mut i = 0_i64;
+        let mut add = |unit: Option<&str>, c_err: bool, s_err: bool, candidate: &str| {
+            i += 1;
+            let mut s = obs("stable", Role::Stable, "free", 100.0, i);
+            let mut c = obs(candidate, Role::Candidate, "free", 100.0, i);
+            for (o, err) in [(&mut s, s_err), (&mut c, c_err)] {
+                o.stage = "live".into();
+                o.unit_key = unit.map(str::to_owned);
+                if err {
+                    o.error = Some(ErrorClass::Upstream5xx);
+                    o.status = Some(500);
+                }
+            }
+            if candidate == "aa" {
+                c.purpose = Purpose::Aa;
+            }
+            let pair = pair_of(&s, &c);
+            events.push(CaptureEvent::Observation(Box::new(pair.stable.clone())));
+            events.push(CaptureEvent::Observation(Box::new(pair.candidate.clone())));
+            events.push(CaptureEvent::Pair(Box::new(pair)));
+        };
+        add(Some("heavy"), true, false, "cand");
+        add(Some("heavy"), false, false, "cand");
+        add(Some("heavy"), false, true, "cand");
+        add(Some("light"), true, false, "cand");
+        add(None, false, false, "cand");
+        add(Some("light"), true, false, "aa");
+        sink.write_batch(&events).await.unwrap();
+        let s = store
+            .stage_summary(SummaryScope::new("support", "live"))
+            .await
+            .unwrap();
+        for cohort in [None, Some(("tier".to_owned(), "free".to_owned()))] {
+            let rows: Vec<_> = s
+                .paired_errors
+                .iter()
+                .filter(|p| p.cohort == cohort)
+                .collect();
+            assert_eq!(rows.len(), 1, "{} {rows:?}", db.label);
+            let p = rows[0];
+            assert_eq!(p.candidate, "cand", "{}", db.label);
+            assert_eq!(
+                (p.pairs.count, p.pairs.sum, p.pairs.sum_sq),
+                (5, 1.0, 3.0),
+                "{}",
+                db.label
+            );
+            // Units (x, y): heavy (0, 3), light (1, 1), keyless (0, 1).
+            let u = p.units;
+            assert_eq!(
+                (u.units, u.sum_x, u.sum_y, u.sum_xx, u.sum_yy, u.sum_xy),
+                (3, 1.0, 5.0, 1.0, 11.0, 1.0),
+                "{}",
+                db.label
+            );
+        }
+        db.cleanup().await;
+    }
+}

@@ -536,5 +536,6 @@ pub(crate) fn policy() -> GatePolicy {
             direction: Direction::HigherIsBetter,
             margin: 0.3,
         },
+        rollback_margin: None,
     }])
 }

@@ -1,0 +1,161 @@
+//! Heavy users at a 10% live stage (issue 14), through the real gateway, store and controller:
+//! sticky users (`x-canarist-unit`) with seeded Pareto request volumes, three heavy ones on
+//! the candidate. The request split is far from 10% (the heavy users send a large share of
+//! the candidate's traffic), yet the sample-ratio check on units passes and an identical
+//! candidate is promoted; a candidate that fails 20% of its calls is still rolled back by the
+//! gate (guardrails off, so that the statistical gate — over units — decides).
+
+use canarist::mock::ErrorStatus;
+use futures::StreamExt;
+use rand::distr::Distribution;
+use rand::{SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+const HEAVY: &str = r#"
+deployments:
+  - slug: chat
+    stable: { provider: mock, model: mock-fast }
+    candidates: [{ name: cand, provider: mock, model: MODEL }]
+    live: { pair_sample_percent: 20, fallback_to_stable: false }
+    ramp:
+      stages:
+        - { percent: 10, min_duration: 0s, min_judged_pairs: 0, max_duration: 1h }
+        - { percent: 50, min_duration: 1h, min_judged_pairs: 0, max_duration: 2h }
+    gate:
+      metrics: [{ name: error_rate, kind: error_rate, margin: 0.05, ceiling: 0.1 }]
+      min_samples: 20
+"#;
+
+fn mock_config() -> MockConfig {
+    let bad = Profile {
+        error_rate: 0.2,
+        error_status: ErrorStatus::default(),
+        ..Profile::default()
+    };
+    MockConfig::builtin()
+        .unwrap()
+        .with_model("mock-same", Profile::default())
+        .with_model("mock-bad", bad)
+}
+
+/// Starts a node without guardrails (the gate alone decides).
+async fn start(cfg: &Config, db: &TestDb) -> Node {
+    let store = db.store().await;
+    let options = canarist::app::Options {
+        sink: Some(Arc::new(StoreSink::new(store.clone()))),
+        guardrails: false,
+        ..gateway::with_store(&store)
+    };
+    let server = gateway::start(cfg.clone(), options).await;
+    Node {
+        server,
+        store,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// The stage's traffic: three heavy users the candidate serves (120, 80 and 60 requests) and
+/// 400 light ones with Pareto(1, 1.5) volumes capped at 20, in a seeded random order.
+async fn heavy_tailed_traffic(node: &Node) -> usize {
+    let mut heavy = Vec::new();
+    for i in 0.. {
+        let unit = format!("heavy-{i}");
+        if node.chat(&unit).await.1 == "cand" {
+            heavy.push(unit);
+        }
+        if heavy.len() == 3 {
+            break;
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let pareto = statrs::distribution::Pareto::new(1.0, 1.5).unwrap();
+    let mut requests: Vec<String> = Vec::new();
+    for (unit, n) in heavy.iter().zip([120, 80, 60]) {
+        requests.extend(std::iter::repeat_n(unit.clone(), n));
+    }
+    for i in 0..400 {
+        let n = (pareto.sample(&mut rng).floor() as usize).min(20);
+        requests.extend(std::iter::repeat_n(format!("user-{i}"), n));
+    }
+    requests.shuffle(&mut rng);
+    let total = requests.len();
+    futures::stream::iter(requests)
+        .map(|unit| async move { node.chat(&unit).await })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    total
+}
+
+/// The gate's transition out of stage 0 (the controller's, actor `gate`).
+async fn gate_transition(node: &Node) -> canarist::store::Transition {
+    let log = actions::audit_log(node.ctx(), DEPLOYMENT).await.unwrap();
+    log.into_iter()
+        .find(|t| t.actor == "gate" && t.from_stage == 0)
+        .unwrap_or_else(|| panic!("no gate transition from stage 0"))
+}
+
+fn evidence<'a>(t: &'a canarist::store::Transition, metric: &str) -> &'a Value {
+    t.evidence["decision"]["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["metric"] == metric && e["cohort"] == "all")
+        .unwrap_or_else(|| panic!("no {metric} evidence in {}", t.evidence))
+}
+
+/// The p-value of the request split the sample-ratio note reports (information only).
+fn request_split_p(note: &str) -> f64 {
+    let requests = note
+        .split("; requests ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{note}"));
+    let p = requests
+        .split("p = ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{note}"));
+    p.split([';', ')'])
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{note}"))
+}
+
+#[tokio::test]
+async fn heavy_users_do_not_block_promotion_and_a_failing_candidate_is_rolled_back() {
+    let mock = MockServer::start(mock_config()).await.unwrap();
+    for (model, want) in [("mock-same", "canary"), ("mock-bad", "rolled_back")] {
+        for db in backends().await {
+            let cfg = config(&mock, &db.url, &HEAVY.replace("MODEL", model));
+            let node = start(&cfg, &db).await;
+            actions::start(node.ctx(), DEPLOYMENT, &actor("cli"), "begin")
+                .await
+                .unwrap();
+            let sent = heavy_tailed_traffic(&node).await;
+            eventually(&format!("{model}: the gate to end stage 0"), || async {
+                let (state, stage) = latest(node.ctx()).await;
+                (state == want && (stage == 1 || want == "rolled_back")).then_some(())
+            })
+            .await;
+            let t = gate_transition(&node).await;
+            let srm = evidence(&t, "sample_ratio");
+            let errors = evidence(&t, "error_rate");
+            let label = format!("{} {model}: {sent} requests", db.label);
+            if want == "canary" {
+                assert_eq!(srm["verdict"], "passed", "{label}: {srm}");
+                let p = request_split_p(srm["note"].as_str().unwrap());
+                assert!(
+                    p < 1e-3,
+                    "{label}: the request split would have blocked: {srm}"
+                );
+                assert_eq!(errors["verdict"], "non_inferior", "{label}: {errors}");
+            } else {
+                assert_eq!(errors["verdict"], "worse", "{label}: {errors}");
+            }
+            assert_eq!(errors["unit"], "unit", "{label}: {errors}");
+            node.stop().await;
+            db.cleanup().await;
+        }
+    }
+}
