@@ -2,7 +2,9 @@
 # The official `openai` (Responses API) and `anthropic` (Messages API) Python SDKs against
 # `canarist mock-upstream` directly, then against `canarist serve` in front of that mock: runs
 # tests/python/test_apis_sdk.py twice (plain and streaming answers, a tool call, count_tokens,
-# errors; through the gateway also the variant header and the captured pairs).
+# errors; through the gateway also the variant header and the captured pairs), then
+# tests/python/test_cross_api_sdk.py through the gateway: each SDK served by a candidate on the
+# other API (openai chat ↔ an Anthropic candidate, anthropic messages ↔ a chat candidate).
 # The SDKs come from PyPI into a virtual environment cached under ~/.cache (reused when present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +68,23 @@ deployments:
   - { slug: claude-tools-broken, model: claude-tools-broken, mode: off, stable: { provider: mock-anthropic, model: mock-tools-broken } }
   - { slug: responses-429, model: responses-429, mode: off, stable: { provider: mock, model: mock-429 } }
   - { slug: claude-429, model: claude-429, mode: off, stable: { provider: mock-anthropic, model: mock-429 } }
+  # A candidate on the other API, serving every request through a translation.
+  - slug: gpt-to-claude
+    mode: live
+    stable: { provider: mock, model: mock-stable }
+    candidates: [ { name: claude, provider: mock-anthropic, model: mock-candidate-good, percent: 100 } ]
+  - slug: gpt-to-claude-tools
+    mode: live
+    stable: { provider: mock, model: mock-tools }
+    candidates: [ { name: claude, provider: mock-anthropic, model: mock-tools, percent: 100 } ]
+  - slug: claude-to-gpt
+    mode: live
+    stable: { provider: mock-anthropic, model: mock-stable }
+    candidates: [ { name: gpt, provider: mock, model: mock-candidate-good, percent: 100 } ]
+  - slug: claude-to-gpt-tools
+    mode: live
+    stable: { provider: mock-anthropic, model: mock-tools }
+    candidates: [ { name: gpt, provider: mock, model: mock-tools, percent: 100 } ]
 storage: { url: "sqlite://$WORK/canarist.db" }
 capture: { sink: "jsonl:$WORK/captures.jsonl", flush_interval: 10ms }
 YAML
@@ -78,6 +97,8 @@ done
 echo "--- the SDKs against canarist in front of the mock upstream"
 status=0
 CANARIST_GATEWAY_URL="http://127.0.0.1:$GW_PORT" "$VENV/bin/python" tests/python/test_apis_sdk.py || status=$?
+echo "--- the SDKs against candidates on the other API (Chat Completions <-> Messages)"
+CANARIST_GATEWAY_URL="http://127.0.0.1:$GW_PORT" "$VENV/bin/python" tests/python/test_cross_api_sdk.py || status=$?
 # Both APIs' requests were mirrored and captured as pairs.
 for endpoint in responses messages; do
   for _ in $(seq 1 100); do

@@ -4,6 +4,8 @@
 # runs reuse $REALLLM_HOME, default ~/.cache/realllm, about 350 MB), starts three servers on free
 # ports and runs the ignored Rust tests whose names contain `realllm`:
 #   - judge::realllm: SmolLM2 as the judge; its strict JSON-schema output parsed into judgments;
+#   - realllm_apis: canarist in front of llama.cpp's own /v1/responses and /v1/messages (plain
+#     and streamed: captured text and usage), and a chat client shadowed to its Messages API;
 #   - realllm: a shadow rollout, SmolLM2-135M-Instruct as stable and gemma-3-270m base as the
 #     candidate, behind the real `canarist serve`, SmolLM2 judging; it must end rolled back on
 #     the rubric's JSON-schema check.
@@ -64,4 +66,4 @@ start judge smollm2;     export CANARIST_REALLLM_URL="$REPLY"
 # One test at a time: three single-threaded model servers already share two cores.
 cargo test --test it realllm -- --ignored --nocapture --test-threads 1 2>&1 | tee "$out"
 # A filter that matches nothing also "passes": make sure both tests ran.
-grep -q "test result: ok. 2 passed" "$out" || { echo "e2e-realllm: the tests did not all run" >&2; exit 1; }
+grep -q "test result: ok. 3 passed" "$out" || { echo "e2e-realllm: the tests did not all run" >&2; exit 1; }

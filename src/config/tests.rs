@@ -326,3 +326,36 @@ fn cache_tokens_are_priced_at_their_own_prices_or_the_input_price() {
     let plain = Price::new(1.0, 2.0);
     assert_eq!(plain.cost_with_cache(100, 0, (50, 50)), plain.cost(100, 0));
 }
+
+#[test]
+fn a_cross_api_deployment_refuses_what_no_translation_can_carry() {
+    let yaml = r#"
+providers:
+  openai: { base_url: "http://x" }
+  claude: { base_url: "http://y", api: anthropic }
+deployments:
+  - slug: d
+    mode: shadow
+    shadow: { mirror_embeddings: true }
+    stable: { provider: openai, model: m, params: { max_completion_tokens: 10 } }
+    candidates:
+      - { name: c, provider: claude, model: n, percent: 10,
+          params: { max_completion_tokens: 10, n: 1, max_tokens: 512, top_k: 5 } }
+"#;
+    let err = Config::from_yaml(Path::new("c.yaml"), yaml, &no_env).unwrap_err();
+    let fields: Vec<&str> = err.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "deployments[0].candidates[0].params.max_completion_tokens",
+            "deployments[0].candidates[0].params.n",
+            "deployments[0].shadow.mirror_embeddings",
+        ],
+        "{err}"
+    );
+    // The same deployment without those is fine: the chat stable and the Messages candidate.
+    let fine = yaml
+        .replace("shadow: { mirror_embeddings: true }", "")
+        .replace("max_completion_tokens: 10, n: 1, ", "");
+    Config::from_yaml(Path::new("c.yaml"), &fine, &no_env).unwrap_or_else(|e| panic!("{e}"));
+}

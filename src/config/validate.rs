@@ -367,7 +367,41 @@ fn check_variant(
             );
         }
     }
+    // A variant's params are sent in its own provider's API, after any translation of the
+    // client's request: on an Anthropic provider, Chat Completions' names are refused.
+    let anthropic = providers
+        .get(provider)
+        .is_some_and(|pr| pr.api == super::ProviderApi::Anthropic);
+    for key in CHAT_ONLY_PARAMS
+        .iter()
+        .filter(|k| anthropic && params.contains_key(**k))
+    {
+        p.push(
+            format!("{field}.params.{key}"),
+            "is a Chat Completions field; an `api: anthropic` variant's params are sent to \
+             Anthropic's Messages API as they are (max_tokens, stop_sequences, temperature, \
+             top_p, top_k, metadata, …)",
+        );
+    }
 }
+
+/// Chat Completions request fields that Anthropic's Messages API does not take.
+const CHAT_ONLY_PARAMS: &[&str] = &[
+    "max_completion_tokens",
+    "n",
+    "stop",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "seed",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "user",
+    "stream_options",
+];
 
 fn candidate(
     field: &str,
@@ -500,6 +534,18 @@ fn deployment(
             "must be a non-negative number",
         );
     }
+    let mirror_embeddings = rd.shadow.mirror_embeddings.unwrap_or(false);
+    let apis: Vec<_> = std::iter::once(&stable)
+        .chain(candidates.iter().map(|c| &c.variant))
+        .filter_map(|v| providers.get(&v.provider).map(|pr| pr.api))
+        .collect();
+    if mirror_embeddings && apis.iter().any(|a| Some(a) != apis.first()) {
+        p.push(
+            format!("{field}.shadow.mirror_embeddings"),
+            "the variants' providers speak different APIs, and embeddings are not translated \
+             (only Chat Completions ↔ Anthropic Messages are)",
+        );
+    }
     let cohorts = cohorts(&format!("{field}.cohorts"), rd.cohorts, p);
     let unit_key_from = unit_sources(&format!("{field}.unit_key_from"), rd.unit_key_from, p);
     Some(Deployment {
@@ -511,7 +557,7 @@ fn deployment(
         stable,
         candidates,
         shadow_timeout: rd.shadow.timeout.unwrap_or_else(default_shadow_timeout),
-        mirror_embeddings: rd.shadow.mirror_embeddings.unwrap_or(false),
+        mirror_embeddings,
         pair_sample_buckets,
         aa_buckets,
         fallback_to_stable: rd.live.fallback_to_stable.unwrap_or(false),

@@ -10,7 +10,8 @@ use crate::telemetry::{DeploymentLabels, SkipLabels};
 use crate::upstream::ClientCredentials;
 use crate::upstream::request::ClientRequest;
 
-use super::route::{RoutedRequest, role_of, speaks};
+use super::cross::reachable;
+use super::route::{RoutedRequest, role_of};
 use super::{AppState, Gateway, mirror};
 
 /// Phase 2's result: the slot of the pair a background call was started for, if one was.
@@ -36,7 +37,11 @@ pub(super) fn start(
             (role, Purpose::Mirrored),
             credentials,
         );
-        return Background { pair: Some(pair) };
+        if pair.is_none() {
+            // A field of this request has no equivalent in the mirror's API.
+            count_skip(gw, routed, "untranslatable");
+        }
+        return Background { pair };
     }
     // The A/A arm's slot: stable-served requests that no mirror pairs already.
     if routed.plan.serve == Target::Stable && aa_drawn(gw, routed, req) {
@@ -52,29 +57,33 @@ pub(super) fn start(
             (Role::Candidate, Purpose::Aa),
             credentials,
         );
-        return Background { pair: Some(pair) };
+        return Background { pair };
     }
     Background { pair: None }
 }
 
-/// Starts one background call to `variant` (as `role`, for `purpose`); returns its pair slot.
+/// Starts one background call to `variant` (as `role`, for `purpose`); returns its pair slot,
+/// or `None` when the request cannot be translated to the variant's API.
 fn spawn(
     gw: &AppState,
     routed: &RoutedRequest,
     req: &ClientRequest<'_>,
     variant: &Variant,
-    (role, purpose): (Role, Purpose),
+    role_purpose: (Role, Purpose),
     credentials: &ClientCredentials,
-) -> PairSlot {
+) -> Option<PairSlot> {
     let slot = PairSlot::new();
-    let (side, body) = routed.side(variant, role, purpose, req, Some(slot.clone()));
+    let (side, body) = routed
+        .side(gw, variant, role_purpose, req, Some(slot.clone()))
+        .ok()?;
     let timeout = routed.deployment().shadow_timeout;
     mirror::spawn(gw.clone(), side, body, timeout, credentials.clone());
-    slot
+    Some(slot)
 }
 
 /// Whether this request may be mirrored to `target`: the endpoint is mirrored, the target's
-/// provider can answer it (its API, and the provider-held state the request refers to), the
+/// provider can answer it (its API or a translation to it, and the provider-held state the
+/// request refers to), the
 /// request's answer is not left for later (`background`), and the stage's spend cap is not
 /// reached. Each refusal but the first is counted by reason.
 fn mirror_allowed(
@@ -90,7 +99,8 @@ fn mirror_allowed(
     }
     let provider = &routed.variant(target).provider;
     let serving = &routed.variant(routed.plan.serve).provider;
-    let skip = if !speaks(gw, shape, provider) {
+    let skip = if !reachable(gw, shape, provider) {
+        // No translation to the mirror's API exists (a Responses request to `api: anthropic`).
         Some("api_mismatch")
     } else if req.provider_state.is_some() && provider != serving {
         // `previous_response_id` / `conversation` name state only the serving provider holds.

@@ -40,6 +40,17 @@ pub enum ApiError {
         api: &'static str,
         path: &'static str,
     },
+    /// The variant that would answer is on the other API, and a field of the request has no
+    /// equivalent there (`upstream::translate`).
+    #[error(
+        "The model `{model}` is answered here through {}, and `{}` cannot be translated to it: \
+         {}.",
+        .error.target, .error.field, .error.reason
+    )]
+    Untranslatable {
+        model: String,
+        error: crate::upstream::translate::Untranslatable,
+    },
     #[error("The upstream provider could not be reached.")]
     Unreachable,
     #[error("The upstream provider did not answer in time.")]
@@ -55,7 +66,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_)
             | ApiError::TooLong { .. }
-            | ApiError::UnsupportedApi { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::UnsupportedApi { .. }
+            | ApiError::Untranslatable { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
@@ -72,6 +84,7 @@ impl ApiError {
             | ApiError::BodyTimeout(_)
             | ApiError::TooLong { .. }
             | ApiError::UnsupportedApi { .. }
+            | ApiError::Untranslatable { .. }
             | ApiError::ModelNotFound(_) => Blame::Client,
             ApiError::Unreachable | ApiError::Timeout | ApiError::BadUpstream => Blame::Upstream,
             ApiError::Internal(_) => Blame::Gateway,
@@ -105,6 +118,11 @@ impl ApiError {
                 "invalid_request_error",
                 Some("model"),
                 Some("unsupported_api"),
+            ),
+            ApiError::Untranslatable { error, .. } => (
+                "invalid_request_error",
+                Some(error.field.as_str()),
+                Some("untranslatable_parameter"),
             ),
             ApiError::Unreachable => ("upstream_error", None, Some("upstream_unreachable")),
             ApiError::Timeout => ("upstream_error", None, Some("upstream_timeout")),

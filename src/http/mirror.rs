@@ -27,12 +27,12 @@ pub fn outcome_of_body(side: &Side, status: u16, body: &Bytes, limits: &Upstream
     let parsed = sse::summarize_body(body);
     let beyond = parsed
         .as_ref()
-        .and_then(|v| side.ctx.shape.check_body(v, limits).err());
+        .and_then(|v| side.upstream_shape().check_body(v, limits).err());
     let error = class_of_status(status)
         .or_else(|| parsed.is_none().then_some(ErrorClass::Malformed))
         .or_else(|| beyond.is_some().then_some(ErrorClass::InvalidResponse));
     let summary = match (&parsed, &beyond) {
-        (Some(v), None) => side.ctx.shape.summarize(v),
+        (Some(v), None) => side.upstream_shape().summarize(v),
         _ => sse::Summary::default(),
     };
     let parsed = if beyond.is_some() { None } else { parsed };
@@ -86,7 +86,7 @@ async fn run(
     span: tracing::Span,
 ) {
     let deadline = Instant::now() + timeout;
-    let (endpoint, stream) = (side.ctx.endpoint, side.ctx.stream);
+    let (endpoint, stream) = (side.upstream_shape().endpoint(), side.ctx.stream);
     let send = gw.upstreams.send(
         &side.provider,
         endpoint,
@@ -137,7 +137,9 @@ async fn read_whole(gw: &Arc<Gateway>, response: reqwest::Response, side: Side, 
 
 /// Drains a stream through the tee (nobody reads its output) before `deadline`.
 async fn drain(gw: &Arc<Gateway>, response: reqwest::Response, side: Side, deadline: Instant) {
-    let assembler = side.ctx.shape.stream_assembler(gw.config.upstream_limits);
+    let assembler = side
+        .upstream_shape()
+        .stream_assembler(gw.config.upstream_limits);
     let mut tee = TeeStream::new(response, side, gw.clone(), assembler, false);
     let drained =
         tokio::time::timeout_at(deadline, async { while tee.next().await.is_some() {} }).await;

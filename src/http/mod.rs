@@ -10,6 +10,7 @@
 pub mod admin;
 mod background;
 mod bounds;
+mod cross;
 mod error;
 mod mirror;
 mod proxy;

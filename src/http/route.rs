@@ -65,7 +65,8 @@ pub(super) fn route(
         Target::Stable => &dep.stable,
         Target::Candidate(i) => dep.candidates.get(i).map_or(&dep.stable, |c| &c.variant),
     };
-    check_api(gw, shape, &req.model, &serving.provider)?;
+    // The serving variant can answer: directly, or through a translation of this request.
+    super::cross::check(gw, shape, req, serving)?;
     let body_rate = gw.capture_policy().body_sample_rate;
     let ctx = Arc::new(RequestCtx {
         request_id,
@@ -103,13 +104,6 @@ pub(super) fn check_api(
         }),
         _ => Ok(()),
     }
-}
-
-/// Whether `provider` speaks the API of `shape`.
-pub(super) fn speaks(gw: &Gateway, shape: &dyn WireShape, provider: &str) -> bool {
-    gw.upstreams
-        .provider(provider)
-        .is_none_or(|p| p.api == shape.api())
 }
 
 /// The unit key and every cohort label value within `routing.max_key_bytes`, or the field of
@@ -190,16 +184,17 @@ impl RoutedRequest {
         }
     }
 
-    /// A call to `variant` in `role` for `purpose`, with the body it is sent.
+    /// A call to `variant` in `role` for `purpose`, with the body it is sent (translated when
+    /// its provider speaks the other API; an error when the request cannot be).
     pub fn side(
         &self,
+        gw: &Gateway,
         variant: &Variant,
-        role: Role,
-        purpose: Purpose,
+        (role, purpose): (Role, Purpose),
         req: &ClientRequest<'_>,
         pair: Option<PairSlot>,
-    ) -> (Side, Vec<u8>) {
-        let body = self.ctx.shape.body_for(req, variant);
+    ) -> Result<(Side, Vec<u8>), ApiError> {
+        let (translation, body) = super::cross::body_for(gw, self.ctx.shape, req, variant)?;
         let side = Side {
             ctx: self.ctx.clone(),
             variant: variant.name.clone(),
@@ -209,10 +204,11 @@ impl RoutedRequest {
             upstream_model: variant.model.clone(),
             sent_body: self.ctx.keep_bodies.then(|| Arc::new(body.clone())),
             pair,
+            translation,
             started: Instant::now(),
             span: tracing::Span::none(),
         };
-        (side, body)
+        Ok((side, body))
     }
 }
 

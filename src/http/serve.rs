@@ -16,6 +16,7 @@ use crate::capture::{PairSlot, Purpose, Role};
 use crate::routing::Target;
 use crate::telemetry::DeploymentLabels;
 use crate::upstream::request::ClientRequest;
+use crate::upstream::translate::StreamTranslator;
 use crate::upstream::{Call, ClientCredentials, UpstreamError, Upstreams, class_of_status};
 
 use super::route::{RoutedRequest, role_of};
@@ -31,7 +32,7 @@ pub(super) fn upstream_span(side: &mut Side) -> tracing::Span {
         role = side.role.as_str(), purpose = ?side.purpose, provider = %side.provider,
         model = %side.upstream_model, http.status_code = Empty,
         gen_ai.operation.name = side.ctx.endpoint.genai_operation(),
-        gen_ai.provider.name = side.ctx.shape.api().as_str(),
+        gen_ai.provider.name = side.upstream_shape().api().as_str(),
         gen_ai.request.model = %side.upstream_model, gen_ai.response.model = Empty,
         gen_ai.response.id = Empty, gen_ai.response.finish_reasons = Empty,
         gen_ai.usage.input_tokens = Empty, gen_ai.usage.output_tokens = Empty,
@@ -59,38 +60,43 @@ pub(super) async fn serve_with_fallback(
     credentials: &ClientCredentials,
 ) -> Answered {
     let target = routed.plan.serve;
-    let (side, body) = routed.side(
-        routed.variant(target),
-        role_of(target),
-        Purpose::Served,
-        req,
-        pair,
-    );
+    let purpose = (role_of(target), Purpose::Served);
+    let (side, body) = match routed.side(gw, routed.variant(target), purpose, req, pair) {
+        Ok(side) => side,
+        // The route phase checked the translation already; this is not expected.
+        Err(e) => {
+            return Answered {
+                response: e.into_response(),
+                served: target,
+                upstream_wait: Duration::ZERO,
+            };
+        }
+    };
     let first = call(gw, side, body, req, credentials).await;
     let dep = routed.deployment();
     let fallback = match first.served {
         Served::Failed { retryable, .. } => {
-            retryable
-                && dep.fallback_to_stable
-                && matches!(target, Target::Candidate(_))
-                && super::route::speaks(gw, routed.ctx.shape, &dep.stable.provider)
+            retryable && dep.fallback_to_stable && matches!(target, Target::Candidate(_))
         }
         Served::Ok(_) => false,
     };
-    if !fallback {
+    let stable = (Role::Stable, Purpose::Fallback);
+    let second = fallback
+        .then(|| routed.side(gw, &dep.stable, stable, req, None).ok())
+        .flatten();
+    let Some((side, body)) = second else {
         return Answered {
             response: first.served.into_response(),
             served: target,
             upstream_wait: first.upstream_wait,
         };
-    }
+    };
     gw.metrics
         .fallbacks
         .get_or_create(&DeploymentLabels {
             deployment: dep.slug.clone(),
         })
         .inc();
-    let (side, body) = routed.side(&dep.stable, Role::Stable, Purpose::Fallback, req, None);
     let second = call(gw, side, body, req, credentials).await;
     Answered {
         response: second.served.into_response(),
@@ -130,7 +136,7 @@ async fn call(
     let waited = Instant::now();
     let mut side = side;
     let span = upstream_span(&mut side);
-    let (endpoint, stream) = (side.ctx.endpoint, side.ctx.stream);
+    let (endpoint, stream) = (side.upstream_shape().endpoint(), side.ctx.stream);
     let sent = gw
         .upstreams
         .send(&side.provider, endpoint, body, stream, None, credentials)
@@ -151,9 +157,8 @@ async fn call(
     span.record("http.status_code", i64::from(status.as_u16()));
     if stream && status.is_success() {
         let upstream_wait = waited.elapsed();
-        let strip_usage = req.withhold_usage();
         return Attempt {
-            served: Served::Ok(tee_response(gw, response, side, strip_usage)),
+            served: Served::Ok(tee_response(gw, response, side, req)),
             upstream_wait,
         };
     }
@@ -188,15 +193,26 @@ fn failed(gw: &AppState, side: Side, status: Option<u16>, e: UpstreamError) -> S
     }
 }
 
-/// The client's streamed response: the upstream's events through the tee.
+/// The client's streamed response: the upstream's events through the tee (translated into
+/// the client's API event by event when the variant speaks the other one).
 fn tee_response(
     gw: &AppState,
     response: reqwest::Response,
     side: Side,
-    strip_usage: bool,
+    req: &ClientRequest<'_>,
 ) -> Response {
-    let assembler = side.ctx.shape.stream_assembler(gw.config.upstream_limits);
+    let limits = gw.config.upstream_limits;
+    let assembler = side.upstream_shape().stream_assembler(limits);
+    let translator = side.translation.map(|d| {
+        let created = chrono::Utc::now().timestamp();
+        StreamTranslator::new(d, req.client_wants_usage, created, limits.max_tool_calls)
+    });
+    let strip_usage = translator.is_none() && req.withhold_usage();
     let tee = TeeStream::new(response, side, gw.clone(), assembler, strip_usage);
+    let tee = match translator {
+        Some(t) => tee.translating(t),
+        None => tee,
+    };
     let mut r = Response::new(Body::from_stream(tee));
     let h = r.headers_mut();
     h.insert(
@@ -212,7 +228,12 @@ fn answer_of_body(gw: &AppState, side: Side, status: StatusCode, bytes: bytes::B
     let outcome =
         mirror::outcome_of_body(&side, status.as_u16(), &bytes, &gw.config.upstream_limits);
     let error = outcome.error;
+    let translation = side.translation;
     side.finish(gw, outcome);
+    let bytes = match translation {
+        Some(d) => super::cross::client_body(d, status.as_u16(), bytes),
+        None => bytes,
+    };
     match (error, class_of_status(status.as_u16())) {
         (None, _) => Served::Ok(json_response(status, bytes)),
         // A provider's own error passes through with its status and body when it is JSON.

@@ -14,6 +14,8 @@ use crate::capture::{
     CaptureEvent, Endpoint, ErrorClass, Observation, PairSlot, Purpose, Role, Usage, policy,
 };
 use crate::telemetry::{DeploymentLabels, MirrorLabels, VariantLabels};
+use crate::upstream::shape::WireShape;
+use crate::upstream::translate::Direction;
 
 use super::Gateway;
 
@@ -27,7 +29,7 @@ pub struct RequestCtx {
     pub config_version: u64,
     pub endpoint: Endpoint,
     /// The API surface's wire shape (parse, body rewrite, answer extraction).
-    pub shape: &'static dyn crate::upstream::shape::WireShape,
+    pub shape: &'static dyn WireShape,
     pub stream: bool,
     pub bucket: Option<u16>,
     pub unit_key: Option<String>,
@@ -48,6 +50,9 @@ pub struct Side {
     /// The body sent upstream (kept only when the request's bodies are kept).
     pub sent_body: Option<Arc<Vec<u8>>>,
     pub pair: Option<PairSlot>,
+    /// The translation the call goes through when the variant's provider speaks the other API
+    /// (`super::cross`); its answer is captured as that API returned it.
+    pub translation: Option<Direction>,
     pub started: Instant,
     /// The call's `upstream.call` span (set when the call starts; kept open until the outcome
     /// is recorded on it, the end of a stream included).
@@ -84,6 +89,11 @@ impl Outcome {
 }
 
 impl Side {
+    /// The wire shape of the API the variant's provider speaks.
+    pub fn upstream_shape(&self) -> &'static dyn WireShape {
+        self.translation
+            .map_or(self.ctx.shape, Direction::upstream_shape)
+    }
     /// The A/A arm's second stable call.
     pub fn is_aa(&self) -> bool {
         self.purpose == Purpose::Aa

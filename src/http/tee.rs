@@ -21,7 +21,8 @@ use futures::stream::BoxStream;
 use tokio::time::Instant;
 
 use crate::capture::ErrorClass;
-use crate::upstream::sse::{EventKind, LimitError, StreamAssembler, StreamReader};
+use crate::upstream::sse::{EventKind, LimitError, StreamAssembler, StreamReader, event_data};
+use crate::upstream::translate::StreamTranslator;
 
 use super::side::{Outcome, Side};
 use super::{ApiError, Gateway};
@@ -37,6 +38,8 @@ pub struct TeeStream {
     first_token: Option<Instant>,
     status: u16,
     finish: Option<(Side, Arc<Gateway>)>,
+    /// The variant speaks the other API: each event goes to the client translated.
+    translate: Option<Box<StreamTranslator>>,
 }
 
 impl TeeStream {
@@ -58,7 +61,15 @@ impl TeeStream {
             first_token: None,
             status,
             finish: Some((side, gw)),
+            translate: None,
         }
+    }
+
+    /// Forwards every event translated by `translator` (into the client's API) instead of
+    /// the upstream's bytes.
+    pub fn translating(mut self, translator: StreamTranslator) -> Self {
+        self.translate = Some(Box::new(translator));
+        self
     }
 
     /// Ends the side now with `error` (e.g. the mirror's own timeout fired).
@@ -122,9 +133,19 @@ impl TeeStream {
             if self.first_token.is_none() && self.reader.assembler().has_token() {
                 self.first_token = Some(Instant::now());
             }
+            if let Some(t) = self.translate.as_mut() {
+                if let Some(data) = event_data(&event) {
+                    self.pending.extend(t.event(&data));
+                }
+                continue;
+            }
             if !(self.strip_usage && kind == EventKind::UsageOnly) {
                 forward_events.push(event);
             }
+        }
+        // Translated frames are whole events, already queued: nothing is forwarded in part.
+        if self.translate.is_some() {
+            return;
         }
         if self.strip_usage {
             self.pending.extend(forward_events);
@@ -142,10 +163,14 @@ impl TeeStream {
     fn refuse(&mut self, e: &LimitError) {
         let detail = e.to_string();
         self.finish_with(Some((ErrorClass::InvalidResponse, detail)));
-        let event = self.reader.assembler().error_event(
-            &ApiError::BadUpstream.to_string(),
+        let (message, code) = (
+            ApiError::BadUpstream.to_string(),
             "upstream_invalid_response",
         );
+        let event = match &self.translate {
+            Some(t) => t.error_event(&message, code),
+            None => self.reader.assembler().error_event(&message, code),
+        };
         if self.mid_event {
             self.pending.push_back(Bytes::from_static(b"\n\n"));
         }
@@ -179,6 +204,10 @@ impl Stream for TeeStream {
                 Poll::Ready(None) => {
                     if let Some(rest) = self.strip_usage.then(|| self.reader.finish()).flatten() {
                         self.pending.push_back(rest);
+                    }
+                    if let Some(t) = self.translate.as_mut() {
+                        let end = t.finish();
+                        self.pending.extend(end);
                     }
                     self.finish_with(None);
                 }

@@ -94,10 +94,13 @@ pub async fn worst_answers(
             continue;
         };
         let prompt = crate::rubric::prompt::conversation(&pair);
+        // What the judge saw: the text, and tool calls with their arguments.
+        let candidate_answer = crate::rubric::answer_for_judge(&pair.candidate);
+        let stable_answer = crate::rubric::answer_for_judge(&pair.stable);
         if let Some(same) = out.iter_mut().find(|w| {
             w.prompt == prompt
-                && w.candidate_answer == pair.candidate.response_text
-                && w.stable_answer == pair.stable.response_text
+                && w.candidate_answer == candidate_answer
+                && w.stable_answer == stable_answer
         }) {
             same.repeats += 1;
             continue;
@@ -128,8 +131,8 @@ pub async fn worst_answers(
             lowest_score: p.lowest_score,
             prompt,
             repeats: 0,
-            candidate_answer: pair.candidate.response_text,
-            stable_answer: pair.stable.response_text,
+            candidate_answer,
+            stable_answer,
             candidate_error: pair.candidate.error.map(|e| e.as_str().to_owned()),
             stable_error: pair.stable.error.map(|e| e.as_str().to_owned()),
             judgments,

@@ -161,7 +161,7 @@ impl Metrics {
         let mirror_skipped = Family::<SkipLabels, Counter>::default();
         registry.register(
             "mirror_skipped",
-            "Mirrors not made, by reason (spend_cap, provider_state, api_mismatch, background)",
+            "Mirrors not made, by reason (spend_cap, provider_state, api_mismatch, untranslatable, background)",
             mirror_skipped.clone(),
         );
         let mirror_spend_tokens = Family::<DeploymentLabels, Counter>::default();

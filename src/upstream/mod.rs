@@ -14,6 +14,7 @@ pub mod shape;
 pub mod sse;
 #[cfg(test)]
 mod sse_fuzz;
+pub mod translate;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -173,6 +173,14 @@ pub fn usage_on_request(endpoint: Endpoint) -> bool {
 }
 
 impl ClientRequest<'_> {
+    /// The body's top-level keys and values, parsed (what a translation reads).
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.fields
+            .iter()
+            .filter_map(|(k, raw)| Some((k.clone(), serde_json::from_str(raw.get()).ok()?)))
+            .collect()
+    }
+
     /// Whether the gateway asked the upstream for the usage chunk that the client did not ask
     /// for (chat and completions streams), so that the tee withholds it.
     pub fn withhold_usage(&self) -> bool {

@@ -503,9 +503,11 @@ async fn errors_on_the_messages_path_have_anthropics_shape() {
             400,
             "invalid_request_error",
         ),
-        // A deployment on an OpenAI provider cannot answer the Messages API.
+        // A deployment on an OpenAI provider answers through Chat Completions, which has no
+        // `top_k`: the field is named in Anthropic's shape.
         (
-            json!({"model": "resp", "max_tokens": 1, "messages": []}),
+            json!({"model": "resp", "max_tokens": 1, "top_k": 3,
+                   "messages": [{"role": "user", "content": "hi"}]}),
             400,
             "invalid_request_error",
         ),

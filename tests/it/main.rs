@@ -7,6 +7,7 @@ mod bounds;
 mod capture_policy;
 mod clients;
 mod credentials;
+mod cross_api;
 mod demo;
 mod durability;
 mod errors;
@@ -21,6 +22,7 @@ mod mock_upstream;
 mod ops;
 /// A rollout against real model servers (ignored; `scripts/e2e-realllm.sh` runs it).
 mod realllm;
+mod realllm_apis;
 mod report;
 mod rollout;
 mod rubric;
