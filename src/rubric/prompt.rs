@@ -457,9 +457,11 @@ fn opens_tag(rest: &str) -> bool {
     })
 }
 
-/// The conversation both sides were sent, as `[role]` blocks. Messages that differ between the
-/// sides (a variant's own system prompt) are left out; with one side captured, its system
-/// messages are left out.
+/// The conversation both sides were sent, as `[role]` blocks, read in chat's words from either
+/// API's request (Anthropic's `system` and tool results included), so that a pair across the
+/// two APIs shows the turns both were sent. Messages that differ between the sides (a
+/// variant's own system prompt) are left out; with one side captured, its system messages are
+/// left out.
 pub fn conversation(pair: &Pair) -> Option<String> {
     let messages = |obs: &Observation| -> Option<Vec<(String, String)>> {
         let body = obs.request_body.as_ref()?;
@@ -467,11 +469,16 @@ pub fn conversation(pair: &Pair) -> Option<String> {
             return Some(vec![("user".into(), prompt.to_owned())]);
         }
         let list = body.get("messages")?.as_array()?;
-        Some(
-            list.iter()
-                .map(|m| (str_field(m, "role"), content_text(m.get("content"))))
-                .collect(),
-        )
+        let mut turns = Vec::with_capacity(list.len() + 1);
+        // Anthropic's top-level `system` is the first system message in chat's words, so that
+        // a pair across the two APIs shows the same conversation.
+        if let Some(system) = body.get("system").filter(|s| !s.is_null()) {
+            turns.push(("system".to_owned(), content_text(Some(system))));
+        }
+        for m in list {
+            turns.extend(chat_turns(m));
+        }
+        Some(turns)
     };
     let shown: Vec<(String, String)> = match (messages(&pair.stable), messages(&pair.candidate)) {
         (Some(s), Some(c)) => s.into_iter().filter(|m| c.contains(m)).collect(),
@@ -491,6 +498,28 @@ pub fn conversation(pair: &Pair) -> Option<String> {
     Some(blocks.join("\n\n"))
 }
 
+/// One message as `(role, text)` turns in chat's words: each `tool_result` block of an
+/// Anthropic user turn is a `tool` turn (chat has one tool message per result), before the
+/// turn's other parts.
+fn chat_turns(m: &Value) -> Vec<(String, String)> {
+    let role = str_field(m, "role");
+    let Some(parts) = m.get("content").and_then(Value::as_array) else {
+        return vec![(role, content_text(m.get("content")))];
+    };
+    let is_result = |p: &&Value| p.get("type").and_then(Value::as_str) == Some("tool_result");
+    if !parts.iter().any(|p| is_result(&p)) {
+        return vec![(role, content_text(m.get("content")))];
+    }
+    let mut turns: Vec<(String, String)> = (parts.iter().filter(is_result))
+        .map(|p| ("tool".to_owned(), content_text(p.get("content"))))
+        .collect();
+    let rest: Vec<Value> = parts.iter().filter(|p| !is_result(p)).cloned().collect();
+    if !rest.is_empty() {
+        turns.push((role, content_text(Some(&Value::Array(rest)))));
+    }
+    turns
+}
+
 fn str_field(v: &Value, key: &str) -> String {
     v.get(key)
         .and_then(Value::as_str)
@@ -501,8 +530,10 @@ fn str_field(v: &Value, key: &str) -> String {
 fn content_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
+        // A `tool_use` block is a tool call, which chat carries beside its content: not text.
         Some(Value::Array(parts)) => parts
             .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) != Some("tool_use"))
             .map(|p| match p.get("text").and_then(Value::as_str) {
                 Some(t) => t.to_owned(),
                 None => format!("[{}]", str_field(p, "type")),

@@ -482,6 +482,29 @@ async fn a_shadow_pair_across_the_apis_holds_both_answers_text_and_tool_calls() 
         Some("tool_calls")
     );
 
+    // A conversation with a system prompt and a tool turn: the judge is shown the same turns
+    // for both sides, read from the chat request and from the Messages one.
+    let turns = json!({"model": "shadow-claude", "tools": order_tools(), "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Where is order 42?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "lookup_order", "arguments": "{\"order_id\":\"42\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Shipped."},
+        {"role": "user", "content": "When will it arrive?"}]});
+    let r = h.chat(&turns, &[]).await;
+    assert_eq!(r.status(), 200);
+    let pairs = h.wait_pairs(3).await;
+    let pair = pair_of(&pairs, &r);
+    let sent = pair.candidate.request_body.as_ref().unwrap();
+    assert_eq!(sent["system"], "Be brief.");
+    assert_eq!(sent["messages"][2]["content"][0]["type"], "tool_result");
+    let shown = canarist::rubric::conversation(pair).unwrap();
+    assert_eq!(
+        shown,
+        "[system]\nBe brief.\n\n[user]\nWhere is order 42?\n\n[assistant]\n\n\n[tool]\nShipped.\n\n\
+         [user]\nWhen will it arrive?"
+    );
+
     // A request the mirror's API cannot take is served by stable and its mirror skipped.
     let r = h.chat(&json!({"model": "shadow-claude", "seed": 7, "messages": [{"role": "user", "content": "hi"}]}), &[]).await;
     assert_eq!(r.status(), 200);

@@ -108,7 +108,11 @@ pub fn body_for(
     req: &ClientRequest<'_>,
     variant: &Variant,
 ) -> Result<Vec<u8>, Untranslatable> {
-    let fields = request::translate(direction, &req.to_json())?;
+    let mut fields = request::translate(direction, &req.to_json())?;
+    // A variant's own limit, under either of chat's names, replaces the translated one.
+    if direction == Direction::MessagesToChat && variant.params.contains_key("max_tokens") {
+        fields.remove("max_completion_tokens");
+    }
     let bytes = serde_json::to_vec(&fields)
         .map_err(|e| Untranslatable::new(direction, "messages", &e.to_string()))?;
     let translated = super::request::parse(direction.upstream_endpoint(), &bytes).map_err(|e| {
