@@ -4,8 +4,11 @@
 # tests/python/test_apis_sdk.py twice (plain and streaming answers, a tool call, count_tokens,
 # errors; through the gateway also the variant header and the captured pairs), then
 # tests/python/test_cross_api_sdk.py through the gateway: each SDK served by a candidate on the
-# other API (openai chat ↔ an Anthropic candidate, anthropic messages ↔ a chat candidate).
-# The SDKs come from PyPI into a virtual environment cached under ~/.cache (reused when present).
+# other API (openai chat ↔ an Anthropic candidate, anthropic messages ↔ a chat candidate), and
+# tests/python/test_agents_sdk.py through the gateway: the OpenAI Agents SDK (`openai-agents`,
+# which drives the Responses API) running an agent plain, streamed and with a tool.
+# The SDKs come from PyPI into virtual environments cached under ~/.cache (reused when present);
+# the Agents SDK has its own, as it needs a newer `openai` than the pin above.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/canarist-target}"
@@ -16,6 +19,12 @@ if ! "$VENV/bin/python" -c "import openai, anthropic" >/dev/null 2>&1; then
   "$VENV/bin/pip" install --quiet "openai>=1.66,<3" "anthropic>=0.40,<1"
 fi
 "$VENV/bin/python" -c "import openai, anthropic; print('openai SDK', openai.__version__, '/ anthropic SDK', anthropic.__version__)"
+AGENTS_VENV="${CANARIST_AGENTS_VENV:-$HOME/.cache/canarist-agents-venv}"
+if ! "$AGENTS_VENV/bin/python" -c "import agents" >/dev/null 2>&1; then
+  [ -x "$AGENTS_VENV/bin/python" ] || python3 -m venv "$AGENTS_VENV"
+  "$AGENTS_VENV/bin/pip" install --quiet "openai-agents>=0.24,<1"
+fi
+"$AGENTS_VENV/bin/python" -c "import agents, openai; from importlib.metadata import version; print('openai-agents', version('openai-agents'), 'on openai', openai.__version__)"
 
 # The binary the integration tests build (`cargo build --bin` alone resolves other features).
 BIN="${CANARIST_BIN:-$CARGO_TARGET_DIR/debug/canarist}"
@@ -99,6 +108,8 @@ status=0
 CANARIST_GATEWAY_URL="http://127.0.0.1:$GW_PORT" "$VENV/bin/python" tests/python/test_apis_sdk.py || status=$?
 echo "--- the SDKs against candidates on the other API (Chat Completions <-> Messages)"
 CANARIST_GATEWAY_URL="http://127.0.0.1:$GW_PORT" "$VENV/bin/python" tests/python/test_cross_api_sdk.py || status=$?
+echo "--- the OpenAI Agents SDK (Responses API) through the gateway"
+CANARIST_GATEWAY_URL="http://127.0.0.1:$GW_PORT" "$AGENTS_VENV/bin/python" tests/python/test_agents_sdk.py || status=$?
 # Both APIs' requests were mirrored and captured as pairs.
 for endpoint in responses messages; do
   for _ in $(seq 1 100); do
