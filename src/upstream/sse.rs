@@ -202,6 +202,8 @@ struct Delta {
     content: Option<String>,
     role: Option<String>,
     refusal: Option<String>,
+    /// Reasoning text that some OpenAI-compatible servers stream (DeepSeek, vLLM, llama.cpp).
+    reasoning_content: Option<String>,
     #[serde(default)]
     tool_calls: Vec<ToolCallDelta>,
 }
@@ -321,7 +323,7 @@ impl StreamAssembler {
     /// The finish reason, in chat completions' words for every API.
     pub fn finish_reason(&self) -> Option<String> {
         match self {
-            StreamAssembler::Chat(a) => a.finish_reason.clone(),
+            StreamAssembler::Chat(a) => a.finish_reason(),
             StreamAssembler::Responses(a) => a.finish_reason(),
             StreamAssembler::Messages(a) => a.finish_reason(),
         }
@@ -395,24 +397,112 @@ impl StreamAssembler {
     }
 }
 
-/// Rebuilds the full answer from a chat or completions stream's chunks (choice 0). Tool calls
-/// are kept by index in a map: an index at or beyond `max_tool_calls` (or a choice index at or
-/// beyond `max_choices`) refuses the chunk, so nothing is ever sized from an upstream's number.
+/// Rebuilds the full answer from a chat or completions stream's chunks, every choice (`n > 1`)
+/// by its index. Choices and their tool calls are kept by index in maps: a choice index at or
+/// beyond `max_choices` (or a tool-call index at or beyond `max_tool_calls`) refuses the chunk,
+/// so nothing is ever sized from an upstream's number.
 #[derive(Debug, Default)]
 pub struct ChatAssembler {
     id: Option<String>,
     model: Option<String>,
     created: Option<i64>,
-    role: Option<String>,
-    content: String,
-    refusal: Option<String>,
-    saw_content: bool,
-    tool_calls: BTreeMap<u64, ToolCall>,
-    pub finish_reason: Option<String>,
+    choices: BTreeMap<u64, ChoiceState>,
     pub usage: Option<Usage>,
     pub done: bool,
     chat: bool,
     limits: UpstreamLimits,
+}
+
+/// One choice of a chat or completions stream, as assembled so far.
+#[derive(Debug, Default)]
+struct ChoiceState {
+    role: Option<String>,
+    content: String,
+    refusal: Option<String>,
+    reasoning: Option<String>,
+    saw_content: bool,
+    tool_calls: BTreeMap<u64, ToolCall>,
+    finish_reason: Option<String>,
+}
+
+impl ChoiceState {
+    fn apply(&mut self, choice: ChunkChoice) {
+        if let Some(text) = choice.text {
+            self.saw_content |= !text.is_empty();
+            self.content.push_str(&text);
+        }
+        if let Some(delta) = choice.delta {
+            self.role = self.role.take().or(delta.role);
+            if let Some(c) = delta.content {
+                self.saw_content |= !c.is_empty();
+                self.content.push_str(&c);
+            }
+            if let Some(r) = delta.refusal {
+                self.saw_content = true;
+                self.refusal.get_or_insert_with(String::new).push_str(&r);
+            }
+            if let Some(r) = delta.reasoning_content {
+                self.reasoning.get_or_insert_with(String::new).push_str(&r);
+            }
+            for tc in delta.tool_calls {
+                self.saw_content = true;
+                let call = self.tool_calls.entry(tc.index).or_default();
+                if let Some(id) = tc.id {
+                    call.id = id;
+                }
+                if let Some(kind) = tc.kind {
+                    call.kind = kind;
+                }
+                if let Some(f) = tc.function {
+                    call.name.push_str(&f.name.unwrap_or_default());
+                    call.arguments.push_str(&f.arguments.unwrap_or_default());
+                }
+            }
+        }
+        if choice.finish_reason.is_some() {
+            self.finish_reason = choice.finish_reason;
+        }
+    }
+
+    fn assembled_bytes(&self) -> usize {
+        let calls: usize = (self.tool_calls.values())
+            .map(|t| t.id.len() + t.kind.len() + t.name.len() + t.arguments.len())
+            .sum();
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.content.len()
+            + calls
+            + opt(&self.refusal)
+            + opt(&self.reasoning)
+            + opt(&self.role)
+            + opt(&self.finish_reason)
+    }
+
+    /// The choice as a non-streamed chat completion carries it.
+    fn to_chat_choice(&self, index: u64) -> serde_json::Value {
+        use serde_json::json;
+        let content = if self.content.is_empty() && !self.tool_calls.is_empty() {
+            serde_json::Value::Null
+        } else {
+            json!(self.content)
+        };
+        let mut message =
+            json!({"role": self.role.as_deref().unwrap_or("assistant"), "content": content});
+        if let Some(r) = &self.refusal {
+            message["refusal"] = json!(r);
+        }
+        if let Some(r) = &self.reasoning {
+            message["reasoning_content"] = json!(r);
+        }
+        if !self.tool_calls.is_empty() {
+            message["tool_calls"] = (self.tool_calls.values())
+                .map(|t| {
+                    let kind = if t.kind.is_empty() { "function" } else { &t.kind };
+                    json!({"id": t.id, "type": kind, "function": {"name": t.name, "arguments": t.arguments}})
+                })
+                .collect();
+        }
+        json!({"index": index, "message": message, "finish_reason": self.finish_reason})
+    }
 }
 
 impl ChatAssembler {
@@ -436,6 +526,17 @@ impl ChatAssembler {
             limits,
             ..Self::default()
         }
+    }
+
+    /// The first choice (index 0, else the lowest index that arrived): the one whose text and
+    /// finish reason stand for the answer in logs, metrics and the first-token clock.
+    fn first(&self) -> Option<&ChoiceState> {
+        self.choices.values().next()
+    }
+
+    /// The first choice's finish reason.
+    pub fn finish_reason(&self) -> Option<String> {
+        self.first().and_then(|c| c.finish_reason.clone())
     }
 
     /// Feeds one event's data; returns what kind of event it was, or the bound it broke (the
@@ -463,39 +564,8 @@ impl ChatAssembler {
                 EventKind::Other
             });
         }
-        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
-            if let Some(text) = choice.text {
-                self.saw_content |= !text.is_empty();
-                self.content.push_str(&text);
-            }
-            if let Some(delta) = choice.delta {
-                self.role = self.role.take().or(delta.role);
-                if let Some(c) = delta.content {
-                    self.saw_content |= !c.is_empty();
-                    self.content.push_str(&c);
-                }
-                if let Some(r) = delta.refusal {
-                    self.saw_content = true;
-                    self.refusal.get_or_insert_with(String::new).push_str(&r);
-                }
-                for tc in delta.tool_calls {
-                    self.saw_content = true;
-                    let call = self.tool_calls.entry(tc.index).or_default();
-                    if let Some(id) = tc.id {
-                        call.id = id;
-                    }
-                    if let Some(kind) = tc.kind {
-                        call.kind = kind;
-                    }
-                    if let Some(f) = tc.function {
-                        call.name.push_str(&f.name.unwrap_or_default());
-                        call.arguments.push_str(&f.arguments.unwrap_or_default());
-                    }
-                }
-            }
-            if choice.finish_reason.is_some() {
-                self.finish_reason = choice.finish_reason;
-            }
+        for choice in chunk.choices {
+            self.choices.entry(choice.index).or_default().apply(choice);
         }
         Ok(EventKind::Chunk)
     }
@@ -524,74 +594,68 @@ impl ChatAssembler {
         Ok(())
     }
 
-    /// Bytes of answer assembled so far (content, refusal, tool calls, ids), for the bounds.
+    /// Bytes of answer assembled so far (every choice's content, refusal, tool calls; ids), for
+    /// the bounds.
     pub fn assembled_bytes(&self) -> usize {
-        let calls: usize = (self.tool_calls.values())
-            .map(|t| t.id.len() + t.kind.len() + t.name.len() + t.arguments.len())
-            .sum();
         let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-        self.content.len()
-            + calls
-            + opt(&self.refusal)
-            + opt(&self.role)
-            + opt(&self.id)
-            + opt(&self.model)
-            + opt(&self.finish_reason)
+        let choices: usize = self
+            .choices
+            .values()
+            .map(ChoiceState::assembled_bytes)
+            .sum();
+        choices + opt(&self.id) + opt(&self.model)
     }
 
-    /// How many tool calls the answer holds.
+    /// How many tool calls the answer holds, over all its choices.
     pub fn tool_call_count(&self) -> usize {
-        self.tool_calls.len()
+        self.choices.values().map(|c| c.tool_calls.len()).sum()
     }
 
-    /// Whether a token (content, refusal or tool call) has arrived yet.
+    /// Whether a token (content, refusal or tool call) has arrived yet, in any choice.
     pub fn has_token(&self) -> bool {
-        self.saw_content
+        self.choices.values().any(|c| c.saw_content)
     }
 
-    /// The stream ended properly: `[DONE]` or a finish reason.
+    /// The stream ended properly: `[DONE]`, or a finish reason on every choice that arrived.
     pub fn complete(&self) -> bool {
-        self.done || self.finish_reason.is_some()
+        self.done
+            || (!self.choices.is_empty()
+                && self.choices.values().all(|c| c.finish_reason.is_some()))
     }
 
+    /// The first choice's text.
     pub fn text(&self) -> &str {
-        &self.content
+        self.first().map_or("", |c| c.content.as_str())
     }
 
-    /// The answer as the non-streamed response object would have carried it.
+    /// The answer as the non-streamed response object would have carried it, every choice in
+    /// index order (a stream with no choice at all gives one empty choice, as before).
     pub fn to_response(&self) -> serde_json::Value {
         use serde_json::json;
         let usage = self.usage.map(|u| {
             json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                    "total_tokens": u.total_tokens})
         });
+        let empty = ChoiceState::default();
+        let choices: Vec<(u64, &ChoiceState)> = if self.choices.is_empty() {
+            vec![(0, &empty)]
+        } else {
+            self.choices.iter().map(|(i, c)| (*i, c)).collect()
+        };
         if !self.chat {
+            let choices: Vec<serde_json::Value> = (choices.iter())
+                .map(|(i, c)| json!({"index": i, "text": c.content, "finish_reason": c.finish_reason}))
+                .collect();
             return json!({
                 "id": self.id, "object": "text_completion", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "text": self.content, "finish_reason": self.finish_reason}],
-                "usage": usage,
+                "model": self.model, "choices": choices, "usage": usage,
             });
         }
-        let mut message = json!({"role": self.role.as_deref().unwrap_or("assistant"),
-                                 "content": if self.content.is_empty() && !self.tool_calls.is_empty() { serde_json::Value::Null } else { json!(self.content) }});
-        if let Some(r) = &self.refusal {
-            message["refusal"] = json!(r);
-        }
-        if !self.tool_calls.is_empty() {
-            message["tool_calls"] = self
-                .tool_calls
-                .values()
-                .map(|t| {
-                    json!({"id": t.id, "type": if t.kind.is_empty() { "function" } else { &t.kind },
-                                "function": {"name": t.name, "arguments": t.arguments}})
-                })
-                .collect();
-        }
+        let choices: Vec<serde_json::Value> =
+            choices.iter().map(|(i, c)| c.to_chat_choice(*i)).collect();
         json!({
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
-            "usage": usage,
+            "choices": choices, "usage": usage,
         })
     }
 }
@@ -752,6 +816,65 @@ pub fn summary_of(value: &serde_json::Value) -> Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_choice_of_a_stream_is_assembled_by_its_index() {
+        // n = 2, the choices' chunks interleaved and out of order, a tool call on choice 1 and
+        // streamed reasoning on choice 0.
+        let mut a = ChatAssembler::new(true);
+        for data in [
+            r#"{"id":"c","model":"m","choices":[{"index":1,"delta":{"role":"assistant"}},{"index":0,"delta":{"role":"assistant","reasoning_content":"think"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"Hel"}}]}"#,
+            r#"{"choices":[{"index":1,"delta":{"tool_calls":[{"index":0,"id":"t1","function":{"name":"lookup","arguments":"{\"id\":"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}"#,
+        ] {
+            assert_eq!(a.feed(data.as_bytes()), Ok(EventKind::Chunk));
+        }
+        assert!(!a.complete(), "choice 1 has not finished");
+        assert_eq!(a.text(), "Hello");
+        a.feed(br#"{"choices":[{"index":1,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"7}"}}]},"finish_reason":"tool_calls"}]}"#)
+            .unwrap();
+        assert!(a.complete(), "every choice has finished");
+        assert_eq!(a.tool_call_count(), 1);
+        let r = a.to_response();
+        let choices = r["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 2);
+        assert_eq!(choices[0]["index"], 0);
+        assert_eq!(choices[0]["message"]["content"], "Hello");
+        assert_eq!(choices[0]["message"]["reasoning_content"], "think");
+        assert_eq!(choices[0]["finish_reason"], "stop");
+        assert_eq!(choices[1]["index"], 1);
+        assert_eq!(choices[1]["message"]["content"], serde_json::Value::Null);
+        assert_eq!(
+            choices[1]["message"]["tool_calls"][0]["function"]["name"],
+            "lookup"
+        );
+        assert_eq!(
+            choices[1]["message"]["tool_calls"][0]["function"]["arguments"],
+            r#"{"id":7}"#
+        );
+        assert_eq!(choices[1]["finish_reason"], "tool_calls");
+        // The stored body reads back as two outputs for the checks and the judge.
+        let answer = crate::capture::Answer::from_body(&r).unwrap();
+        assert_eq!(answer.outputs.len(), 2);
+        assert_eq!(answer.outputs[0].reasoning.as_deref(), Some("think"));
+        assert_eq!(answer.outputs[1].tool_calls[0].arguments, r#"{"id":7}"#);
+    }
+
+    #[test]
+    fn a_completions_stream_keeps_every_choice() {
+        let mut a = ChatAssembler::new(false);
+        a.feed(br#"{"choices":[{"index":0,"text":"a"},{"index":1,"text":"b"}]}"#)
+            .unwrap();
+        a.feed(br#"{"choices":[{"index":1,"text":"c","finish_reason":"length"}]}"#)
+            .unwrap();
+        let r = a.to_response();
+        assert_eq!(r["choices"][0]["text"], "a");
+        assert_eq!(r["choices"][1]["text"], "bc");
+        assert_eq!(r["choices"][1]["finish_reason"], "length");
+        assert_eq!(a.text(), "a");
+        assert!(!a.complete());
+    }
 
     #[test]
     fn splitter_handles_events_across_chunks() {
