@@ -95,7 +95,7 @@ fn side(role: Role, prompt: &str, text: &str, pair: Uuid, request: Uuid) -> Obse
         finish_reason: Some("stop".into()),
         response_text: Some(text.into()),
         request_body: Some(
-            json!({"model": "bench", "messages": [{"role": "user", "content": prompt}]}),
+            json!({"model": "bench", "messages": [{"role": "user", "content": prompt}]}).into(),
         ),
         response_body: None,
     }

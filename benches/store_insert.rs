@@ -61,7 +61,7 @@ fn observation(i: u64, role: Role, request_id: Uuid, pair_id: Uuid) -> Observati
         response_text: Some("Thanks for reaching out! Here is how to reset your password: open \
             Settings, choose Security, then follow the link we email you.".into()),
         request_body: i.is_multiple_of(10).then(|| {
-            serde_json::json!({"model": "support", "messages": [{"role": "user", "content": "reset password"}]})
+            serde_json::json!({"model": "support", "messages": [{"role": "user", "content": "reset password"}]}).into()
         }),
         response_body: None,
     }

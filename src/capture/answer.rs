@@ -73,7 +73,8 @@ impl Answer {
     /// The answer of `obs`: from its response body when one was kept and has a known shape,
     /// else its captured text; `None` when neither was captured.
     pub fn of(obs: &Observation) -> Option<Answer> {
-        if let Some(answer) = obs.response_body.as_ref().and_then(Answer::from_body) {
+        let body = obs.response_body.as_ref().map(super::JsonBody::value);
+        if let Some(answer) = body.as_ref().and_then(Answer::from_body) {
             return Some(answer);
         }
         let text = obs.response_text.as_ref()?;

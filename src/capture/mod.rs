@@ -1,6 +1,7 @@
 //! `capture`: the records the data plane produces and the bounded pipe that carries them away.
 //!
-//! Owns: [`Observation`], [`Pair`], the normalized [`Answer`] of an observation (every choice,
+//! Owns: [`Observation`], [`Pair`], the [`JsonBody`] of a captured request or response (its
+//! bytes, as sent and received), the normalized [`Answer`] of an observation (every choice,
 //! output item and tool call of any of the three APIs; `answer`), the [`Capture`] handle the
 //! request path uses, the batch writer task, and the simple sinks (in-memory, JSONL). The
 //! database sink lives in `store`.
@@ -14,6 +15,7 @@
 
 pub mod aggregate;
 pub mod answer;
+mod body;
 mod histogram;
 mod observation;
 mod pairing;
@@ -24,6 +26,7 @@ mod writer;
 
 pub use aggregate::Aggregates;
 pub use answer::{Answer, DeclaredTool, Output, ToolCall, declared_tools};
+pub use body::JsonBody;
 pub use histogram::LatencyHistogram;
 pub use observation::{
     CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Usage,

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::JsonBody;
+
 pub use crate::vocab::{Purpose, Role};
 
 /// The API surface a request was made to: OpenAI's chat completions, completions, embeddings
@@ -154,10 +156,11 @@ pub struct Observation {
     pub finish_reason: Option<String>,
     /// The assembled assistant answer (content, or concatenated text for completions).
     pub response_text: Option<String>,
-    /// The request body as sent upstream, when the capture policy keeps bodies.
-    pub request_body: Option<serde_json::Value>,
-    /// The full response (streams reassembled into one chat.completion), when kept.
-    pub response_body: Option<serde_json::Value>,
+    /// The request body as sent upstream (its bytes), when the capture policy keeps bodies.
+    pub request_body: Option<JsonBody>,
+    /// The full response as received (streams reassembled into the whole answer of their API),
+    /// when kept.
+    pub response_body: Option<JsonBody>,
 }
 
 impl Observation {

@@ -14,9 +14,11 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
+
 use crate::config::CaptureConfig;
 
-use super::Observation;
+use super::{JsonBody, Observation};
 
 /// What a redaction pattern's match becomes.
 pub const REDACTED: &str = "[REDACTED]";
@@ -53,58 +55,48 @@ pub fn keep_text<'t>(policy: &CaptureConfig, text: &'t str, shape: Shape) -> Opt
     })
 }
 
-/// A JSON body as received (`bytes`), as the policy keeps it.
-pub fn keep_body(policy: &CaptureConfig, bytes: &[u8]) -> Option<serde_json::Value> {
+/// A JSON body (`bytes`, valid JSON: sent by the gateway or read from the upstream) as the
+/// policy keeps it: the same bytes when no rule matched (no copy, no parse), the redacted text
+/// when one did and it is still JSON, nothing when it is over the cap or redaction broke it.
+pub fn keep_body(policy: &CaptureConfig, bytes: Bytes) -> Option<JsonBody> {
     if bytes.len() > policy.max_body_bytes {
         return None;
     }
-    let text = String::from_utf8_lossy(bytes);
-    let kept = keep_text(policy, &text, Shape::Json)?;
-    // A pattern that broke the JSON structure makes the body unusable: keep nothing.
-    serde_json::from_str(&kept).ok()
-}
-
-/// A parsed body as the policy keeps it; `len` is its size as received. Without redaction
-/// rules a body under the cap is kept as it is (no second parse).
-pub fn keep_value(
-    policy: &CaptureConfig,
-    value: serde_json::Value,
-    len: usize,
-) -> Option<serde_json::Value> {
-    if len > policy.max_body_bytes {
-        return None;
-    }
     if policy.redact.is_empty() {
-        return Some(value);
+        return Some(JsonBody::parsed(bytes));
     }
-    serde_json::to_vec(&value)
-        .ok()
-        .and_then(|b| keep_body(policy, &b))
+    let text = String::from_utf8_lossy(&bytes);
+    match keep_text(policy, &text, Shape::Json)? {
+        // Nothing matched (and nothing was cut: the body is under the cap).
+        Cow::Borrowed(_) if matches!(text, Cow::Borrowed(_)) => Some(JsonBody::parsed(bytes)),
+        // A pattern that broke the JSON structure makes the body unusable: keep nothing.
+        kept => JsonBody::parse(kept.into_owned()),
+    }
 }
 
 /// The bodies of a call as they came, before the policy.
 #[derive(Debug, Default)]
-pub struct RawBodies<'a> {
+pub struct RawBodies {
     /// The request body as sent upstream.
-    pub sent: Option<&'a [u8]>,
-    /// The response, parsed (streams: reassembled).
-    pub response: Option<serde_json::Value>,
-    /// The response's size as received, in bytes.
+    pub sent: Option<Bytes>,
+    /// The response as received (streams: reassembled into the whole answer's JSON).
+    pub response: Option<Bytes>,
+    /// The response's size as received, in bytes (a stream's is larger than its answer's).
     pub response_len: usize,
 }
 
 /// Runs the policy over every text of `obs` and sets its bodies from `raw`. Called once, where
 /// the observation is built, before it enters the capture queue.
-pub fn apply(policy: &CaptureConfig, obs: &mut Observation, raw: RawBodies<'_>) {
+pub fn apply(policy: &CaptureConfig, obs: &mut Observation, raw: RawBodies) {
     let plain =
         |t: Option<String>| t.and_then(|t| keep_text(policy, &t, Shape::Text).map(Cow::into_owned));
     obs.response_text = plain(obs.response_text.take());
     obs.error_detail = plain(obs.error_detail.take());
     obs.finish_reason = plain(obs.finish_reason.take());
     obs.request_body = raw.sent.and_then(|b| keep_body(policy, b));
-    obs.response_body = raw
-        .response
-        .and_then(|v| keep_value(policy, v, raw.response_len));
+    obs.response_body = (raw.response)
+        .filter(|_| raw.response_len <= policy.max_body_bytes)
+        .and_then(|b| keep_body(policy, b));
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
@@ -146,11 +138,19 @@ mod tests {
 
     #[test]
     fn bodies_are_redacted_and_size_capped() {
-        let body = br#"{"messages":[{"content":"mail me at a@b.com"}]}"#;
-        let kept = keep_body(&policy(&[EMAIL], 1024), body).unwrap();
-        assert_eq!(kept["messages"][0]["content"], "mail me at [REDACTED]");
-        assert!(keep_body(&policy(&[], 10), body).is_none());
-        assert!(keep_body(&policy(&[r#"""#], 1024), body).is_none());
+        let body = Bytes::from_static(br#"{"messages":[{"content":"mail me at a@b.com"}]}"#);
+        let kept = keep_body(&policy(&[EMAIL], 1024), body.clone()).unwrap();
+        assert_eq!(
+            kept.as_str(),
+            r#"{"messages":[{"content":"mail me at [REDACTED]"}]}"#
+        );
+        assert!(keep_body(&policy(&[], 10), body.clone()).is_none());
+        assert!(keep_body(&policy(&[r#"""#], 1024), body.clone()).is_none());
+        // No rule matched: the very bytes, not a copy.
+        let same = keep_body(&policy(&["nomatch"], 1024), body.clone()).unwrap();
+        assert_eq!(same.as_bytes().as_ptr(), body.as_ptr());
+        let same = keep_body(&policy(&[], 1024), body.clone()).unwrap();
+        assert_eq!(same.as_bytes().as_ptr(), body.as_ptr());
     }
 
     #[test]
@@ -185,12 +185,12 @@ mod tests {
             "request_body": null, "response_body": null,
         }))
         .unwrap();
-        let sent = br#"{"messages": [{"content": "I am x@y.org"}]}"#;
+        let sent = Bytes::from_static(br#"{"messages": [{"content": "I am x@y.org"}]}"#);
         let response = serde_json::json!({"choices": [{"message": {"content": "x@y.org",
             "tool_calls": [{"function": {"name": "mail", "arguments": "{\"to\":\"x@y.org\"}"}}]}}]});
         let raw = |response: &serde_json::Value| RawBodies {
-            sent: Some(sent),
-            response: Some(response.clone()),
+            sent: Some(sent.clone()),
+            response: Some(Bytes::from(response.to_string())),
             response_len: 200,
         };
         apply(&policy(&[EMAIL], 1024), &mut obs, raw(&response));

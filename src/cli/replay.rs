@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::capture::{Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Usage};
+use crate::capture::{Endpoint, ErrorClass, JsonBody, Observation, Pair, Purpose, Role, Usage};
 use crate::judge::{
     Judge, JudgeOptions, JudgeStats, Line, PairOutput, SummaryBuilder, render_table,
 };
@@ -282,7 +282,7 @@ async fn ask(http: &reqwest::Client, v: &Variant, entry: &DatasetEntry, role: Ro
         cost_usd: None,
         finish_reason: None,
         response_text: None,
-        request_body: Some(captured),
+        request_body: Some(JsonBody::from(captured)),
         response_body: None,
     };
     let result = async {
@@ -325,7 +325,7 @@ async fn ask(http: &reqwest::Client, v: &Variant, entry: &DatasetEntry, role: Ro
                 obs.error = Some(ErrorClass::Malformed);
                 obs.error_detail = Some("no message content".to_owned());
             }
-            obs.response_body = Some(body);
+            obs.response_body = Some(JsonBody::from(body));
         }
         Err((class, detail)) => {
             obs.error = Some(class);

@@ -14,49 +14,42 @@ use tracing::Instrument;
 
 use crate::capture::ErrorClass;
 use crate::config::UpstreamLimits;
-use crate::upstream::{ClientCredentials, Upstreams, class_of_status, sse};
+use crate::upstream::whole::BodyError;
+use crate::upstream::{ClientCredentials, Upstreams, class_of_status};
 
 use super::Gateway;
 use super::side::{Outcome, Side};
 use super::tee::TeeStream;
 
 /// The outcome of `side`'s complete (non-streamed) upstream body, received now; an answer with
-/// more choices or tool calls than `limits` allow is an invalid response.
+/// more choices or tool calls than `limits` allow is an invalid response. The body is read in
+/// one typed pass (`WireShape::read_body`) and kept as its bytes.
 pub fn outcome_of_body(side: &Side, status: u16, body: &Bytes, limits: &UpstreamLimits) -> Outcome {
     let ttft = side.started.elapsed();
-    let parsed = sse::summarize_body(body);
-    let beyond = parsed
-        .as_ref()
-        .and_then(|v| side.upstream_shape().check_body(v, limits).err());
-    let error = class_of_status(status)
-        .or_else(|| parsed.is_none().then_some(ErrorClass::Malformed))
-        .or_else(|| beyond.is_some().then_some(ErrorClass::InvalidResponse));
-    let summary = match (&parsed, &beyond) {
-        (Some(v), None) => side.upstream_shape().summarize(v),
-        _ => sse::Summary::default(),
-    };
-    let parsed = if beyond.is_some() { None } else { parsed };
+    let read = side.upstream_shape().read_body(body, limits);
+    let error = class_of_status(status).or(match &read {
+        Ok(_) => None,
+        Err(BodyError::NotJson) => Some(ErrorClass::Malformed),
+        Err(BodyError::Beyond(_)) => Some(ErrorClass::InvalidResponse),
+    });
+    let detail = error.map(|e| match (e, &read) {
+        (ErrorClass::Malformed, _) => "response body is not JSON".to_owned(),
+        (ErrorClass::InvalidResponse, Err(BodyError::Beyond(b))) => b.to_string(),
+        _ => format!("upstream answered {status}"),
+    });
+    let keep = side.ctx.keep_bodies && read.is_ok();
+    let answer = read.unwrap_or_default();
     Outcome {
         status: Some(status),
         error,
-        detail: error.map(|e| match (e, &beyond) {
-            (ErrorClass::Malformed, _) => "response body is not JSON".to_owned(),
-            (ErrorClass::InvalidResponse, Some(b)) => b.to_string(),
-            _ => format!("upstream answered {status}"),
-        }),
+        detail,
         ttft: (error.is_none()).then_some(ttft),
-        usage: summary.usage,
-        finish_reason: summary.finish_reason,
-        text: summary.text,
-        response_model: parsed
-            .as_ref()
-            .and_then(|v| v["model"].as_str())
-            .map(str::to_owned),
-        response_id: parsed
-            .as_ref()
-            .and_then(|v| v["id"].as_str())
-            .map(str::to_owned),
-        response_body: if side.ctx.keep_bodies { parsed } else { None },
+        usage: answer.summary.usage,
+        finish_reason: answer.summary.finish_reason,
+        text: answer.summary.text,
+        response_model: answer.model,
+        response_id: answer.id,
+        response_body: keep.then(|| body.clone()),
         response_len: body.len(),
     }
 }
@@ -65,7 +58,7 @@ pub fn outcome_of_body(side: &Side, status: u16, body: &Bytes, limits: &Upstream
 pub fn spawn(
     gw: Arc<Gateway>,
     side: Side,
-    body: Vec<u8>,
+    body: Bytes,
     timeout: Duration,
     credentials: ClientCredentials,
 ) {
@@ -80,7 +73,7 @@ pub fn spawn(
 async fn run(
     gw: Arc<Gateway>,
     side: Side,
-    body: Vec<u8>,
+    body: Bytes,
     timeout: Duration,
     credentials: ClientCredentials,
     span: tracing::Span,

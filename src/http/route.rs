@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
+use bytes::Bytes;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -193,8 +194,10 @@ impl RoutedRequest {
         (role, purpose): (Role, Purpose),
         req: &ClientRequest<'_>,
         pair: Option<PairSlot>,
-    ) -> Result<(Side, Vec<u8>), ApiError> {
+    ) -> Result<(Side, Bytes), ApiError> {
         let (translation, body) = super::cross::body_for(gw, self.ctx.shape, req, variant)?;
+        // One buffer for the call and the capture: sharing it copies nothing.
+        let body = Bytes::from(body);
         let side = Side {
             ctx: self.ctx.clone(),
             variant: variant.name.clone(),
@@ -202,7 +205,7 @@ impl RoutedRequest {
             purpose,
             provider: variant.provider.clone(),
             upstream_model: variant.model.clone(),
-            sent_body: self.ctx.keep_bodies.then(|| Arc::new(body.clone())),
+            sent_body: self.ctx.keep_bodies.then(|| body.clone()),
             pair,
             translation,
             started: Instant::now(),

@@ -129,7 +129,7 @@ struct Attempt {
 async fn call(
     gw: &AppState,
     side: Side,
-    body: Vec<u8>,
+    body: bytes::Bytes,
     req: &ClientRequest<'_>,
     credentials: &ClientCredentials,
 ) -> Attempt {
@@ -237,7 +237,7 @@ fn answer_of_body(gw: &AppState, side: Side, status: StatusCode, bytes: bytes::B
     match (error, class_of_status(status.as_u16())) {
         (None, _) => Served::Ok(json_response(status, bytes)),
         // A provider's own error passes through with its status and body when it is JSON.
-        (_, Some(_)) if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() => {
+        (_, Some(_)) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
             Served::Failed {
                 response: json_response(status, bytes),
                 retryable: status.is_server_error(),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -48,7 +49,7 @@ pub struct Side {
     pub provider: String,
     pub upstream_model: String,
     /// The body sent upstream (kept only when the request's bodies are kept).
-    pub sent_body: Option<Arc<Vec<u8>>>,
+    pub sent_body: Option<Bytes>,
     pub pair: Option<PairSlot>,
     /// The translation the call goes through when the variant's provider speaks the other API
     /// (`super::cross`); its answer is captured as that API returned it.
@@ -69,7 +70,8 @@ pub struct Outcome {
     pub usage: Option<Usage>,
     pub finish_reason: Option<String>,
     pub text: Option<String>,
-    pub response_body: Option<serde_json::Value>,
+    /// The answer's JSON as received (a stream's: assembled), when the bodies are kept.
+    pub response_body: Option<Bytes>,
     /// Size of the response as received (bytes), for the capture size cap.
     pub response_len: usize,
     /// The answer's `model` and `id` (for the span's `gen_ai.response.*`).
@@ -138,7 +140,7 @@ impl Side {
         // Every captured text goes through the one capture policy, here and only here.
         let raw = if ctx.keep_bodies {
             policy::RawBodies {
-                sent: self.sent_body.as_deref().map(Vec::as_slice),
+                sent: self.sent_body,
                 response: outcome.response_body,
                 response_len: outcome.response_len,
             }

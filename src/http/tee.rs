@@ -114,7 +114,7 @@ impl TeeStream {
             // The capture policy would not keep a body over its cap: do not build it.
             response_body: (side.ctx.keep_bodies
                 && self.reader.received() <= gw.capture_policy().max_body_bytes)
-                .then(|| assembler.to_response()),
+                .then(|| assembler.to_response_bytes()),
             response_len: self.reader.received(),
             response_model: assembler.model().map(str::to_owned),
             response_id: assembler.id().map(str::to_owned),

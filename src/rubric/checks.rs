@@ -140,7 +140,7 @@ pub fn answer_text(obs: &Observation) -> Option<Cow<'_, str>> {
     if let Some(text) = obs.response_text.as_deref() {
         return Some(Cow::Borrowed(text));
     }
-    let answer = Answer::from_body(obs.response_body.as_ref()?)?;
+    let answer = Answer::from_body(&obs.response_body.as_ref()?.value())?;
     let first = answer.outputs.into_iter().next()?;
     (!first.text.is_empty()).then_some(Cow::Owned(first.text))
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::capture::{Answer, DeclaredTool, Observation, Pair, Role, declared_tools};
+use crate::capture::{Answer, DeclaredTool, JsonBody, Observation, Pair, Role, declared_tools};
 
 use super::checks::answer_text;
 use super::model::{Criterion, ExampleVerdict, Mode, ReferenceSource, Scale};
@@ -200,8 +200,9 @@ pub fn answer_for_judge(obs: &Observation) -> Option<String> {
 /// out; with one side captured, its tools), one per line with its description and, indented
 /// below, its argument schema as compact JSON. `None` when there are none.
 fn tools_block(pair: &Pair) -> Option<String> {
-    let stable = pair.stable.request_body.as_ref().map(declared_tools);
-    let candidate = pair.candidate.request_body.as_ref().map(declared_tools);
+    let bodies =
+        [&pair.stable, &pair.candidate].map(|o| o.request_body.as_ref().map(JsonBody::value));
+    let [stable, candidate] = bodies.each_ref().map(|b| b.as_ref().map(declared_tools));
     let shown: Vec<&DeclaredTool<'_>> = match (&stable, &candidate) {
         (Some(s), Some(c)) => s.iter().filter(|t| c.contains(t)).collect(),
         (Some(one), None) | (None, Some(one)) => one.iter().collect(),
@@ -464,7 +465,7 @@ fn opens_tag(rest: &str) -> bool {
 /// left out.
 pub fn conversation(pair: &Pair) -> Option<String> {
     let messages = |obs: &Observation| -> Option<Vec<(String, String)>> {
-        let body = obs.request_body.as_ref()?;
+        let body = obs.request_body.as_ref()?.value();
         if let Some(prompt) = body.get("prompt").and_then(Value::as_str) {
             return Some(vec![("user".into(), prompt.to_owned())]);
         }
@@ -547,7 +548,13 @@ fn content_text(content: Option<&Value>) -> String {
 /// A string (or number) at `metadata.<key>` in either side's request body.
 pub fn metadata_string(pair: &Pair, key: &str) -> Option<String> {
     [&pair.stable, &pair.candidate].iter().find_map(|obs| {
-        match obs.request_body.as_ref()?.get("metadata")?.get(key)? {
+        match obs
+            .request_body
+            .as_ref()?
+            .value()
+            .get("metadata")?
+            .get(key)?
+        {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
             Value::Bool(b) => Some(b.to_string()),

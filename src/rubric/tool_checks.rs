@@ -10,7 +10,7 @@
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
-use crate::capture::{Answer, Observation, ToolCall, declared_tools};
+use crate::capture::{Answer, JsonBody, Observation, ToolCall, declared_tools};
 
 use super::checks::SideResult;
 use super::model::{ArgumentExpect, CheckKind};
@@ -34,7 +34,8 @@ pub(super) fn tool_check(kind: &CheckKind, obs: &Observation) -> Option<SideResu
         CheckKind::ToolCalled { tool, called } => tool_called(&answer, tool.as_deref(), *called),
         CheckKind::ToolName { allowed } => tool_name(&answer, allowed),
         CheckKind::ToolArgumentsValid { tool } => {
-            arguments_valid(&answer, tool.as_deref(), obs.request_body.as_ref())
+            let request = obs.request_body.as_ref().map(JsonBody::value);
+            arguments_valid(&answer, tool.as_deref(), request.as_ref())
         }
         CheckKind::ToolArgument {
             tool, path, expect, ..

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::capture::Observation;
+use crate::capture::{JsonBody, Observation};
 
 /// `s` with every NUL replaced; borrowed when there is none.
 pub fn text(s: &str) -> Cow<'_, str> {
@@ -60,6 +60,25 @@ pub fn json_in_place(value: &mut Value) {
     }
 }
 
+/// Whether a JSON body holds a NUL in a string or key. JSON text can only spell one as the
+/// escape `\u0000`, so a body without that sequence holds none (one with it, say after an
+/// escaped backslash, is checked exactly).
+pub fn body_has_nul(body: &JsonBody) -> bool {
+    let escape = br"\u0000";
+    body.as_bytes().windows(escape.len()).any(|w| w == escape) && json_has_nul(&body.value())
+}
+
+/// Replaces every NUL in a body's strings and keys (the body is then serde_json's writing of
+/// the same JSON).
+fn body_in_place(body: &mut JsonBody) {
+    if !body_has_nul(body) {
+        return;
+    }
+    let mut value = body.value();
+    json_in_place(&mut value);
+    *body = JsonBody::from(value);
+}
+
 /// Cohort labels with every NUL replaced; borrowed when there is none.
 pub fn labels(map: &BTreeMap<String, String>) -> Cow<'_, BTreeMap<String, String>> {
     if map
@@ -94,8 +113,8 @@ pub fn observation(o: &Observation) -> Cow<'_, Observation> {
         .iter()
         .any(|s| opt_has_nul(s))
         || matches!(labels(&o.cohort), Cow::Owned(_))
-        || o.request_body.as_ref().is_some_and(json_has_nul)
-        || o.response_body.as_ref().is_some_and(json_has_nul);
+        || o.request_body.as_ref().is_some_and(body_has_nul)
+        || o.response_body.as_ref().is_some_and(body_has_nul);
     if !dirty {
         return Cow::Borrowed(o);
     }
@@ -124,7 +143,7 @@ pub fn observation(o: &Observation) -> Cow<'_, Observation> {
         .into_iter()
         .flatten()
     {
-        json_in_place(body);
+        body_in_place(body);
     }
     Cow::Owned(o)
 }
@@ -190,6 +209,13 @@ mod tests {
             json!({"a\u{FFFD}b": ["x\u{FFFD}", 1, null, {"k": "v\u{FFFD}"}], "n": 1.5})
         );
         assert!(matches!(text("clean"), Cow::Borrowed("clean")));
+        let body = |t: &str| JsonBody::parse(t.as_bytes().to_vec()).unwrap();
+        assert!(body_has_nul(&body(r#"{"a":"x\u0000"}"#)));
+        assert!(!body_has_nul(&body(r#"{"a":"x\\u0000"}"#)));
+        assert!(!body_has_nul(&body(r#"{"a":"x"}"#)));
+        let mut dirty = body(r#"{"a\u0000":"x\u0000"}"#);
+        body_in_place(&mut dirty);
+        assert_eq!(dirty.value(), json!({"a\u{FFFD}": "x\u{FFFD}"}));
         assert_eq!(text("a\0\0"), "a\u{FFFD}\u{FFFD}");
     }
 }

@@ -346,8 +346,10 @@ macro_rules! decode_observation {
         let bucket: Option<i32> = row.try_get("bucket")?;
         let status: Option<i32> = row.try_get("status")?;
         let cohort: Json<BTreeMap<String, String>> = row.try_get("cohort")?;
-        let request_body: Option<Json<serde_json::Value>> = row.try_get("request_body")?;
-        let response_body: Option<Json<serde_json::Value>> = row.try_get("response_body")?;
+        // Read as raw JSON: the bytes stored (SQLite) or jsonb's text (Postgres), unparsed.
+        type Raw = Json<Box<serde_json::value::RawValue>>;
+        let request_body: Option<Raw> = row.try_get("request_body")?;
+        let response_body: Option<Raw> = row.try_get("response_body")?;
         Observation {
             id: row.try_get("id")?,
             request_id: row.try_get("request_id")?,
@@ -382,8 +384,8 @@ macro_rules! decode_observation {
             cost_usd: row.try_get("cost_usd")?,
             finish_reason: row.try_get("finish_reason")?,
             response_text: row.try_get("response_text")?,
-            request_body: request_body.map(|j| j.0),
-            response_body: response_body.map(|j| j.0),
+            request_body: request_body.map(|j| $crate::capture::JsonBody::from(j.0)),
+            response_body: response_body.map(|j| $crate::capture::JsonBody::from(j.0)),
         }
     }};
 }

@@ -43,25 +43,6 @@ impl WireShape for Messages {
         request.body_for(variant)
     }
 
-    fn summarize(&self, body: &Value) -> Summary {
-        summary_of(body)
-    }
-
-    fn check_body(&self, body: &Value, limits: &UpstreamLimits) -> Result<(), LimitError> {
-        let count = body
-            .get("content")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        if count > limits.max_tool_calls {
-            return Err(LimitError::TooManyItems {
-                what: "content blocks",
-                count,
-                limit: limits.max_tool_calls,
-            });
-        }
-        Ok(())
-    }
-
     fn stream_assembler(&self, limits: UpstreamLimits) -> StreamAssembler {
         StreamAssembler::Messages(Box::new(MessagesAssembler::new(limits)))
     }
@@ -69,6 +50,22 @@ impl WireShape for Messages {
     fn has_text_answer(&self) -> bool {
         true
     }
+}
+
+/// Refuses a whole `message` with more content blocks than `limits` allow.
+pub fn check_body(body: &Value, limits: &UpstreamLimits) -> Result<(), LimitError> {
+    let count = body
+        .get("content")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if count > limits.max_tool_calls {
+        return Err(LimitError::TooManyItems {
+            what: "content blocks",
+            count,
+            limit: limits.max_tool_calls,
+        });
+    }
+    Ok(())
 }
 
 /// A `stop_reason` in chat completions' words, so that the same checks read every API:
@@ -88,7 +85,7 @@ pub fn finish_reason(stop_reason: &str) -> String {
 /// Anthropic's usage object; every field may be absent (a `message_delta` carries only what
 /// changed, cumulatively).
 #[derive(Deserialize, Default, Debug, Clone, Copy)]
-struct RawUsage {
+pub(super) struct RawUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
@@ -109,7 +106,7 @@ impl RawUsage {
 
     /// In the one usage form: `input_tokens` excludes cached tokens at Anthropic, so all input
     /// is the sum of the three.
-    fn to_usage(self) -> Usage {
+    pub(super) fn to_usage(self) -> Usage {
         let created = self.cache_creation_input_tokens.unwrap_or(0);
         let read = self.cache_read_input_tokens.unwrap_or(0);
         let prompt = (self.input_tokens.unwrap_or(0))

@@ -15,6 +15,7 @@ pub mod sse;
 #[cfg(test)]
 mod sse_fuzz;
 pub mod translate;
+pub mod whole;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -126,7 +127,7 @@ impl Upstreams {
         &self,
         provider: &str,
         endpoint: Endpoint,
-        body: Vec<u8>,
+        body: Bytes,
         stream: bool,
         timeout: Option<Duration>,
         credentials: &ClientCredentials,
@@ -148,7 +149,7 @@ impl Upstreams {
         &self,
         provider: &str,
         call: Call<'_>,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         credentials: &ClientCredentials,
     ) -> Result<reqwest::Response, UpstreamError> {
         let Call {
@@ -168,7 +169,7 @@ impl Upstreams {
             .client
             .post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body);
+            .body(body.into());
         if stream {
             req = req.header(http::header::ACCEPT, "text/event-stream");
         }

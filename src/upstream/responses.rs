@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::capture::{Endpoint, Usage};
@@ -22,6 +23,7 @@ use crate::config::{UpstreamLimits, Variant};
 use super::request::{self, ClientRequest, RequestError};
 use super::shape::WireShape;
 use super::sse::{EventKind, LimitError, StreamAssembler, Summary, wide};
+use super::whole::{self, WholeAnswer};
 
 /// The Responses API surface, `/v1/responses`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,25 +42,6 @@ impl WireShape for Responses {
         request.body_for(variant)
     }
 
-    fn summarize(&self, body: &Value) -> Summary {
-        summary_of(body)
-    }
-
-    fn check_body(&self, body: &Value, limits: &UpstreamLimits) -> Result<(), LimitError> {
-        let count = body
-            .get("output")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        if count > limits.max_tool_calls {
-            return Err(LimitError::TooManyItems {
-                what: "output items",
-                count,
-                limit: limits.max_tool_calls,
-            });
-        }
-        Ok(())
-    }
-
     fn stream_assembler(&self, limits: UpstreamLimits) -> StreamAssembler {
         StreamAssembler::Responses(Box::new(ResponsesAssembler::new(limits)))
     }
@@ -66,6 +49,22 @@ impl WireShape for Responses {
     fn has_text_answer(&self) -> bool {
         true
     }
+}
+
+/// Refuses a whole `response` with more output items than `limits` allow.
+pub fn check_body(body: &Value, limits: &UpstreamLimits) -> Result<(), LimitError> {
+    let count = body
+        .get("output")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if count > limits.max_tool_calls {
+        return Err(LimitError::TooManyItems {
+            what: "output items",
+            count,
+            limit: limits.max_tool_calls,
+        });
+    }
+    Ok(())
 }
 
 /// The text of a `response` object: every `output_text` part of its message items, in order
@@ -91,14 +90,31 @@ fn output_text(response: &Value) -> Option<String> {
 /// in progress (a `background` call).
 fn finish_reason(response: &Value) -> Option<String> {
     let status = response.get("status")?.as_str()?;
+    let calls = || {
+        response["output"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|i| i["type"] == "function_call"))
+    };
+    let incomplete = response["incomplete_details"]["reason"].as_str();
+    finish_reason_of(status, incomplete, calls)
+}
+
+/// The finish reason of a response of `status`, whose `incomplete_details.reason` is
+/// `incomplete` and which `calls()` a function or not.
+pub(super) fn finish_reason_of(
+    status: &str,
+    incomplete: Option<&str>,
+    calls: impl FnOnce() -> bool,
+) -> Option<String> {
     let reason = match status {
         "completed" => {
-            let calls = response["output"]
-                .as_array()
-                .is_some_and(|o| o.iter().any(|i| i["type"] == "function_call"));
-            if calls { "tool_calls" } else { "stop" }
+            if calls() {
+                "tool_calls"
+            } else {
+                "stop"
+            }
         }
-        "incomplete" => match response["incomplete_details"]["reason"].as_str() {
+        "incomplete" => match incomplete {
             Some("max_output_tokens") | None => "length",
             Some(other) => other,
         },
@@ -109,7 +125,7 @@ fn finish_reason(response: &Value) -> Option<String> {
 }
 
 #[derive(Deserialize, Default)]
-struct RawUsage {
+pub(super) struct RawUsage {
     #[serde(default)]
     input_tokens: u64,
     #[serde(default)]
@@ -126,21 +142,25 @@ struct InputDetails {
     cached_tokens: Option<u64>,
 }
 
+impl RawUsage {
+    pub(super) fn into_usage(self) -> Usage {
+        let cached = (self.input_tokens_details)
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0);
+        Usage {
+            prompt_tokens: self.input_tokens,
+            completion_tokens: self.output_tokens,
+            total_tokens: (self.total_tokens)
+                .max(self.input_tokens.saturating_add(self.output_tokens)),
+            cache_creation_tokens: 0,
+            cache_read_tokens: cached.min(self.input_tokens),
+        }
+    }
+}
+
 fn usage_of(response: &Value) -> Option<Usage> {
     let raw: RawUsage = serde_json::from_value(response.get("usage")?.clone()).ok()?;
-    let cached = raw
-        .input_tokens_details
-        .and_then(|d| d.cached_tokens)
-        .unwrap_or(0);
-    Some(Usage {
-        prompt_tokens: raw.input_tokens,
-        completion_tokens: raw.output_tokens,
-        total_tokens: raw
-            .total_tokens
-            .max(raw.input_tokens.saturating_add(raw.output_tokens)),
-        cache_creation_tokens: 0,
-        cache_read_tokens: cached.min(raw.input_tokens),
-    })
+    Some(raw.into_usage())
 }
 
 /// Text, finish reason and usage of a whole `response` object.
@@ -152,13 +172,25 @@ pub fn summary_of(response: &Value) -> Summary {
     }
 }
 
+/// What a `response` object of a stream says (model, id, usage, finish reason), read once.
+fn read_response(raw: &RawValue) -> WholeAnswer {
+    // The bounds on a whole answer are not the stream's (its events are bounded as they come).
+    let unbounded = UpstreamLimits {
+        max_tool_calls: usize::MAX,
+        max_choices: usize::MAX,
+        ..UpstreamLimits::default()
+    };
+    whole::read(whole::Api::Responses, raw.get().as_bytes(), &unbounded).unwrap_or_default()
+}
+
 /// One event of a Responses stream, as far as assembly needs it.
 #[derive(Deserialize)]
 struct Event {
     #[serde(rename = "type")]
     kind: String,
     sequence_number: Option<u64>,
-    response: Option<Value>,
+    /// Kept as it came: the terminal event's is the whole answer capture stores.
+    response: Option<Box<RawValue>>,
     output_index: Option<u64>,
     item: Option<Value>,
     delta: Option<Value>,
@@ -171,10 +203,14 @@ struct Event {
 /// upstream's number.
 #[derive(Debug, Default)]
 pub struct ResponsesAssembler {
-    /// The `response` of `response.created` / `response.in_progress` (no output yet).
-    started: Option<Value>,
-    /// The `response` of the terminal event: the whole answer.
-    finished: Option<Value>,
+    /// The `response` of `response.created` / `response.in_progress` (no output yet), and
+    /// its `model` and `id`.
+    started: Option<Box<RawValue>>,
+    started_read: WholeAnswer,
+    /// The `response` of the terminal event: the whole answer, as its bytes came, and what
+    /// it says (read once, when it arrives).
+    finished: Option<Box<RawValue>>,
+    finished_read: WholeAnswer,
     /// Output items by index, as `response.output_item.added` / `.done` carried them.
     items: BTreeMap<u64, Value>,
     /// `output_text` deltas by output index.
@@ -219,16 +255,19 @@ impl ResponsesAssembler {
             "response.created" | "response.in_progress" | "response.queued" => {
                 if let Some(r) = event.response {
                     self.held = self.held.saturating_add(data.len());
+                    self.started_read = read_response(&r);
                     self.started = Some(r);
                 }
             }
             "response.completed" | "response.incomplete" | "response.failed" => {
                 if let Some(r) = event.response {
                     if event.kind == "response.failed" {
-                        let code = r["error"]["code"].as_str().unwrap_or("failed");
+                        let failed: Value = serde_json::from_str(r.get()).unwrap_or_default();
+                        let code = failed["error"]["code"].as_str().unwrap_or("failed");
                         self.error = Some(format!("response.failed: {code}"));
                     }
                     self.held = self.held.saturating_add(data.len());
+                    self.finished_read = read_response(&r);
                     self.finished = Some(r);
                 }
             }
@@ -264,28 +303,29 @@ impl ResponsesAssembler {
         Ok(EventKind::Chunk)
     }
 
-    pub fn finished(&self) -> Option<&Value> {
-        self.finished.as_ref()
-    }
-
-    fn latest(&self) -> Option<&Value> {
-        self.finished.as_ref().or(self.started.as_ref())
+    /// What the latest `response` object said (the terminal one's, else the started one's).
+    fn latest(&self) -> &WholeAnswer {
+        if self.finished.is_some() {
+            &self.finished_read
+        } else {
+            &self.started_read
+        }
     }
 
     pub fn model(&self) -> Option<&str> {
-        self.latest().and_then(|r| r["model"].as_str())
+        self.latest().model.as_deref()
     }
 
     pub fn id(&self) -> Option<&str> {
-        self.latest().and_then(|r| r["id"].as_str())
+        self.latest().id.as_deref()
     }
 
     pub fn usage(&self) -> Option<Usage> {
-        self.finished.as_ref().and_then(usage_of)
+        self.finished_read.summary.usage
     }
 
     pub fn finish_reason(&self) -> Option<String> {
-        self.finished.as_ref().and_then(finish_reason)
+        self.finished_read.summary.finish_reason.clone()
     }
 
     /// The stream reached its terminal event.
@@ -317,11 +357,10 @@ impl ResponsesAssembler {
     /// before it — the started response with the items and text seen so far.
     pub fn to_response(&self) -> Value {
         if let Some(done) = &self.finished {
-            return done.clone();
+            return serde_json::from_str(done.get()).unwrap_or_default();
         }
-        let mut response = self
-            .started
-            .clone()
+        let mut response = (self.started.as_ref())
+            .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({"object": "response"}));
         let mut output: Vec<Value> = Vec::with_capacity(self.items.len());
@@ -341,6 +380,14 @@ impl ResponsesAssembler {
         response["status"] = json!("incomplete");
         response["output"] = Value::Array(output);
         response
+    }
+
+    /// [`Self::to_response`] as bytes: the terminal event's `response` exactly as it came.
+    pub fn to_response_bytes(&self) -> Bytes {
+        match &self.finished {
+            Some(done) => Bytes::copy_from_slice(done.get().as_bytes()),
+            None => Bytes::from(self.to_response().to_string()),
+        }
     }
 
     /// An `error` event in the Responses stream's own shape, numbered after the last event.

@@ -11,7 +11,8 @@ use crate::capture::Endpoint;
 use crate::config::Variant;
 
 use super::request::{self, ClientRequest, RequestError};
-use super::sse::{self, StreamAssembler, Summary};
+use super::sse::StreamAssembler;
+use super::whole::{self, BodyError, WholeAnswer};
 use crate::config::{ProviderApi, UpstreamLimits};
 
 pub use super::messages::Messages;
@@ -28,17 +29,11 @@ pub trait WireShape: Send + Sync + std::fmt::Debug {
     /// The body `variant` receives (model, overrides, system prompt, usage for streams).
     fn body_for(&self, request: &ClientRequest<'_>, variant: &Variant) -> Vec<u8>;
 
-    /// Text, finish reason and usage of a whole (non-streamed) answer that parsed as JSON.
-    fn summarize(&self, body: &serde_json::Value) -> Summary;
-
-    /// Refuses a whole answer with more choices, tool calls, output items or content blocks
-    /// than `limits` allow.
-    fn check_body(
-        &self,
-        body: &serde_json::Value,
-        limits: &UpstreamLimits,
-    ) -> Result<(), sse::LimitError> {
-        sse::check_body(body, limits)
+    /// Text, finish reason, usage, `model` and `id` of a whole (non-streamed) answer, read from
+    /// its bytes without building a value; an answer with more choices, tool calls, output
+    /// items or content blocks than `limits` allow is refused.
+    fn read_body(&self, body: &[u8], limits: &UpstreamLimits) -> Result<WholeAnswer, BodyError> {
+        whole::read(whole::Api::of(self.endpoint()), body, limits)
     }
 
     /// A fresh assembler for one streamed answer.
@@ -86,10 +81,6 @@ impl WireShape for OpenAi {
 
     fn body_for(&self, request: &ClientRequest<'_>, variant: &Variant) -> Vec<u8> {
         request.body_for(variant)
-    }
-
-    fn summarize(&self, body: &serde_json::Value) -> Summary {
-        sse::summary_of(body)
     }
 
     fn stream_assembler(&self, limits: UpstreamLimits) -> StreamAssembler {

@@ -381,6 +381,17 @@ impl StreamAssembler {
         each!(self, a => a.to_response())
     }
 
+    /// [`Self::to_response`] as JSON bytes, written without building a value where the
+    /// assembler can (chat and completions; a Responses stream's terminal `response`, which
+    /// is kept as it came).
+    pub fn to_response_bytes(&self) -> Bytes {
+        match self {
+            StreamAssembler::Chat(a) => a.to_response_bytes(),
+            StreamAssembler::Responses(a) => a.to_response_bytes(),
+            StreamAssembler::Messages(a) => Bytes::from(a.to_response().to_string()),
+        }
+    }
+
     /// The event that ends a client's stream the gateway refused, in the API's own shape: an
     /// OpenAI error object as `data:` (chat), a Responses `error` event, an Anthropic `error`
     /// event.
@@ -660,6 +671,108 @@ impl ChatAssembler {
     }
 }
 
+/// The whole answer a chat or completions stream assembles into, written field by field (the
+/// same JSON as [`ChatAssembler::to_response`], without a `Value`).
+#[derive(serde::Serialize)]
+struct WholeChat<'a> {
+    id: Option<&'a str>,
+    object: &'static str,
+    created: Option<i64>,
+    model: Option<&'a str>,
+    choices: [WholeChoice<'a>; 1],
+    usage: Option<WholeUsage>,
+}
+
+#[derive(serde::Serialize)]
+struct WholeChoice<'a> {
+    index: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<WholeMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct WholeMessage<'a> {
+    role: &'a str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WholeToolCall<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct WholeToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    function: WholeFunction<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct WholeFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct WholeUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+impl ChatAssembler {
+    /// [`Self::to_response`] as bytes, written straight from the assembled fields.
+    pub fn to_response_bytes(&self) -> Bytes {
+        let message = self.chat.then(|| WholeMessage {
+            role: self.role.as_deref().unwrap_or("assistant"),
+            content: (!self.content.is_empty() || self.tool_calls.is_empty())
+                .then_some(self.content.as_str()),
+            refusal: self.refusal.as_deref(),
+            tool_calls: (self.tool_calls.values())
+                .map(|t| WholeToolCall {
+                    id: &t.id,
+                    kind: if t.kind.is_empty() {
+                        "function"
+                    } else {
+                        &t.kind
+                    },
+                    function: WholeFunction {
+                        name: &t.name,
+                        arguments: &t.arguments,
+                    },
+                })
+                .collect(),
+        });
+        let whole = WholeChat {
+            id: self.id.as_deref(),
+            object: if self.chat {
+                "chat.completion"
+            } else {
+                "text_completion"
+            },
+            created: self.created,
+            model: self.model.as_deref(),
+            choices: [WholeChoice {
+                index: 0,
+                message,
+                text: (!self.chat).then_some(self.content.as_str()),
+                finish_reason: self.finish_reason.as_deref(),
+            }],
+            usage: self.usage.map(|u| WholeUsage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                total_tokens: u.total_tokens,
+            }),
+        };
+        // Plain strings, numbers and options: serializing cannot fail.
+        Bytes::from(serde_json::to_vec(&whole).unwrap_or_default())
+    }
+}
+
 /// One upstream stream read under the bounds: splits it into events, assembles the answer and
 /// counts events and bytes. Whatever the upstream sends, the memory it holds stays below
 /// `max_stream_bytes` (the assembled answer) plus `max_event_bytes` (an incomplete event).
@@ -932,6 +1045,19 @@ mod tests {
         );
         assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(r["usage"]["total_tokens"], 5);
+        let written = a.to_response_bytes();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&written).unwrap(),
+            r
+        );
+        let mut c = ChatAssembler::new(false);
+        c.feed(br#"{"id":"x","choices":[{"index":0,"text":"hi","finish_reason":"stop"}]}"#)
+            .unwrap();
+        let written = c.to_response_bytes();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&written).unwrap(),
+            c.to_response()
+        );
     }
 
     #[test]

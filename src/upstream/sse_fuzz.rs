@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::sse::{
     EventKind, EventSplitter, LimitError, StreamReader, check_body, summarize_body, summary_of,
 };
+use super::whole;
 use crate::config::UpstreamLimits;
 
 /// Small limits, so that the generated streams cross them often.
@@ -104,8 +105,13 @@ fn read_bounded(chunks: &[Vec<u8>], chat: bool) -> Result<StreamReader, LimitErr
         let a = reader.assembler();
         assert!(a.assembled_bytes() <= reader.received());
         assert!(a.tool_call_count() <= l.max_tool_calls);
-        // Rendering the answer never panics either.
-        let _ = a.to_response();
+        // Rendering the answer never panics either, and its bytes are the same JSON.
+        let whole = a.to_response();
+        let written = a.to_response_bytes();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&written).ok(),
+            Some(whole)
+        );
     }
     Ok(reader)
 }
@@ -159,6 +165,16 @@ proptest! {
             let _ = summary_of(&v);
         }
     }
+
+    /// The typed whole-answer pass reads what the `Value` readers read, for every API.
+    #[test]
+    fn the_typed_read_of_a_whole_answer_agrees_with_the_value_read(body in json_value()) {
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let l = limits();
+        for api in [whole::Api::OpenAi, whole::Api::Responses, whole::Api::Messages] {
+            prop_assert_eq!(whole::read(api, &bytes, &l), whole::by_value(api, &bytes, &l));
+        }
+    }
 }
 
 /// JSON values shaped like (and unlike) chat completions.
@@ -186,7 +202,45 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
                             "tool_calls": vec![call; calls]}, "finish_reason": "stop"});
         json!({"choices": vec![choice; n], "usage": usage})
     });
-    prop_oneof![any_json, completion]
+    let kind = prop_oneof![
+        Just(json!("message")),
+        Just(json!("text")),
+        Just(json!("output_text")),
+        Just(json!("function_call")),
+        Just(json!("tool_use")),
+        Just(json!(7)),
+    ];
+    let part = (kind.clone(), any_json.clone(), "[a-z]{0,4}")
+        .prop_map(|(kind, extra, text)| json!({"type": kind, "text": text, "x": extra}));
+    let item = (kind, proptest::collection::vec(part.clone(), 0..4))
+        .prop_map(|(kind, content)| json!({"type": kind, "content": content}));
+    let status = prop_oneof![
+        Just(json!("completed")),
+        Just(json!("incomplete")),
+        Just(json!("queued")),
+        Just(json!(null)),
+        Just(json!("failed"))
+    ];
+    let response = (
+        proptest::collection::vec(item, 0..12),
+        status,
+        any_json.clone(),
+        any_json.clone(),
+    )
+        .prop_map(|(output, status, usage, details)| {
+            json!({"id": "r", "model": "m", "status": status, "output": output,
+                   "usage": usage, "incomplete_details": details})
+        });
+    let message = (
+        proptest::collection::vec(part, 0..12),
+        any_json.clone(),
+        any_json.clone(),
+    )
+        .prop_map(|(content, stop, usage)| {
+            json!({"id": "m", "type": "message", "content": content, "stop_reason": stop,
+                   "usage": usage})
+        });
+    prop_oneof![any_json, completion, response, message]
 }
 
 #[test]

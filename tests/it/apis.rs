@@ -170,7 +170,7 @@ async fn responses_plain_and_streamed_are_served_mirrored_and_captured_in_their_
             r.json().await.unwrap()
         };
         // The stored answer is the whole `response` object, streamed or not.
-        assert_eq!(pair.stable.response_body.as_ref().unwrap(), &served);
+        assert_eq!(pair.stable.response_body.as_ref().unwrap().value(), served);
         for (side, role, (input, output)) in [
             (&pair.stable, Role::Stable, (1.0, 2.0)),
             (&pair.candidate, Role::Candidate, (3.0, 4.0)),
@@ -180,7 +180,7 @@ async fn responses_plain_and_streamed_are_served_mirrored_and_captured_in_their_
             assert_eq!(side.stream, stream);
             assert!(side.is_success(), "{side:?}");
             assert_eq!(side.finish_reason.as_deref(), Some("stop"));
-            let stored = side.response_body.as_ref().unwrap();
+            let stored = side.response_body.as_ref().unwrap().value();
             assert_eq!(stored["object"], "response");
             assert_eq!(stored["status"], "completed");
             let text = side.response_text.as_deref().unwrap();
@@ -189,7 +189,7 @@ async fn responses_plain_and_streamed_are_served_mirrored_and_captured_in_their_
             assert_priced(side, input, output);
             assert!(side.ttft_ms.unwrap() <= side.latency_ms);
             // `store`, `include` pass through.
-            let sent = side.request_body.as_ref().unwrap();
+            let sent = side.request_body.as_ref().unwrap().value();
             assert_eq!(sent["store"], false);
             assert_eq!(sent["include"], json!(["reasoning.encrypted_content"]));
             assert_eq!(sent["instructions"], "Be brief.");
@@ -249,7 +249,7 @@ async fn provider_held_state_is_mirrored_only_to_the_same_provider() {
         1
     );
     let same = pairs.iter().find(|p| p.deployment == "resp").unwrap();
-    let sent = same.candidate.request_body.as_ref().unwrap();
+    let sent = same.candidate.request_body.as_ref().unwrap().value();
     assert_eq!(sent["previous_response_id"], "resp_x");
     // The mirrors to the other provider were never sent.
     let other = requests_to(&h, "/v1/responses", "mock-candidate-good");
@@ -291,13 +291,13 @@ async fn messages_plain_and_streamed_are_served_mirrored_and_captured_as_message
         } else {
             let served: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(served["type"], "message");
-            assert_eq!(pair.stable.response_body.as_ref().unwrap(), &served);
+            assert_eq!(pair.stable.response_body.as_ref().unwrap().value(), served);
         }
         for (side, (input, output)) in [(&pair.stable, (1.0, 2.0)), (&pair.candidate, (3.0, 4.0))] {
             assert_eq!(side.endpoint, Endpoint::Messages);
             assert!(side.is_success(), "{side:?}");
             assert_eq!(side.finish_reason.as_deref(), Some("stop"));
-            let stored = side.response_body.as_ref().unwrap();
+            let stored = side.response_body.as_ref().unwrap().value();
             assert_eq!(stored["type"], "message");
             assert_eq!(stored["role"], "assistant");
             assert_eq!(stored["stop_reason"], "end_turn");
@@ -311,7 +311,7 @@ async fn messages_plain_and_streamed_are_served_mirrored_and_captured_as_message
             assert_eq!(side.unit_key.as_deref(), Some("u-7"));
         }
         // The stable variant's system prompt went in as `system`.
-        let sent = pair.stable.request_body.as_ref().unwrap();
+        let sent = pair.stable.request_body.as_ref().unwrap().value();
         assert_eq!(sent["system"], "You are ACME's support agent.");
         assert_eq!(sent["model"], "mock-stable");
     }
@@ -338,7 +338,7 @@ async fn a_streamed_tool_call_is_assembled_like_the_plain_one() {
         let side = &pair.stable;
         assert!(side.is_success(), "{side:?}");
         assert_eq!(side.finish_reason.as_deref(), Some("tool_calls"));
-        let body = side.response_body.clone().unwrap();
+        let body = side.response_body.as_ref().unwrap().value();
         assert_eq!(body["content"][0]["type"], "tool_use");
         assert_eq!(body["content"][0]["name"], "lookup_order");
         stored.push(body["content"][0]["input"].clone());
@@ -569,5 +569,8 @@ async fn a_truncated_messages_stream_is_captured_as_truncated() {
             .contains("message_stop")
     );
     // What was assembled is still a message.
-    assert_eq!(obs[0].response_body.as_ref().unwrap()["type"], "message");
+    assert_eq!(
+        obs[0].response_body.as_ref().unwrap().value()["type"],
+        "message"
+    );
 }

@@ -151,7 +151,10 @@ async fn a_chat_client_is_served_by_a_candidate_on_the_messages_api_plain_and_st
     // Captured as the provider answered it, under the client's endpoint, priced.
     assert_eq!(obs.endpoint, Endpoint::ChatCompletions);
     assert_eq!(obs.role, Role::Candidate);
-    assert_eq!(obs.response_body.as_ref().unwrap()["type"], "message");
+    assert_eq!(
+        obs.response_body.as_ref().unwrap().value()["type"],
+        "message"
+    );
     assert_eq!(obs.response_text.as_deref(), Some(text));
     assert_eq!(obs.finish_reason.as_deref(), Some("stop"));
     assert!(obs.cost_usd.unwrap() > 0.0);
@@ -199,7 +202,10 @@ async fn a_chat_client_is_served_by_a_candidate_on_the_messages_api_plain_and_st
             assert!(usage.is_empty(), "{usage:?}");
         }
         assert!(obs.is_success(), "{obs:?}");
-        assert_eq!(obs.response_body.as_ref().unwrap()["type"], "message");
+        assert_eq!(
+            obs.response_body.as_ref().unwrap().value()["type"],
+            "message"
+        );
         assert!(obs.usage.unwrap().completion_tokens > 0);
     }
 }
@@ -241,7 +247,7 @@ async fn a_messages_client_is_served_by_a_candidate_on_chat_completions_plain_an
     assert_eq!(seen[0].header("x-api-key"), None);
     assert_eq!(obs.endpoint, Endpoint::Messages);
     assert_eq!(
-        obs.response_body.as_ref().unwrap()["object"],
+        obs.response_body.as_ref().unwrap().value()["object"],
         "chat.completion"
     );
 
@@ -449,15 +455,15 @@ async fn a_shadow_pair_across_the_apis_holds_both_answers_text_and_tool_calls() 
         );
         assert_eq!(pair.candidate.endpoint, Endpoint::ChatCompletions);
         assert_eq!(
-            pair.stable.response_body.as_ref().unwrap()["object"],
+            pair.stable.response_body.as_ref().unwrap().value()["object"],
             "chat.completion"
         );
         assert_eq!(
-            pair.candidate.response_body.as_ref().unwrap()["type"],
+            pair.candidate.response_body.as_ref().unwrap().value()["type"],
             "message"
         );
         assert_eq!(
-            pair.candidate.request_body.as_ref().unwrap()["max_tokens"],
+            pair.candidate.request_body.as_ref().unwrap().value()["max_tokens"],
             4096
         );
     }
@@ -495,7 +501,7 @@ async fn a_shadow_pair_across_the_apis_holds_both_answers_text_and_tool_calls() 
     assert_eq!(r.status(), 200);
     let pairs = h.wait_pairs(3).await;
     let pair = pair_of(&pairs, &r);
-    let sent = pair.candidate.request_body.as_ref().unwrap();
+    let sent = pair.candidate.request_body.as_ref().unwrap().value();
     assert_eq!(sent["system"], "Be brief.");
     assert_eq!(sent["messages"][2]["content"][0]["type"], "tool_result");
     let shown = canarist::rubric::conversation(pair).unwrap();

@@ -103,7 +103,7 @@ fn side(deployment: &str, role: Role, variant: &str, prompt: &str, text: &str) -
         finish_reason: Some("stop".into()),
         response_text: Some(text.into()),
         request_body: Some(
-            json!({"model": deployment, "messages": [{"role": "user", "content": prompt}]}),
+            json!({"model": deployment, "messages": [{"role": "user", "content": prompt}]}).into(),
         ),
         response_body: None,
     }

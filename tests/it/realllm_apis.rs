@@ -179,11 +179,11 @@ async fn apis_realllm_responses_and_messages_in_front_of_llama_cpp() {
         assert!(side.usage.unwrap().completion_tokens > 0);
     }
     assert_eq!(
-        pair.candidate.response_body.as_ref().unwrap()["type"],
+        pair.candidate.response_body.as_ref().unwrap().value()["type"],
         "message"
     );
     assert_eq!(
-        pair.candidate.request_body.as_ref().unwrap()["max_tokens"],
+        pair.candidate.request_body.as_ref().unwrap().value()["max_tokens"],
         limit
     );
 }

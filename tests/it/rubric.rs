@@ -84,12 +84,15 @@ fn chat_pair(stable: &str, candidate: &str, metadata: serde_json::Value) -> Pair
         })
     };
     let mut s = obs(Role::Stable, stable);
-    s.request_body = Some(body("You are Acme's support agent.", "gpt-4o-2024-08-06"));
+    s.request_body = Some(body("You are Acme's support agent.", "gpt-4o-2024-08-06").into());
     let mut c = obs(Role::Candidate, candidate);
-    c.request_body = Some(body(
-        "You are Acme's helpful support agent. Be brief.",
-        "llama-3.3-70b-instruct",
-    ));
+    c.request_body = Some(
+        body(
+            "You are Acme's helpful support agent. Be brief.",
+            "llama-3.3-70b-instruct",
+        )
+        .into(),
+    );
     pair(s, c)
 }
 

@@ -182,9 +182,9 @@ async fn the_captured_pair_holds_both_full_answers_with_usage_and_timings() {
             assert!(side.latency_ms > 0.0);
             let answer = side.response_text.clone().unwrap();
             assert!(!answer.is_empty());
-            let full = side.response_body.as_ref().unwrap();
+            let full = side.response_body.as_ref().unwrap().value();
             assert_eq!(full["choices"][0]["message"]["content"], answer.as_str());
-            assert_eq!(side.request_body.as_ref().unwrap()["model"], model);
+            assert_eq!(side.request_body.as_ref().unwrap().value()["model"], model);
             assert_eq!(side.unit_key.as_deref(), Some("alice"));
             assert!(side.sticky);
             assert_eq!(side.stage, "shadow");

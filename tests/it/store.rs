@@ -7,6 +7,8 @@
 mod aggregates;
 /// One bad row must not lose a batch: sanitizing, and rejected rows dropped alone.
 mod bad_rows;
+/// Captured bodies are the bytes sent and received, after redaction.
+mod bodies;
 /// The real gateway over one of the suite's databases, and a TCP proxy to cut Postgres.
 pub(crate) mod gateway;
 /// Replica coordination and outages: NOTIFY, the leader lock, the database going away.
@@ -142,7 +144,7 @@ pub(crate) fn obs(variant: &str, role: Role, tier: &str, latency_ms: f64, i: i64
         cost_usd: Some(0.001),
         finish_reason: Some("stop".into()),
         response_text: Some(format!("answer {i}")),
-        request_body: (i % 3 == 0).then(|| serde_json::json!({"model": "support", "i": i})),
+        request_body: (i % 3 == 0).then(|| serde_json::json!({"model": "support", "i": i}).into()),
         response_body: None,
     }
 }

@@ -41,8 +41,8 @@ async fn answered(mock: &MockServer, role: Role, model: &str) -> Observation {
     let mut obs = side("order-agent", role, role.as_str(), "", "");
     obs.response_text = None;
     obs.finish_reason = Some("tool_calls".into());
-    obs.request_body = Some(request());
-    obs.response_body = Some(response);
+    obs.request_body = Some(request().into());
+    obs.response_body = Some(response.into());
     obs
 }
 

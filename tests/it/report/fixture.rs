@@ -109,10 +109,13 @@ pub(crate) fn obs(
         finish_reason: Some("stop".into()),
         response_text: Some(format!("{} answer to request {i}", role.as_str())),
         // What the client asked (the worst answers show it as their prompt).
-        request_body: Some(serde_json::json!({
-            "model": "support",
-            "messages": [{ "role": "user", "content": format!("Where is my order #{i}? <b>now</b>") }],
-        })),
+        request_body: Some(
+            serde_json::json!({
+                "model": "support",
+                "messages": [{ "role": "user", "content": format!("Where is my order #{i}? <b>now</b>") }],
+            })
+            .into(),
+        ),
         response_body: None,
     }
 }

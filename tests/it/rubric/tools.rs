@@ -43,8 +43,8 @@ fn chat_answer(content: Option<&str>, calls: &[(&str, &str)]) -> Value {
 fn side(role: Role, request: Value, response: Value) -> Observation {
     let mut o = obs(role, "");
     o.response_text = None;
-    o.request_body = Some(request);
-    o.response_body = Some(response);
+    o.request_body = Some(request.into());
+    o.response_body = Some(response.into());
     o
 }
 
@@ -309,7 +309,7 @@ fn judge_prompts_show_tool_calls_and_ask_about_the_decision() {
     let support = rubrics.iter().find(|r| r.id == "support-chat").unwrap();
     let mut text = text;
     for side in [&mut text.stable, &mut text.candidate] {
-        side.request_body = Some(chat_request());
+        side.request_body = Some(chat_request().into());
     }
     let plain = render(&support.criteria[1], &text).unwrap();
     assert!(!plain[0].1.system.contains("[tool call"));

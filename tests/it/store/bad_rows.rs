@@ -52,8 +52,13 @@ async fn nul_characters_are_sanitized_and_lose_no_innocent_event() {
         assert_eq!(pair.cohort["tier"], "pro\u{FFFD}plus", "{label}");
         assert_eq!(pair.stable.cohort["tier"], "pro\u{FFFD}plus", "{label}");
         let pair = pair_of_request(&store, &db, bad_prompt).await.unwrap();
-        let body = pair.stable.request_body.as_ref().expect("bodies are kept");
-        assert_eq!(prompt_of(body), Some("say \u{FFFD} nothing"), "{label}");
+        let body = pair
+            .stable
+            .request_body
+            .as_ref()
+            .expect("bodies are kept")
+            .value();
+        assert_eq!(prompt_of(&body), Some("say \u{FFFD} nothing"), "{label}");
         let tier = label_value(&store, &db, bad_tier).await;
         assert_eq!(tier, vec!["pro\u{FFFD}plus".to_string(); 2], "{label}");
 
