@@ -679,13 +679,13 @@ struct WholeChat<'a> {
     object: &'static str,
     created: Option<i64>,
     model: Option<&'a str>,
-    choices: [WholeChoice<'a>; 1],
+    choices: Vec<WholeChoice<'a>>,
     usage: Option<WholeUsage>,
 }
 
 #[derive(serde::Serialize)]
 struct WholeChoice<'a> {
-    index: u8,
+    index: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<WholeMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -699,6 +699,8 @@ struct WholeMessage<'a> {
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<WholeToolCall<'a>>,
 }
@@ -724,14 +726,14 @@ struct WholeUsage {
     total_tokens: u64,
 }
 
-impl ChatAssembler {
-    /// [`Self::to_response`] as bytes, written straight from the assembled fields.
-    pub fn to_response_bytes(&self) -> Bytes {
-        let message = self.chat.then(|| WholeMessage {
+impl ChoiceState {
+    fn to_whole(&self, index: u64, chat: bool) -> WholeChoice<'_> {
+        let message = chat.then(|| WholeMessage {
             role: self.role.as_deref().unwrap_or("assistant"),
             content: (!self.content.is_empty() || self.tool_calls.is_empty())
                 .then_some(self.content.as_str()),
             refusal: self.refusal.as_deref(),
+            reasoning_content: self.reasoning.as_deref(),
             tool_calls: (self.tool_calls.values())
                 .map(|t| WholeToolCall {
                     id: &t.id,
@@ -747,6 +749,26 @@ impl ChatAssembler {
                 })
                 .collect(),
         });
+        WholeChoice {
+            index,
+            message,
+            text: (!chat).then_some(self.content.as_str()),
+            finish_reason: self.finish_reason.as_deref(),
+        }
+    }
+}
+
+impl ChatAssembler {
+    /// [`Self::to_response`] as bytes, written straight from the assembled fields.
+    pub fn to_response_bytes(&self) -> Bytes {
+        let empty = ChoiceState::default();
+        let choices = if self.choices.is_empty() {
+            vec![empty.to_whole(0, self.chat)]
+        } else {
+            (self.choices.iter())
+                .map(|(i, c)| c.to_whole(*i, self.chat))
+                .collect()
+        };
         let whole = WholeChat {
             id: self.id.as_deref(),
             object: if self.chat {
@@ -756,12 +778,7 @@ impl ChatAssembler {
             },
             created: self.created,
             model: self.model.as_deref(),
-            choices: [WholeChoice {
-                index: 0,
-                message,
-                text: (!self.chat).then_some(self.content.as_str()),
-                finish_reason: self.finish_reason.as_deref(),
-            }],
+            choices,
             usage: self.usage.map(|u| WholeUsage {
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,
