@@ -200,14 +200,16 @@ fn print_status(s: &actions::RolloutStatus, json: bool) -> anyhow::Result<()> {
         println!("  gate: {:?} — {}", d.action, d.reason);
         for e in &d.evidence {
             println!(
-                "    {} [{}]: {} estimate {:?} interval {:?} bound {} ({})",
+                "    {} [{}]: {} estimate {:?} interval {:?} bound {} ({}; per {}, {})",
                 e.metric,
                 e.cohort,
                 e.verdict.as_str(),
                 e.estimate,
                 e.interval,
                 e.bound,
-                e.counts_text()
+                e.counts_text(),
+                e.unit.as_str(),
+                serde_json::to_value(e.method)?.as_str().unwrap_or("?")
             );
         }
     }

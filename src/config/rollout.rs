@@ -273,6 +273,9 @@ fn guardrails(field: &str, g: &GuardrailConfig, out: &mut Vec<Problem>) {
     if g.hard_fail_limit == 0 {
         out.push(problem(&f("hard_fail_limit"), "must be at least 1"));
     }
+    if !(g.error_z.is_finite() && g.error_z >= 0.0) {
+        out.push(problem(&f("error_z"), "must be a number ≥ 0"));
+    }
 }
 
 fn alerts(
@@ -411,7 +414,7 @@ deployments:
     stable: { provider: p, model: a }
     ramp: { stages: [{ percent: 500 }] }
     gate: { metrics: [] }
-    guardrails: { min_count: 0, error_multiplier: 0.5 }
+    guardrails: { min_count: 0, error_multiplier: 0.5, error_z: -1 }
     alerts: { webhook_url: "ftp://x", format: teams }
   - slug: other
     stable: { provider: p, model: a }
@@ -427,6 +430,7 @@ deployments:
             "deployments[0].gate.metrics",
             "deployments[0].guardrails.min_count",
             "deployments[0].guardrails.error_multiplier",
+            "deployments[0].guardrails.error_z",
             "deployments[0].alerts.webhook_url",
             "deployments[0].alerts.format",
             "deployments[1].gate",

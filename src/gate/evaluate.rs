@@ -602,34 +602,30 @@ fn ceiling_check(
 /// it for information only (a sticky heavy user legitimately moves it).
 fn srm(policy: &GatePolicy, summaries: &StageSummaries) -> Option<Evidence> {
     let a = summaries.assignment.as_ref()?;
-    let observed: Vec<u64> = a.variants.iter().map(|v| v.1).collect();
-    let shares: Vec<f64> = a.variants.iter().map(|v| v.2).collect();
+    let sides = [&a.candidate, &a.stable];
+    let observed = sides.map(|v| v.units);
+    let shares = sides.map(|v| v.share);
     let total: u64 = observed.iter().sum();
     let (stat, p) = srm_chi_square(&observed, &shares)?;
-    let shown: Vec<String> = a
-        .variants
+    let shown: Vec<String> = sides
         .iter()
-        .map(|(name, n, share)| {
+        .map(|v| {
             format!(
-                "{name} {:.4} of units observed vs {share:.4} configured",
-                *n as f64 / total as f64
+                "{} {:.4} of units observed vs {:.4} configured",
+                v.variant,
+                v.units as f64 / total as f64,
+                v.share
             )
         })
         .collect();
     let mut note = format!("{} (units: χ² = {stat:.2}, p = {p:.3e})", shown.join(", "));
-    if a.requests.len() == a.variants.len()
-        && let Some((rstat, rp)) = srm_chi_square(&a.requests, &shares)
-    {
+    let requests = sides.map(|v| v.requests);
+    if let Some((rstat, rp)) = srm_chi_square(&requests, &shares) {
         note.push_str(&format!(
-            "; requests {} (χ² = {rstat:.2}, p = {rp:.3e}; information only)",
-            a.requests
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(" / ")
+            "; requests {} / {} (χ² = {rstat:.2}, p = {rp:.3e}; information only)",
+            requests[0], requests[1]
         ));
     }
-    let requests = |i: usize| a.requests.get(i).copied().unwrap_or(0);
     Some(Evidence {
         metric: "sample_ratio".to_owned(),
         cohort: "all".to_owned(),
@@ -638,11 +634,11 @@ fn srm(policy: &GatePolicy, summaries: &StageSummaries) -> Option<Evidence> {
         margin: 0.0,
         bound: policy.srm_alpha,
         direction: Direction::HigherIsBetter,
-        candidate_n: requests(0),
-        stable_n: a.requests.iter().sum(),
+        candidate_n: a.candidate.requests,
+        stable_n: a.stable.requests,
         method: Method::ChiSquareSrm,
         unit: Method::ChiSquareSrm.unit_of_analysis(),
-        units: Some((observed.first().copied().unwrap_or(0), total)),
+        units: Some((a.candidate.units, a.stable.units)),
         alpha: policy.srm_alpha,
         verdict: if p < policy.srm_alpha {
             Verdict::Blocked

@@ -18,9 +18,9 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 pub use evaluate::evaluate;
-pub use guardrail::{Guardrail, GuardrailConfig, Trip};
+pub use guardrail::{Excess, Guardrail, GuardrailConfig, Trip, UNIT_GROUPS, unit_hash};
 pub use policy::{
-    Abstentions, Assignment, Direction, GatePolicy, MetricData, MetricKind, MetricPolicy,
+    Abstentions, Assigned, Assignment, Direction, GatePolicy, MetricData, MetricKind, MetricPolicy,
     StageContext, StageSummaries,
 };
 

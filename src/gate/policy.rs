@@ -286,7 +286,8 @@ pub enum MetricData {
     },
 }
 
-/// Observed units per variant against their configured shares (for the SRM check).
+/// Observed units of the candidate and of stable against their configured shares (for the SRM
+/// check).
 ///
 /// canarist assigns units (sticky keys), not requests, so the check counts the distinct units
 /// each variant served in the stage (a request without a unit key is a unit of its own). The
@@ -294,11 +295,31 @@ pub enum MetricData {
 /// moves the request split far more than a per-request multinomial allows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
-    /// (variant, observed units, configured share in (0, 1)); shares sum to 1.
-    pub variants: Vec<(String, u64, f64)>,
-    /// Requests served per variant, in the order of `variants` (information only).
-    #[serde(default)]
-    pub requests: Vec<u64>,
+    pub candidate: Assigned,
+    pub stable: Assigned,
+}
+
+/// One variant's side of an [`Assignment`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assigned {
+    pub variant: String,
+    /// Distinct units served in the stage.
+    pub units: u64,
+    /// Requests served in the stage (information only).
+    pub requests: u64,
+    /// The configured share, in (0, 1); the two shares sum to 1.
+    pub share: f64,
+}
+
+impl Assigned {
+    pub fn new(variant: &str, units: u64, requests: u64, share: f64) -> Self {
+        Self {
+            variant: variant.to_owned(),
+            units,
+            requests,
+            share,
+        }
+    }
 }
 
 /// Judge attempts and abstentions for one variant.

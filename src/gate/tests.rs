@@ -197,11 +197,8 @@ fn missing_or_mismatched_data_blocks_promotion() {
 fn sample_ratio_mismatch_blocks_promotion_and_alerts() {
     let mut s = summaries(&[("all", paired(4000, 0.0), errors(80, 80, 4000))]);
     s.assignment = Some(Assignment {
-        variants: vec![
-            ("candidate".into(), 1150, 0.1),
-            ("stable".into(), 8850, 0.9),
-        ],
-        requests: vec![],
+        candidate: Assigned::new("candidate", 1150, 1150, 0.1),
+        stable: Assigned::new("stable", 8850, 8850, 0.9),
     });
     let d = evaluate(&policy(), &ready(), &s);
     assert_eq!(d.action, Action::Hold, "{}", d.reason);
@@ -209,11 +206,8 @@ fn sample_ratio_mismatch_blocks_promotion_and_alerts() {
     assert_eq!(d.alerts[0].kind, AlertKind::SampleRatioMismatch);
     // 1 020 / 8 980 is within chance at α = 0.001 (χ² = 0.444).
     s.assignment = Some(Assignment {
-        variants: vec![
-            ("candidate".into(), 1020, 0.1),
-            ("stable".into(), 8980, 0.9),
-        ],
-        requests: vec![],
+        candidate: Assigned::new("candidate", 1020, 1020, 0.1),
+        stable: Assigned::new("stable", 8980, 8980, 0.9),
     });
     let d = evaluate(&policy(), &ready(), &s);
     assert_eq!(d.action, Action::Promote, "{}", d.reason);

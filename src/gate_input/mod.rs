@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crate::gate::sequential::{Count, JointRatio, Moments as GateMoments, UnitRatio};
 use crate::gate::{
-    Abstentions, Assignment, Decision, GatePolicy, MetricData, MetricKind, StageContext,
+    Abstentions, Assigned, Assignment, Decision, GatePolicy, MetricData, MetricKind, StageContext,
     StageSummaries, evaluate,
 };
 use crate::rollout::ramp::{Exposure, Stage};
@@ -262,12 +262,15 @@ pub fn summaries(
         // Units when the store counted them (a summary without unit keys counts requests).
         let counted = all.stable.served_units + all.candidate.served_units > 0;
         let units = |v: &VariantSummary| if counted { v.served_units } else { v.served };
+        let side = |v: &VariantSummary, share: f64| Assigned {
+            variant: v.variant.clone(),
+            units: units(v),
+            requests: v.served,
+            share,
+        };
         out.assignment = Some(Assignment {
-            variants: vec![
-                (all.stable.variant.clone(), units(&all.stable), 1.0 - share),
-                (all.candidate.variant.clone(), units(&all.candidate), share),
-            ],
-            requests: vec![all.stable.served, all.candidate.served],
+            candidate: side(&all.candidate, share),
+            stable: side(&all.stable, 1.0 - share),
         });
     }
     let mut abstained: BTreeMap<&str, (u64, u64)> = BTreeMap::new();

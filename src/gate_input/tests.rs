@@ -62,8 +62,8 @@ fn error_counts_per_role_and_cohort_and_srm_shares() {
         }
     );
     let a = s.assignment.unwrap();
-    assert_eq!(a.variants[0], ("stable".into(), 900, 0.9));
-    assert_eq!(a.variants[1], ("candidate".into(), 100, 0.1));
+    assert_eq!(a.stable, Assigned::new("stable", 900, 900, 0.9));
+    assert_eq!(a.candidate, Assigned::new("candidate", 100, 100, 0.1));
     // In shadow there is no served split to check.
     let (s, _) = summaries(&p, Exposure::Shadow { sample_rate: 0.2 }, &summary);
     assert!(s.assignment.is_none());
@@ -367,7 +367,10 @@ fn unit_sample_ratio_chain_matches_statrs_chi_square_on_known_counts() {
         let shown = e.note.as_deref().unwrap();
         assert!(shown.contains(&format!("p = {reference:.3e}")), "{shown}");
         assert_eq!(e.verdict, verdict, "{shown}");
-        assert_eq!(e.units.map(|u| u.1), Some(stable_units + candidate_units));
+        // Each variant's own counts, the candidate's first (the store lists stable first).
+        assert_eq!(e.units, Some((candidate_units, stable_units)), "{e:?}");
+        assert_eq!((e.candidate_n, e.stable_n), (10_000, 40_000), "{e:?}");
+        assert!(shown.starts_with("candidate "), "{shown}");
         // Requests 40 000 / 10 000 against 90/10: χ² = 5000²/45000 + 5000²/5000 = 5555.56.
         assert!(shown.contains("χ² = 5555.56"), "{shown}");
         assert_eq!(

@@ -187,7 +187,13 @@ impl Side {
         let ctx = &self.ctx;
         // The A/A arm's second stable call is not the candidate's: the guardrails never see it.
         if let Some(guardrails) = gw.outcomes.as_ref().filter(|_| !self.is_aa()) {
-            guardrails.outcome(&ctx.deployment, &ctx.stage, self.role, outcome.error);
+            guardrails.outcome(
+                &ctx.deployment,
+                &ctx.stage,
+                self.role,
+                ctx.unit_key.as_deref(),
+                outcome.error,
+            );
         }
         let labels = VariantLabels {
             deployment: ctx.deployment.clone(),

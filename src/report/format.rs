@@ -118,16 +118,17 @@ pub const METHOD_LEGEND: &str = "CS: anytime-valid confidence sequence; delta: d
      variance over units. α is each cell's share after the Bonferroni split over metrics × \
      cohorts; the interval is the one the verdict rests on.";
 
-/// The counts behind an evidence row, saying what they count (the sample-ratio row holds the
-/// candidate's share of the total, the abstention row abstentions of attempts).
+/// The counts behind an evidence row, saying what they count (the sample-ratio row tests the
+/// units each variant served, its requests beside them; the abstention row abstentions of
+/// attempts).
 pub fn evidence_counts(e: &Evidence) -> String {
     match e.method {
         Method::ChiSquareSrm => match e.units {
-            Some((c, total)) => format!(
-                "candidate {c} of {total} units ({} of {} requests)",
+            Some((c, s)) => format!(
+                "units cand {c} / stable {s} (requests {} / {})",
                 e.candidate_n, e.stable_n
             ),
-            None => format!("candidate {} of {} requests", e.candidate_n, e.stable_n),
+            None => format!("requests cand {} / stable {}", e.candidate_n, e.stable_n),
         },
         Method::AbstentionRate => {
             format!("{} of {} attempts abstained", e.candidate_n, e.stable_n)

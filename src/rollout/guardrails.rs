@@ -1,9 +1,9 @@
 //! The guardrail fast path: outcomes as they happen, a sliding window per deployment and stage,
 //! and a rollback within moments of the outcome that trips it.
 //!
-//! The gateway offers every call's outcome (deployment, stage label, role, error or not) to an
-//! [`OutcomeSender`] with `try_send` on a bounded channel: a full channel drops the outcome and
-//! counts it, so the request path never waits. One task per process feeds each deployment's
+//! The gateway offers every call's outcome (deployment, stage label, role, the hash of its unit
+//! key, error or not) to an [`OutcomeSender`] with `try_send` on a bounded channel: a full
+//! channel drops the outcome and counts it, so the request path never waits. One task per process feeds each deployment's
 //! [`Guardrail`] (from `gate`) and, when it trips, calls [`actions::apply`] with a guardrail
 //! event (actor `guardrail`), so the rollback is persisted, applied to traffic, alerted — then
 //! reloads this gateway's traffic at once. A trip on a canary set through the admin API (no
@@ -29,7 +29,7 @@ use super::alerts::Failing;
 use super::canary_guard::{self, CanaryTrip};
 use super::{Event, stored};
 use crate::capture::{ErrorClass, Role};
-use crate::gate::{Guardrail, GuardrailConfig};
+use crate::gate::{Guardrail, GuardrailConfig, unit_hash};
 use crate::routing::CANARY_STAGE;
 use crate::telemetry::RolloutMetrics;
 
@@ -41,6 +41,8 @@ pub enum Signal {
         deployment: String,
         stage: String,
         role: Role,
+        /// The [`unit_hash`] of the request's unit key (`None`: a unit of its own).
+        unit: Option<u64>,
         error: bool,
         at: DateTime<Utc>,
     },
@@ -60,8 +62,16 @@ pub struct OutcomeSender {
 }
 
 impl OutcomeSender {
-    /// Offers a call's outcome; a client disconnect is not held against either side.
-    pub fn outcome(&self, deployment: &str, stage: &str, role: Role, error: Option<ErrorClass>) {
+    /// Offers a call's outcome, with its request's unit key; a client disconnect is not held
+    /// against either side.
+    pub fn outcome(
+        &self,
+        deployment: &str,
+        stage: &str,
+        role: Role,
+        unit: Option<&str>,
+        error: Option<ErrorClass>,
+    ) {
         if error == Some(ErrorClass::ClientDisconnected) {
             return;
         }
@@ -69,6 +79,7 @@ impl OutcomeSender {
             deployment: deployment.to_owned(),
             stage: stage.to_owned(),
             role,
+            unit: unit.map(unit_hash),
             error: error.is_some(),
             at: Utc::now(),
         });
@@ -230,7 +241,9 @@ impl Windows {
                 tripped: false,
             });
         match &signal {
-            Signal::Outcome { role, error, .. } => w.guardrail.record(at, *role, *error),
+            Signal::Outcome {
+                role, unit, error, ..
+            } => w.guardrail.record(at, *role, *unit, *error),
             Signal::HardFailure { .. } => w.guardrail.record_hard_failure(at),
         }
         if w.tripped {
@@ -305,6 +318,7 @@ mod tests {
                 "d",
                 "canary-1",
                 Role::Candidate,
+                Some("user-1"),
                 Some(ErrorClass::Upstream5xx),
             );
         }
@@ -312,6 +326,7 @@ mod tests {
             "d",
             "canary-1",
             Role::Candidate,
+            None,
             Some(ErrorClass::ClientDisconnected),
         );
         assert_eq!(tx.dropped(), 3);

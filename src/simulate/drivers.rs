@@ -13,7 +13,7 @@ use super::traffic::{PairDraw, RequestDraw, Scenario, Side, USERS, User};
 use crate::capture::Role;
 use crate::gate::sequential::{Count, JointRatio, Moments, UnitRatio, welch};
 use crate::gate::{
-    Abstentions, Action, Assignment, GatePolicy, Guardrail, GuardrailConfig, MetricData,
+    Abstentions, Action, Assigned, Assignment, GatePolicy, Guardrail, GuardrailConfig, MetricData,
     StageContext, StageSummaries, Verdict, evaluate,
 };
 use crate::rollout::{Event, Exposure, Ramp, State, step};
@@ -499,8 +499,9 @@ impl CohortAcc {
 }
 
 /// The real gate: `evaluate` every tick plus the guardrail on every observed outcome. With
-/// `units` (canarist today) its inference and sample-ratio check run over units; without, it
-/// is the request-level gate canarist had before (every request an independent draw).
+/// `units` (canarist today) its inference, sample-ratio check and guardrail run over units;
+/// without, it is the request-level gate canarist had before (every request an independent
+/// draw; its guardrail is given `error_z` 0, the point rule alone).
 pub struct Canarist {
     lane: Lane,
     policy: GatePolicy,
@@ -569,6 +570,8 @@ impl Canarist {
     }
 
     fn reset_stage(&mut self) {
+        // A new stage label starts a new guardrail window, as in `rollout::guardrails`.
+        self.guardrail = Guardrail::new(self.guardrail.config().clone());
         self.cohorts = [
             CohortAcc::new(self.units),
             CohortAcc::new(self.units),
@@ -607,11 +610,8 @@ impl Canarist {
                 self.served
             };
             s.assignment = Some(Assignment {
-                variants: vec![
-                    ("candidate".into(), counted[0], share),
-                    ("stable".into(), counted[1], 1.0 - share),
-                ],
-                requests: self.served.to_vec(),
+                candidate: Assigned::new("candidate", counted[0], self.served[0], share),
+                stable: Assigned::new("stable", counted[1], self.served[1], 1.0 - share),
             });
         }
         s.abstentions = self.abstentions.to_vec();
@@ -632,7 +632,10 @@ impl Canarist {
         } else {
             Role::Stable
         };
-        self.guardrail.record(now, role, side.error);
+        // The user's index is its unit key: users are drawn independently, so grouping them by
+        // index modulo the guardrail's groups is as good as by a hash.
+        let unit = self.units.then_some(u64::from(r.user));
+        self.guardrail.record(now, role, unit, side.error);
         let u = r.user as usize;
         self.cohorts[0].push_side(i, u, side);
         self.cohorts[if user.enterprise { 1 } else { 2 }].push_side(i, u, side);

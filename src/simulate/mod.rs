@@ -49,6 +49,10 @@ pub struct SimulateArgs {
     /// than stable; `0.15`, its promotion margin, is how canarist judged rollbacks before).
     #[arg(long, default_value_t = SIM_QUALITY_ROLLBACK_MARGIN)]
     pub rollback_margin: f64,
+    /// The error guardrail's `error_z` for the per-unit gate: standard errors (jackknife over
+    /// unit groups) the candidate's excess error rate must clear (`0`: the point rule alone).
+    #[arg(long, default_value_t = crate::gate::guardrail::default_error_z())]
+    pub guardrail_z: f64,
 }
 
 /// The simulation's quality rollback margin (see [`sim_policy`]).
@@ -66,6 +70,8 @@ pub enum SimulateError {
     NoRuns,
     #[error("--rollback-margin must be a finite number ≥ 0")]
     BadRollbackMargin,
+    #[error("--guardrail-z must be a finite number ≥ 0")]
+    BadGuardrailZ,
 }
 
 /// What to simulate.
@@ -77,6 +83,8 @@ pub struct SimConfig {
     pub traffic: Vec<TrafficModel>,
     /// The quality metric's rollback margin.
     pub rollback_margin: f64,
+    /// The per-unit gate's guardrail `error_z`.
+    pub guardrail_z: f64,
 }
 
 impl SimConfig {
@@ -86,6 +94,9 @@ impl SimConfig {
         }
         if !(args.rollback_margin.is_finite() && args.rollback_margin >= 0.0) {
             return Err(SimulateError::BadRollbackMargin);
+        }
+        if !(args.guardrail_z.is_finite() && args.guardrail_z >= 0.0) {
+            return Err(SimulateError::BadGuardrailZ);
         }
         let scenarios = if args.scenario.is_empty() {
             Scenario::ALL.to_vec()
@@ -116,6 +127,7 @@ impl SimConfig {
                 traffic
             },
             rollback_margin: args.rollback_margin,
+            guardrail_z: args.guardrail_z,
         })
     }
 }
@@ -236,18 +248,18 @@ fn run_once(
     index: u64,
 ) -> [RunOutcome; 4] {
     let ticks = horizon_ticks(&sim_ramp());
-    run_until(scenario, model, cfg.seed, index, ticks, cfg.rollback_margin)
+    run_until(cfg, scenario, model, index, ticks)
 }
 
 /// [`run_once`], stopped after `ticks` ticks at the latest.
 fn run_until(
+    cfg: &SimConfig,
     scenario: Scenario,
     model: TrafficModel,
-    seed: u64,
     index: u64,
     ticks: i64,
-    rollback_margin: f64,
 ) -> [RunOutcome; 4] {
+    let seed = cfg.seed;
     let stream = ((model as u64) << 48) | ((scenario as u64) << 40) | index;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(stream);
@@ -258,8 +270,11 @@ fn run_until(
     let canarist = |units| {
         Canarist::new(
             ramp.clone(),
-            sim_policy(rollback_margin),
-            GuardrailConfig::default(),
+            sim_policy(cfg.rollback_margin),
+            GuardrailConfig {
+                error_z: if units { cfg.guardrail_z } else { 0.0 },
+                ..GuardrailConfig::default()
+            },
             scenario,
             units,
             start,
@@ -479,16 +494,21 @@ mod tests {
     /// promote it, so the runs end there, with or without a sample-ratio alert).
     const HALF_HOUR: i64 = 360;
 
+    fn cfg(seed: u64) -> SimConfig {
+        SimConfig {
+            runs: 1,
+            seed,
+            scenarios: vec![],
+            traffic: vec![],
+            rollback_margin: SIM_QUALITY_ROLLBACK_MARGIN,
+            guardrail_z: crate::gate::guardrail::default_error_z(),
+        }
+    }
+
     #[test]
     fn dropped_candidate_units_block_promotion_at_the_first_live_stage() {
-        let [units, requests, ..] = run_until(
-            Scenario::SrmDrop,
-            TrafficModel::Iid,
-            7,
-            0,
-            HALF_HOUR,
-            SIM_QUALITY_ROLLBACK_MARGIN,
-        );
+        let [units, requests, ..] =
+            run_until(&cfg(7), Scenario::SrmDrop, TrafficModel::Iid, 0, HALF_HOUR);
         for o in [&units, &requests] {
             assert!(o.srm_alert, "{o:?}");
             assert_eq!(o.end, Final::Held(1), "{o:?}");
@@ -497,14 +517,7 @@ mod tests {
 
     #[test]
     fn identical_variants_are_neither_rolled_back_nor_flagged_on_iid_traffic() {
-        let [units, ..] = run_until(
-            Scenario::Aa,
-            TrafficModel::Iid,
-            7,
-            1,
-            HALF_HOUR,
-            SIM_QUALITY_ROLLBACK_MARGIN,
-        );
+        let [units, ..] = run_until(&cfg(7), Scenario::Aa, TrafficModel::Iid, 1, HALF_HOUR);
         assert!(!units.srm_alert, "{units:?}");
         assert_ne!(units.end, Final::RolledBack, "{units:?}");
         assert_ne!(units.end, Final::Held(0), "{units:?}");
@@ -512,14 +525,8 @@ mod tests {
 
     #[test]
     fn clustered_aa_is_not_blocked_by_units_but_by_requests() {
-        let [units, requests, ..] = run_until(
-            Scenario::Aa,
-            TrafficModel::Clustered,
-            7,
-            0,
-            HALF_HOUR,
-            SIM_QUALITY_ROLLBACK_MARGIN,
-        );
+        let [units, requests, ..] =
+            run_until(&cfg(7), Scenario::Aa, TrafficModel::Clustered, 0, HALF_HOUR);
         assert!(!units.srm_alert, "{units:?}");
         assert_ne!(units.end, Final::RolledBack, "{units:?}");
         assert!(requests.srm_alert, "{requests:?}");

@@ -16,6 +16,7 @@ fn run(scenario: Scenario, traffic: TrafficModel, runs: usize) -> Vec<Row> {
         scenarios: vec![scenario],
         traffic: vec![traffic],
         rollback_margin: canarist::simulate::SIM_QUALITY_ROLLBACK_MARGIN,
+        guardrail_z: canarist::gate::guardrail::default_error_z(),
     })
 }
 
@@ -85,6 +86,7 @@ fn unknown_scenarios_traffic_and_zero_runs_are_refused() {
         scenario: vec![scenario.to_owned()],
         traffic: vec![traffic.to_owned()],
         rollback_margin: 0.0,
+        guardrail_z: 3.0,
     };
     assert_eq!(
         SimConfig::from_args(&args(10, "bogus", "iid")).unwrap_err(),
@@ -105,6 +107,14 @@ fn unknown_scenarios_traffic_and_zero_runs_are_refused() {
     assert_eq!(
         SimConfig::from_args(&negative).unwrap_err(),
         SimulateError::BadRollbackMargin
+    );
+    let bad_z = SimulateArgs {
+        guardrail_z: f64::NAN,
+        ..args(10, "aa", "iid")
+    };
+    assert_eq!(
+        SimConfig::from_args(&bad_z).unwrap_err(),
+        SimulateError::BadGuardrailZ
     );
     let cfg = SimConfig::from_args(&args(10, "srm_drop", "clustered")).unwrap();
     assert_eq!(cfg.scenarios, vec![Scenario::SrmDrop]);

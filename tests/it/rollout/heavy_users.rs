@@ -144,6 +144,11 @@ async fn heavy_users_do_not_block_promotion_and_a_failing_candidate_is_rolled_ba
             let label = format!("{} {model}: {sent} requests", db.label);
             if want == "canary" {
                 assert_eq!(srm["verdict"], "passed", "{label}: {srm}");
+                // The counts name their variants: the candidate (10%) served fewer units than
+                // stable.
+                let units = srm["units"].as_array().unwrap();
+                assert!(units[0].as_u64() < units[1].as_u64(), "{label}: {srm}");
+                assert_eq!(srm["unit"], "unit", "{label}: {srm}");
                 let p = request_split_p(srm["note"].as_str().unwrap());
                 assert!(
                     p < 1e-3,

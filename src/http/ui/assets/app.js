@@ -359,8 +359,8 @@ async function loadCharts(slug, index) {
 // What an evidence row's counts are (as the reports print them, report::format::evidence_counts).
 function evidenceCounts(e) {
   if (e.method === "chi_square_srm") {
-    return e.units ? `candidate ${e.units[0]} of ${e.units[1]} units (${e.candidate_n} of ${e.stable_n} requests)`
-      : `candidate ${e.candidate_n} of ${e.stable_n} requests`;
+    return e.units ? `units cand ${e.units[0]} / stable ${e.units[1]} (requests ${e.candidate_n} / ${e.stable_n})`
+      : `requests cand ${e.candidate_n} / stable ${e.stable_n}`;
   }
   if (e.method === "abstention_rate") return `${e.candidate_n} of ${e.stable_n} attempts abstained`;
   return e.units ? `cand ${e.candidate_n} / stable ${e.stable_n} (${e.units[0]} / ${e.units[1]} units)`
