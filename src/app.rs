@@ -290,12 +290,15 @@ impl Runtime {
         let retention = Tracked::new();
         let policy = config.retention;
         if let Some(store) = &store
-            && (policy.observations.is_some() || policy.bodies.is_some())
+            && (policy.observations.is_some()
+                || policy.bodies.is_some()
+                || policy.gate_history.is_some())
         {
             store.spawn_retention(
                 RetentionPolicy {
                     observations: policy.observations,
                     bodies: policy.bodies,
+                    gate_history: policy.gate_history,
                     interval: RETENTION_INTERVAL,
                 },
                 &retention.tracker,

@@ -255,6 +255,7 @@ impl Deployment {
 pub struct Retention {
     pub observations: Option<Duration>,
     pub bodies: Option<Duration>,
+    pub gate_history: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

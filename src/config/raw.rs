@@ -358,6 +358,11 @@ pub struct RawStorage {
     #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub keep_bodies: Option<std::time::Duration>,
+    /// The gate's recorded evaluations (the charts over time) older than this are deleted
+    /// (e.g. `90d`); absent: kept.
+    #[schemars(with = "Option<String>")]
+    #[serde(default, with = "humantime_serde")]
+    pub keep_gate_history: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for RawStorage {
@@ -367,6 +372,7 @@ impl std::fmt::Debug for RawStorage {
             .field("url_env", &self.url_env)
             .field("keep_observations", &self.keep_observations)
             .field("keep_bodies", &self.keep_bodies)
+            .field("keep_gate_history", &self.keep_gate_history)
             .finish()
     }
 }

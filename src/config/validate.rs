@@ -228,6 +228,7 @@ pub(super) fn validate(
             Retention {
                 observations: s.keep_observations,
                 bodies: s.keep_bodies,
+                gate_history: s.keep_gate_history,
             },
         ),
     };

@@ -200,7 +200,10 @@ pub struct Evidence {
     /// `all` or a cohort label such as `tier=enterprise`.
     pub cohort: String,
     pub estimate: Option<f64>,
-    /// The interval the verdict rests on (at the rollback α when the verdict is `worse`).
+    /// The interval the verdict rests on (at the rollback α when the verdict is `worse`). An
+    /// unbounded side (too little data for a variance) is infinite: `null` in JSON, which has
+    /// no infinity, and read back as −∞ / +∞.
+    #[serde(default, deserialize_with = "unbounded_as_null::deserialize")]
     pub interval: Option<(f64, f64)>,
     pub margin: f64,
     /// The threshold the interval is compared with (e.g. −margin, a ceiling, a budget).
@@ -220,6 +223,17 @@ pub struct Evidence {
     pub alpha: f64,
     pub verdict: Verdict,
     pub note: Option<String>,
+}
+
+/// Reads an interval whose unbounded sides were written as `null` (serde_json writes a
+/// non-finite number so): `[null, null]` is (−∞, +∞), not an error that loses the evidence.
+mod unbounded_as_null {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(f64, f64)>, D::Error> {
+        let sides = Option::<(Option<f64>, Option<f64>)>::deserialize(d)?;
+        Ok(sides.map(|(lo, hi)| (lo.unwrap_or(f64::NEG_INFINITY), hi.unwrap_or(f64::INFINITY))))
+    }
 }
 
 impl Evidence {

@@ -139,6 +139,33 @@ pub async fn build_all(
     Ok(out)
 }
 
+/// The recorded gate evaluations of stage `stage` of the deployment's latest rollout.
+pub async fn stage_history(
+    store: &Store,
+    deployment: &str,
+    stage: u32,
+) -> Result<StageHistory, ReportError> {
+    let ctx = context(store, deployment).await?;
+    let s = ctx
+        .stages
+        .iter()
+        .find(|s| s.index == stage)
+        .ok_or_else(|| ReportError::NoStage {
+            deployment: deployment.to_owned(),
+            stage,
+            available: ctx.stages.iter().map(|s| s.index).collect(),
+        })?;
+    let (ended_at, _) = stage_end(&ctx.transitions, s);
+    Ok(StageHistory {
+        rollout_id: ctx.rollout.id,
+        stage,
+        name: s.name.clone(),
+        started_at: s.started_at,
+        ended_at,
+        points: gate_history(store, ctx.rollout.id, stage).await?,
+    })
+}
+
 /// The decision recorded when the stage was left (or last decided), with its transition.
 pub fn recorded_decision(
     transitions: &[Transition],
@@ -296,6 +323,7 @@ async fn stage_report(
         ));
     }
     let worst_answers = super::worst::worst_answers(store, scope, opts.worst_limit).await?;
+    let gate_history = gate_history(store, ctx.rollout.id, index).await?;
     let models = opts.models.as_ref();
 
     let mut report = StageReport {
@@ -352,12 +380,45 @@ async fn stage_report(
         },
         sample_ratio,
         decision,
+        gate_history,
         worst_answers,
         reference_tests,
         notes,
     };
     report.summary = super::summary::summarize(&report);
     Ok(report)
+}
+
+/// The stage's recorded gate evaluations; a row whose method or verdict this version does not
+/// know is left out.
+async fn gate_history(
+    store: &Store,
+    rollout: uuid::Uuid,
+    index: u32,
+) -> Result<Vec<GateHistoryPoint>, ReportError> {
+    fn named<T: serde::de::DeserializeOwned>(s: String) -> Option<T> {
+        serde_json::from_value(serde_json::Value::String(s)).ok()
+    }
+    Ok(store
+        .gate_history(rollout, index)
+        .await?
+        .into_iter()
+        .filter_map(|p| {
+            Some(GateHistoryPoint {
+                method: named(p.method)?,
+                verdict: named(p.verdict)?,
+                metric: p.metric,
+                cohort: p.cohort,
+                at: p.at,
+                estimate: p.estimate,
+                lo: p.lo,
+                hi: p.hi,
+                bound: p.bound,
+                candidate_n: p.candidate_n,
+                stable_n: p.stable_n,
+            })
+        })
+        .collect())
 }
 
 /// The dashboard's URLs of this stage and its neighbours (each `…/report` URL opens that

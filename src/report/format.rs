@@ -72,12 +72,46 @@ pub fn p_value(x: Option<f64>) -> String {
     }
 }
 
-/// `[lo, hi]` with `decimals` decimals.
+/// `[lo, hi]` with `decimals` decimals; an unbounded side (too little data) is `−∞` / `+∞`.
 pub fn interval(iv: Option<(f64, f64)>, decimals: usize) -> String {
+    let end = |v: f64| {
+        if v.is_infinite() {
+            if v < 0.0 { "−∞" } else { "+∞" }.to_owned()
+        } else {
+            signed(v, decimals)
+        }
+    };
     match iv {
-        Some((lo, hi)) => format!("[{}, {}]", signed(lo, decimals), signed(hi, decimals)),
+        Some((lo, hi)) => format!("[{}, {}]", end(lo), end(hi)),
         None => MISSING.to_owned(),
     }
+}
+
+/// A shadow stage's split as the config says it: `mirrored 100% / served 0%`.
+pub fn shadow_split(mirrored: Option<f64>) -> String {
+    match mirrored {
+        Some(_) => format!("mirrored {} / served 0%", percent(mirrored)),
+        None => "mirrored / served 0%".to_owned(),
+    }
+}
+
+/// The sample-ratio section's split, one entry per variant, saying what each share is: a live
+/// stage's configured served shares, or a shadow stage's mirror rate with nothing served
+/// (`cand 0 units served (mirrored 100% / served 0%)`). `name` escapes for the format.
+pub fn srm_split(r: &StageReport, name: impl Fn(&str) -> String) -> Vec<String> {
+    let sr = &r.sample_ratio;
+    sr.variants
+        .iter()
+        .enumerate()
+        .map(|(i, (v, units, share))| {
+            let what = match (r.stage.mode, i) {
+                (StageMode::Shadow, 0) => shadow_split(r.stage.configured_percent),
+                (StageMode::Shadow, _) => "served 100%".to_owned(),
+                _ => format!("configured {}", pct(*share)),
+            };
+            format!("{} {units} units served ({what})", name(v))
+        })
+        .collect()
 }
 
 /// `+0.12 [−0.05, +0.29]`.
@@ -223,12 +257,12 @@ pub fn srm_scope(r: &StageReport) -> String {
 }
 
 /// The candidate's share in a stage, saying what it is: shadow serves 0% whatever its mirror
-/// rate (`shadow: mirrored 100% of requests, 0% served`).
+/// rate (`shadow: mirrored 100% / served 0%`).
 pub fn stage_share(s: &StageInfo) -> String {
     match s.mode {
         StageMode::Shadow => format!(
-            "shadow: mirrored {} of requests (observed {}), 0% served",
-            percent(s.configured_percent),
+            "shadow: {} (observed mirror rate {})",
+            shadow_split(s.configured_percent),
             percent(s.observed_percent)
         ),
         _ => format!(
@@ -251,7 +285,7 @@ pub fn ended_as(outcome: Option<&str>) -> String {
 }
 
 /// The ramp as one line of text (the Markdown report's chart): every stage, shadow as
-/// "mirrored, 0% served", each decision, "you are here" on the current stage.
+/// "mirrored 100% / served 0%", each decision, "you are here" on the current stage.
 pub fn ramp_line(r: &StageReport) -> String {
     let n = r.plan.len().max(r.ramp.len());
     (0..n as u32)
@@ -265,7 +299,7 @@ pub fn ramp_line(r: &StageReport) -> String {
             let pct = point.and_then(|p| p.percent).or(planned.map(|p| p.percent));
             let name = point.map_or_else(|| format!("stage {i}"), |p| p.name.clone());
             let share = match mode {
-                Some(StageMode::Shadow) => "mirrored, 0% served".to_owned(),
+                Some(StageMode::Shadow) => shadow_split(pct),
                 _ => format!("{} served", percent(pct)),
             };
             let status = match point {

@@ -154,7 +154,16 @@ pub fn latency_chart(r: &StageReport) -> String {
 }
 
 pub(super) fn table(o: &mut String, head: &[&str], rows: &[Vec<String>]) {
-    o.push_str("<table><thead><tr>");
+    table_class(o, "", head, rows);
+}
+
+/// [`table`] with a class on the `<table>` (`""`: none).
+pub(super) fn table_class(o: &mut String, class: &str, head: &[&str], rows: &[Vec<String>]) {
+    if class.is_empty() {
+        o.push_str("<table><thead><tr>");
+    } else {
+        let _ = write!(o, "<table class=\"{class}\"><thead><tr>");
+    }
     for h in head {
         let _ = write!(o, "<th>{}</th>", esc(h));
     }
@@ -175,6 +184,16 @@ pub(super) fn table(o: &mut String, head: &[&str], rows: &[Vec<String>]) {
         o.push_str("</tr>\n");
     }
     o.push_str("</tbody></table>\n");
+}
+
+/// A one-line cell: `text` clipped to the column with an ellipsis, `title` (else the text) on
+/// hover; both escaped here.
+fn clip(text: &str, title: Option<&str>) -> String {
+    format!(
+        "<span class=\"clip\" title=\"{}\">{}</span>",
+        esc(title.unwrap_or(text)),
+        esc(text)
+    )
 }
 
 /// A numeric cell (escaped, right-aligned).
@@ -312,24 +331,25 @@ fn evidence(o: &mut String, r: &StageReport) {
         .map(|e| {
             let [metric, cohort, est, iv, bound, counts, method, alpha] = f::evidence_cells(e);
             vec![
-                esc(&metric),
-                esc(&cohort),
+                clip(&metric, None),
+                clip(&cohort, None),
                 n(est),
                 n(iv),
                 n(bound),
-                esc(&counts),
-                format!(
-                    "<span title=\"{}\">{}</span>",
-                    esc(e.method.describe()),
-                    esc(&method)
-                ),
+                clip(&counts, None),
+                clip(&method, Some(e.method.describe())),
                 n(alpha),
+                // The note beside the verdict, clipped (whole on hover): one line per row.
                 format!(
-                    "<span class=\"verdict v-{}\">{}</span>",
+                    "<span class=\"verdict v-{}\">{}</span>{}",
                     esc(e.verdict.as_str()),
-                    esc(&super::summary::verdict_words(e.verdict))
+                    esc(&super::summary::verdict_words(e.verdict)),
+                    e.note.as_deref().map_or_else(String::new, |note| format!(
+                        " <span class=\"clip note\" title=\"{}\">{}</span>",
+                        esc(note),
+                        esc(note)
+                    ))
                 ),
-                esc(e.note.as_deref().unwrap_or("")),
             ]
         })
         .collect();
@@ -337,8 +357,17 @@ fn evidence(o: &mut String, r: &StageReport) {
         o.push_str(&chart);
         o.push('\n');
     }
-    table(o, &f::EVIDENCE_HEAD, &rows);
+    // The verdict's note shares its cell (the Markdown table has a column for it).
+    table_class(o, "evidence", &f::EVIDENCE_HEAD[..9], &rows);
     let _ = writeln!(o, "<p class=\"muted small\">{}</p>", esc(f::METHOD_LEGEND));
+    if let Some(chart) = super::history_chart(r) {
+        let _ = writeln!(
+            o,
+            "<h3>Over time <span class=\"muted\">({} recorded evaluations, then the \
+             decision's evidence)</span></h3>\n{chart}",
+            r.gate_history.len()
+        );
+    }
     o.push_str("</section>\n");
 }
 
@@ -539,17 +568,7 @@ fn traffic(o: &mut String, r: &StageReport) {
         table(o, &["cohort", "candidate", "matched pairs"], &rows);
     }
     let sr = &r.sample_ratio;
-    let split: Vec<String> = sr
-        .variants
-        .iter()
-        .map(|(v, c, share)| {
-            format!(
-                "{} {c} units served (configured {})",
-                esc(v),
-                f::pct(*share)
-            )
-        })
-        .collect();
+    let split = f::srm_split(r, esc);
     let requests: Vec<String> = sr.requests.iter().map(u64::to_string).collect();
     let _ = writeln!(
         o,

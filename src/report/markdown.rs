@@ -416,17 +416,7 @@ fn traffic(o: &mut String, r: &StageReport) {
         table(o, &["cohort", "candidate", "matched pairs"], &rows);
     }
     let sr = &r.sample_ratio;
-    let split: Vec<String> = sr
-        .variants
-        .iter()
-        .map(|(v, n, share)| {
-            format!(
-                "{} {n} units served (configured {})",
-                cell(v),
-                f::pct(*share)
-            )
-        })
-        .collect();
+    let split = f::srm_split(r, cell);
     let requests: Vec<String> = sr.requests.iter().map(u64::to_string).collect();
     let _ = writeln!(
         o,

@@ -5,7 +5,8 @@
 //! `docs/report-schema.md`), the builder that reads the store (`build`, `worst`), the pure
 //! conversions and statistics glue (`sections`, `stats`; the gate's input comes from `crate::gate_input`), the pure renderers
 //! (`markdown`, `html`, `svg`, and [`to_json`]), the summary card (`summary`) and the charts
-//! the dashboard shows too (`svg_ramp`, `svg_forest`, `svg_latency`: one renderer for both); `canarist report` is `cli::report`.
+//! the dashboard shows too (`svg_ramp`, `svg_forest`, `svg_history`, `svg_latency`: one renderer
+//! for both); `canarist report` is `cli::report`.
 //! Never: writes to the store, changes a rollout, or decides anything — a decision shown in a
 //! report is the one the controller recorded, or `gate::evaluate` re-run and labelled so. The
 //! HTML never references anything outside the file and escapes every text that came from users
@@ -26,16 +27,20 @@ mod stats;
 mod summary;
 pub mod svg;
 pub mod svg_forest;
+pub mod svg_history;
 pub mod svg_latency;
 pub mod svg_ramp;
 mod worst;
 
 pub use build::{
-    BuildOptions, DEFAULT_ALPHA, DEFAULT_TARGET_N, Models, build_all, build_with, recorded_decision,
+    BuildOptions, DEFAULT_ALPHA, DEFAULT_TARGET_N, Models, build_all, build_with,
+    recorded_decision, stage_history,
 };
 pub use html::{CHART_CSS, latency_chart, ramp_chart, style_source, to_html};
 pub use markdown::to_markdown;
-pub use model::{AaReport, REFERENCE_LABEL, SCHEMA_VERSION, StageReport, Summary};
+pub use model::{
+    AaReport, GateHistoryPoint, REFERENCE_LABEL, SCHEMA_VERSION, StageHistory, StageReport, Summary,
+};
 pub use summary::summarize;
 
 use crate::store::{Store, StoreError};
@@ -77,6 +82,20 @@ pub fn forest_chart(report: &StageReport) -> Option<String> {
         .decision
         .as_ref()
         .and_then(|d| svg_forest::evidence_forest(&d.evidence))
+}
+
+/// The gate's evidence over the stage (`None` without recorded evaluations or a decision): each
+/// cell's recorded intervals, then the decision's own evidence — at its transition, else at the
+/// stage's end, else at the report's time — as the last point.
+pub fn history_chart(report: &StageReport) -> Option<String> {
+    let decision = report.decision.as_ref().map(|d| {
+        let at = d.transition.as_ref().map_or_else(
+            || report.stage.ended_at.unwrap_or(report.generated_at),
+            |t| t.at,
+        );
+        (at, d.evidence.as_slice())
+    });
+    svg_history::history_chart(&report.gate_history, decision, report.stage.started_at)
 }
 
 /// The report as pretty JSON (the documented schema), with a trailing newline.

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::gate::{Alert, Evidence};
+use crate::gate::{Alert, Evidence, Method, Verdict};
 
 /// The version of the JSON shape below.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -60,6 +60,12 @@ pub struct StageReport {
     pub sample_ratio: SampleRatio,
     /// `None` when no decision was recorded and no gate policy was given.
     pub decision: Option<DecisionReport>,
+    /// The gate's evaluations during the stage, oldest first, as the controller recorded them
+    /// (thinned: a cell when it changed, a few hundred per cell at most); the chart over time
+    /// draws them and then `decision`'s evidence as the last point. Absent when none were
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gate_history: Vec<GateHistoryPoint>,
     pub worst_answers: Vec<WorstAnswer>,
     pub reference_tests: ReferenceTests,
     /// Things the reader should know (missing data, recomputed decision, sampling).
@@ -382,6 +388,36 @@ pub struct DecisionReport {
     pub alerts: Vec<Alert>,
     /// The recorded transition (source `transition` only).
     pub transition: Option<TransitionRef>,
+}
+
+/// One recorded evaluation of a gate cell (metric × cohort).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateHistoryPoint {
+    pub metric: String,
+    pub cohort: String,
+    pub at: DateTime<Utc>,
+    pub estimate: Option<f64>,
+    /// The interval the verdict rested on; `null` on a side where it was unbounded (too little
+    /// data for a variance).
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+    pub bound: Option<f64>,
+    pub method: Method,
+    pub verdict: Verdict,
+    pub candidate_n: u64,
+    pub stable_n: u64,
+}
+
+/// A stage's recorded gate evaluations, without the rest of its report (the admin API's
+/// `…/reports/{index}/history`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageHistory {
+    pub rollout_id: Uuid,
+    pub stage: u32,
+    pub name: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub points: Vec<GateHistoryPoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -103,10 +103,10 @@ fn candidate_text(ro: &RolloutInfo) -> String {
     }
 }
 
-/// `, 10% live` or `, shadow: mirrored, 0% served`.
+/// `, 10% live` or `, shadow: mirrored 100% / served 0%`.
 pub(super) fn exposure_text(p: &RampPoint) -> String {
     match p.mode {
-        StageMode::Shadow => ", shadow: mirrored, 0% served".to_owned(),
+        StageMode::Shadow => format!(", shadow: {}", f::shadow_split(p.percent)),
         _ => format!(", {} live", f::percent(p.percent)),
     }
 }

@@ -52,6 +52,11 @@ impl Scale {
         }
     }
 
+    /// The domain's ends (after the transform; the identity for a linear scale).
+    pub fn domain(&self) -> (f64, f64) {
+        (self.d0, self.d1)
+    }
+
     pub fn map(&self, x: f64) -> f64 {
         let v = match self.t {
             Transform::Linear => x,

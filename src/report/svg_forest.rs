@@ -3,8 +3,11 @@
 //! cohort), drawn with exactly the interval the verdict rests on (the cell's α after the
 //! Bonferroni split; the rollback α when the verdict is `worse`), the bound dashed, and the
 //! line coloured by verdict, with a legend. Metrics have their own scales, so each gets a panel.
-//! Every interval carries `data-metric`, `data-cohort`, `data-lo` and `data-hi` (the evidence's
-//! numbers, unrounded) so that a test can hold the chart to the gate. Pure and deterministic.
+//! An interval left unbounded for lack of data (no variance yet, or no data at all) is drawn too:
+//! dashed, with arrows to the axis' edges, labelled "unbounded". Every interval carries
+//! `data-metric`, `data-cohort`, `data-lo` and `data-hi` (the evidence's numbers, unrounded;
+//! `-inf`/`inf` on an unbounded side, with `data-unbounded`) so that a test can hold the chart to
+//! the gate. Pure and deterministic.
 
 use std::fmt::Write as _;
 
@@ -24,7 +27,7 @@ pub fn verdict_class(v: Verdict) -> &'static str {
 }
 
 /// What a panel's axis measures.
-fn axis_caption(m: Method) -> &'static str {
+pub(super) fn axis_caption(m: Method) -> &'static str {
     match m {
         Method::Ceiling | Method::CeilingDelta => "the candidate's rate (bound: the ceiling)",
         Method::ExceedanceCs | Method::ExceedanceDeltaCs => {
@@ -37,7 +40,7 @@ fn axis_caption(m: Method) -> &'static str {
 }
 
 /// The reference value drawn solid: no difference (0), or an equal ratio (1), or none.
-fn reference(m: Method) -> Option<f64> {
+pub(super) fn reference(m: Method) -> Option<f64> {
     match m {
         Method::RatioCs | Method::RatioDeltaCs => Some(1.0),
         Method::WinRateCs => Some(0.5),
@@ -49,15 +52,27 @@ fn reference(m: Method) -> Option<f64> {
     }
 }
 
-/// The rows the plot draws: evidence with a finite interval, grouped by metric in order.
+/// Which sides of a row's interval are unbounded (too little data): `(lo, hi)`. A gate metric
+/// with no data at all has no interval and is unbounded on both sides.
+pub fn unbounded(e: &Evidence) -> Option<(bool, bool)> {
+    match e.interval {
+        Some((a, b)) if a.is_finite() && b.is_finite() => None,
+        Some((a, b)) => Some((!a.is_finite(), !b.is_finite())),
+        None if e.method == Method::None => Some((true, true)),
+        None => None,
+    }
+}
+
+/// Whether the plot draws a row: an interval, bounded or not (the sample-ratio and abstention
+/// rows have none).
+pub fn drawn(e: &Evidence) -> bool {
+    e.interval.is_some() || e.method == Method::None
+}
+
+/// The rows the plot draws, grouped by metric in order.
 fn panels(evidence: &[Evidence]) -> Vec<(&str, Vec<&Evidence>)> {
     let mut out: Vec<(&str, Vec<&Evidence>)> = Vec::new();
-    // An unbounded interval (too little data for a variance) has nothing to draw.
-    let finite = |e: &&Evidence| {
-        e.interval
-            .is_some_and(|(a, b)| a.is_finite() && b.is_finite())
-    };
-    for e in evidence.iter().filter(finite) {
+    for e in evidence.iter().filter(|e| drawn(e)) {
         match out.iter_mut().find(|(m, _)| *m == e.metric) {
             Some((_, rows)) => rows.push(e),
             None => out.push((&e.metric, vec![e])),
@@ -105,7 +120,7 @@ pub fn evidence_forest(evidence: &[Evidence]) -> Option<String> {
         let bottom = body + row_h * rows.len() as f64;
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
         for e in rows {
-            let (a, b) = e.interval.unwrap_or((0.0, 0.0));
+            let (a, b) = e.interval.unwrap_or((f64::NAN, f64::NAN));
             for v in [
                 Some(a),
                 Some(b),
@@ -120,6 +135,9 @@ pub fn evidence_forest(evidence: &[Evidence]) -> Option<String> {
                 lo = lo.min(v);
                 hi = hi.max(v);
             }
+        }
+        if !lo.is_finite() {
+            (lo, hi) = (-1.0, 1.0);
         }
         let pad = ((hi - lo) * 0.06).max(1e-6);
         let x = Scale::new(
@@ -159,7 +177,8 @@ pub fn evidence_forest(evidence: &[Evidence]) -> Option<String> {
 }
 
 fn row(o: &mut String, e: &Evidence, x: &Scale, cy: f64, label_w: f64) {
-    let Some((lo, hi)) = e.interval else { return };
+    let open = unbounded(e);
+    let (lo, hi) = e.interval.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
     let class = verdict_class(e.verdict);
     text(o, label_w, cy + 4.0, "end", "label", &e.cohort);
     line(
@@ -168,29 +187,95 @@ fn row(o: &mut String, e: &Evidence, x: &Scale, cy: f64, label_w: f64) {
         (x.map(e.bound), cy + 8.0),
         "bound",
     );
+    let shown = match open {
+        Some(_) => format!(
+            "[{}, {}] (unbounded: too little data)",
+            if lo.is_finite() {
+                f::signed(lo, 4)
+            } else {
+                "−∞".to_owned()
+            },
+            if hi.is_finite() {
+                f::signed(hi, 4)
+            } else {
+                "+∞".to_owned()
+            }
+        ),
+        None => f::interval(e.interval, 4),
+    };
     let tip = format!(
         "{} · {}: estimate {} {} vs bound {} at α {} — {}",
         e.metric,
         e.cohort,
         e.estimate
             .map_or_else(|| f::MISSING.to_owned(), |v| f::signed(v, 4)),
-        f::interval(e.interval, 4),
+        shown,
         f::signed(e.bound, 4),
         f::alpha(e),
         super::summary::verdict_words(e.verdict)
     );
+    // An unbounded side runs to the axis' edge (the scale's range), with an arrow.
+    let (left, right) = (x.map(x.domain().0), x.map(x.domain().1));
+    let x1 = if lo.is_finite() { x.map(lo) } else { left };
+    let x2 = if hi.is_finite() { x.map(hi) } else { right };
+    let num = |v: f64| {
+        if v.is_finite() {
+            format!("{v}")
+        } else if v < 0.0 {
+            "-inf".to_owned()
+        } else {
+            "inf".to_owned()
+        }
+    };
+    let (extra, data) = match open {
+        Some((a, b)) => (
+            " unbounded",
+            format!(
+                r#" data-unbounded="{}""#,
+                match (a, b) {
+                    (true, true) => "both",
+                    (true, false) => "lo",
+                    _ => "hi",
+                }
+            ),
+        ),
+        None => ("", String::new()),
+    };
     let _ = write!(
         o,
-        r#"<line x1="{}" y1="{}" x2="{}" y2="{}" class="ci {class}" data-metric="{}" data-cohort="{}" data-lo="{lo}" data-hi="{hi}" data-verdict="{}"><title>{}</title></line>"#,
-        r1(x.map(lo)),
+        r#"<line x1="{}" y1="{}" x2="{}" y2="{}" class="ci {class}{extra}" data-metric="{}" data-cohort="{}" data-lo="{}" data-hi="{}" data-verdict="{}"{data}><title>{}</title></line>"#,
+        r1(x1),
         r1(cy),
-        r1(x.map(hi)),
+        r1(x2),
         r1(cy),
         attr(&e.metric),
         attr(&e.cohort),
+        num(lo),
+        num(hi),
         e.verdict.as_str(),
         encode_text(&tip)
     );
+    if let Some((a, b)) = open {
+        for (side, edge, dir) in [(a, left, 1.0), (b, right, -1.0)] {
+            if side {
+                let _ = write!(
+                    o,
+                    r#"<path d="M{},{} l{},-4 l0,8 Z" class="arrow"/>"#,
+                    r1(edge),
+                    r1(cy),
+                    r1(dir * 7.0)
+                );
+            }
+        }
+        text(
+            o,
+            (x1 + x2) / 2.0,
+            cy - 4.0,
+            "middle",
+            "axis",
+            "unbounded (too little data)",
+        );
+    }
     if let Some(est) = e.estimate.filter(|v| v.is_finite()) {
         let _ = write!(
             o,
@@ -206,7 +291,7 @@ fn legend(o: &mut String) {
     let mut lx = 8.0;
     for (class, what) in [
         ("ok", "non-inferior (promotes)"),
-        ("warn", "inconclusive / too little data (holds)"),
+        ("warn", "inconclusive / no data (holds)"),
         ("bad", "worse (rolls back)"),
     ] {
         line(
@@ -220,6 +305,13 @@ fn legend(o: &mut String) {
     }
     line(o, (lx + 8.0, y - 10.0), (lx + 8.0, y + 2.0), "bound");
     text(o, lx + 14.0, y, "start", "axis", "bound");
+    line(
+        o,
+        (lx + 56.0, y - 4.0),
+        (lx + 74.0, y - 4.0),
+        "ci warn unbounded",
+    );
+    text(o, lx + 79.0, y, "start", "axis", "unbounded");
 }
 
 #[cfg(test)]
@@ -291,5 +383,78 @@ mod tests {
         );
         assert!(svg.contains("non-inferior (promotes)") && svg.contains("α per cell 0.0125"));
         assert!(evidence_forest(&evidence[2..3]).is_none());
+    }
+
+    #[test]
+    fn unbounded_intervals_are_drawn_to_the_edges_and_labelled() {
+        let mut none = ev("error_rate", "all", None, Verdict::InsufficientData);
+        none.method = Method::None;
+        none.estimate = None;
+        let evidence = vec![
+            ev(
+                "helpfulness",
+                "all",
+                Some((f64::NEG_INFINITY, f64::INFINITY)),
+                Verdict::InsufficientData,
+            ),
+            ev(
+                "helpfulness",
+                "tier=free",
+                Some((-0.5, 0.25)),
+                Verdict::Inconclusive,
+            ),
+            none,
+        ];
+        let svg = evidence_forest(&evidence).unwrap();
+        assert_eq!(svg.matches("data-lo=").count(), 3, "{svg}");
+        assert!(
+            svg.contains(
+                r#"class="ci warn unbounded" data-metric="helpfulness" data-cohort="all" data-lo="-inf" data-hi="inf" data-verdict="insufficient_data" data-unbounded="both""#
+            ),
+            "{svg}"
+        );
+        assert!(svg.contains(
+            r#"class="ci warn unbounded" data-metric="error_rate" data-cohort="all" data-lo="-inf" data-hi="inf""#
+        ));
+        // The bounded row keeps its numbers; the unbounded ones reach the axis' edges (the
+        // panel's range: 180 to 700) with arrows, labelled.
+        assert!(svg.contains(r#"data-cohort="tier=free" data-lo="-0.5" data-hi="0.25""#));
+        assert!(
+            svg.contains(r#"<line x1="180" y1="59" x2="700" y2="59" class="ci warn unbounded""#),
+            "{svg}"
+        );
+        assert_eq!(svg.matches(r#"class="arrow""#).count(), 4);
+        assert_eq!(
+            svg.matches("unbounded (too little data)").count(),
+            2,
+            "labels"
+        );
+        assert_eq!(
+            svg.matches("(unbounded: too little data)").count(),
+            2,
+            "tooltips"
+        );
+    }
+
+    #[test]
+    fn an_unbounded_interval_survives_the_json_the_controller_records() {
+        let e = ev(
+            "helpfulness",
+            "all",
+            Some((f64::NEG_INFINITY, f64::INFINITY)),
+            Verdict::InsufficientData,
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["interval"], serde_json::json!([null, null]));
+        let back: Evidence = serde_json::from_value(json).unwrap();
+        assert_eq!(back.interval, e.interval);
+        assert_eq!(unbounded(&back), Some((true, true)));
+        // Evidence written without the field reads as no interval.
+        let mut old = serde_json::to_value(&e).unwrap();
+        old.as_object_mut().unwrap().remove("interval");
+        assert_eq!(
+            serde_json::from_value::<Evidence>(old).unwrap().interval,
+            None
+        );
     }
 }

@@ -193,7 +193,7 @@ pub fn ramp_chart(points: &[RampPoint], plan: &[PlannedStage], marks: Marks) -> 
         if c.mode == StageMode::Shadow {
             let _ = write!(
                 o,
-                r#"<rect x="{}" y="{}" width="{}" height="12" class="shadow-band{}" data-stage="{}" data-served="0"><title>stage {} {}: shadow, mirrored {} of requests, 0% served</title></rect>"#,
+                r#"<rect x="{}" y="{}" width="{}" height="12" class="shadow-band{}" data-stage="{}" data-served="0"><title>stage {} {}: shadow, {}</title></rect>"#,
                 r1(xa + 2.0),
                 r1(bottom - 12.0),
                 r1(band - 4.0),
@@ -201,7 +201,7 @@ pub fn ramp_chart(points: &[RampPoint], plan: &[PlannedStage], marks: Marks) -> 
                 c.index,
                 c.index,
                 encode_text(&c.name),
-                f::percent(c.percent)
+                f::shadow_split(c.percent)
             );
             text(
                 &mut o,
@@ -209,7 +209,7 @@ pub fn ramp_chart(points: &[RampPoint], plan: &[PlannedStage], marks: Marks) -> 
                 bottom - 18.0,
                 "middle",
                 "label",
-                &fit("mirrored, 0% served", (band / 5.6) as usize),
+                &fit(&f::shadow_split(c.percent), (band / 5.6) as usize),
             );
         } else {
             text(

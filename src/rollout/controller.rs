@@ -9,7 +9,9 @@
 //! alert fired), so a restarted or new leader resumes the same stage with the data accumulated
 //! so far. A stage past its maximum duration without a verdict holds and alerts once (or rolls
 //! back, per the ramp). Gate holds are not written to the audit log (they would flood it);
-//! `actions::status` recomputes the current decision on demand.
+//! `actions::status` recomputes the current decision on demand. The evaluations go to the
+//! store's `gate_history` instead, thinned by `history` (the charts over time); a failure to
+//! write them is logged and changes nothing else (they are for display).
 //! Owns: the loop and its leadership. Never: decides (the gate and the state machine do).
 //! Fails closed: a tick that cannot read or persist changes nothing and is retried next tick.
 
@@ -24,6 +26,7 @@ use uuid::Uuid;
 
 use super::actions::{self, RolloutCtx, RolloutError};
 use super::alerts::{AlertEvent, AlertMessage, Failing};
+use super::history::HistoryRecorder;
 use super::stored::{self, machine_state};
 use super::{Event, State};
 use crate::gate::{Action, Decision, Verdict};
@@ -47,6 +50,8 @@ pub struct Controller {
     metrics: Option<RolloutMetrics>,
     /// (rollout, stage) whose sample-ratio mismatch was already alerted.
     srm_alerted: BTreeSet<(Uuid, u32)>,
+    /// What was last recorded in the gate's history, per deployment.
+    history: HistoryRecorder,
 }
 
 impl Controller {
@@ -57,6 +62,7 @@ impl Controller {
             ctx,
             metrics,
             srm_alerted: BTreeSet::new(),
+            history: HistoryRecorder::default(),
         }
     }
 
@@ -98,6 +104,7 @@ impl Controller {
         let ctx = self.ctx.clone();
         let ctx = &ctx;
         let Some(r) = actions::active_rollout(&ctx.store, slug).await? else {
+            self.history.forget(slug);
             return Ok(None);
         };
         let log = ctx.store.transitions(r.id).await?;
@@ -152,6 +159,12 @@ impl Controller {
         };
         if let Some(d) = &decision {
             self.srm_alert(&r, d);
+            let points =
+                self.history
+                    .points(slug, (r.id, r.stage_index), r.stage_started_at, d, now);
+            if let Err(error) = ctx.store.record_gate_points(&points).await {
+                tracing::warn!(deployment = slug, %error, "gate history not recorded");
+            }
             if let Some(m) = &self.metrics {
                 m.gate_decisions
                     .get_or_create(&crate::telemetry::GateLabels {

@@ -3,7 +3,7 @@
 //! Owns: the ramp config (`RawRamp` from YAML → validated [`Ramp`], every problem reported at
 //! once with its file and field), the pure state machine (`machine`), the mapping between stored
 //! rollouts, machine states and traffic (`stored`), the actions everyone calls (`actions`: persist, then apply), the controller loop
-//! on the leader replica (`controller`), the guardrail fast path (`guardrails`), alert webhooks
+//! on the leader replica (`controller`) and which of its evaluations it records (`history`), the guardrail fast path (`guardrails`), alert webhooks
 //! (`alerts`), this process's live traffic table (`live`), the traffic service every traffic change
 //! goes through (`traffic`), and what the rollout metrics' labels and gauges read (`metrics`);
 //! `canarist rollout …` is `cli::rollout` over `actions`.
@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod canary_guard;
 pub mod controller;
 pub mod guardrails;
+pub mod history;
 pub mod live;
 pub mod machine;
 pub mod metrics;

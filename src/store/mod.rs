@@ -6,6 +6,7 @@
 //! observations and pairs ([`StoreSink`]), judge jobs ([`Store::claim`] …), judgments and check
 //! results, rollouts and their audit log, deployments and variants, config versions with
 //! `LISTEN/NOTIFY` ([`ConfigWatcher`]), controller leadership ([`LeaderLock`]), API keys,
+//! the gate's evaluations over time ([`Store::gate_history`]),
 //! retention, and the aggregate read queries the gate and reports use ([`Store::stage_summary`]).
 //!
 //! Never: holds business logic (no gate decisions, no state-machine rules), loads every row to
@@ -38,6 +39,7 @@ mod aggregates;
 mod audit;
 mod backfill;
 mod deltas;
+mod gate_history;
 
 mod jobs;
 mod judgments;
@@ -59,6 +61,7 @@ pub use aggregates::{
     SummaryScope, UnitComparison, UnitMoments, VariantSummary,
 };
 pub use audit::{AuditEntry, NewAuditEntry};
+pub use gate_history::GatePoint;
 pub use jobs::{JobState, JudgeJob, MAX_ATTEMPTS};
 pub use judgments::{NewCheckResult, NewJudgment, ORDER_COMBINED, ORDER_SINGLE, Verdict};
 pub use keys::ApiKey;

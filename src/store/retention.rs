@@ -1,4 +1,5 @@
-//! Retention: a background task that deletes old observations and clears old bodies.
+//! Retention: a background task that deletes old observations, clears old bodies and deletes
+//! old rows of the gate's history (`gate_history`).
 //!
 //! Bodies (request, response and answer text) usually matter for a shorter time than the numbers,
 //! so they have their own age. Deletes go in bounded chunks so that a large backlog never holds
@@ -23,6 +24,8 @@ pub struct RetentionPolicy {
     pub observations: Option<Duration>,
     /// Bodies of observations older than this are set to NULL; `None` keeps them.
     pub bodies: Option<Duration>,
+    /// The gate's recorded evaluations older than this are deleted; `None` keeps them.
+    pub gate_history: Option<Duration>,
     /// How often the task runs.
     pub interval: Duration,
 }
@@ -31,6 +34,7 @@ pub struct RetentionPolicy {
 pub struct PruneReport {
     pub observations_deleted: u64,
     pub bodies_cleared: u64,
+    pub gate_points_deleted: u64,
 }
 
 fn cutoff(now: DateTime<Utc>, age: Duration) -> Result<DateTime<Utc>, StoreError> {
@@ -40,7 +44,8 @@ fn cutoff(now: DateTime<Utc>, age: Duration) -> Result<DateTime<Utc>, StoreError
 }
 
 impl Store {
-    /// One retention pass as of `now`: old observations first, then old bodies of the rest.
+    /// One retention pass as of `now`: old observations first, then old bodies of the rest, then
+    /// the gate's old evaluations.
     pub async fn prune(
         &self,
         policy: &RetentionPolicy,
@@ -101,6 +106,9 @@ impl Store {
                 }
             }
         }
+        if let Some(age) = policy.gate_history {
+            report.gate_points_deleted = self.prune_gate_history(cutoff(now, age)?).await?;
+        }
         Ok(report)
     }
 
@@ -119,6 +127,7 @@ impl Store {
                         tracing::info!(
                             deleted = r.observations_deleted,
                             bodies_cleared = r.bodies_cleared,
+                            gate_points_deleted = r.gate_points_deleted,
                             "retention pass"
                         );
                     }

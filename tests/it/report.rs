@@ -211,9 +211,37 @@ async fn stage_reports_match_golden_files_and_the_data_written() {
     assert!(html.contains(r#"<a href="/ui#/deployments/support/stages/1">"#));
     assert!(html.contains("&lt;script&gt;alert"));
     assert!(html.contains("&lt;i&gt;4 upstream 5xx&lt;/i&gt;"));
-    // Ramp, the gate's forest plot, latency.
-    assert_eq!(html.matches("<svg").count(), 3);
+    // Ramp, the gate's forest plot, its history over the stage, latency.
+    assert_eq!(html.matches("<svg").count(), 4);
     assert!(html.contains(r#"data-chart="forest""#) && html.contains(r#"data-chart="ramp""#));
+    assert!(html.contains(r#"data-chart="history""#));
+    // The chart over time: the three recorded evaluations per cell, then the decision's own
+    // evidence at the rollback; its last interval is exactly the gate's final evidence interval.
+    assert_eq!(r.gate_history.len(), 6);
+    let history = report::history_chart(&r).unwrap();
+    let decision = r.decision.as_ref().unwrap();
+    for e in &decision.evidence {
+        let (lo, hi) = e.interval.unwrap();
+        let series = format!(
+            r#"<g class="series" data-metric="{}" data-cohort="{}" data-points="4">"#,
+            e.metric, e.cohort
+        );
+        let at = history
+            .find(&series)
+            .unwrap_or_else(|| panic!("{series} in {history}"));
+        let last = &history[at..history[at..].find("</g>").unwrap() + at];
+        assert!(
+            last.contains(&format!(
+                r#"data-metric="{}" data-cohort="{}" data-lo="{lo}" data-hi="{hi}" data-verdict="{}""#,
+                e.metric,
+                e.cohort,
+                e.verdict.as_str()
+            )),
+            "{last}"
+        );
+        // The first evaluation had no interval: drawn unbounded.
+        assert!(last.contains(r#"class="ci warn unbounded""#), "{last}");
+    }
     let md = report::to_markdown(&r);
     assert!(md.find("**Decision: ROLLBACK**").unwrap() < md.find("## Gate evidence").unwrap());
     assert!(!md.contains("<script>"));

@@ -9,6 +9,8 @@ mod aggregates;
 mod bad_rows;
 /// Captured bodies are the bytes sent and received, after redaction.
 mod bodies;
+/// The gate's evaluations over time: round trip and retention.
+mod gate_history;
 /// The real gateway over one of the suite's databases, and a TCP proxy to cut Postgres.
 pub(crate) mod gateway;
 /// Replica coordination and outages: NOTIFY, the leader lock, the database going away.
@@ -380,6 +382,7 @@ async fn batch_write_then_aggregates_match() {
         let policy = RetentionPolicy {
             observations: Some(Duration::from_secs(100)),
             bodies: Some(Duration::from_secs(50)),
+            gate_history: None,
             interval: Duration::from_secs(60),
         };
         let report = store.prune(&policy, now).await.unwrap();

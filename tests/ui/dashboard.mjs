@@ -76,9 +76,13 @@ try {
   await page.fill("#key-input", process.env.ADMIN_KEY);
   await page.click("#key-save");
   await page.waitForSelector("#whoami:has-text('admin')");
+  // The new key's role shows at once on the deployment already selected: no reselecting.
+  await page.waitForSelector("#actions:not([hidden])");
+  step("switching from a viewer key to an admin key shows the action buttons without reselecting");
   const row = page.locator('#deployments tr[data-slug="support"]');
   await row.waitFor();
   assert.equal(await row.locator('[data-field="stage"]').textContent(), "canary-1");
+  assert.match(await row.locator('[data-field="models"]').textContent(), /mock-candidate-good \(cand\) served 10%/);
   await row.click();
   await page.waitForSelector("#detail-state[data-state='canary']");
   await page.waitForSelector("#actions:not([hidden])");
@@ -101,6 +105,8 @@ try {
   step("the ramp has 3 stages, shadow drawn as 0% served, you are here on stage 1");
   const stages = await page.locator("#stages > tbody > tr").count();
   assert.equal(stages, 2, "two stages so far: shadow and canary-1");
+  // The shadow split in the config's words, not "configured 100% / 0%".
+  assert.equal((await page.textContent('#stages tr[data-stage="0"] td:nth-child(3)')).trim(), "mirrored 100% / served 0%");
   await page.waitForSelector("#live tbody tr td.num");
   const liveRows = await page.locator("#live > tbody > tr").count();
   assert.ok(liveRows >= 1, "live counts of the current stage");
@@ -111,20 +117,63 @@ try {
   // A horizontal line has no height: "attached", not "visible".
   await page.waitForSelector("#forest svg line.ci[data-lo]", { state: "attached" });
   const drawn = await page.$$eval("#forest svg line.ci[data-lo]", (ls) => ls.map((l) => ({
-    metric: l.dataset.metric, cohort: l.dataset.cohort, lo: Number(l.dataset.lo), hi: Number(l.dataset.hi), verdict: l.dataset.verdict })));
+    metric: l.dataset.metric, cohort: l.dataset.cohort, lo: Number(l.dataset.lo), hi: Number(l.dataset.hi),
+    verdict: l.dataset.verdict, unbounded: l.dataset.unbounded || null })));
   const reports = await page.evaluate(async (key) => (await (await fetch("/v1/deployments/support/reports",
     { headers: { Authorization: `Bearer ${key}` } })).json()).reports, process.env.ADMIN_KEY);
-  // JSON has no infinity: an unbounded interval (too little data) is [null, null], not drawn.
-  const evidence = reports[0].decision.evidence.filter((e) => e.interval && e.interval.every(Number.isFinite));
-  assert.equal(drawn.length, evidence.length, JSON.stringify({ drawn, evidence }));
-  for (const e of evidence) {
+  // JSON has no infinity: an interval unbounded for lack of data is [null, null]; a gate metric
+  // without data has none. Both are drawn, as unbounded, with arrows to the axis' edges.
+  const plotted = reports[0].decision.evidence.filter((e) => e.interval || e.method === "none");
+  const finite = plotted.filter((e) => e.interval && e.interval.every(Number.isFinite));
+  assert.equal(drawn.length, plotted.length, JSON.stringify({ drawn, plotted }));
+  for (const e of plotted) {
     const d = drawn.find((x) => x.metric === e.metric && x.cohort === e.cohort);
     assert.ok(d, `${e.metric}/${e.cohort} drawn`);
-    assert.deepEqual([d.lo, d.hi, d.verdict], [e.interval[0], e.interval[1], e.verdict]);
+    if (finite.includes(e)) {
+      assert.deepEqual([d.lo, d.hi, d.verdict, d.unbounded], [e.interval[0], e.interval[1], e.verdict, null]);
+    } else {
+      assert.ok(d.unbounded, `${e.metric}/${e.cohort} drawn as unbounded: ${JSON.stringify(d)}`);
+    }
   }
-  const errorRate = evidence.find((e) => e.metric === "error_rate");
+  const errorRate = finite.find((e) => e.metric === "error_rate");
   assert.ok(errorRate, "error rate is plotted");
-  step(`the forest plot draws the gate's ${evidence.length} evidence intervals, e.g. error_rate [${errorRate.interval}] at α ${errorRate.alpha}`);
+  step(`the forest plot draws the gate's ${plotted.length} evidence intervals (${plotted.length - finite.length} unbounded), e.g. error_rate [${errorRate.interval}] at α ${errorRate.alpha}`);
+
+  // The chart over time: each gate cell's recorded intervals, the last one the decision's.
+  await page.waitForSelector('#history svg[data-chart="history"] line.ci.last', { state: "attached" });
+  const series = await page.$$eval('#history svg g.series', (gs) => gs.map((g) => {
+    const l = g.querySelector("line.ci.last");
+    return { metric: g.dataset.metric, cohort: g.dataset.cohort, points: Number(g.dataset.points),
+      lo: l.dataset.lo, hi: l.dataset.hi, verdict: l.dataset.verdict };
+  }));
+  const history = await page.evaluate(async (key) => (await (await fetch("/v1/deployments/support/reports/0/history",
+    { headers: { Authorization: `Bearer ${key}` } })).json()), process.env.ADMIN_KEY);
+  assert.ok(history.points.length >= 1, `the controller recorded the shadow stage's evaluations: ${JSON.stringify(history)}`);
+  const charted = reports[0].decision.evidence.filter((e) => e.method !== "chi_square_srm" && e.method !== "abstention_rate");
+  assert.equal(series.length, charted.length, JSON.stringify({ series, charted }));
+  for (const e of charted) {
+    const s = series.find((x) => x.metric === e.metric && x.cohort === e.cohort);
+    assert.ok(s, `${e.metric}/${e.cohort} charted over time`);
+    const want = e.interval && e.interval.every(Number.isFinite) ? [String(e.interval[0]), String(e.interval[1])]
+      : [e.interval && e.interval[0] !== null ? String(e.interval[0]) : "-inf", e.interval && e.interval[1] !== null ? String(e.interval[1]) : "inf"];
+    assert.deepEqual([s.lo, s.hi, s.verdict], [...want, e.verdict], JSON.stringify({ s, e }));
+    assert.ok(s.points >= 1);
+  }
+  step(`the chart over time has ${series.length} cells from ${history.points.length} recorded evaluations; each ends on the gate's evidence interval`);
+
+  // At 1200 px the gate table is one line per row and fits its card (details on hover).
+  await page.setViewportSize({ width: 1200, height: 1000 });
+  await page.waitForSelector("#evidence-table tbody tr");
+  const layout = await page.evaluate(() => {
+    const table = document.getElementById("evidence-table");
+    const card = document.getElementById("evidence-card");
+    const line = parseFloat(getComputedStyle(table.querySelector("td")).lineHeight) || 18;
+    return { rows: [...table.querySelectorAll("tbody tr")].map((r) => r.getBoundingClientRect().height),
+      line, width: table.scrollWidth, room: card.clientWidth };
+  });
+  for (const h of layout.rows) assert.ok(h < 2 * layout.line + 8, `one line per row: ${JSON.stringify(layout)}`);
+  assert.ok(layout.width <= layout.room, `the table fits its card: ${JSON.stringify(layout)}`);
+  step(`at 1200 px the gate table's ${layout.rows.length} rows are one line each (${Math.max(...layout.rows)} px), ${layout.width} of ${layout.room} px wide`);
 
   // The first stage's HTML report opens in a new tab, under its own signed, short-lived URL.
   const [popup] = await Promise.all([
@@ -138,8 +187,19 @@ try {
   assert.match(card, /at stage 1 canary-1/, card);
   await popup.waitForSelector('svg[data-chart="ramp"] rect.here[data-stage="1"]');
   await popup.waitForSelector('svg[data-chart="ramp"] rect.shadow-band[data-served="0"]');
-  const popupForest = await popup.$$eval('svg[data-chart="forest"] line.ci[data-lo]', (ls) => ls.map((l) => [l.dataset.metric, Number(l.dataset.lo), Number(l.dataset.hi)]));
-  assert.deepEqual(popupForest, evidence.map((e) => [e.metric, e.interval[0], e.interval[1]]), "the report draws the same intervals");
+  const popupForest = await popup.$$eval('svg[data-chart="forest"] line.ci[data-lo]:not(.unbounded)', (ls) => ls.map((l) => [l.dataset.metric, Number(l.dataset.lo), Number(l.dataset.hi)]));
+  assert.deepEqual(popupForest, finite.map((e) => [e.metric, e.interval[0], e.interval[1]]), "the report draws the same intervals");
+  await popup.waitForSelector('svg[data-chart="history"] line.ci.last', { state: "attached" });
+  assert.match(await popup.textContent("body"), /mirrored 100% \/ served 0%/);
+  await popup.setViewportSize({ width: 1200, height: 1000 });
+  const reportLayout = await popup.evaluate(() => {
+    const table = document.querySelector("table.evidence");
+    const line = parseFloat(getComputedStyle(table.querySelector("td")).lineHeight) || 18;
+    return { rows: [...table.querySelectorAll("tbody tr")].map((r) => r.getBoundingClientRect().height),
+      line, width: table.scrollWidth, room: table.parentElement.clientWidth };
+  });
+  for (const h of reportLayout.rows) assert.ok(h < 2 * reportLayout.line + 8, `one line per row: ${JSON.stringify(reportLayout)}`);
+  assert.ok(reportLayout.width <= reportLayout.room, `the report's gate table fits: ${JSON.stringify(reportLayout)}`);
   await popup.screenshot({ path: join(ARTIFACTS, "report.png"), fullPage: true });
   step(`the report's summary card names both models; screenshot ${join(ARTIFACTS, "report.png")}`);
   assert.match(popup.url(), new RegExp(`^${BASE}/reports/support/0\\?exp=\\d+&sig=[A-Za-z0-9_-]+$`));
@@ -163,7 +223,13 @@ try {
   await page.click("#reason-confirm");
   await page.waitForSelector("#detail-state[data-state='rolled_back']");
   assert.equal(await page.isVisible("#error"), false, await page.textContent("#error"));
-  assert.equal(await page.locator('#actions button[data-action="promote"]').isDisabled(), true);
+  // Nothing to promote or approve after a rollback: disabled, looking so, saying why on hover.
+  for (const action of ["promote", "approve"]) {
+    const b = page.locator(`#actions button[data-action="${action}"]`);
+    await page.waitForFunction((a) => document.querySelector(`#actions button[data-action="${a}"]`).disabled, action);
+    assert.match(await b.getAttribute("title"), /rolled back/);
+    assert.equal(await b.evaluate((n) => getComputedStyle(n).cursor), "not-allowed");
+  }
   await page.waitForSelector("#live-decision:has-text('rolled_back')");
   await page.waitForSelector("#summary[data-status='rolled_back']");
   const after = await page.textContent("#summary-headline");

@@ -14,6 +14,7 @@ mod body;
 mod canary;
 mod deployments;
 mod error;
+mod history;
 mod hooks;
 mod jwt;
 pub mod keys;
@@ -148,6 +149,10 @@ pub fn router(admin: AdminState) -> Router {
         .route(
             "/v1/deployments/{slug}/reports/{index}/charts",
             get(reports::charts),
+        )
+        .route(
+            "/v1/deployments/{slug}/reports/{index}/history",
+            get(history::history),
         )
         .route(
             "/v1/deployments/{slug}/reports/{index}/link",

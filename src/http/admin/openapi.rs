@@ -7,7 +7,7 @@ use utoipa::openapi::{HeaderBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{ErrorDetail, ErrorResponse};
-use super::{canary, deployments, hooks, keys, reports, rollouts, traffic};
+use super::{canary, deployments, history, hooks, keys, reports, rollouts, traffic};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use super::{canary, deployments, hooks, keys, reports, rollouts, traffic};
         reports::all,
         reports::html,
         reports::charts,
+        history::history,
         reports::link,
         reports::whoami,
         rollouts::status,

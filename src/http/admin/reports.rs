@@ -45,7 +45,7 @@ impl From<ReportError> for AdminError {
     }
 }
 
-fn options(admin: &AdminState, slug: &str) -> Result<BuildOptions, AdminError> {
+pub(super) fn options(admin: &AdminState, slug: &str) -> Result<BuildOptions, AdminError> {
     let table = admin.gateway.traffic.load();
     let Some(live) = table.by_slug(slug) else {
         return Err(AdminError::DeploymentNotFound(slug.to_owned()));
@@ -130,6 +130,9 @@ pub struct StageCharts {
     pub forest: Option<String>,
     /// Latency distributions per variant (successful requests, served and mirrored).
     pub latency: String,
+    /// The gate's evidence over the stage: each cell's interval as data arrived, the
+    /// decision's evidence last; `null` when nothing was recorded and no decision exists.
+    pub history: Option<String>,
     /// The report's summary card, as data (the same text the report prints first).
     #[schema(value_type = Object)]
     pub summary: report::Summary,
@@ -163,12 +166,13 @@ pub async fn charts(
         ramp: report::ramp_chart(&built),
         forest: report::forest_chart(&built),
         latency: report::latency_chart(&built),
+        history: report::history_chart(&built),
         summary: built.summary,
     }))
 }
 
 /// Parsed here so that a non-number is the same documented 404 as an unknown stage.
-fn stage_index(index: &str) -> Result<u32, AdminError> {
+pub(super) fn stage_index(index: &str) -> Result<u32, AdminError> {
     index.parse().map_err(|_| AdminError::NotFound {
         code: "stage_not_found",
         param: Some("index"),

@@ -267,6 +267,7 @@ async fn openapi_document_lists_every_admin_path() {
         ("/v1/deployments/{slug}/rollout/approve", &["post"]),
         ("/v1/deployments/{slug}/reports/{index}/link", &["post"]),
         ("/v1/deployments/{slug}/reports/{index}/charts", &["get"]),
+        ("/v1/deployments/{slug}/reports/{index}/history", &["get"]),
         ("/v1/hooks/{slug}/verdict", &["get", "post"]),
         ("/v1/hooks/{slug}/promote", &["post"]),
         ("/v1/hooks/{slug}/rollback", &["post"]),
@@ -279,7 +280,7 @@ async fn openapi_document_lists_every_admin_path() {
             }
         }
     }
-    assert_eq!(paths.len(), 22);
+    assert_eq!(paths.len(), 23);
     let traffic = &paths["/v1/deployments/{slug}/traffic"]["patch"]["responses"];
     for code in ["200", "400", "404", "422"] {
         assert!(traffic[code].is_object(), "traffic lacks {code}");

@@ -1,7 +1,8 @@
 //! The fixture rollout of the report tests, written through the store API: stage 0 `shadow`
 //! (20 pairs, a manual promotion without gate evidence) and stage 1 `canary-10` (400 stable
 //! requests, 44 candidate requests of which 4 fail, 40 pairs with pointwise and pairwise
-//! judgments and checks, a recorded gate rollback). Every time and id the store picks itself is
+//! judgments and checks, a recorded gate rollback, and the gate's history of that stage: three
+//! recorded evaluations per cell, the first unbounded). Every time and id the store picks itself is
 //! pinned afterwards, so the reports are byte-for-byte reproducible.
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use canarist::gate::{
 use canarist::report::BuildOptions;
 use canarist::rollout::Ramp;
 use canarist::store::{
-    NewCheckResult, NewJudgment, NewRollout, RolloutUpdate, Store, Verdict as Winner,
+    GatePoint, NewCheckResult, NewJudgment, NewRollout, RolloutUpdate, Store, Verdict as Winner,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use uuid::Uuid;
@@ -457,7 +458,49 @@ pub(crate) async fn fixture(dir: &Path) -> Store {
     pin(&url, rollout.id).await;
     write_shadow(&store).await;
     write_canary(&store).await;
+    write_history(&store).await;
     store
+}
+
+/// The controller's recorded evaluations of stage 1 (the decision's own evidence, at the
+/// rollback, is the charts' last point): each cell unbounded at first, then narrowing.
+pub(crate) async fn write_history(store: &Store) {
+    let s2 = t0() + Duration::hours(1);
+    let cells = [
+        ("helpfulness", "tier=enterprise", "paired_delta_cs", -0.3),
+        ("errors", "all", "proportion_delta_cs", 0.02),
+    ];
+    let mut points = Vec::new();
+    for (minutes, iv, verdict) in [
+        (5, None, "insufficient_data"),
+        (30, Some((-1.5, 0.9)), "inconclusive"),
+        (80, Some((-0.8, 0.3)), "inconclusive"),
+    ] {
+        for (metric, cohort, method, bound) in cells {
+            let scale = if metric == "errors" { 0.1 } else { 1.0 };
+            let (lo, hi) = iv.map_or((None, None), |(a, b): (f64, f64)| {
+                (Some(a * scale), Some(b * scale))
+            });
+            points.push(GatePoint {
+                rollout_id: uuid(0xFF, 1),
+                deployment: DEPLOYMENT.into(),
+                stage_index: 1,
+                metric: metric.into(),
+                cohort: cohort.into(),
+                at: s2 + Duration::minutes(minutes),
+                estimate: lo.zip(hi).map(|(a, b)| (a + b) / 2.0),
+                lo,
+                hi,
+                bound: Some(bound),
+                alpha: Some(0.0125),
+                method: method.into(),
+                verdict: verdict.into(),
+                candidate_n: minutes as u64,
+                stable_n: 10 * minutes as u64,
+            });
+        }
+    }
+    store.record_gate_points(&points).await.unwrap();
 }
 
 pub(crate) async fn pin(url: &str, id: Uuid) {

@@ -10,7 +10,8 @@ const LIVE_EVERY_MS = 3000;
 const STAGES_EVERY_MS = 15000;
 
 const state = { key: sessionStorage.getItem(KEY_STORE) || "", role: null, selected: null,
-  stage: null, liveTimer: null, stagesTimer: null, listTimer: null, reportOpened: null };
+  stage: null, liveTimer: null, stagesTimer: null, listTimer: null, reportOpened: null,
+  reports: [] };
 
 // --- the URL ----------------------------------------------------------------------------------
 
@@ -58,8 +59,6 @@ function markStage() {
   for (const tr of $("stages").querySelectorAll("tbody > tr")) {
     const on = state.stage !== null && tr.dataset.stage === String(state.stage);
     tr.classList.toggle("selected", on);
-    const details = tr.querySelector("details");
-    if (on && details) details.open = true;
     if (on) tr.scrollIntoView({ block: "nearest" });
   }
 }
@@ -85,6 +84,8 @@ function el(tag, attrs, ...children) {
 const fmt = {
   num: (v, d = 0) => (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(d),
   pct: (v) => (v === null || v === undefined) ? "–" : `${Number(v).toFixed(v < 1 ? 2 : 1)}%`,
+  // A configured share with as few decimals as it needs (100%, 10%, 0.5%), as the reports print it.
+  share: (v) => (v === null || v === undefined) ? "–" : `${Number(Number(v).toFixed(2))}%`,
   // One time format everywhere (the reports' too): ISO 8601 UTC; local time on hover (`when`).
   time: (t) => t ? new Date(t).toISOString().replace(/\.\d{3}Z$/, "Z") : "–",
   local: (t) => t ? new Date(t).toLocaleString() : "",
@@ -95,6 +96,9 @@ const fmt = {
     return h > 0 ? `${h}h ${m % 60}m` : m > 0 ? `${m}m ${Math.floor(s % 60)}s` : `${Math.floor(s)}s`;
   },
 };
+
+// A shadow stage's split as the config says it (the reports' words): "mirrored 100% / served 0%".
+const shadowSplit = (pct) => `mirrored ${fmt.share(pct)} / served 0%`;
 
 // A <time> in UTC ISO with the local time as its tooltip.
 function when(t) {
@@ -222,7 +226,7 @@ async function loadList() {
     el("td", {}, d.model),
     el("td", { "data-field": "models" }, `${d.stable.model} → `,
       d.challengers.length
-        ? d.challengers.map((c) => `${c.model_id}${c.model_id === c.id ? "" : ` (${c.id})`} ${fmt.pct(c.traffic_pct)}${c.is_active ? "" : ", not routed"}`).join("; ")
+        ? d.challengers.map((c) => `${c.model_id}${c.model_id === c.id ? "" : ` (${c.id})`} ${d.mode === "shadow" ? shadowSplit(c.traffic_pct) : `served ${fmt.share(c.traffic_pct)}`}${c.is_active ? "" : ", not routed"}`).join("; ")
         : el("span", { class: "muted" }, "no candidate routed")),
     el("td", {}, el("span", { class: `badge mode-${d.mode}`, "data-field": "mode", title: MODE_TITLES[d.mode] || "" }, MODE_TEXT[d.mode] || d.mode)),
     el("td", { "data-field": "stage" }, d.stage),
@@ -281,12 +285,9 @@ async function loadLive(slug) {
       ` · stage ${r.stage_index} (${s.deployment.stage}) since `, when(r.stage_started_at), ` · config v${r.config_version}`]
     : [`No rollout started · ${MODE_TITLES[s.deployment.mode] || s.deployment.mode}, stage ${s.deployment.stage}`]));
   for (const b of $("actions").querySelectorAll("button")) {
-    const a = b.dataset.action;
-    const st = r ? r.state : null;
-    const active = st && st !== "promoted" && st !== "rolled_back";
-    const waiting = st === "awaiting_approval";
-    b.disabled = !active || (a === "resume" && st !== "paused") || (a === "pause" && (st === "paused" || waiting))
-      || (a === "approve" && !waiting);
+    const why = disabledBecause(b.dataset.action, r ? r.state : null);
+    b.disabled = why !== null;
+    b.title = why === null ? TITLES[b.dataset.action] : `${TITLES[b.dataset.action]}: not now — ${why}`;
   }
   $("approval-note").hidden = !(r && r.state === "awaiting_approval");
   $("live").querySelector("tbody").replaceChildren(...s.live.map((v) => el("tr", {},
@@ -308,6 +309,18 @@ async function loadLive(slug) {
     ` by ${d.actor} at `, when(d.at), `: ${because(d.reason)}`) : "");
 }
 
+// Why an action button is disabled in a rollout state (null: it is enabled).
+function disabledBecause(action, st) {
+  if (!st) return "no rollout started";
+  if (st === "rolled_back") return "the rollout was rolled back (start a new rollout to try again)";
+  if (st === "promoted") return "the rollout is done: the candidate was promoted";
+  if (action === "resume" && st !== "paused") return "the rollout is not paused";
+  if (action === "pause" && st === "paused") return "the rollout is already paused";
+  if (action === "pause" && st === "awaiting_approval") return "the stage is waiting for approval";
+  if (action === "approve" && st !== "awaiting_approval") return "no stage is waiting for approval";
+  return null;
+}
+
 // --- stages and ramp --------------------------------------------------------------------------
 
 async function loadStages(slug) {
@@ -319,12 +332,14 @@ async function loadStages(slug) {
       $("stages").querySelector("tbody").replaceChildren();
       $("stages-note").textContent = "No rollout yet: nothing to report.";
       $("ramp").replaceChildren();
+      state.reports = [];
       return;
     }
     throw e;
   }
   if (state.selected !== slug) return;
   const reports = data.reports;
+  state.reports = reports;
   $("stages-note").textContent = reports.length ? `Rollout ${reports[0].rollout.id} of ${reports[0].rollout.candidate}` : "";
   $("stages").querySelector("tbody").replaceChildren(...reports.map((r) => stageRow(slug, r)));
   markStage();
@@ -354,6 +369,16 @@ async function loadCharts(slug, index) {
   $("ramp-note").textContent = "shadow = mirrored, 0% served";
   $("forest").replaceChildren(c.forest ? svgNode(c.forest) : el("p", { class: "muted" }, "No gate interval for this stage yet."));
   $("forest-note").textContent = `stage ${index}: the intervals the gate decided on (its α after the Bonferroni split)`;
+  const report = state.reports.find((r) => r.stage.index === index);
+  const d = report && report.decision;
+  $("evidence").replaceChildren(d && d.evidence.length ? evidenceTable(d.evidence)
+    : el("p", { class: "muted" }, "No evidence recorded."));
+  $("evidence-note").textContent = d ? (d.source === "recomputed" ? "recomputed now (no decision was recorded)"
+    : "as recorded by the controller") : "";
+  $("history").replaceChildren(c.history ? svgNode(c.history)
+    : el("p", { class: "muted" }, "No gate evaluation recorded for this stage yet."));
+  $("history-note").textContent = report
+    ? `stage ${index}: ${(report.gate_history || []).length} recorded evaluations, then the decision's evidence` : "";
 }
 
 // What an evidence row's counts are (as the reports print them, report::format::evidence_counts).
@@ -370,19 +395,32 @@ function evidenceCounts(e) {
 const alphaText = (e) => (e.method === "abstention_rate" || !(e.alpha > 0)) ? "–"
   : e.alpha < 0.0001 ? e.alpha.toExponential(1) : e.alpha.toFixed(4);
 
+// A one-line cell: the text clipped to the column with an ellipsis, the whole on hover.
+const clip = (text, title) => el("span", { class: "clip", title: title || text }, text);
+
+// The gate's evidence, one line per row (the long texts clipped, whole on hover).
 function evidenceTable(evidence) {
-  return el("table", { class: "evidence" },
+  return el("table", { class: "evidence", id: "evidence-table" },
     el("thead", {}, el("tr", {}, ["Metric", "Cohort", "Estimate", "Interval (at α)", "Bound", "Counts", "Unit · method", "α", "Verdict"].map((h) => el("th", {}, h)))),
-    el("tbody", {}, evidence.map((e) => el("tr", {},
-      el("td", {}, e.metric), el("td", {}, e.cohort),
+    el("tbody", {}, evidence.map((e) => el("tr", { "data-metric": e.metric, "data-cohort": e.cohort },
+      el("td", {}, clip(e.metric)), el("td", {}, clip(e.cohort)),
       el("td", { class: "num" }, fmt.num(e.estimate, 4)),
-      el("td", { class: "num" }, e.interval ? `[${fmt.num(e.interval[0], 4)}, ${fmt.num(e.interval[1], 4)}]` : "–"),
+      el("td", { class: "num" }, intervalText(e.interval)),
       el("td", { class: "num" }, fmt.num(e.bound, 4)),
-      el("td", {}, evidenceCounts(e)),
-      el("td", { class: "method", title: e.method.replaceAll("_", " ") }, `${(e.unit || "none").replace("_", " ")} · ${e.method.replaceAll("_", " ")}`),
+      el("td", {}, clip(evidenceCounts(e))),
+      el("td", { class: "method" }, clip(`${(e.unit || "none").replace("_", " ")} · ${e.method.replaceAll("_", " ")}`, e.method.replaceAll("_", " "))),
       el("td", { class: "num" }, alphaText(e)),
-      el("td", { class: `verdict-${e.verdict}` }, e.verdict.replaceAll("_", " ") + (e.note ? ` (${e.note})` : "")),
+      el("td", { class: `verdict-${e.verdict}` }, clip(e.verdict.replaceAll("_", " ") + (e.note ? ` (${e.note})` : ""),
+        e.note ? `${e.verdict.replaceAll("_", " ")}: ${e.note}` : e.verdict.replaceAll("_", " "))),
     ))));
+}
+
+// JSON has no infinity: an interval unbounded for lack of data comes as [null, null].
+function intervalText(iv) {
+  if (!iv) return "–";
+  const end = (v, inf) => (v === null || v === undefined) ? inf : fmt.num(v, 4);
+  const text = `[${end(iv[0], "−∞")}, ${end(iv[1], "+∞")}]`;
+  return iv.some((v) => v === null || v === undefined) ? el("span", { title: "unbounded: too little data" }, text) : text;
 }
 
 // How a stage ended: its outcome is the state the rollout moved to, so a stage left for the
@@ -398,18 +436,17 @@ function endedAs(s) {
 function stageRow(slug, r) {
   const s = r.stage;
   const d = r.decision;
+  // One line; the whole reason on hover, the evidence in the "Gate evidence" card (the stage's link).
   const decision = d
-    ? el("details", {},
-      el("summary", {}, el("span", { class: `badge ${d.action}` }, d.action), ` ${because(d.reason)}`),
-      d.evidence.length ? evidenceTable(d.evidence) : el("p", { class: "muted" }, "No evidence recorded."),
-      el("p", { class: "muted small" }, d.source === "recomputed" ? "Recomputed now (no decision was recorded)." : "As recorded by the controller."))
+    ? el("span", { class: "decision-line" }, el("span", { class: `badge ${d.action}` }, d.action), " ",
+      clip(because(d.reason) || d.action, `${d.action}: ${because(d.reason)}${d.source === "recomputed" ? " (recomputed now)" : ""}`))
     : el("span", { class: "muted" }, "–");
   return el("tr", { "data-stage": s.index },
     el("td", { class: "num" }, el("a", { href: routeHash(slug, s.index), title: "Link to this stage" }, s.index)),
     el("td", {}, `${s.name} (${s.mode})`),
     el("td", { class: "num" }, s.mode === "shadow"
-      ? `0% (mirrored ${fmt.pct(s.configured_percent ?? s.observed_percent)})`
-      : fmt.pct(s.configured_percent ?? s.observed_percent)),
+      ? shadowSplit(s.configured_percent ?? s.observed_percent)
+      : `served ${fmt.share(s.configured_percent ?? s.observed_percent)}`),
     el("td", {}, when(s.started_at)),
     el("td", {}, fmt.dur(s.duration_seconds)),
     el("td", { "data-field": "outcome" }, endedAs(s)),
