@@ -7,8 +7,13 @@
 # listed (its URL names it), the summary card names both upstream models and the rollout's state,
 # the ramp chart has every stage of the ramp, shadow drawn as a 0%-served band and "you are here"
 # on the current stage, the forest plot draws exactly the gate's evidence intervals (in the
-# dashboard and in the report), a stage report opens under its signed URL, a rollback click (with
-# a reason) changes the state shown and the summary card, and the rollback's alert (received by
+# dashboard and in the report; unbounded ones dashed and labelled), the chart over time ends on
+# each cell's evidence interval (and the controller recorded the stage's evaluations), at 1200 px
+# the gate table is one line per row and fits (dashboard and report), the shadow split reads
+# "mirrored 100% / served 0%", switching from a viewer to an admin key shows the action buttons
+# without reselecting, a stage report opens under its signed URL, a rollback click (with
+# a reason) changes the state shown and the summary card and leaves Promote and Approve disabled
+# with the reason on hover, and the rollback's alert (received by
 # the test on 127.0.0.1:18282) links to the deployment's stage and report, which open in a fresh
 # tab. Screenshots of the report and of the dashboard are saved as report.png and dashboard.png
 # in $CANARIST_UI_ARTIFACTS (default $CARGO_TARGET_DIR/ui-artifacts; never committed). Exit

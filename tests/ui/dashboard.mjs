@@ -115,8 +115,8 @@ try {
   // The forest plot draws exactly the gate's evidence intervals (shadow stage: 10 users a side).
   await page.click('#stages tr[data-stage="0"] a');
   // A horizontal line has no height: "attached", not "visible".
-  await page.waitForSelector("#forest svg line.ci[data-lo]", { state: "attached" });
-  const drawn = await page.$$eval("#forest svg line.ci[data-lo]", (ls) => ls.map((l) => ({
+  await page.waitForSelector('#forest[data-stage="0"] svg line.ci[data-lo]', { state: "attached" });
+  const drawn = await page.$$eval('#forest[data-stage="0"] svg line.ci[data-lo]', (ls) => ls.map((l) => ({
     metric: l.dataset.metric, cohort: l.dataset.cohort, lo: Number(l.dataset.lo), hi: Number(l.dataset.hi),
     verdict: l.dataset.verdict, unbounded: l.dataset.unbounded || null })));
   const reports = await page.evaluate(async (key) => (await (await fetch("/v1/deployments/support/reports",
@@ -140,8 +140,8 @@ try {
   step(`the forest plot draws the gate's ${plotted.length} evidence intervals (${plotted.length - finite.length} unbounded), e.g. error_rate [${errorRate.interval}] at α ${errorRate.alpha}`);
 
   // The chart over time: each gate cell's recorded intervals, the last one the decision's.
-  await page.waitForSelector('#history svg[data-chart="history"] line.ci.last', { state: "attached" });
-  const series = await page.$$eval('#history svg g.series', (gs) => gs.map((g) => {
+  await page.waitForSelector('#history[data-stage="0"] svg[data-chart="history"] line.ci.last', { state: "attached" });
+  const series = await page.$$eval('#history[data-stage="0"] svg g.series', (gs) => gs.map((g) => {
     const l = g.querySelector("line.ci.last");
     return { metric: g.dataset.metric, cohort: g.dataset.cohort, points: Number(g.dataset.points),
       lo: l.dataset.lo, hi: l.dataset.hi, verdict: l.dataset.verdict };
@@ -163,7 +163,7 @@ try {
 
   // At 1200 px the gate table is one line per row and fits its card (details on hover).
   await page.setViewportSize({ width: 1200, height: 1000 });
-  await page.waitForSelector("#evidence-table tbody tr");
+  await page.waitForSelector('#evidence[data-stage="0"] #evidence-table tbody tr');
   const layout = await page.evaluate(() => {
     const table = document.getElementById("evidence-table");
     const card = document.getElementById("evidence-card");
@@ -215,6 +215,16 @@ try {
   await page.waitForSelector('#stages tr[data-stage="1"].selected');
   assert.ok(page.url().endsWith("#/deployments/support/stages/1"), page.url());
   step("a stage link keeps the stage in the URL");
+  // Stage 1 has too few candidate units for a variance yet: its unbounded intervals are drawn
+  // (dashed to the axis' edges, labelled), one per evidence row without finite ends.
+  await page.waitForSelector('#forest[data-stage="1"]');
+  const stage1 = await page.evaluate(async (key) => (await (await fetch("/v1/deployments/support/reports",
+    { headers: { Authorization: `Bearer ${key}` } })).json()).reports[1].decision.evidence, process.env.ADMIN_KEY);
+  const open = stage1.filter((e) => (e.interval && !e.interval.every(Number.isFinite)) || (!e.interval && e.method === "none"));
+  const openDrawn = await page.$$eval('#forest[data-stage="1"] svg line.ci.unbounded[data-unbounded]', (ls) => ls.map((l) => `${l.dataset.metric}/${l.dataset.cohort}`));
+  assert.deepEqual(openDrawn.sort(), open.map((e) => `${e.metric}/${e.cohort}`).sort());
+  if (open.length) assert.match(await page.textContent('#forest[data-stage="1"] svg'), /unbounded \(too little data\)/);
+  step(`stage 1's forest plot draws its ${open.length} unbounded intervals, labelled`);
 
   // Roll back with a reason: the state shown changes.
   await page.click('#actions button[data-action="rollback"]');

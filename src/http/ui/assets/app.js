@@ -369,6 +369,8 @@ async function loadCharts(slug, index) {
   $("ramp-note").textContent = "shadow = mirrored, 0% served";
   $("forest").replaceChildren(c.forest ? svgNode(c.forest) : el("p", { class: "muted" }, "No gate interval for this stage yet."));
   $("forest-note").textContent = `stage ${index}: the intervals the gate decided on (its α after the Bonferroni split)`;
+  // Which stage the charts below show (a test waits for the one it selected).
+  for (const id of ["forest", "evidence", "history"]) $(id).dataset.stage = String(index);
   const report = state.reports.find((r) => r.stage.index === index);
   const d = report && report.decision;
   $("evidence").replaceChildren(d && d.evidence.length ? evidenceTable(d.evidence)
