@@ -542,6 +542,8 @@ fn traffic(o: &mut String, r: &StageReport) {
             ]
         })
         .collect();
+    // Eleven columns: wider than a 1200 px page, so the table scrolls in its own box.
+    o.push_str("<div class=\"scroll\">");
     table(
         o,
         &[
@@ -559,6 +561,7 @@ fn traffic(o: &mut String, r: &StageReport) {
         ],
         &rows,
     );
+    o.push_str("</div>\n");
     if !r.pairs.is_empty() {
         let rows: Vec<Vec<String>> = r
             .pairs

@@ -169,8 +169,10 @@ try {
     const card = document.getElementById("evidence-card");
     const line = parseFloat(getComputedStyle(table.querySelector("td")).lineHeight) || 18;
     return { rows: [...table.querySelectorAll("tbody tr")].map((r) => r.getBoundingClientRect().height),
-      line, width: table.scrollWidth, room: card.clientWidth };
+      line, width: table.scrollWidth, room: card.clientWidth,
+      page: document.documentElement.scrollWidth, viewport: window.innerWidth };
   });
+  assert.ok(layout.page <= layout.viewport, `the dashboard does not overflow at 1200 px: ${JSON.stringify(layout)}`);
   for (const h of layout.rows) assert.ok(h < 2 * layout.line + 8, `one line per row: ${JSON.stringify(layout)}`);
   assert.ok(layout.width <= layout.room, `the table fits its card: ${JSON.stringify(layout)}`);
   step(`at 1200 px the gate table's ${layout.rows.length} rows are one line each (${Math.max(...layout.rows)} px), ${layout.width} of ${layout.room} px wide`);
@@ -196,8 +198,10 @@ try {
     const table = document.querySelector("table.evidence");
     const line = parseFloat(getComputedStyle(table.querySelector("td")).lineHeight) || 18;
     return { rows: [...table.querySelectorAll("tbody tr")].map((r) => r.getBoundingClientRect().height),
-      line, width: table.scrollWidth, room: table.parentElement.clientWidth };
+      line, width: table.scrollWidth, room: table.parentElement.clientWidth,
+      page: document.documentElement.scrollWidth, viewport: window.innerWidth };
   });
+  assert.ok(reportLayout.page <= reportLayout.viewport, `the report does not overflow at 1200 px: ${JSON.stringify(reportLayout)}`);
   for (const h of reportLayout.rows) assert.ok(h < 2 * reportLayout.line + 8, `one line per row: ${JSON.stringify(reportLayout)}`);
   assert.ok(reportLayout.width <= reportLayout.room, `the report's gate table fits: ${JSON.stringify(reportLayout)}`);
   await popup.screenshot({ path: join(ARTIFACTS, "report.png"), fullPage: true });
