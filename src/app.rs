@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::capture::{Capture, JsonlSink, MemorySink, Sink, SpoolConfig, WriterConfig};
+use crate::capture::{Capture, JsonlSink, MemorySink, RowPolicy, Sink, SpoolConfig, WriterConfig};
 use crate::config::{Config, SinkKind};
 use crate::http::{AppState, Gateway, GatewayParts};
 use crate::judge::{Checker, CheckingSink, HardFailureHook, JudgeRuntime};
@@ -232,6 +232,11 @@ impl Runtime {
                 dir: s.dir.clone(),
                 max_bytes: s.max_bytes,
             }),
+            rows: RowPolicy {
+                sample_rate: config.capture.row_sample_rate,
+                error_rows_per_flush: config.capture.error_rows_per_flush,
+            },
+            max_counted: config.capture.max_aggregated_per_flush,
         };
         let capture = Capture::start(
             sink,

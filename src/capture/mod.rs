@@ -16,6 +16,7 @@
 pub mod aggregate;
 pub mod answer;
 mod body;
+mod flush;
 mod histogram;
 mod observation;
 mod pairing;
@@ -27,6 +28,7 @@ mod writer;
 pub use aggregate::Aggregates;
 pub use answer::{Answer, DeclaredTool, Output, ToolCall, declared_tools};
 pub use body::JsonBody;
+pub use flush::{Flush, FlushId, RowPolicy};
 pub use histogram::LatencyHistogram;
 pub use observation::{
     CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Usage,

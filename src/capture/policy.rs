@@ -131,6 +131,9 @@ mod tests {
             write_attempts: 1,
             retry_backoff: Duration::from_millis(1),
             spool: None,
+            row_sample_rate: 1.0,
+            error_rows_per_flush: 20,
+            max_aggregated_per_flush: 1,
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 
-use super::CaptureEvent;
+use super::{CaptureEvent, Flush};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -36,10 +36,24 @@ impl SinkError {
 /// return an error: [`SinkError::Rejected`] when the data is at fault (the writer splits the
 /// batch), any other when the sink is (the writer retries, then spools). A batch may be written
 /// again (retried, or replayed from the spool after a crash): the store's writes are idempotent
-/// on the events' ids; the JSONL sink may then repeat lines.
+/// on the events' ids (and row-less observations on the flush's id); the JSONL sink may then
+/// repeat lines.
 pub trait Sink: Send + Sync + 'static {
     fn write_batch<'a>(&'a self, batch: &'a [CaptureEvent])
     -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Whether the sink keeps aggregates, so that observations without a row of their own
+    /// ([`Flush::counted`]) are enough for it. Only such a sink is given row-less observations;
+    /// any other gets every event as a row.
+    fn aggregates(&self) -> bool {
+        false
+    }
+
+    /// Writes a flush: its rows, and (for a sink that aggregates) its row-less observations,
+    /// once per flush id.
+    fn write_flush<'a>(&'a self, flush: &'a Flush) -> BoxFuture<'a, Result<(), SinkError>> {
+        self.write_batch(&flush.rows)
+    }
 }
 
 /// Keeps every event in memory. For tests and `canarist demo`.

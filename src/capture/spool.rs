@@ -2,13 +2,18 @@
 //! unreachable), and where it takes them back from, oldest first, once the sink answers again.
 //!
 //! Format: a directory of segments, one per spooled batch, named by a sequence number
-//! (`00000000000000000042.jsonl`), each holding the batch's [`CaptureEvent`]s as JSON lines (the
-//! same serde shape as the JSONL sink). A segment is written to `<name>.tmp`, fsync'd, renamed
+//! (`00000000000000000042.jsonl`), each holding one or more [`Flush`]es as JSON lines: a
+//! `{"kind":"flush","writer":…,"seq":…}` line with the flush's id (when it holds row-less
+//! observations), then its rows as
+//! [`CaptureEvent`]s (the same serde shape as the JSONL sink), then its row-less observations
+//! (`"kind":"counted"`). Lines before any `flush` line (a segment of an older version) are one
+//! flush without an id. A segment is written to `<name>.tmp`, fsync'd, renamed
 //! into place, and the directory fsync'd before the writer goes on: a spooled batch survives a
 //! kill -9 and a power loss, and a segment is either whole or absent (a `.tmp` left by a crash
 //! was never acknowledged and is removed at the next start). A segment is deleted only after the
 //! sink has stored all of it, so a crash in between replays it again: the store's writes are
-//! idempotent on the event ids, which makes the replay exactly-once in effect.
+//! idempotent on the event ids and, for row-less observations, on the flush id, which makes the
+//! replay exactly-once in effect.
 //!
 //! Bounded: the segments' bytes never exceed `max_bytes`; what does not fit is refused (the
 //! writer drops and counts it). One process at a time: the directory is locked (`lock`, an
@@ -17,7 +22,50 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use super::CaptureEvent;
+use serde::{Deserialize, Serialize};
+
+use super::{CaptureEvent, Flush, FlushId, Observation, Pair};
+
+/// One spooled line, as read back.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Line {
+    Flush(FlushId),
+    Counted(Box<Observation>),
+    Observation(Box<Observation>),
+    Pair(Box<Pair>),
+}
+
+/// The lines a spool writes besides [`CaptureEvent`]s.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum LineOut<'a> {
+    Flush(&'a FlushId),
+    Counted(&'a Observation),
+}
+
+/// The lines of `flushes`, each ending in a newline.
+fn lines(flushes: &[Flush]) -> serde_json::Result<Vec<(bool, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut push = |event: bool, mut line: Vec<u8>| {
+        line.push(b'\n');
+        out.push((event, line));
+    };
+    for flush in flushes {
+        // The id matters only to row-less observations (rows are idempotent on their own ids):
+        // a flush of rows only is written without it, and read back into the flush before it.
+        if let Some(id) = flush.id.as_ref().filter(|_| !flush.counted.is_empty()) {
+            push(false, serde_json::to_vec(&LineOut::Flush(id))?);
+        }
+        for event in &flush.rows {
+            push(true, serde_json::to_vec(event)?);
+        }
+        for o in &flush.counted {
+            push(true, serde_json::to_vec(&LineOut::Counted(o))?);
+        }
+    }
+    Ok(out)
+}
 
 /// Where the spool lives and how large it may grow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +89,7 @@ pub enum SpoolError {
 /// The oldest spooled batch, read back.
 #[derive(Debug)]
 pub(super) struct Segment {
-    pub events: Vec<CaptureEvent>,
+    pub flushes: Vec<Flush>,
     /// Lines that could not be read back as an event.
     pub unreadable: usize,
 }
@@ -91,26 +139,25 @@ impl Spool {
         self.open.as_ref().map_or(0, |o| o.bytes)
     }
 
-    /// Spools the longest prefix of `events` that fits under the cap, as one segment; returns
-    /// its length (0: the spool is full).
-    pub async fn append(&mut self, events: &[CaptureEvent]) -> Result<usize, SpoolError> {
+    /// Spools the longest prefix of the events of `flushes` that fits under the cap, as one
+    /// segment; returns how many events it holds (0: the spool is full).
+    pub async fn append(&mut self, flushes: &[Flush]) -> Result<usize, SpoolError> {
         let max_bytes = self.config.max_bytes;
         let dir = self.config.dir.clone();
+        let lines = lines(flushes).map_err(|e| SpoolError::Io {
+            path: dir.clone(),
+            source: std::io::Error::other(e),
+        })?;
         let open = self.ensure_open().await?;
         let room = max_bytes.saturating_sub(open.bytes);
         let mut buf = Vec::new();
         let mut taken = 0;
-        for event in events {
-            let mut line = serde_json::to_vec(event).map_err(|e| SpoolError::Io {
-                path: dir.clone(),
-                source: std::io::Error::other(e),
-            })?;
-            line.push(b'\n');
+        for (event, line) in lines {
             if (buf.len() + line.len()) as u64 > room {
                 break;
             }
             buf.extend_from_slice(&line);
-            taken += 1;
+            taken += usize::from(event);
         }
         if taken == 0 {
             return Ok(0);
@@ -133,15 +180,37 @@ impl Spool {
         let path = segment_path(&self.config.dir, seq);
         let text = blocking(path.clone(), move || std::fs::read(&path)).await?;
         let mut segment = Segment {
-            events: Vec::new(),
+            flushes: Vec::new(),
             unreadable: 0,
         };
         for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            match serde_json::from_slice(line) {
-                Ok(event) => segment.events.push(event),
-                Err(_) => segment.unreadable += 1,
+            let line = match serde_json::from_slice(line) {
+                Ok(line) => line,
+                Err(_) => {
+                    segment.unreadable += 1;
+                    continue;
+                }
+            };
+            if let Line::Flush(id) = line {
+                segment.flushes.push(Flush {
+                    id: Some(id),
+                    ..Flush::default()
+                });
+                continue;
+            }
+            if segment.flushes.is_empty() {
+                segment.flushes.push(Flush::default());
+            }
+            if let Some(flush) = segment.flushes.last_mut() {
+                match line {
+                    Line::Flush(_) => {}
+                    Line::Counted(o) => flush.counted.push(*o),
+                    Line::Observation(o) => flush.rows.push(CaptureEvent::Observation(o)),
+                    Line::Pair(p) => flush.rows.push(CaptureEvent::Pair(p)),
+                }
             }
         }
+        segment.flushes.retain(|f| !f.is_empty());
         Ok(Some(segment))
     }
 
@@ -163,8 +232,8 @@ impl Spool {
         .await
     }
 
-    /// Replaces the oldest segment by `events` (what of it is not stored yet).
-    pub async fn replace_front(&mut self, events: &[CaptureEvent]) -> Result<(), SpoolError> {
+    /// Replaces the oldest segment by `flushes` (what of it is not stored yet).
+    pub async fn replace_front(&mut self, flushes: &[Flush]) -> Result<(), SpoolError> {
         let dir = self.config.dir.clone();
         let Some(open) = self.open.as_mut() else {
             return Ok(());
@@ -172,14 +241,14 @@ impl Spool {
         let Some(front) = open.segments.front_mut() else {
             return Ok(());
         };
-        let mut buf = Vec::new();
-        for event in events {
-            serde_json::to_writer(&mut buf, event).map_err(|e| SpoolError::Io {
+        let buf: Vec<u8> = lines(flushes)
+            .map_err(|e| SpoolError::Io {
                 path: dir.clone(),
                 source: std::io::Error::other(e),
-            })?;
-            buf.push(b'\n');
-        }
+            })?
+            .into_iter()
+            .flat_map(|(_, line)| line)
+            .collect();
         let bytes = buf.len() as u64;
         let path = segment_path(&dir, front.0);
         blocking(path.clone(), move || write_atomically(&path, &buf)).await?;
@@ -297,6 +366,18 @@ mod tests {
     use super::*;
     use crate::capture::writer::tests::event;
 
+    fn rows(events: &[CaptureEvent]) -> Vec<Flush> {
+        vec![Flush::of_rows(events.to_vec())]
+    }
+
+    fn events(segment: &Segment) -> Vec<CaptureEvent> {
+        segment
+            .flushes
+            .iter()
+            .flat_map(|f| f.rows.iter().cloned())
+            .collect()
+    }
+
     fn config(dir: &Path, max_bytes: u64) -> SpoolConfig {
         SpoolConfig {
             dir: dir.join("spool"),
@@ -311,8 +392,8 @@ mod tests {
         spool.recover().await.unwrap();
         assert!(spool.is_empty());
         assert!(!dir.path().join("spool").exists(), "opened lazily");
-        assert_eq!(spool.append(&[event(1), event(2)]).await.unwrap(), 2);
-        assert_eq!(spool.append(&[event(3)]).await.unwrap(), 1);
+        assert_eq!(spool.append(&rows(&[event(1), event(2)])).await.unwrap(), 2);
+        assert_eq!(spool.append(&rows(&[event(3)])).await.unwrap(), 1);
         let bytes = spool.bytes();
         // A torn write of a crashed run is not a segment.
         std::fs::write(
@@ -326,11 +407,17 @@ mod tests {
         spool.recover().await.unwrap();
         assert_eq!(spool.bytes(), bytes);
         let first = spool.front().await.unwrap().unwrap();
-        assert_eq!(first.events, vec![event(1), event(2)]);
-        spool.replace_front(&[event(2)]).await.unwrap();
-        assert_eq!(spool.front().await.unwrap().unwrap().events, vec![event(2)]);
+        assert_eq!(events(&first), vec![event(1), event(2)]);
+        spool.replace_front(&rows(&[event(2)])).await.unwrap();
+        assert_eq!(
+            events(&spool.front().await.unwrap().unwrap()),
+            vec![event(2)]
+        );
         spool.pop_front().await.unwrap();
-        assert_eq!(spool.front().await.unwrap().unwrap().events, vec![event(3)]);
+        assert_eq!(
+            events(&spool.front().await.unwrap().unwrap()),
+            vec![event(3)]
+        );
         spool.pop_front().await.unwrap();
         assert!(spool.is_empty());
         assert_eq!(spool.bytes(), 0);
@@ -348,8 +435,8 @@ mod tests {
         let line = serde_json::to_vec(&event(1)).unwrap().len() as u64 + 1;
         let mut spool = Spool::new(config(dir.path(), 3 * line));
         let batch: Vec<_> = (0..5).map(event).collect();
-        assert_eq!(spool.append(&batch).await.unwrap(), 3);
-        assert_eq!(spool.append(&batch[3..]).await.unwrap(), 0);
+        assert_eq!(spool.append(&rows(&batch)).await.unwrap(), 3);
+        assert_eq!(spool.append(&rows(&batch[3..])).await.unwrap(), 0);
         assert_eq!(spool.bytes(), 3 * line);
         assert!(spool.bytes() <= 3 * line);
     }
@@ -358,12 +445,12 @@ mod tests {
     async fn one_process_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Spool::new(config(dir.path(), 1 << 20));
-        a.append(&[event(1)]).await.unwrap();
+        a.append(&rows(&[event(1)])).await.unwrap();
         let mut b = Spool::new(config(dir.path(), 1 << 20));
         assert!(matches!(b.recover().await, Err(SpoolError::Locked { .. })));
         drop(a);
         b.recover().await.unwrap();
-        assert_eq!(b.front().await.unwrap().unwrap().events, vec![event(1)]);
+        assert_eq!(events(&b.front().await.unwrap().unwrap()), vec![event(1)]);
     }
 
     #[tokio::test]
@@ -377,7 +464,37 @@ mod tests {
         let mut spool = Spool::new(config(dir.path(), 1 << 20));
         spool.recover().await.unwrap();
         let segment = spool.front().await.unwrap().unwrap();
-        assert_eq!(segment.events, vec![event(1)]);
+        assert_eq!(events(&segment), vec![event(1)]);
         assert_eq!(segment.unreadable, 1);
+    }
+
+    #[tokio::test]
+    async fn flushes_keep_their_ids_and_row_less_observations() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::new(config(dir.path(), 1 << 20));
+        let counted = |i| match event(i) {
+            CaptureEvent::Observation(o) => crate::capture::flush::lean(*o),
+            CaptureEvent::Pair(_) => unreachable!(),
+        };
+        let id = |seq| FlushId {
+            writer: uuid::Uuid::from_u128(7),
+            seq,
+        };
+        let flushes = vec![
+            Flush {
+                id: Some(id(1)),
+                rows: vec![event(1)],
+                counted: vec![counted(2), counted(3)],
+            },
+            Flush {
+                id: Some(id(2)),
+                rows: vec![],
+                counted: vec![counted(4)],
+            },
+        ];
+        assert_eq!(spool.append(&flushes).await.unwrap(), 4);
+        assert_eq!(spool.front().await.unwrap().unwrap().flushes, flushes);
+        spool.replace_front(&flushes[1..]).await.unwrap();
+        assert_eq!(spool.front().await.unwrap().unwrap().flushes, &flushes[1..]);
     }
 }

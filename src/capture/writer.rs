@@ -12,6 +12,16 @@
 //!   holds anything, new batches go behind it, so that events reach the sink in the order they
 //!   were recorded. Only when there is no spool, or it is full, are such events dropped and
 //!   counted (`write_failed`, `spool_full`).
+//!
+//! A batch is a [`Flush`]. For a sink that keeps aggregates ([`Sink::aggregates`], the store),
+//! the writer sorts each observation as it takes it off the channel: a row ([`RowPolicy`]: a
+//! pair's side, an error within the flush's budget, the row sample) or a row-less observation
+//! that the store only adds to its aggregate tables, texts and bodies dropped. Row-less
+//! observations do not count towards `batch_size` (rows do); up to `max_counted` of them go in
+//! one flush, so that a busy gateway still writes about one small transaction per flush
+//! interval. Each flush carries the writer's id and a sequence number ([`FlushId`]), kept
+//! through retries, splits' halves (new ids: a rejected flush was not committed) and the spool,
+//! so that the store adds a flush once however often it is written.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,8 +33,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::flush::lean;
 use super::spool::{Spool, SpoolConfig, SpoolError};
-use super::{CaptureEvent, Sink, SinkError};
+use super::{CaptureEvent, Flush, FlushId, RowPolicy, Sink, SinkError};
 use crate::telemetry::CaptureCounts;
 
 /// The longest wait between two write attempts or two tries to replay the spool.
@@ -46,6 +57,10 @@ pub struct WriterConfig {
     pub retry_backoff: Duration,
     /// Where batches wait while the sink is unavailable; `None`: they are dropped and counted.
     pub spool: Option<SpoolConfig>,
+    /// Which observations keep a row, for a sink that aggregates (any other gets every event).
+    pub rows: RowPolicy,
+    /// Row-less observations in one flush, at most (a flush is written when it holds this many).
+    pub max_counted: usize,
 }
 
 impl Default for WriterConfig {
@@ -57,6 +72,8 @@ impl Default for WriterConfig {
             max_attempts: 3,
             retry_backoff: Duration::from_millis(100),
             spool: None,
+            rows: RowPolicy::default(),
+            max_counted: 20_000,
         }
     }
 }
@@ -75,8 +92,10 @@ pub struct CaptureStats {
     pub dropped_invalid_row: AtomicU64,
     /// Events dropped because the sink was unavailable and the spool was full.
     pub dropped_spool_full: AtomicU64,
-    /// Events written by the sink.
+    /// Events written by the sink (rows and row-less observations).
     pub written: AtomicU64,
+    /// Of those, observations written without a row (added to the sink's aggregates only).
+    pub aggregated: AtomicU64,
     /// Failed write attempts (each retry counts).
     pub write_errors: AtomicU64,
     /// Events written to the spool.
@@ -151,11 +170,21 @@ impl Capture {
     pub fn counts(&self) -> CaptureCounts {
         let s = &self.stats;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // Each accepted event ends written, spooled or dropped; a replayed one (from this run's
+        // spool or an earlier run's) is counted again as written or dropped, and as replayed.
+        let settled = (load(&s.written)
+            + load(&s.spooled)
+            + load(&s.dropped_write_failed)
+            + load(&s.dropped_invalid_row)
+            + load(&s.dropped_spool_full))
+        .saturating_sub(load(&s.replayed));
         CaptureCounts {
+            unflushed: load(&s.enqueued).saturating_sub(settled),
             queue_depth: self.queue_depth(),
             spool_bytes: load(&s.spool_bytes),
             enqueued: load(&s.enqueued),
             written: load(&s.written),
+            aggregated: load(&s.aggregated),
             write_errors: load(&s.write_errors),
             spooled: load(&s.spooled),
             replayed: load(&s.replayed),
@@ -176,9 +205,28 @@ enum Outcome {
     Unavailable,
 }
 
+/// The flush being filled, and how many error rows it kept so far.
+#[derive(Default)]
+struct Filling {
+    flush: Flush,
+    error_rows: usize,
+}
+
+impl Filling {
+    fn take(&mut self) -> Flush {
+        self.error_rows = 0;
+        std::mem::take(&mut self.flush)
+    }
+}
+
 /// The writer task's state.
 struct Writer {
     sink: Arc<dyn Sink>,
+    /// The row policy, when the sink aggregates.
+    rows: Option<RowPolicy>,
+    /// This writer's id in every [`FlushId`], and the next sequence number.
+    id: uuid::Uuid,
+    next_seq: u64,
     config: WriterConfig,
     stats: Arc<CaptureStats>,
     spool: Option<Spool>,
@@ -191,6 +239,9 @@ impl Writer {
     fn new(sink: Arc<dyn Sink>, config: WriterConfig, stats: Arc<CaptureStats>) -> Self {
         let spool = config.spool.clone().map(Spool::new);
         Self {
+            rows: sink.aggregates().then_some(config.rows),
+            id: uuid::Uuid::new_v4(),
+            next_seq: 1,
             sink,
             replay_backoff: config.retry_backoff,
             config,
@@ -202,20 +253,19 @@ impl Writer {
 
     async fn run(mut self, mut rx: mpsc::Receiver<CaptureEvent>, cancel: CancellationToken) {
         self.recover().await;
-        let batch_size = self.config.batch_size.max(1);
-        let mut batch: Vec<CaptureEvent> = Vec::with_capacity(batch_size);
+        let mut batch = Filling::default();
         loop {
             if self.backlog() && !cancel.is_cancelled() && Instant::now() >= self.replay_at {
                 // The sink may be back: replay the oldest segment. New events wait in memory
                 // meanwhile, up to a batch; a full batch goes behind the backlog.
                 self.replay_one().await;
-                drain(&mut rx, &mut batch, batch_size);
-                if batch.len() >= batch_size {
-                    self.handle(std::mem::take(&mut batch)).await;
+                self.drain(&mut rx, &mut batch);
+                if self.full(&batch) {
+                    self.handle(batch.take()).await;
                 }
                 continue;
             }
-            if batch.is_empty() {
+            if batch.flush.is_empty() {
                 // Wait for the first event of a batch (or the next replay, or shutdown with an
                 // empty channel).
                 let replay_at = self.replay_at;
@@ -230,20 +280,20 @@ impl Writer {
                     }
                 };
                 let Some(first) = first else { break };
-                batch.push(first);
+                self.admit(first, &mut batch);
             }
             // Fill the batch from what is already queued; if it is not full, wait out the flush
             // interval once and take what arrived meanwhile. Two wake-ups per batch at most,
             // instead of one per event.
-            drain(&mut rx, &mut batch, batch_size);
-            if batch.len() < batch_size && !cancel.is_cancelled() {
+            self.drain(&mut rx, &mut batch);
+            if !self.full(&batch) && !cancel.is_cancelled() {
                 tokio::select! {
                     () = tokio::time::sleep(self.config.flush_interval) => {}
                     () = cancel.cancelled() => {}
                 }
-                drain(&mut rx, &mut batch, batch_size);
+                self.drain(&mut rx, &mut batch);
             }
-            self.handle(std::mem::take(&mut batch)).await;
+            self.handle(batch.take()).await;
         }
         if !self.backlog() {
             return;
@@ -254,6 +304,47 @@ impl Writer {
                 bytes = spool.bytes(),
                 "capture spool not empty at shutdown; it is replayed at the next start"
             );
+        }
+    }
+
+    /// Puts `event` in the flush being filled: as a row, or (for a sink that aggregates, when
+    /// the row policy does not keep it) as a row-less observation.
+    fn admit(&self, event: CaptureEvent, batch: &mut Filling) {
+        match (event, &self.rows) {
+            (CaptureEvent::Observation(o), Some(policy))
+                if !policy.keeps_row(&o, &mut batch.error_rows) =>
+            {
+                batch.flush.counted.push(lean(*o));
+            }
+            (event, _) => batch.flush.rows.push(event),
+        }
+    }
+
+    /// Whether the flush being filled is full: `batch_size` rows or `max_counted` row-less
+    /// observations.
+    fn full(&self, batch: &Filling) -> bool {
+        batch.flush.rows.len() >= self.config.batch_size.max(1)
+            || batch.flush.counted.len() >= self.config.max_counted.max(1)
+    }
+
+    /// Moves queued events into `batch` without waiting, until it is full.
+    fn drain(&self, rx: &mut mpsc::Receiver<CaptureEvent>, batch: &mut Filling) {
+        while !self.full(batch) {
+            match rx.try_recv() {
+                Ok(event) => self.admit(event, batch),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Gives `flush` its id if it has none yet.
+    fn stamp(&mut self, flush: &mut Flush) {
+        if flush.id.is_none() {
+            flush.id = Some(FlushId {
+                writer: self.id,
+                seq: self.next_seq,
+            });
+            self.next_seq += 1;
         }
     }
 
@@ -284,37 +375,39 @@ impl Writer {
     }
 
     /// A new batch: written, or spooled behind the backlog.
-    async fn handle(&mut self, batch: Vec<CaptureEvent>) {
+    async fn handle(&mut self, mut batch: Flush) {
         if batch.is_empty() {
             return;
         }
+        self.stamp(&mut batch);
         if self.backlog() {
-            self.spool_events(batch).await;
+            self.spool_flushes(vec![batch]).await;
             return;
         }
-        if let Err(rest) = self.deliver(batch, self.config.max_attempts).await {
-            self.spool_events(rest).await;
+        if let Err(rest) = self.deliver(vec![batch], self.config.max_attempts).await {
+            self.spool_flushes(rest).await;
         }
     }
 
-    /// Writes `batch`, splitting what the sink rejects down to single events (dropped and
-    /// counted); returns, in order, the events not written because the sink is unavailable.
-    async fn deliver(
-        &mut self,
-        batch: Vec<CaptureEvent>,
-        attempts: u32,
-    ) -> Result<(), Vec<CaptureEvent>> {
-        let mut parts = VecDeque::from([batch]);
+    /// Writes `flushes` in order, splitting what the sink rejects down to single events (dropped
+    /// and counted); returns, in order, the flushes not written because the sink is unavailable
+    /// (each keeps its id: it may have been committed without the writer hearing of it).
+    async fn deliver(&mut self, flushes: Vec<Flush>, attempts: u32) -> Result<(), Vec<Flush>> {
+        let mut parts = VecDeque::from(flushes);
         while let Some(mut part) = parts.pop_front() {
+            self.stamp(&mut part);
             match self.write(&part, attempts).await {
                 Outcome::Written => {
                     self.stats
                         .written
                         .fetch_add(part.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .aggregated
+                        .fetch_add(part.counted.len() as u64, Ordering::Relaxed);
                 }
                 Outcome::Rejected(error) if part.len() > 1 => {
                     tracing::debug!(%error, events = part.len(), "capture batch rejected; splitting it");
-                    let back = part.split_off(part.len() / 2);
+                    let back = part.split_half();
                     parts.push_front(back);
                     parts.push_front(part);
                 }
@@ -322,7 +415,7 @@ impl Writer {
                     self.stats
                         .dropped_invalid_row
                         .fetch_add(part.len() as u64, Ordering::Relaxed);
-                    for event in &part {
+                    for event in &part.rows {
                         tracing::error!(
                             request_id = %event.request_id(),
                             event = event.kind(),
@@ -331,23 +424,31 @@ impl Writer {
                             "capture event rejected by the sink; dropped"
                         );
                     }
+                    for o in &part.counted {
+                        tracing::error!(
+                            request_id = %o.request_id,
+                            event = "counted",
+                            id = %o.id,
+                            %error,
+                            "capture event rejected by the sink; dropped"
+                        );
+                    }
                 }
                 Outcome::Unavailable => {
-                    for rest in parts {
-                        part.extend(rest);
-                    }
-                    return Err(part);
+                    let mut rest = vec![part];
+                    rest.extend(parts);
+                    return Err(rest);
                 }
             }
         }
         Ok(())
     }
 
-    async fn write(&self, part: &[CaptureEvent], attempts: u32) -> Outcome {
+    async fn write(&self, part: &Flush, attempts: u32) -> Outcome {
         let attempts = attempts.max(1);
         let mut backoff = self.config.retry_backoff;
         for attempt in 1..=attempts {
-            match self.sink.write_batch(part).await {
+            match self.sink.write_flush(part).await {
                 Ok(()) => return Outcome::Written,
                 Err(error) if error.is_rejection() => {
                     self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -368,8 +469,8 @@ impl Writer {
 
     /// Puts events the sink could not take into the spool; what it cannot hold is dropped and
     /// counted.
-    async fn spool_events(&mut self, events: Vec<CaptureEvent>) {
-        let n = events.len() as u64;
+    async fn spool_flushes(&mut self, flushes: Vec<Flush>) {
+        let n = flushes.iter().map(|f| f.len() as u64).sum::<u64>();
         let Some(spool) = self.spool.as_mut() else {
             self.stats
                 .dropped_write_failed
@@ -381,7 +482,7 @@ impl Writer {
             return;
         };
         let was_empty = spool.is_empty();
-        match spool.append(&events).await {
+        match spool.append(&flushes).await {
             Ok(taken) => {
                 let taken = taken as u64;
                 self.stats.spooled.fetch_add(taken, Ordering::Relaxed);
@@ -444,8 +545,8 @@ impl Writer {
             self.stats.replayed.fetch_add(n, Ordering::Relaxed);
             tracing::error!(lines = n, "spooled capture lines unreadable; dropped");
         }
-        let n = segment.events.len() as u64;
-        let result = self.deliver(segment.events, 1).await;
+        let n = segment.flushes.iter().map(|f| f.len() as u64).sum::<u64>();
+        let result = self.deliver(segment.flushes, 1).await;
         let Some(spool) = self.spool.as_mut() else {
             return;
         };
@@ -464,10 +565,9 @@ impl Writer {
                 self.replay_at = Instant::now();
             }
             Err(rest) => {
-                self.stats
-                    .replayed
-                    .fetch_add(n - rest.len() as u64, Ordering::Relaxed);
-                let changed = (rest.len() as u64) < n || unreadable > 0;
+                let left = rest.iter().map(|f| f.len() as u64).sum::<u64>();
+                self.stats.replayed.fetch_add(n - left, Ordering::Relaxed);
+                let changed = left < n || unreadable > 0;
                 if changed && let Err(error) = spool.replace_front(&rest).await {
                     tracing::error!(%error, "cannot rewrite a spooled capture batch; it is replayed whole");
                 }
@@ -485,16 +585,6 @@ impl Writer {
     fn update_gauge(&self) {
         let bytes = self.spool.as_ref().map_or(0, Spool::bytes);
         self.stats.spool_bytes.store(bytes, Ordering::Relaxed);
-    }
-}
-
-/// Moves queued events into `batch` without waiting, up to `batch_size`.
-fn drain(rx: &mut mpsc::Receiver<CaptureEvent>, batch: &mut Vec<CaptureEvent>, batch_size: usize) {
-    while batch.len() < batch_size {
-        match rx.try_recv() {
-            Ok(event) => batch.push(event),
-            Err(_) => break,
-        }
     }
 }
 

@@ -314,6 +314,12 @@ pub struct CaptureConfig {
     pub retry_backoff: Duration,
     /// `capture.spool`; `None` when turned off (`max_bytes: 0`).
     pub spool: Option<SpoolSettings>,
+    /// `capture.row_sample_rate`.
+    pub row_sample_rate: f64,
+    /// `capture.error_rows_per_flush`.
+    pub error_rows_per_flush: usize,
+    /// `capture.max_aggregated_per_flush`.
+    pub max_aggregated_per_flush: usize,
 }
 
 /// Where the capture writer keeps batches while the store is unreachable (`capture.spool`).

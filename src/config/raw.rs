@@ -326,6 +326,19 @@ pub struct RawCapture {
     /// Where batches wait while the store is unreachable.
     #[serde(default)]
     pub spool: Option<RawSpool>,
+    /// Fraction (0–1) of the observations that are not a pair's side or a kept error which the
+    /// store keeps as full rows anyway (default 0.01). Every observation is added to the
+    /// aggregate tables the gate, status and reports read, with or without a row.
+    #[serde(default)]
+    pub row_sample_rate: Option<f64>,
+    /// Failed observations kept as full rows per flush, at most (default 20), so that a report
+    /// has errors to show; every error is counted in the aggregates.
+    #[serde(default)]
+    pub error_rows_per_flush: Option<usize>,
+    /// Row-less observations in one flush, at most (default 20000): a flush holding this many
+    /// is written at once.
+    #[serde(default)]
+    pub max_aggregated_per_flush: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

@@ -706,6 +706,14 @@ fn capture(path: &Path, rc: super::raw::RawCapture, p: &mut Problems) -> Capture
     if write_attempts == 0 {
         p.push("capture.write_attempts", "must be at least 1");
     }
+    let row_sample_rate = rc.row_sample_rate.unwrap_or(0.01);
+    if !(0.0..=1.0).contains(&row_sample_rate) {
+        p.push("capture.row_sample_rate", "must be between 0 and 1");
+    }
+    let max_aggregated_per_flush = rc.max_aggregated_per_flush.unwrap_or(20_000);
+    if max_aggregated_per_flush == 0 {
+        p.push("capture.max_aggregated_per_flush", "must be greater than 0");
+    }
     let spool = rc.spool.unwrap_or_default();
     let max_bytes = spool.max_bytes.unwrap_or_else(default_spool_max_bytes);
     let spool = (max_bytes > 0).then(|| {
@@ -717,6 +725,9 @@ fn capture(path: &Path, rc: super::raw::RawCapture, p: &mut Problems) -> Capture
         }
     });
     CaptureConfig {
+        row_sample_rate,
+        error_rows_per_flush: rc.error_rows_per_flush.unwrap_or(20),
+        max_aggregated_per_flush,
         write_attempts,
         retry_backoff: rc.retry_backoff.unwrap_or_else(default_retry_backoff),
         spool,

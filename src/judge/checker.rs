@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 
-use crate::capture::{CaptureEvent, Pair, Sink, SinkError};
+use crate::capture::{CaptureEvent, Flush, Pair, Sink, SinkError};
 use crate::rubric::{Rubric, run_checks, select};
 use crate::store::{BatchExtras, NewCheckResult, Store};
 
@@ -116,39 +116,54 @@ impl CheckingSink {
     }
 }
 
+impl CheckingSink {
+    /// Checks the pairs among `rows`, then writes `rows` (or the whole `flush`) with the check
+    /// results and judge jobs in one transaction.
+    async fn write(&self, rows: &[CaptureEvent], flush: Option<&Flush>) -> Result<(), SinkError> {
+        let mut checks = Vec::new();
+        let mut jobs = HashSet::new();
+        // (pair, rows, hard failures), reported after the commit.
+        let mut reports = Vec::new();
+        for event in rows {
+            let CaptureEvent::Pair(pair) = event else {
+                continue;
+            };
+            let checked = self.checker.check(pair);
+            if checked.needs_judge {
+                jobs.insert(pair.id);
+            }
+            reports.push((pair.as_ref(), checked.rows.len(), checked.hard_failures));
+            checks.extend(checked.rows);
+        }
+        let extras = BatchExtras {
+            checks: &checks,
+            judge_jobs: Some(&jobs),
+        };
+        match flush {
+            Some(flush) => self.store.write_flush_with(flush, extras).await,
+            None => self.store.write_events_with(rows, extras).await,
+        }
+        .map_err(SinkError::from)?;
+        for (pair, rows, hard_failures) in reports {
+            self.checker.stored(pair, rows, hard_failures);
+        }
+        Ok(())
+    }
+}
+
 impl Sink for CheckingSink {
     fn write_batch<'a>(
         &'a self,
         batch: &'a [CaptureEvent],
     ) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async move {
-            let mut checks = Vec::new();
-            let mut jobs = HashSet::new();
-            // (pair, rows, hard failures), reported after the commit.
-            let mut reports = Vec::new();
-            for event in batch {
-                let CaptureEvent::Pair(pair) = event else {
-                    continue;
-                };
-                let checked = self.checker.check(pair);
-                if checked.needs_judge {
-                    jobs.insert(pair.id);
-                }
-                reports.push((pair.as_ref(), checked.rows.len(), checked.hard_failures));
-                checks.extend(checked.rows);
-            }
-            let extras = BatchExtras {
-                checks: &checks,
-                judge_jobs: Some(&jobs),
-            };
-            self.store
-                .write_events_with(batch, extras)
-                .await
-                .map_err(SinkError::from)?;
-            for (pair, rows, hard_failures) in reports {
-                self.checker.stored(pair, rows, hard_failures);
-            }
-            Ok(())
-        })
+        Box::pin(self.write(batch, None))
+    }
+
+    fn aggregates(&self) -> bool {
+        true
+    }
+
+    fn write_flush<'a>(&'a self, flush: &'a Flush) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.write(&flush.rows, Some(flush)))
     }
 }

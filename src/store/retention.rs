@@ -83,6 +83,15 @@ impl Store {
                     break;
                 }
             }
+            // The ids of flushes as old as the observations deleted: a flush replayed after
+            // that long would only add what retention already let go.
+            with_pool!(self, p => {
+                sqlx::query("DELETE FROM agg_flushes WHERE at < $1")
+                    .bind(before)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+            });
         }
         if let Some(age) = policy.bodies {
             let before = cutoff(now, age)?;

@@ -5,6 +5,11 @@
 //! check's and the job's key) so that a retried or replayed batch never duplicates a row. Text
 //! and JSON are sanitized on the way in (`sanitize`: NUL becomes U+FFFD), the same on both
 //! backends; an error the rows themselves cause becomes [`SinkError::Rejected`].
+//!
+//! A [`Flush`] adds its row-less observations to the aggregate tables only, in the same
+//! transaction, and only when its id is new to `agg_flushes` (recorded there in that
+//! transaction): a flush written twice adds them once. Its rows add, as every row does, only
+//! when their insert added them.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -21,8 +26,8 @@ use super::sanitize;
 use super::{Store, StoreError, to_i64, to_u64, with_pool};
 use crate::capture::LatencyHistogram;
 use crate::capture::{
-    Aggregates, CaptureEvent, Endpoint, ErrorClass, Observation, Pair, Purpose, Role, Sink,
-    SinkError, Usage,
+    Aggregates, CaptureEvent, Endpoint, ErrorClass, Flush, FlushId, Observation, Pair, Purpose,
+    Role, Sink, SinkError, Usage,
 };
 
 /// Observation rows per INSERT statement (32 columns each: below SQLite's 32,766 and Postgres'
@@ -52,6 +57,19 @@ impl Sink for StoreSink {
         Box::pin(async move {
             self.store
                 .write_events(batch)
+                .await
+                .map_err(SinkError::from)
+        })
+    }
+
+    fn aggregates(&self) -> bool {
+        true
+    }
+
+    fn write_flush<'a>(&'a self, flush: &'a Flush) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            self.store
+                .write_flush_with(flush, BatchExtras::default())
                 .await
                 .map_err(SinkError::from)
         })
@@ -99,6 +117,9 @@ struct PairRow<'a> {
 /// The rows one batch turns into, sanitized (`sanitize`: no NUL anywhere).
 struct Rows<'a> {
     observations: Vec<Cow<'a, Observation>>,
+    /// Row-less observations, added to the aggregates only (when `flush` is new).
+    counted: Vec<Cow<'a, Observation>>,
+    flush: Option<FlushId>,
     pairs: Vec<PairRow<'a>>,
     checks: Cow<'a, [NewCheckResult]>,
     now: DateTime<Utc>,
@@ -141,10 +162,20 @@ impl<'a> Rows<'a> {
             .collect();
         Self {
             observations,
+            counted: Vec::new(),
+            flush: None,
             pairs,
             checks: sanitize_checks(extras.checks),
             now: Utc::now(),
         }
+    }
+
+    /// The rows of `flush`, and its row-less observations.
+    fn of_flush(flush: &'a Flush, extras: BatchExtras<'a>) -> Self {
+        let mut rows = Self::new(&flush.rows, extras);
+        rows.counted = flush.counted.iter().map(sanitize::observation).collect();
+        rows.flush = flush.id;
+        rows
     }
 
     fn observation_labels(&self) -> Vec<(Uuid, &str, &str)> {
@@ -306,8 +337,33 @@ macro_rules! write_rows {
             qb.push(" ON CONFLICT (pair_id) DO NOTHING");
             qb.build().execute(&mut *tx).await?;
         }
-        if !inserted.is_empty() {
-            let new = || rows.observations.iter().filter(|o| inserted.contains(&o.id));
+        // The row-less observations add when the flush is new (its id recorded here, in the
+        // transaction that adds them), or when the flush has no id.
+        let add_counted = match (rows.flush, rows.counted.is_empty()) {
+            (_, true) => false,
+            (None, false) => true,
+            (Some(id), false) => {
+                let new: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO agg_flushes (writer_id, seq, observations, at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING seq",
+                )
+                .bind(id.writer)
+                .bind(to_i64(id.seq))
+                .bind(to_i64(rows.counted.len() as u64))
+                .bind(rows.now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                new.is_some()
+            }
+        };
+        if !inserted.is_empty() || add_counted {
+            let new = || {
+                let counted = rows.counted.iter().filter(|_| add_counted);
+                rows.observations
+                    .iter()
+                    .filter(|o| inserted.contains(&o.id))
+                    .chain(counted)
+            };
             let stages: BTreeSet<(String, String)> =
                 new().map(|o| (o.deployment.clone(), o.stage.clone())).collect();
             let epochs = read_epochs!(tx, stages);
@@ -418,10 +474,26 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let rows = Rows::new(batch, extras);
+        self.write_rows(&Rows::new(batch, extras)).await
+    }
+
+    /// Writes a flush in one transaction: its events' rows as [`Store::write_events_with`]
+    /// does, and its row-less observations into the aggregate tables once per flush id.
+    pub async fn write_flush_with(
+        &self,
+        flush: &Flush,
+        extras: BatchExtras<'_>,
+    ) -> Result<(), StoreError> {
+        if flush.is_empty() {
+            return Ok(());
+        }
+        self.write_rows(&Rows::of_flush(flush, extras)).await
+    }
+
+    async fn write_rows(&self, rows: &Rows<'_>) -> Result<(), StoreError> {
         match &self.backend {
-            super::Backend::Sqlite(p) => write_rows!(p, Sqlite, &rows)?,
-            super::Backend::Postgres(p) => write_rows!(p, Postgres, &rows)?,
+            super::Backend::Sqlite(p) => write_rows!(p, Sqlite, rows)?,
+            super::Backend::Postgres(p) => write_rows!(p, Postgres, rows)?,
         }
         Ok(())
     }
@@ -478,6 +550,23 @@ impl Store {
         let n: i64 = with_pool!(self, p => {
             sqlx::query_scalar(
                 "SELECT COUNT(*) FROM observations WHERE ($1 = '' OR deployment = $1)",
+            )
+            .bind(deployment.unwrap_or(""))
+            .fetch_one(p)
+            .await?
+        });
+        Ok(to_u64(n))
+    }
+}
+
+impl Store {
+    /// Observations counted in the aggregate tables (all, or of one deployment): every stored
+    /// observation, with a row of its own or without.
+    pub async fn count_aggregated(&self, deployment: Option<&str>) -> Result<u64, StoreError> {
+        let n: i64 = with_pool!(self, p => {
+            sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM agg_variants \
+                 WHERE cohort_key = '' AND ($1 = '' OR deployment = $1)",
             )
             .bind(deployment.unwrap_or(""))
             .fetch_one(p)

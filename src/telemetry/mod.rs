@@ -82,8 +82,13 @@ pub struct CaptureCounts {
     pub queue_depth: usize,
     /// Bytes waiting in the spool (a gauge).
     pub spool_bytes: u64,
+    /// Events accepted but neither written, spooled nor dropped: in the queue or in the flush
+    /// being filled or written — what a `kill -9` now would lose (a gauge).
+    pub unflushed: u64,
     pub enqueued: u64,
     pub written: u64,
+    /// Of the written events, observations stored without a row (added to the aggregates only).
+    pub aggregated: u64,
     pub write_errors: u64,
     pub spooled: u64,
     pub replayed: u64,
@@ -294,6 +299,13 @@ impl Collector for CaptureCollector {
             None,
             spool.metric_type(),
         )?)?;
+        let unflushed = ConstGauge::new(i64::try_from(s.unflushed).unwrap_or(i64::MAX));
+        unflushed.encode(encoder.encode_descriptor(
+            "capture_unflushed",
+            "Captured events accepted but not yet written or spooled (lost if the process is killed now)",
+            None,
+            unflushed.metric_type(),
+        )?)?;
         let counters = [
             (
                 "capture_enqueued",
@@ -304,6 +316,11 @@ impl Collector for CaptureCollector {
                 "capture_written",
                 "Captured events written by the sink",
                 s.written,
+            ),
+            (
+                "capture_aggregated",
+                "Captured observations written without a row of their own (added to the aggregates only)",
+                s.aggregated,
             ),
             (
                 "capture_write_errors",

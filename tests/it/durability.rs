@@ -1,5 +1,7 @@
 //! A `kill -9` of the real gateway binary on SQLite: what was flushed stays, at most the
-//! unflushed batch is lost, the database is not corrupted, and a restart carries on.
+//! unflushed batch is lost, the database is not corrupted, and a restart carries on. Most
+//! observations have no row of their own (only the aggregates count them), so "what was
+//! flushed" is what the aggregate tables count.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -55,11 +57,12 @@ async fn send(client: &reqwest::Client, url: &str, n: usize) {
         .await;
 }
 
+/// Observations the aggregate tables count (with a row of their own or without).
 async fn observation_count(db: &std::path::Path) -> u64 {
     let store = Store::connect(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
-    let n = store.count_observations(None).await.unwrap();
+    let n = store.count_aggregated(None).await.unwrap();
     store.close().await;
     n
 }
@@ -136,9 +139,14 @@ async fn metric(client: &reqwest::Client, url: &str, name: &str) -> f64 {
 
 /// One request of unit `user`; its request id.
 async fn request(client: &reqwest::Client, url: &str, user: &str) -> uuid::Uuid {
+    request_to(client, url, "chat", user).await
+}
+
+/// One request to deployment `model` of unit `user`; its request id.
+async fn request_to(client: &reqwest::Client, url: &str, model: &str, user: &str) -> uuid::Uuid {
     let r = client
         .post(format!("{url}/v1/chat/completions"))
-        .json(&serde_json::json!({"model": "chat", "user": user,
+        .json(&serde_json::json!({"model": model, "user": user,
             "messages": [{"role": "user", "content": "hello"}]}))
         .send()
         .await
@@ -152,10 +160,13 @@ async fn request(client: &reqwest::Client, url: &str, user: &str) -> uuid::Uuid 
 }
 
 /// Postgres goes away (a TCP proxy in front of it is cut) while the real binary serves a shadow
-/// deployment; the binary spools what it cannot write, is killed with SIGKILL during the outage,
-/// and after the database is back a restart replays the spool: every event spooled before the
-/// kill is in the database, and at most what was still in memory is lost. (Multi-threaded: the
-/// proxy must run while the test thread waits for the binary's first line.)
+/// deployment (every observation a pair's side: rows) and a deployment in mode off (stable
+/// only: row-less observations, counted in the aggregates only); the binary spools what it
+/// cannot write, is killed with SIGKILL during the outage, and after the database is back a
+/// restart replays the spool: every event spooled before the kill is in the database — rows
+/// once each, row-less observations counted once each — and at most what was still in memory
+/// is lost. (Multi-threaded: the proxy must run while the test thread waits for the binary's
+/// first line.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_postgres_outage_loses_nothing_spooled() {
     use crate::store::gateway::{CutProxy, rows_of, wait_stored};
@@ -176,8 +187,9 @@ async fn kill_9_during_a_postgres_outage_loses_nothing_spooled() {
             crate::store::gateway::shadow_config(
                 &mock.base_url(),
                 &proxy.url(&admin, &name),
-                "flush_interval: 50ms, write_attempts: 1, retry_backoff: 50ms",
-            ),
+                "flush_interval: 50ms, write_attempts: 1, retry_backoff: 50ms, \
+                 row_sample_rate: 0",
+            ) + "  - slug: plain\n    model: plain\n    stable: { provider: mock, model: mock-stable }\n",
         )
         .unwrap();
         let store = db.store().await; // direct, not through the proxy
@@ -187,25 +199,42 @@ async fn kill_9_during_a_postgres_outage_loses_nothing_spooled() {
         let mut before = Vec::new();
         for i in 0..20 {
             before.push(request(&client, &url, &format!("before-{i}")).await);
+            request_to(&client, &url, "plain", &format!("before-{i}")).await;
         }
         assert!(
             wait_stored(&store, &db, &before, Duration::from_secs(30))
                 .await
                 .is_empty()
         );
+        let plain = || async { store.count_aggregated(Some("plain")).await.unwrap() };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while plain().await < 20 {
+            assert!(tokio::time::Instant::now() < deadline, "plain not counted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(plain().await, 20);
+        assert_eq!(
+            store.count_observations(Some("plain")).await.unwrap(),
+            0,
+            "mode off, no sample: no rows"
+        );
 
         proxy.cut();
         let mut during = Vec::new();
         for i in 0..30 {
             during.push(request(&client, &url, &format!("during-{i}")).await);
+            request_to(&client, &url, "plain", &format!("during-{i}")).await;
         }
-        // Every event of those requests (2 observations and a pair each) is written or spooled.
+        // Every event of those requests (2 observations and a pair each for `chat`, one row-less
+        // observation for `plain`) is written or spooled, and nothing waits in memory.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             let enqueued = metric(&client, &url, "canarist_capture_enqueued_total").await;
             let written = metric(&client, &url, "canarist_capture_written_total").await;
             let spooled = metric(&client, &url, "canarist_capture_spooled_total").await;
-            if enqueued == 150.0 && written + spooled == enqueued && spooled > 0.0 {
+            let unflushed = metric(&client, &url, "canarist_capture_unflushed").await;
+            if enqueued == 200.0 && written + spooled == enqueued && spooled > 0.0 {
+                assert_eq!(unflushed, 0.0);
                 break;
             }
             assert!(
@@ -214,10 +243,16 @@ async fn kill_9_during_a_postgres_outage_loses_nothing_spooled() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let aggregated = metric(&client, &url, "canarist_capture_aggregated_total").await;
+        assert_eq!(
+            aggregated, 20.0,
+            "before the outage: the 20 plain observations"
+        );
         // More requests, then SIGKILL at once: these may still be in memory.
         let mut late = Vec::new();
         for i in 0..5 {
             late.push(request(&client, &url, &format!("late-{i}")).await);
+            request_to(&client, &url, "plain", &format!("late-{i}")).await;
         }
         gw.0.kill().unwrap();
         gw.0.wait().unwrap();
@@ -229,6 +264,7 @@ async fn kill_9_during_a_postgres_outage_loses_nothing_spooled() {
                 "the outage held"
             );
         }
+        assert_eq!(plain().await, 20, "the outage held");
 
         proxy.restore().await;
         let (_gw, _url) = start_gateway(&config);
@@ -255,6 +291,32 @@ async fn kill_9_during_a_postgres_outage_loses_nothing_spooled() {
             store.count_observations(None).await.unwrap(),
             2 * (before.len() + during.len()) as u64 + late_observations,
             "each observation is stored once"
+        );
+        // The row-less observations: the 50 spooled or written before the kill, each counted
+        // once (the spooled flushes replayed once, whatever the restart replays again); of the
+        // late ones, at most those that were still in memory are lost.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while plain().await < 50 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "spooled row-less observations lost: {} of 50 counted",
+                plain().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let counted = plain().await;
+        assert!(
+            (50..=55).contains(&counted),
+            "each row-less observation counted once: {counted}"
+        );
+        eprintln!(
+            "row-less observations of the late requests counted: {}",
+            counted - 50
+        );
+        assert_eq!(
+            store.count_aggregated(Some("chat")).await.unwrap(),
+            store.count_observations(Some("chat")).await.unwrap(),
+            "rows are counted once each"
         );
         store.close().await;
         db.cleanup().await;

@@ -9,6 +9,8 @@ mod aggregates;
 mod bad_rows;
 /// Captured bodies are the bytes sent and received, after redaction.
 mod bodies;
+/// Row-less observations: flushes of aggregates that add up, once each.
+mod flushes;
 /// The gate's evaluations over time: round trip and retention.
 mod gate_history;
 /// The real gateway over one of the suite's databases, and a TCP proxy to cut Postgres.

@@ -39,7 +39,7 @@ fn same_units(a: &[UnitComparison], b: &[UnitComparison]) -> bool {
 }
 
 /// Equal up to floating-point summation order.
-fn assert_same(label: &str, what: &str, got: &StageSummary, want: &StageSummary) {
+pub(super) fn assert_same(label: &str, what: &str, got: &StageSummary, want: &StageSummary) {
     let variants = |s: &StageSummary| {
         let mut v: Vec<_> = s.variants.iter().chain(&s.aa.variants).cloned().collect();
         v.sort_by(|x, y| (&x.cohort, &x.variant).cmp(&(&y.cohort, &y.variant)));

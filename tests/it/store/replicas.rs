@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use canarist::capture::{Capture, CaptureEvent, Observation, Role, WriterConfig};
+use canarist::capture::{Capture, CaptureEvent, Observation, Role, RowPolicy, WriterConfig};
 use canarist::store::{LeaderLock, Leadership, Store, StoreOptions, StoreSink};
 use sqlx::Connection;
 use tokio::net::TcpListener;
@@ -105,6 +105,9 @@ fn outage_writer() -> WriterConfig {
         // No spool: what the writer does when nothing can take a failed batch (the spool's own
         // outage tests are in `spool.rs`).
         spool: None,
+        // Every observation a row, so that each one can be looked up below.
+        rows: RowPolicy::ALL_ROWS,
+        max_counted: 10,
     }
 }
 
