@@ -21,7 +21,9 @@
 //! jackknife over groups is valid for any number of units; a side a group deletion would empty
 //! leaves the variance undefined and the window does not trip. Without `min_count` stable
 //! outcomes, the ceiling rule asks the candidate's rate itself to be surely above the ceiling.
-//! `error_z` 3 was chosen by `canarist simulate --guardrail-z` (ARCHITECTURE.md).
+//! `error_z` 3 is measured with `canarist simulate --guardrail-z` (100 runs, seed 2024): A/A
+//! false rollbacks 0% on iid and 3% on clustered traffic, none by the guardrail (the point rule
+//! alone: 4% and 9%, all by the guardrail), and an error bump still rolled back in every run.
 //!
 //! The point rule is computed from running totals first; the jackknife runs only when it fires,
 //! so recording and checking stay O(buckets) per outcome except on a would-be trip.
