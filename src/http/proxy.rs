@@ -20,7 +20,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use uuid::Uuid;
 
-use crate::telemetry::{RequestLabels, traces};
+use crate::telemetry::traces;
 use crate::upstream::ClientCredentials;
 use crate::upstream::request;
 use crate::upstream::shape::{Messages, OpenAi, Responses, WireShape};
@@ -128,7 +128,8 @@ async fn handle(
         .await
         .unwrap_or_else(IntoResponse::into_response);
     span.record("http.status_code", i64::from(response.status().as_u16()));
-    if let Ok(v) = HeaderValue::from_str(&request_id.to_string()) {
+    let mut id = Uuid::encode_buffer();
+    if let Ok(v) = HeaderValue::from_str(request_id.hyphenated().encode_lower(&mut id)) {
         response.headers_mut().insert(HEADER_REQUEST_ID, v);
     }
     response
@@ -167,14 +168,10 @@ fn finish(gw: &Gateway, routed: &RoutedRequest, answered: Answered, started: Ins
     tracing::Span::current().record("variant", served_by);
     let overhead = started.elapsed().saturating_sub(upstream_wait);
     gw.metrics.overhead.observe(overhead.as_secs_f64());
-    gw.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            deployment: dep.slug.clone(),
-            variant: served_by.to_owned(),
-            status_class: status_class(response.status()),
-        })
-        .inc();
+    let handles = gw.metrics.variant(&dep.slug, served_by);
+    (gw.metrics
+        .requests_answered(&handles, status_class(response.status())))
+    .inc();
     let h = response.headers_mut();
     for (name, value) in [
         (HEADER_DEPLOYMENT, dep.slug.as_str()),

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::capture::{
     CaptureEvent, Endpoint, ErrorClass, Observation, PairSlot, Purpose, Role, Usage, policy,
 };
-use crate::telemetry::{DeploymentLabels, MirrorLabels, VariantLabels};
+use crate::telemetry::{DeploymentLabels, MirrorLabels};
 use crate::upstream::shape::WireShape;
 use crate::upstream::translate::Direction;
 
@@ -195,19 +195,10 @@ impl Side {
                 outcome.error,
             );
         }
-        let labels = VariantLabels {
-            deployment: ctx.deployment.clone(),
-            variant: self.variant.clone(),
-        };
-        gw.metrics
-            .request_duration
-            .get_or_create(&labels)
-            .observe(latency.as_secs_f64());
+        let handles = gw.metrics.variant(&ctx.deployment, &self.variant);
+        (gw.metrics.upstream_duration(&handles)).observe(latency.as_secs_f64());
         if let Some(t) = outcome.ttft {
-            gw.metrics
-                .ttft
-                .get_or_create(&labels)
-                .observe(t.as_secs_f64());
+            (gw.metrics.time_to_first_token(&handles)).observe(t.as_secs_f64());
         }
         let cost = outcome.usage.and_then(|u| {
             let cached = (u.cache_creation_tokens, u.cache_read_tokens);

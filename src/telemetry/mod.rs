@@ -16,9 +16,11 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+mod handles;
 mod rollout;
 pub mod traces;
 
+pub use handles::VariantMetrics;
 pub use rollout::{GateLabels, GuardrailLabels, RoleLabels, RolloutMetrics};
 
 /// `gen_ai.provider.name` on the GenAI spans of the OpenAI surfaces: the conventions name the
@@ -121,6 +123,8 @@ pub struct Metrics {
     pub http: HttpMetrics,
     /// Recent requests' span contexts, for the judge's span links.
     pub traces: TraceIndex,
+    /// The request path's handles per deployment and variant (`handles`).
+    handles: handles::Handles,
 }
 
 impl Metrics {
@@ -212,6 +216,7 @@ impl Metrics {
             rollout,
             http,
             traces: TraceIndex::default(),
+            handles: handles::Handles::default(),
         }
     }
 

@@ -17,8 +17,12 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::field::{Field, Visit};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use uuid::Uuid;
@@ -58,7 +62,7 @@ impl TraceIndex {
 
     /// Remembers `span`'s OpenTelemetry context under `request_id` (nothing without a layer).
     pub fn remember(&self, request_id: Uuid, span: &tracing::Span) {
-        if span.is_disabled() {
+        if !exporting() || span.is_disabled() {
             return;
         }
         let cx = span.context();
@@ -101,7 +105,7 @@ impl Extractor for HeaderExtractor<'_> {
 /// Makes `span` a child of the client's W3C trace context (`traceparent`, `tracestate`), when
 /// the request carries a valid one. Call before the span is entered.
 pub fn adopt_client_parent(span: &tracing::Span, headers: &http::HeaderMap) {
-    if span.is_disabled() || !headers.contains_key("traceparent") {
+    if !exporting() || span.is_disabled() || !headers.contains_key("traceparent") {
         return;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
@@ -114,6 +118,9 @@ pub fn adopt_client_parent(span: &tracing::Span, headers: &http::HeaderMap) {
 /// The W3C trace-context headers of the current span (an upstream call's), when it has a valid
 /// OpenTelemetry context; empty without an OpenTelemetry layer.
 pub fn current_trace_headers() -> Vec<(http::HeaderName, http::HeaderValue)> {
+    if !exporting() {
+        return Vec::new();
+    }
     let span = tracing::Span::current();
     if span.is_disabled() {
         return Vec::new();
@@ -132,6 +139,21 @@ pub fn current_trace_headers() -> Vec<(http::HeaderName, http::HeaderValue)> {
             ))
         })
         .collect()
+}
+
+/// Whether this process installed an OpenTelemetry layer (set once, by [`init_with`], or by
+/// [`set_exporting`] for a subscriber a test installs): without one no span has a context
+/// worth reading, so the request path skips asking each span for it (a subscriber lookup and
+/// an extension read per call). Process-wide like the global subscriber it describes.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Says that an OpenTelemetry layer is installed (tests that install their own subscriber).
+pub fn set_exporting() {
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Keeps the tracer provider alive; dropping it flushes and stops span export.
@@ -183,7 +205,9 @@ pub fn init() -> TracingGuard {
 pub fn init_with(default_level: &str) -> TracingGuard {
     let filter =
         EnvFilter::try_from_env("CANARIST_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .fmt_fields(OwnFields)
+        .with_writer(std::io::stderr);
     let provider = if otlp_configured() {
         match otlp_provider() {
             Ok(p) => Some(p),
@@ -198,6 +222,9 @@ pub fn init_with(default_level: &str) -> TracingGuard {
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("canarist")));
+    if otel.is_some() {
+        set_exporting();
+    }
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
@@ -206,9 +233,127 @@ pub fn init_with(default_level: &str) -> TracingGuard {
     TracingGuard { provider }
 }
 
+/// The log lines' fields: canarist's own, without the OpenTelemetry attributes (`otel.*` and
+/// the GenAI `gen_ai.*`, which repeat canarist's fields in the conventions' names and are only
+/// for the OTLP export). Every span is formatted when it opens and on every `record` whether or
+/// not a line is ever logged inside it, so the fields left out are work saved on every request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OwnFields;
+
+impl<'w> FormatFields<'w> for OwnFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> std::fmt::Result {
+        let mut v = OwnVisitor {
+            writer,
+            sep: false,
+            result: Ok(()),
+        };
+        fields.record(&mut v);
+        v.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        let sep = !current.fields.is_empty();
+        let mut v = OwnVisitor {
+            writer: current.as_writer(),
+            sep,
+            result: Ok(()),
+        };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct OwnVisitor<'w> {
+    writer: Writer<'w>,
+    /// A field was written already: the next one needs a space.
+    sep: bool,
+    result: std::fmt::Result,
+}
+
+impl OwnVisitor<'_> {
+    fn write(&mut self, field: &Field, value: std::fmt::Arguments<'_>) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("gen_ai.") || name.starts_with("otel.") {
+            return;
+        }
+        let sep = if self.sep { " " } else { "" };
+        self.sep = true;
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{value}")
+        } else {
+            write!(self.writer, "{sep}{name}={value}")
+        };
+    }
+}
+
+impl Visit for OwnVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, format_args!("{value}"));
+        } else {
+            self.write(field, format_args!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.write(field, format_args!("{value:?}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_leave_the_opentelemetry_attributes_out() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let make = move || Sink(sink.clone());
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(OwnFields)
+                .with_ansi(false)
+                .with_writer(make),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "proxy.request",
+                otel.kind = "server",
+                deployment = "d",
+                gen_ai.request.model = "m",
+                variant = tracing::field::Empty,
+                gen_ai.response.model = tracing::field::Empty
+            );
+            span.record("gen_ai.response.model", "m2");
+            span.record("variant", "cand");
+            let _in = span.enter();
+            tracing::warn!(status = 502, "request failed");
+        });
+        let line = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert!(
+            line.contains(r#"proxy.request{deployment="d" variant="cand"}: "#),
+            "{line}"
+        );
+        assert!(line.contains("request failed status=502"), "{line}");
+        assert!(!line.contains("gen_ai") && !line.contains("otel"), "{line}");
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[test]
     fn without_a_layer_nothing_is_remembered_or_parented() {

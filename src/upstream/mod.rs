@@ -79,6 +79,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 struct ProviderClient {
     provider: Provider,
     client: reqwest::Client,
+    /// The URL of every captured endpoint, parsed once (a call clones one instead of parsing
+    /// its URL again).
+    urls: HashMap<&'static str, reqwest::Url>,
 }
 
 /// Where one call goes and how it is bounded (see [`Upstreams::send`]).
@@ -108,11 +111,19 @@ impl Upstreams {
                 .pool_max_idle_per_host(256)
                 .tcp_nodelay(true)
                 .build()?;
+            let urls = Endpoint::ALL
+                .iter()
+                .filter_map(|e| {
+                    let url = reqwest::Url::parse(&format!("{}{}", p.base_url, e.path())).ok()?;
+                    Some((e.path(), url))
+                })
+                .collect();
             by_name.insert(
                 p.name.clone(),
                 ProviderClient {
                     provider: p.clone(),
                     client,
+                    urls,
                 },
             );
         }
@@ -164,10 +175,11 @@ impl Upstreams {
                 detail: "provider is not configured".to_owned(),
             });
         };
-        let url = format!("{}{path}", pc.provider.base_url);
-        let mut req = pc
-            .client
-            .post(url)
+        let mut req = match pc.urls.get(path) {
+            Some(url) => pc.client.post(url.clone()),
+            None => pc.client.post(format!("{}{path}", pc.provider.base_url)),
+        };
+        req = req
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body.into());
         if stream {
@@ -252,12 +264,25 @@ impl Upstreams {
             return Err(too_large());
         }
         let read = async {
-            let mut body = bytes::BytesMut::new();
-            while let Some(chunk) = response.chunk().await? {
+            // A body that comes in one chunk (most do) is that chunk: no copy.
+            let Some(first) = response.chunk().await? else {
+                return Ok(Ok(Bytes::new()));
+            };
+            if first.len() > max_bytes {
+                return Ok(Err(too_large()));
+            }
+            let Some(second) = response.chunk().await? else {
+                return Ok(Ok(first));
+            };
+            let mut body = bytes::BytesMut::with_capacity(first.len() + second.len());
+            body.extend_from_slice(&first);
+            let mut next = Some(second);
+            while let Some(chunk) = next {
                 if body.len().saturating_add(chunk.len()) > max_bytes {
                     return Ok(Err(too_large()));
                 }
                 body.extend_from_slice(&chunk);
+                next = response.chunk().await?;
             }
             Ok::<_, reqwest::Error>(Ok(body.freeze()))
         };

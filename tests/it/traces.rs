@@ -49,6 +49,7 @@ async fn a_request_joins_the_client_trace_and_the_judge_span_links_to_it() {
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
     let _guard = tracing::subscriber::set_default(subscriber);
+    canarist::telemetry::traces::set_exporting();
 
     let h = Harness::start(MockConfig::builtin().unwrap(), DEPLOYMENT).await;
     // Another test's thread may have been registering a callsite (with only the no-op global
