@@ -124,6 +124,14 @@ impl RowPolicy {
         }
         sampled(o.id, self.sample_rate)
     }
+
+    /// Whether `o` surely ends row-less whatever the flush's error budget: not a pair's side,
+    /// not an error, not in the row sample. Such an observation can shed its texts and bodies
+    /// ([`lean`]) before it is queued, so that the capture queue holds a few hundred bytes per
+    /// event instead of its bodies.
+    pub fn surely_rowless(&self, o: &Observation) -> bool {
+        o.pair_id.is_none() && o.error.is_none() && !sampled(o.id, self.sample_rate)
+    }
 }
 
 /// Whether the id falls in the first `rate` of its random bits' range.
@@ -180,6 +188,34 @@ mod tests {
         assert!(policy.keeps_row(&failed, &mut errors));
         assert!(!policy.keeps_row(&failed, &mut errors), "budget spent");
         assert!(RowPolicy::ALL_ROWS.keeps_row(&plain, &mut errors));
+    }
+
+    #[test]
+    fn what_is_surely_rowless_never_keeps_a_row() {
+        let policy = RowPolicy {
+            sample_rate: 0.3,
+            error_rows_per_flush: 2,
+        };
+        let mut failed = obs(3);
+        failed.error = Some(crate::capture::ErrorClass::Timeout);
+        assert!(!policy.surely_rowless(&failed), "an error may keep a row");
+        let mut paired = obs(2);
+        paired.pair_id = Some(Uuid::from_u128(9));
+        assert!(!policy.surely_rowless(&paired));
+        let mut rowless = 0;
+        for _ in 0..2_000 {
+            let mut o = obs(1);
+            o.id = Uuid::new_v4();
+            let mut errors = 0;
+            if policy.surely_rowless(&o) {
+                rowless += 1;
+                assert!(!policy.keeps_row(&o, &mut errors), "{}", o.id);
+            } else {
+                assert!(policy.keeps_row(&o, &mut errors), "{}", o.id);
+            }
+        }
+        // Binomial(2000, 0.7): sd ≈ 20; 6 sd either side.
+        assert!((1_280..=1_520).contains(&rowless), "{rowless}");
     }
 
     #[test]

@@ -119,6 +119,9 @@ impl CaptureStats {
 #[derive(Clone)]
 pub struct Capture {
     tx: mpsc::Sender<CaptureEvent>,
+    /// The row policy when the sink aggregates: observations that surely end row-less are made
+    /// lean before they are queued.
+    rows: Option<RowPolicy>,
     stats: Arc<CaptureStats>,
     capacity: usize,
 }
@@ -137,9 +140,11 @@ impl Capture {
         let stats = Arc::new(CaptureStats::default());
         let capacity = config.queue_capacity.max(1);
         let writer = Writer::new(sink, config, stats.clone());
+        let rows = writer.rows;
         tracker.spawn(writer.run(rx, cancel));
         Self {
             tx,
+            rows,
             stats,
             capacity,
         }
@@ -147,6 +152,12 @@ impl Capture {
 
     /// Queues an event; drops and counts it when the queue is full or closed.
     pub fn record(&self, event: CaptureEvent) {
+        let event = match (event, &self.rows) {
+            (CaptureEvent::Observation(o), Some(rows)) if rows.surely_rowless(&o) => {
+                CaptureEvent::Observation(Box::new(super::flush::lean(*o)))
+            }
+            (event, _) => event,
+        };
         match self.tx.try_send(event) {
             Ok(()) => {
                 self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
