@@ -13,8 +13,8 @@ use super::traffic::{PairDraw, RequestDraw, Scenario, Side, USERS, User};
 use crate::capture::Role;
 use crate::gate::sequential::{Count, JointRatio, Moments, UnitRatio, welch};
 use crate::gate::{
-    Abstentions, Action, Assigned, Assignment, GatePolicy, Guardrail, GuardrailConfig, MetricData,
-    StageContext, StageSummaries, Verdict, evaluate,
+    Abstentions, Action, Assigned, Assignment, Evidence, GatePolicy, Guardrail, GuardrailConfig,
+    MetricData, StageContext, StageSummaries, Verdict, evaluate,
 };
 use crate::rollout::{Event, Exposure, Ramp, State, step};
 
@@ -40,6 +40,10 @@ pub struct RunOutcome {
     pub srm_blocked: bool,
     /// The sample-ratio check found a mismatch at some tick.
     pub srm_alert: bool,
+    /// For a run still held at the horizon: what held it at the last tick — each check that
+    /// was neither non-inferior nor passed, as `metric/cohort:verdict` (`sample_ratio/all:
+    /// blocked`, `latency_p95/tier=enterprise:inconclusive`), and the stage's unmet minimums.
+    pub blockers: Vec<String>,
 }
 
 /// The bookkeeping every gate shares: the state machine and its counters.
@@ -117,6 +121,7 @@ impl Lane {
             },
             srm_blocked: false,
             srm_alert: false,
+            blockers: Vec::new(),
         };
         match self.state {
             State::Promoted { .. } => self.end = Some(outcome(Final::Promoted)),
@@ -139,6 +144,7 @@ impl Lane {
             cause: None,
             srm_blocked: false,
             srm_alert: false,
+            blockers: Vec::new(),
         })
     }
 
@@ -519,6 +525,8 @@ pub struct Canarist {
     srm_blocked: bool,
     /// Some tick's sample-ratio check found a mismatch.
     srm_alert: bool,
+    /// What held the stage at the last tick (see [`RunOutcome::blockers`]).
+    blockers: Vec<String>,
 }
 
 const COHORTS: [&str; 3] = ["all", "tier=enterprise", "tier=standard"];
@@ -564,6 +572,7 @@ impl Canarist {
             served_units: [0, 0],
             srm_blocked: false,
             srm_alert: false,
+            blockers: Vec::new(),
         };
         c.reset_stage();
         c
@@ -747,6 +756,7 @@ impl Driver for Canarist {
                     .iter()
                     .find(|e| e.verdict == Verdict::Worse)
                     .map(|e| format!("{}/{}", e.metric, e.cohort));
+                self.blockers = hold_blockers(&d.evidence, &ctx);
                 Event::Gate {
                     action: d.action,
                     reason: d.reason,
@@ -763,12 +773,36 @@ impl Driver for Canarist {
     }
 
     fn outcome(&self, now: DateTime<Utc>) -> RunOutcome {
+        let o = self.lane.outcome(now);
         RunOutcome {
             srm_blocked: self.srm_blocked,
             srm_alert: self.srm_alert,
-            ..self.lane.outcome(now)
+            blockers: if matches!(o.end, Final::Held(_)) {
+                self.blockers.clone()
+            } else {
+                Vec::new()
+            },
+            ..o
         }
     }
+}
+
+/// What keeps a stage from promoting: every check that is neither non-inferior nor passed
+/// (`metric/cohort:verdict`), then the stage's unmet minimums (`min_duration`,
+/// `min_judged_pairs`) — the same list `evaluate`'s hold reason is made of, untruncated.
+fn hold_blockers(evidence: &[Evidence], ctx: &StageContext) -> Vec<String> {
+    let mut out: Vec<String> = evidence
+        .iter()
+        .filter(|e| !matches!(e.verdict, Verdict::NonInferior | Verdict::Passed))
+        .map(|e| format!("{}/{}:{}", e.metric, e.cohort, e.verdict.as_str()))
+        .collect();
+    if ctx.elapsed < ctx.min_duration {
+        out.push("min_duration".to_owned());
+    }
+    if ctx.judged_pairs < ctx.min_judged_pairs {
+        out.push("min_judged_pairs".to_owned());
+    }
+    out
 }
 
 /// Welch's t-test at p < 0.05 over the last 200 judged pairs, checked every tick; rolls back

@@ -163,6 +163,11 @@ pub struct Row {
     pub rollback_causes: BTreeMap<String, usize>,
     /// Final state → runs (`promoted`, `rolled_back`, `held_stage_<i>`).
     pub final_states: BTreeMap<String, usize>,
+    /// What held the runs still held at the horizon → runs: each blocking check at the last
+    /// tick (`metric/cohort:verdict`, e.g. `latency_p95/tier=enterprise:inconclusive`) and
+    /// unmet stage minimums. A run held by two checks counts under both; the reference gates
+    /// never record any.
+    pub hold_blockers: BTreeMap<String, usize>,
 }
 
 pub const GATES: [&str; 4] = [
@@ -350,6 +355,10 @@ fn summarize(scenario: Scenario, model: TrafficModel, gate: &str, outcomes: &[Ru
     for cause in outcomes.iter().filter_map(|o| o.cause.as_ref()) {
         *rollback_causes.entry(cause.clone()).or_insert(0) += 1;
     }
+    let mut hold_blockers = BTreeMap::new();
+    for b in outcomes.iter().flat_map(|o| &o.blockers) {
+        *hold_blockers.entry(b.clone()).or_insert(0) += 1;
+    }
     let mut final_states = BTreeMap::new();
     for o in outcomes {
         let key = match o.end {
@@ -378,6 +387,7 @@ fn summarize(scenario: Scenario, model: TrafficModel, gate: &str, outcomes: &[Ru
         srm_blocked_rate: rate(&|o| o.srm_blocked),
         guardrail_rollbacks: outcomes.iter().filter(|o| o.by_guardrail).count(),
         final_states,
+        hold_blockers,
     }
 }
 
@@ -447,7 +457,7 @@ pub fn render_table(rows: &[Row]) -> String {
         "med_t",
         "p90_t",
         "promo_t",
-        "final states; rollback causes"
+        "final states; rollback causes; held by (checks at the last tick of held runs)"
     );
     for r in rows {
         let mut states: Vec<String> = r
@@ -462,6 +472,14 @@ pub fn render_table(rows: &[Row]) -> String {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             states.push(format!("; {}", causes.join(" ")));
+        }
+        if !r.hold_blockers.is_empty() {
+            let held: Vec<String> = r
+                .hold_blockers
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            states.push(format!("; held by {}", held.join(" ")));
         }
         out.push_str(&format!(
             "{:<18} {:<9} {:<17} {:>5} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>7} {:>7}  {}\n",
@@ -521,6 +539,73 @@ mod tests {
         assert!(!units.srm_alert, "{units:?}");
         assert_ne!(units.end, Final::RolledBack, "{units:?}");
         assert_ne!(units.end, Final::Held(0), "{units:?}");
+    }
+
+    #[test]
+    fn a_held_run_names_what_held_it_and_the_table_counts_it() {
+        // 30 ticks (150 s) end inside the shadow stage's 5-minute minimum.
+        let [units, .., mean_drop] = run_until(&cfg(7), Scenario::Aa, TrafficModel::Iid, 0, 30);
+        assert_eq!(units.end, Final::Held(0), "{units:?}");
+        assert!(
+            units.blockers.contains(&"min_duration".to_owned()),
+            "{units:?}"
+        );
+        assert!(
+            units
+                .blockers
+                .iter()
+                .all(|b| b.starts_with("min_") || b.contains('/') && b.contains(':')),
+            "{units:?}"
+        );
+        // The reference gates have no checks to name.
+        assert!(mean_drop.blockers.is_empty(), "{mean_drop:?}");
+        // Counted over held runs only, each check once per run.
+        let held = |blockers: &[&str]| RunOutcome {
+            end: Final::Held(1),
+            pairs: 0,
+            secs: 0.0,
+            by_guardrail: false,
+            cause: None,
+            srm_blocked: false,
+            srm_alert: false,
+            blockers: blockers.iter().map(|b| (*b).to_owned()).collect(),
+        };
+        let promoted = RunOutcome {
+            end: Final::Promoted,
+            ..held(&[])
+        };
+        let row = summarize(
+            Scenario::Aa,
+            TrafficModel::Clustered,
+            "canarist",
+            &[
+                held(&[
+                    "latency_p95/tier=enterprise:inconclusive",
+                    "errors/tier=enterprise:inconclusive",
+                ]),
+                held(&["latency_p95/tier=enterprise:inconclusive"]),
+                promoted,
+            ],
+        );
+        let counts: Vec<(&str, usize)> = row
+            .hold_blockers
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(
+            counts,
+            vec![
+                ("errors/tier=enterprise:inconclusive", 1),
+                ("latency_p95/tier=enterprise:inconclusive", 2)
+            ]
+        );
+        let table = render_table(&[row]);
+        assert!(
+            table.contains(
+                "held by errors/tier=enterprise:inconclusive=1 latency_p95/tier=enterprise:inconclusive=2"
+            ),
+            "{table}"
+        );
     }
 
     #[test]
