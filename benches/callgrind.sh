@@ -9,8 +9,11 @@
 # and the functions of the larger run with the most instructions (self cost), for profiling.
 #
 # Usage: benches/callgrind.sh            (live 5%, capture to JSONL on /dev/null, log level info)
+#        API=messages STREAM=1 benches/callgrind.sh   (instructions per streamed Messages answer)
 # Env: MODE (off|live|shadow, default live), PERCENT (default 5), SINK (jsonl: /dev/null,
 #      default; store: the default SQLite store, writer and SQLite included), STREAM (1: SSE),
+#      API (chat, default: /v1/chat/completions; responses: /v1/responses; messages:
+#      /v1/messages to a provider with `api: anthropic`; the body of benches/compare.sh),
 #      REQUESTS (default 3000), REQUESTS_SMALL (default 1000), CONNS (default 8),
 #      CANARIST_LOG (default info), TOP (functions listed, default 30),
 #      CANARIST_BIN (default: a release build under $CARGO_TARGET_DIR), OUT (keep the
@@ -23,6 +26,12 @@ MODE="${MODE:-live}"
 PERCENT="${PERCENT:-5}"
 SINK="${SINK:-jsonl}"
 STREAM="${STREAM:-0}"
+API="${API:-chat}"
+case "$API" in
+  chat|responses) provider=mock ;;
+  messages) provider=mock-anthropic ;;
+  *) echo "callgrind.sh: API is chat, responses or messages" >&2; exit 2 ;;
+esac
 REQUESTS="${REQUESTS:-3000}"
 REQUESTS_SMALL="${REQUESTS_SMALL:-1000}"
 CONNS="${CONNS:-8}"
@@ -62,21 +71,35 @@ esac
 
 # Sends N requests from CONNS keep-alive connections; fails on any non-200 answer.
 load() { # port n
-  python3 - "$1" "$2" "$CONNS" "$STREAM" <<'EOF'
+  python3 - "$1" "$2" "$CONNS" "$STREAM" "$API" <<'EOF'
 import http.client, json, math, random, sys, threading
 port, n, conns, stream = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+api = sys.argv[5]
 random.seed(7)
+system = "You are a helpful support agent."
 bodies = []
 for i in range(n):
     user = math.floor(5000 ** random.random())
-    bodies.append(json.dumps({"model": "mock-fast", "stream": stream, "user": f"user-{user}",
-        "messages": [{"role": "system", "content": "You are a helpful support agent."},
-                     {"role": "user", "content": f"Where is my order #{i}? It was due yesterday."}]}))
+    question = f"Where is my order #{i}? It was due yesterday."
+    if api == "responses":
+        body = {"model": "mock-fast", "stream": stream, "user": f"user-{user}",
+                "instructions": system, "input": question}
+    elif api == "messages":
+        body = {"model": "mock-fast", "stream": stream, "max_tokens": 256,
+                "metadata": {"user_id": f"user-{user}"}, "system": system,
+                "messages": [{"role": "user", "content": question}]}
+    else:
+        body = {"model": "mock-fast", "stream": stream, "user": f"user-{user}",
+                "messages": [{"role": "system", "content": system},
+                             {"role": "user", "content": question}]}
+    bodies.append(json.dumps(body))
+path = {"responses": "/v1/responses", "messages": "/v1/messages"}.get(api, "/v1/chat/completions")
+headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
 failed = []
 def worker(k):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for body in bodies[k::conns]:
-        c.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+        c.request("POST", path, body, headers)
         r = c.getresponse()
         r.read()
         if r.status != 200:
@@ -99,6 +122,7 @@ run() { # n label
 listen: 127.0.0.1:$port
 providers:
   mock: { base_url: "http://127.0.0.1:$MOCK_PORT/v1", timeout: 60s }
+  mock-anthropic: { base_url: "http://127.0.0.1:$MOCK_PORT/v1", api: anthropic, timeout: 60s }
 prices:
   mock-fast: { input_per_mtok: 0.15, output_per_mtok: 0.6 }
 $capture
@@ -106,8 +130,8 @@ deployments:
   - slug: mock-fast
     model: mock-fast
     mode: $MODE
-    stable: { provider: mock, model: mock-fast }
-    candidates: [ { name: candidate, provider: mock, model: mock-fast, percent: $PERCENT } ]
+    stable: { provider: $provider, model: mock-fast }
+    candidates: [ { name: candidate, provider: $provider, model: mock-fast, percent: $PERCENT } ]
 EOF
   (cd "$dir" && exec valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$label" \
     "$CANARIST_BIN" serve --config canarist.yaml) >"$dir/out.log" 2>&1 &
@@ -122,9 +146,11 @@ EOF
 small=$(run "$REQUESTS_SMALL" small)
 large=$(run "$REQUESTS" large)
 per=$(( (large - small) / (REQUESTS - REQUESTS_SMALL) ))
-echo "mode $MODE ${PERCENT}%, sink $SINK, stream $STREAM, log $CANARIST_LOG, $CONNS connections"
-echo "instructions: $small for $REQUESTS_SMALL requests, $large for $REQUESTS"
-echo "instructions per request: $per"
+unit=request
+[ "$STREAM" = 1 ] && unit=stream
+echo "api $API, mode $MODE ${PERCENT}%, sink $SINK, stream $STREAM, log $CANARIST_LOG, $CONNS connections"
+echo "instructions: $small for $REQUESTS_SMALL ${unit}s, $large for $REQUESTS"
+echo "instructions per $unit: $per"
 echo
 callgrind_annotate --threshold=99 "$OUT/callgrind.large" 2>/dev/null \
   | awk -v top="$TOP" '/^ *[0-9,]+ \(/ && n < top { print; n++ }'

@@ -124,11 +124,10 @@ impl TeeStream {
 
     /// Feeds `chunk` to the reader; queues what the client should receive.
     fn absorb(&mut self, chunk: Bytes) {
-        let events = match self.reader.push(&chunk) {
+        let events = match self.reader.push(chunk.clone()) {
             Ok(events) => events,
             Err(e) => return self.refuse(&e),
         };
-        let mut forward_events = Vec::new();
         for (event, kind) in events {
             if self.first_token.is_none() && self.reader.assembler().has_token() {
                 self.first_token = Some(Instant::now());
@@ -139,17 +138,14 @@ impl TeeStream {
                 }
                 continue;
             }
-            if !(self.strip_usage && kind == EventKind::UsageOnly) {
-                forward_events.push(event);
+            // Withholding the usage-only chunk: forward the other events whole.
+            if self.strip_usage && kind != EventKind::UsageOnly {
+                self.pending.push_back(event);
             }
         }
-        // Translated frames are whole events, already queued: nothing is forwarded in part.
-        if self.translate.is_some() {
-            return;
-        }
-        if self.strip_usage {
-            self.pending.extend(forward_events);
-        } else {
+        // Translated frames and events without the usage-only chunk are whole events, already
+        // queued: nothing is forwarded in part.
+        if self.translate.is_none() && !self.strip_usage {
             // Forward the bytes exactly as they came, partial events included.
             self.pending.push_back(chunk);
             self.mid_event = self.reader.pending_len() > 0;

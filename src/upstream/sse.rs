@@ -2,6 +2,7 @@
 //! assembling the chunks into the full answer (content, tool calls, finish reason, usage) for
 //! capture. Pure: bytes in, events and an assembled response out.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
@@ -55,14 +56,15 @@ pub(crate) fn wide(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// Splits a byte stream into complete SSE events (each ending with a blank line). Linear: each
-/// byte is scanned once however the stream is chunked, and an event may not grow past
+/// Splits a byte stream into complete SSE events (each ending with a blank line). An event that
+/// lies within one chunk is a slice of that chunk (no copy); only an event that spans chunks is
+/// gathered in a buffer. Linear: each byte is searched once however the stream is chunked (the
+/// search jumps from line end to line end with `memchr`), and an event may not grow past
 /// `max_event` bytes.
 #[derive(Debug)]
 pub struct EventSplitter {
+    /// The start of an event that did not end in its chunk; it holds no blank line.
     buf: BytesMut,
-    /// Bytes of `buf` already searched for a blank line (less the two that may start one).
-    scanned: usize,
     max_event: usize,
     /// Bytes looked at by the search, in total (tests check that it stays linear).
     #[cfg(test)]
@@ -79,46 +81,86 @@ impl EventSplitter {
     pub fn new(max_event: usize) -> Self {
         Self {
             buf: BytesMut::new(),
-            scanned: 0,
             max_event,
             #[cfg(test)]
             work: 0,
         }
     }
 
-    /// Appends `chunk` and returns every event it completes, with its terminating blank line;
+    /// Takes `chunk` and returns every event it completes, with its terminating blank line;
     /// an error once an event is longer than the bound.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, LimitError> {
-        self.buf.extend_from_slice(chunk);
+    pub fn push(&mut self, mut chunk: Bytes) -> Result<Vec<Bytes>, LimitError> {
         let mut events = Vec::new();
-        loop {
-            let found = find_event_end(&self.buf, self.scanned);
+        if !self.buf.is_empty() {
+            let Some(end) = self.pending_end(&chunk) else {
+                self.buf.extend_from_slice(&chunk);
+                return self.check_pending().map(|()| events);
+            };
+            if self.buf.len().saturating_add(end) > self.max_event {
+                return Err(self.too_large());
+            }
+            self.buf.extend_from_slice(&chunk[..end]);
+            events.push(self.buf.split().freeze());
+            chunk = chunk.slice(end..);
+        }
+        while !chunk.is_empty() {
+            let found = find_event_end(&chunk);
             #[cfg(test)]
             {
-                self.work += found.unwrap_or(self.buf.len()).saturating_sub(self.scanned);
+                self.work += found.unwrap_or(chunk.len());
             }
-            let Some(end) = found else { break };
+            let Some(end) = found else {
+                self.buf.extend_from_slice(&chunk);
+                return self.check_pending().map(|()| events);
+            };
             if end > self.max_event {
-                return Err(LimitError::EventTooLarge {
-                    limit: self.max_event,
-                });
+                return Err(self.too_large());
             }
-            events.push(self.buf.split_to(end).freeze());
-            self.scanned = 0;
+            events.push(chunk.split_to(end));
         }
-        if self.buf.len() > self.max_event {
-            return Err(LimitError::EventTooLarge {
-                limit: self.max_event,
-            });
-        }
-        // A blank line may start in the last two bytes and end in the next chunk.
-        self.scanned = self.buf.len().saturating_sub(2);
         Ok(events)
+    }
+
+    /// Where in `chunk` the pending event ends: a blank line that starts in the last two bytes
+    /// held (and ends in `chunk`), else the first one in `chunk`.
+    fn pending_end(&mut self, chunk: &[u8]) -> Option<usize> {
+        let tail = &self.buf[self.buf.len().saturating_sub(2)..];
+        let mut window = [0u8; 5];
+        let head = &chunk[..chunk.len().min(3)];
+        window[..tail.len()].copy_from_slice(tail);
+        window[tail.len()..tail.len() + head.len()].copy_from_slice(head);
+        let window = &window[..tail.len() + head.len()];
+        let across = (0..tail.len()).find_map(|i| blank_line_at(window, i).map(|n| i + n));
+        #[cfg(test)]
+        {
+            self.work += window.len();
+        }
+        if let Some(end) = across {
+            return Some(end - tail.len());
+        }
+        let found = find_event_end(chunk);
+        #[cfg(test)]
+        {
+            self.work += found.unwrap_or(chunk.len());
+        }
+        found
+    }
+
+    fn check_pending(&self) -> Result<(), LimitError> {
+        if self.buf.len() > self.max_event {
+            return Err(self.too_large());
+        }
+        Ok(())
+    }
+
+    fn too_large(&self) -> LimitError {
+        LimitError::EventTooLarge {
+            limit: self.max_event,
+        }
     }
 
     /// Whatever is left when the stream ends (an incomplete event), if anything.
     pub fn finish(&mut self) -> Option<Bytes> {
-        self.scanned = 0;
         (!self.buf.is_empty()).then(|| self.buf.split().freeze())
     }
 
@@ -128,35 +170,39 @@ impl EventSplitter {
     }
 }
 
-/// Index just past the first blank line (`\n\n` or `\n\r\n`) that starts at or after `from`.
-fn find_event_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while i + 1 < buf.len() {
-        if buf[i] == b'\n' {
-            if buf[i + 1] == b'\n' {
-                return Some(i + 2);
-            }
-            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
-        }
-        i += 1;
+/// The length of the blank line (`\n\n` or `\n\r\n`) that starts at `i`, if one does.
+fn blank_line_at(buf: &[u8], i: usize) -> Option<usize> {
+    match buf.get(i..)? {
+        [b'\n', b'\n', ..] => Some(2),
+        [b'\n', b'\r', b'\n', ..] => Some(3),
+        _ => None,
     }
-    None
 }
 
-/// The `data` of an event (lines joined with `\n`), or `None` for comment/empty events.
-pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
-    for line in event.split(|b| *b == b'\n') {
+/// Index just past the first blank line (`\n\n` or `\n\r\n`) of `buf`.
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', buf).find_map(|i| blank_line_at(buf, i).map(|n| i + n))
+}
+
+/// The `data` of an event (lines joined with `\n`), or `None` for comment/empty events. The
+/// usual event, one `data:` line, is borrowed from the event.
+pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut data: Option<Cow<'_, [u8]>> = None;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', event).chain([event.len()]) {
+        let line = &event[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(rest) = line.strip_prefix(b"data:") {
             let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            let d = data.get_or_insert_with(Vec::new);
-            if !d.is_empty() {
-                d.push(b'\n');
+            match &mut data {
+                None => data = Some(Cow::Borrowed(rest)),
+                Some(d) => {
+                    let d = d.to_mut();
+                    d.push(b'\n');
+                    d.extend_from_slice(rest);
+                }
             }
-            d.extend_from_slice(rest);
         }
     }
     data
@@ -820,9 +866,10 @@ impl StreamReader {
         }
     }
 
-    /// Takes the next chunk; returns the events it completes with their kinds, or the bound
-    /// the stream broke (the stream must then be abandoned).
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<(Bytes, EventKind)>, LimitError> {
+    /// Takes the next chunk; returns the events it completes (slices of it where they lie
+    /// within it) with their kinds, or the bound the stream broke (the stream must then be
+    /// abandoned).
+    pub fn push(&mut self, chunk: Bytes) -> Result<Vec<(Bytes, EventKind)>, LimitError> {
         self.received = self.received.saturating_add(chunk.len());
         if self.received > self.limits.max_stream_bytes {
             return Err(LimitError::StreamTooLarge {
@@ -1009,14 +1056,15 @@ mod tests {
     #[test]
     fn splitter_handles_events_across_chunks() {
         let mut s = EventSplitter::default();
-        assert!(s.push(b"data: {\"a\"").unwrap().is_empty());
-        let events = s.push(b":1}\n\ndata: [DONE]\n\n").unwrap();
+        let push = |s: &mut EventSplitter, b: &'static [u8]| s.push(Bytes::from_static(b)).unwrap();
+        assert!(push(&mut s, b"data: {\"a\"").is_empty());
+        let events = push(&mut s, b":1}\n\ndata: [DONE]\n\n");
         assert_eq!(events.len(), 2);
-        assert_eq!(event_data(&events[0]).unwrap(), b"{\"a\":1}");
-        assert_eq!(event_data(&events[1]).unwrap(), b"[DONE]");
+        assert_eq!(event_data(&events[0]).as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(event_data(&events[1]).as_deref(), Some(&b"[DONE]"[..]));
         assert_eq!(s.finish(), None);
-        let crlf = s.push(b"data: x\r\n\r\n").unwrap();
-        assert_eq!(event_data(&crlf[0]).unwrap(), b"x");
+        let crlf = push(&mut s, b"data: x\r\n\r\n");
+        assert_eq!(event_data(&crlf[0]).as_deref(), Some(&b"x"[..]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! usage numbers) through the splitter and the assembler, and random JSON bodies through the
 //! body checks. Nothing may panic, and nothing held may grow past the limits.
 
+use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::sse::{
@@ -98,7 +99,7 @@ fn read_bounded(chunks: &[Vec<u8>], chat: bool) -> Result<StreamReader, LimitErr
     let l = limits();
     let mut reader = StreamReader::new(chat, l);
     for chunk in chunks {
-        reader.push(chunk)?;
+        reader.push(Bytes::copy_from_slice(chunk))?;
         assert!(reader.received() <= l.max_stream_bytes);
         assert!(reader.pending_len() <= l.max_event_bytes);
         assert!(reader.events() <= l.max_stream_events);
@@ -144,13 +145,38 @@ proptest! {
         cuts in proptest::collection::vec(any::<usize>(), 0..30),
     ) {
         let stream: Vec<u8> = events.concat();
-        let whole = EventSplitter::new(usize::MAX).push(&stream).map(|v| v.concat());
+        let whole = EventSplitter::new(usize::MAX)
+            .push(Bytes::from(stream.clone()))
+            .map(|v| v.concat());
         let mut s = EventSplitter::new(usize::MAX);
         let mut pieces = Vec::new();
         for c in chunked(&stream, &cuts) {
-            pieces.extend(s.push(&c).unwrap_or_default());
+            pieces.extend(s.push(c.into()).unwrap_or_default());
         }
         prop_assert_eq!(whole.unwrap_or_default(), pieces.concat());
+    }
+
+    /// The splitter cuts exactly where the byte-by-byte reference cuts, whatever the chunking,
+    /// and refuses the same streams.
+    #[test]
+    fn the_splitter_cuts_where_the_reference_cuts(
+        events in proptest::collection::vec(framing(), 0..30),
+        cuts in proptest::collection::vec(any::<usize>(), 0..30),
+        max_event in prop_oneof![Just(usize::MAX), 0usize..400],
+    ) {
+        let stream: Vec<u8> = events.concat();
+        let mut s = EventSplitter::new(max_event);
+        let mut r = ReferenceSplitter::new(max_event);
+        for c in chunked(&stream, &cuts) {
+            let got = s.push(Bytes::from(c.clone()));
+            prop_assert_eq!(&got, &r.push(&c));
+            if got.is_err() {
+                // The stream is abandoned: what is left does not matter.
+                return Ok(());
+            }
+            prop_assert_eq!(s.pending_len(), r.buf.len());
+        }
+        prop_assert_eq!(s.finish(), r.finish());
     }
 
     #[test]
@@ -251,7 +277,7 @@ fn a_huge_tool_call_index_is_refused_without_allocating() {
             "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":{index},\"function\":{{\"name\":\"f\"}}}}]}}}}]}}\n\n"
         );
         assert_eq!(
-            r.push(event.as_bytes()).unwrap_err(),
+            r.push(event.clone().into()).unwrap_err(),
             LimitError::ToolCallIndex { index, limit: 8 }
         );
         assert_eq!(r.assembler().tool_call_count(), 0);
@@ -262,7 +288,7 @@ fn a_huge_tool_call_index_is_refused_without_allocating() {
         let event = format!(
             "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":{index},\"function\":{{\"name\":\"f{index}\"}}}}]}}}}]}}\n\n"
         );
-        assert_eq!(r.push(event.as_bytes()).unwrap()[0].1, EventKind::Chunk);
+        assert_eq!(r.push(event.clone().into()).unwrap()[0].1, EventKind::Chunk);
     }
     let calls = r.assembler().to_response()["choices"][0]["message"]["tool_calls"].clone();
     assert_eq!(calls.as_array().map(Vec::len), Some(2), "{calls}");
@@ -272,7 +298,9 @@ fn a_huge_tool_call_index_is_refused_without_allocating() {
 #[test]
 fn a_choice_index_beyond_the_bound_is_refused() {
     let mut r = StreamReader::new(true, limits());
-    let e = r.push(b"data: {\"choices\":[{\"index\":4,\"delta\":{\"content\":\"x\"}}]}\n\n");
+    let e = r.push(Bytes::from_static(
+        b"data: {\"choices\":[{\"index\":4,\"delta\":{\"content\":\"x\"}}]}\n\n",
+    ));
     assert_eq!(
         e.unwrap_err(),
         LimitError::ChoiceIndex { index: 4, limit: 4 }
@@ -286,7 +314,10 @@ fn usage_numbers_at_u64_max_do_not_overflow() {
     let event = format!(
         "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{max},\"completion_tokens\":{max}}}}}\n\n"
     );
-    assert_eq!(r.push(event.as_bytes()).unwrap()[0].1, EventKind::UsageOnly);
+    assert_eq!(
+        r.push(event.clone().into()).unwrap()[0].1,
+        EventKind::UsageOnly
+    );
     assert_eq!(r.assembler().usage().map(|u| u.total_tokens), Some(max));
 }
 
@@ -297,7 +328,7 @@ fn stream_bytes_and_events_are_bounded() {
     let keep_alive = b": k\n\n";
     let mut result = Ok(Vec::new());
     for _ in 0..=l.max_stream_events {
-        result = r.push(keep_alive);
+        result = r.push(Bytes::from_static(keep_alive));
         if result.is_err() {
             break;
         }
@@ -315,7 +346,7 @@ fn stream_bytes_and_events_are_bounded() {
     );
     let mut result = Ok(Vec::new());
     for _ in 0..64 {
-        result = r.push(content.as_bytes());
+        result = r.push(content.clone().into());
         if result.is_err() {
             break;
         }
@@ -338,7 +369,7 @@ fn a_long_event_without_a_blank_line_is_scanned_once() {
     let mut pushed = 0;
     let refused = loop {
         pushed += chunk.len();
-        if let Err(e) = s.push(&chunk) {
+        if let Err(e) = s.push(Bytes::copy_from_slice(&chunk)) {
             break e;
         }
     };
@@ -349,4 +380,108 @@ fn a_long_event_without_a_blank_line_is_scanned_once() {
         "scanned {} bytes for {pushed}",
         s.work
     );
+}
+
+/// Bytes around blank lines: every way a line end, a blank line or `\r` may fall.
+fn framing() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"\n".to_vec()),
+        Just(b"\r".to_vec()),
+        Just(b"\n\n".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(b"\n\r\n".to_vec()),
+        Just(b"\r\n\r\n".to_vec()),
+        Just(b"data: ".to_vec()),
+        "[a-z:{} ]{0,12}".prop_map(String::into_bytes),
+        event(),
+    ]
+}
+
+/// The splitter as it was (one buffer, searched byte by byte): what the `memchr` splitter,
+/// which slices events out of their chunk, must agree with.
+struct ReferenceSplitter {
+    buf: Vec<u8>,
+    scanned: usize,
+    max_event: usize,
+}
+
+impl ReferenceSplitter {
+    fn new(max_event: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            scanned: 0,
+            max_event,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, LimitError> {
+        let too_large = LimitError::EventTooLarge {
+            limit: self.max_event,
+        };
+        self.buf.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some(end) = Self::find_event_end(&self.buf, self.scanned) {
+            if end > self.max_event {
+                return Err(too_large);
+            }
+            events.push(Bytes::from(self.buf.drain(..end).collect::<Vec<u8>>()));
+            self.scanned = 0;
+        }
+        if self.buf.len() > self.max_event {
+            return Err(too_large);
+        }
+        self.scanned = self.buf.len().saturating_sub(2);
+        Ok(events)
+    }
+
+    fn find_event_end(buf: &[u8], from: usize) -> Option<usize> {
+        let mut i = from;
+        while i + 1 < buf.len() {
+            if buf[i] == b'\n' {
+                if buf[i + 1] == b'\n' {
+                    return Some(i + 2);
+                }
+                if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                    return Some(i + 3);
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+
+    fn finish(&mut self) -> Option<Bytes> {
+        (!self.buf.is_empty()).then(|| Bytes::from(std::mem::take(&mut self.buf)))
+    }
+}
+
+#[test]
+fn an_event_within_one_chunk_is_a_slice_of_it() {
+    let mut s = EventSplitter::default();
+    let chunk = Bytes::from_static(b"data: a\n\ndata: b\n\ndata: c");
+    let events = s.push(chunk.clone()).unwrap();
+    assert_eq!(events, [&b"data: a\n\n"[..], &b"data: b\n\n"[..]]);
+    for e in &events {
+        let offset = e.as_ptr() as usize - chunk.as_ptr() as usize;
+        assert!(offset < chunk.len(), "not a slice of the chunk");
+    }
+    // The event that spans chunks is gathered, the blank line split between them too.
+    assert!(s.push(Bytes::from_static(b"\n")).unwrap().is_empty());
+    let events = s.push(Bytes::from_static(b"\r\ndata: d\n\n")).unwrap();
+    assert_eq!(events, [&b"data: c\n\r\n"[..], &b"data: d\n\n"[..]]);
+    assert_eq!(
+        super::sse::event_data(&events[0]).as_deref(),
+        Some(&b"c"[..])
+    );
+    assert_eq!(s.pending_len(), 0);
+}
+
+#[test]
+fn event_data_borrows_one_line_and_joins_several() {
+    use std::borrow::Cow;
+    let one = super::sse::event_data(b"event: x\r\ndata: {}\r\n\r\n");
+    assert!(matches!(one, Some(Cow::Borrowed(b"{}"))), "{one:?}");
+    let two = super::sse::event_data(b"data:a\ndata: b\n: c\n\n");
+    assert_eq!(two.as_deref(), Some(&b"a\nb"[..]));
+    assert_eq!(super::sse::event_data(b": keep-alive\n\n"), None);
 }

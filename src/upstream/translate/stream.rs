@@ -442,7 +442,7 @@ mod tests {
             .iter()
             .map(|f| String::from_utf8_lossy(f).into_owned())
             .collect();
-        reader.push(text.as_bytes()).unwrap();
+        reader.push(text.clone().into()).unwrap();
         (text, frames, reader)
     }
 

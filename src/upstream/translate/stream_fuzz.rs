@@ -128,7 +128,7 @@ fn check_frames(frames: &[bytes::Bytes]) {
         assert!(f.ends_with(b"\n\n"), "{f:?}");
         assert!(!f[..f.len() - 2].windows(2).any(|w| w == b"\n\n"), "{f:?}");
         let data = event_data(f).expect("a data line");
-        if data != b"[DONE]" {
+        if *data != b"[DONE]"[..] {
             serde_json::from_slice::<Value>(&data).expect("JSON data");
         }
     }
@@ -280,13 +280,13 @@ fn both(
         let mut framed = b"data: ".to_vec();
         framed.extend_from_slice(e);
         framed.extend_from_slice(b"\n\n");
-        up.push(&framed).unwrap();
+        up.push(framed.into()).unwrap();
         for f in t.event(e) {
-            down.push(&f).unwrap();
+            down.push(f).unwrap();
         }
     }
     for f in t.finish() {
-        down.push(&f).unwrap();
+        down.push(f).unwrap();
     }
     assert!(down.assembler().complete());
     assert!(!down.malformed());
