@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::histogram::LatencyHistogram;
+use super::tail::{RUNGS, rungs_below};
 use super::{AA_VARIANT, ErrorClass, Observation, Purpose, Role};
 
 /// The scope a delta adds up under: a deployment's stage label since one stage start. The epoch
@@ -118,6 +119,37 @@ pub struct KeylessUnits {
 pub struct SideSums {
     pub errors: [f64; 4],
     pub cost: [f64; 4],
+    pub tail: TailSums,
+}
+
+/// One unit's successful requests per side (candidates, stable) and, per latency rung
+/// (`capture::tail`), how many of them were slower than the rung.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TailSums {
+    pub successes: [f64; 2],
+    pub above: [[f64; 2]; RUNGS],
+}
+
+impl TailSums {
+    /// Rung `r`'s per-unit vector in [`JointDelta`]'s order: (slower candidate requests,
+    /// candidate successes, slower stable requests, stable successes).
+    pub fn at(&self, r: usize) -> [f64; 4] {
+        [
+            self.above[r][0],
+            self.successes[0],
+            self.above[r][1],
+            self.successes[1],
+        ]
+    }
+
+    fn add(&mut self, o: &TailSums, sign: f64) {
+        for side in 0..2 {
+            self.successes[side] += sign * o.successes[side];
+            for r in 0..RUNGS {
+                self.above[r][side] += sign * o.above[r][side];
+            }
+        }
+    }
 }
 
 impl SideSums {
@@ -126,6 +158,7 @@ impl SideSums {
             self.errors[i] += o.errors[i];
             self.cost[i] += o.cost[i];
         }
+        self.tail.add(&o.tail, 1.0);
     }
 
     /// `self − o` (the totals before a delta `o` was added).
@@ -135,6 +168,7 @@ impl SideSums {
             out.errors[i] -= o.errors[i];
             out.cost[i] -= o.cost[i];
         }
+        out.tail.add(&o.tail, -1.0);
         out
     }
 
@@ -183,13 +217,15 @@ impl JointDelta {
     }
 }
 
-/// A change of the per-unit moments of one stage and cohort: units added, and the errors' and
-/// cost's joint moments.
+/// A change of the per-unit moments of one stage and cohort: units added, and the errors',
+/// cost's and each latency rung's joint moments.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct MomentsDelta {
     pub units: u64,
     pub errors: JointDelta,
     pub cost: JointDelta,
+    /// Per rung: x = successful requests slower than the rung, y = successful requests.
+    pub tail: [JointDelta; RUNGS],
 }
 
 impl MomentsDelta {
@@ -197,6 +233,9 @@ impl MomentsDelta {
         self.units += o.units;
         self.errors.merge(&o.errors);
         self.cost.merge(&o.cost);
+        for (a, b) in self.tail.iter_mut().zip(&o.tail) {
+            a.merge(b);
+        }
     }
 }
 
@@ -207,6 +246,7 @@ pub fn joint_step(old: &SideSums, new: &SideSums) -> MomentsDelta {
         units: u64::from(!old.has_requests() && new.has_requests()),
         errors: JointDelta::step(&old.errors, &new.errors),
         cost: JointDelta::step(&old.cost, &new.cost),
+        tail: std::array::from_fn(|r| JointDelta::step(&old.tail.at(r), &new.tail.at(r))),
     }
 }
 
@@ -373,6 +413,14 @@ fn side_sums(o: &Observation) -> Option<SideSums> {
     s.errors[offset + 1] = 1.0;
     s.cost[offset] = o.cost_usd.unwrap_or(0.0);
     s.cost[offset + 1] = f64::from(u8::from(o.cost_usd.is_some()));
+    // Latency counts for successes only, as in the histograms.
+    if o.error.is_none() {
+        let side = offset / 2;
+        s.tail.successes[side] = 1.0;
+        for above in &mut s.tail.above[..rungs_below(LatencyHistogram::bucket_of(o.latency_ms))] {
+            above[side] = 1.0;
+        }
+    }
     Some(s)
 }
 
@@ -387,14 +435,17 @@ mod tests {
             SideSums {
                 errors: [1.0, 2.0, 0.0, 0.0],
                 cost: [0.5, 2.0, 0.0, 0.0],
+                tail: tail([1.0, 0.0], &[(0, [1.0, 0.0]), (3, [1.0, 0.0])]),
             },
             SideSums {
                 errors: [0.0, 0.0, 1.0, 3.0],
                 cost: [0.0, 0.0, 0.25, 3.0],
+                tail: tail([0.0, 2.0], &[(0, [0.0, 2.0]), (3, [0.0, 1.0])]),
             },
             SideSums {
                 errors: [0.0, 1.0, 0.0, 1.0],
                 cost: [0.125, 1.0, 0.0, 1.0],
+                tail: tail([1.0, 1.0], &[(0, [1.0, 1.0])]),
             },
         ];
         let mut total = SideSums::default();
@@ -415,8 +466,69 @@ mod tests {
         for (a, b) in stepped.cost.products.iter().zip(once.cost.products) {
             assert!((a - b).abs() < 1e-12, "{a} vs {b}");
         }
+        for (s, o) in stepped.tail.iter().zip(&once.tail) {
+            for (a, b) in s.products.iter().zip(o.products) {
+                assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+            }
+            assert_eq!((s.sums, s.candidate_units), (o.sums, o.candidate_units));
+        }
         // errors: (1, 3, 1, 4): x_c·y_s = 4, y_s² = 16.
         assert_eq!(once.errors.products[3], 4.0);
         assert_eq!(once.errors.products[9], 16.0);
+        // rung 0: (2, 2, 3, 3); rung 3: (1, 2, 1, 3); rung 1: (0, 2, 0, 3).
+        assert_eq!(once.tail[0].sums, [2.0, 2.0, 3.0, 3.0]);
+        assert_eq!(once.tail[3].sums, [1.0, 2.0, 1.0, 3.0]);
+        assert_eq!(once.tail[3].products[2], 1.0);
+        assert_eq!(once.tail[1].sums, [0.0, 2.0, 0.0, 3.0]);
+        assert_eq!(once.tail[1].products[9], 9.0);
+    }
+
+    fn tail(successes: [f64; 2], above: &[(usize, [f64; 2])]) -> TailSums {
+        let mut t = TailSums {
+            successes,
+            ..TailSums::default()
+        };
+        for (r, a) in above {
+            t.above[*r] = *a;
+        }
+        t
+    }
+
+    #[test]
+    fn a_units_successes_count_above_every_rung_below_their_latency() {
+        use crate::capture::tail::rung_ms;
+        let mut agg = Aggregates::default();
+        let crate::capture::CaptureEvent::Observation(base) =
+            crate::capture::writer::tests::event(1)
+        else {
+            unreachable!()
+        };
+        let mut record = |role: Role, latency_ms: f64, error: Option<ErrorClass>| {
+            let mut o = base.clone();
+            o.role = role;
+            o.variant = if role == Role::Stable {
+                "stable"
+            } else {
+                "cand"
+            }
+            .into();
+            o.unit_key = Some("user-1".into());
+            o.latency_ms = latency_ms;
+            o.error = error;
+            agg.record(&o, DateTime::<Utc>::UNIX_EPOCH);
+        };
+        // Candidate: 10 ms and 500 ms succeed, a 900 ms error does not count; stable: 4 ms.
+        record(Role::Candidate, 10.0, None);
+        record(Role::Candidate, 500.0, None);
+        record(Role::Candidate, 900.0, Some(ErrorClass::Timeout));
+        record(Role::Stable, 4.0, None);
+        let sides = agg.unit_sides.values().next().unwrap();
+        assert_eq!(sides.tail.successes, [2.0, 1.0]);
+        for r in 0..RUNGS {
+            let t = rung_ms(r);
+            let want_c = f64::from(u8::from(10.0 > t)) + f64::from(u8::from(500.0 > t));
+            let want_s = f64::from(u8::from(4.0 > t));
+            assert_eq!(sides.tail.above[r], [want_c, want_s], "rung {r} at {t} ms");
+        }
     }
 }

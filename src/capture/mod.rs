@@ -23,6 +23,7 @@ mod pairing;
 pub mod policy;
 mod sink;
 mod spool;
+pub mod tail;
 mod writer;
 
 pub use aggregate::Aggregates;

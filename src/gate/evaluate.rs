@@ -442,6 +442,43 @@ fn cell_cs<'a>(
                 }),
             }
         }
+        (
+            MetricKind::LatencyTail { quantile, .. },
+            MetricData::UnitTail {
+                candidate_above,
+                stable_above,
+                threshold_ms,
+                stable_quantile,
+                candidate_quantile,
+                units,
+            },
+        ) => {
+            let rate = |c: &Count| c.rate().map_or("none".to_owned(), |r| format!("{r:.4}"));
+            let mut note = format!(
+                "threshold {threshold_ms:.1} ms: candidate share above {}, stable's {}",
+                rate(candidate_above),
+                rate(stable_above)
+            );
+            if let (Some(sq), Some(cq)) = (stable_quantile, candidate_quantile)
+                && *sq > 0.0
+            {
+                note.push_str(&format!(
+                    "; quantile ratio candidate/stable {:.3} ({cq:.1} / {sq:.1})",
+                    cq / sq
+                ));
+            }
+            e.note = Some(note);
+            // The difference of shares, on the scale of the share above stable's quantile.
+            let shift = 1.0 - quantile;
+            let s =
+                units.difference_stats(count_floor(candidate_above) + count_floor(stable_above));
+            Cs::new(
+                Method::ExceedanceDifferenceDeltaCs,
+                (candidate_above.n, stable_above.n),
+                move |a| s.map(|s| one_sample_cs(&s, a, t).shifted(shift)),
+            )
+            .over_joint_units(units)
+        }
         (MetricKind::CostRatio { .. }, MetricData::Cost { candidate, stable }) => {
             let (c, s) = (candidate.stats(), stable.stats());
             Cs::new(Method::RatioCs, (candidate.n, stable.n), move |a| {

@@ -105,6 +105,10 @@ pub enum Method {
     /// variants): differences per pair summed per unit, delta method over units, intersected
     /// with the two-sample sequence (half the α each).
     PairedRequestsDeltaCs,
+    /// The candidate's share of requests slower than a threshold near stable's quantile minus
+    /// stable's own share, over units of both sides (delta method), reported on the scale of
+    /// the share above stable's quantile (1 − q + the difference).
+    ExceedanceDifferenceDeltaCs,
 }
 
 impl Method {
@@ -142,6 +146,9 @@ impl Method {
             Method::PairedRequestsDeltaCs => {
                 "asymptotic confidence sequence on the paired requests' differences (same prompt, both variants), delta-method variance over units, intersected with the two-sample sequence"
             }
+            Method::ExceedanceDifferenceDeltaCs => {
+                "asymptotic confidence sequence on the difference of the shares above a latency threshold near stable's quantile, delta-method variance over both sides' units"
+            }
         }
     }
 
@@ -161,7 +168,8 @@ impl Method {
             | Method::ExceedanceDeltaCs
             | Method::RatioDeltaCs
             | Method::CeilingDelta
-            | Method::PairedRequestsDeltaCs => AnalysisUnit::Unit,
+            | Method::PairedRequestsDeltaCs
+            | Method::ExceedanceDifferenceDeltaCs => AnalysisUnit::Unit,
             Method::AbstentionRate => AnalysisUnit::JudgeAttempt,
         }
     }

@@ -252,6 +252,17 @@ pub enum MetricData {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         candidate_units: Option<UnitRatio>,
     },
+    /// Successful requests slower than a latency threshold near stable's quantile (the nearest
+    /// rung of `capture::tail`), per side, with the same per unit and side (x = slower
+    /// requests, y = successful requests): the difference of the two sides' shares over units.
+    UnitTail {
+        candidate_above: Count,
+        stable_above: Count,
+        threshold_ms: f64,
+        stable_quantile: Option<f64>,
+        candidate_quantile: Option<f64>,
+        units: JointRatio,
+    },
     /// Pairwise judge verdicts from the candidate's point of view.
     WinTieLoss { wins: u64, ties: u64, losses: u64 },
     /// Cost per request, per side.

@@ -419,3 +419,166 @@ fn paired_requests_are_intersected_with_the_two_sample_comparison() {
     let (lo, hi) = e.interval.unwrap();
     assert!((hi - lo - two.width()).abs() < 1e-12, "{e:?}");
 }
+
+/// A latency tail over units: clustered A/A traffic in a 10% live stage — 1,500 units with
+/// Pareto(5, 1.2) volumes (capped at 5,000), each with its own propensity to be slower than the
+/// threshold (Beta(0.25, 4.75), mean 5%: some users send long prompts) — looked at every 50
+/// units once 300 have arrived. Comparing the
+/// two sides' shares over units (`UnitTail`, both sides' variance by the delta method) wrongly
+/// rolls back in at most 5% of runs; the request-level share against stable's nominal 5%
+/// (`Exceedance`, the gate's only latency comparison before per-unit tails were stored) does so
+/// far more often, because one slow heavy user on the candidate looks like a regression. And a
+/// candidate that makes every unit's requests 10 points more likely to be slow (15% above
+/// stable's p95 instead of 5%) is rolled back over units.
+#[test]
+fn a_latency_tail_over_units_holds_its_false_rollback_rate_on_clustered_traffic() {
+    use rand::distr::Distribution;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use statrs::distribution::{Beta, Pareto};
+
+    let p = GatePolicy::with_metrics(vec![MetricPolicy {
+        name: "latency_p95".into(),
+        kind: MetricKind::LatencyTail {
+            quantile: 0.95,
+            margin: 0.01,
+        },
+        rollback_margin: None,
+    }]);
+    let volume = Pareto::new(5.0, 1.2).unwrap();
+    let propensity = Beta::new(0.25, 4.75).unwrap();
+    let run = |rng: &mut ChaCha8Rng, slower: f64| -> (bool, bool) {
+        let (mut units, mut cand, mut stab) = (
+            super::sequential::JointRatio::default(),
+            Count::default(),
+            Count::default(),
+        );
+        let (mut unit_worse, mut request_worse) = (false, false);
+        for i in 1..=1500 {
+            let n = volume.sample(rng).floor().min(5000.0) as u64;
+            let on_candidate = rng.random_bool(0.1);
+            let q = propensity.sample(rng) + if on_candidate { slower } else { 0.0 };
+            let above = (0..n).filter(|_| rng.random_bool(q.min(1.0))).count() as u64;
+            let (x, y) = (above as f64, n as f64);
+            if on_candidate {
+                units.push([x, y, 0.0, 0.0]);
+                cand = Count::new(cand.hits + above, cand.n + n);
+            } else {
+                units.push([0.0, 0.0, x, y]);
+                stab = Count::new(stab.hits + above, stab.n + n);
+            }
+            if i < 300 || i % 50 != 0 {
+                continue;
+            }
+            let verdict = |data: MetricData| {
+                let mut s = StageSummaries::default();
+                s.cohorts.insert(
+                    "all".to_owned(),
+                    BTreeMap::from([("latency_p95".to_owned(), data)]),
+                );
+                let d = evaluate(&p, &ready(), &s);
+                (d.evidence[0].verdict, d.evidence[0].method)
+            };
+            let (v, method) = verdict(MetricData::UnitTail {
+                candidate_above: cand,
+                stable_above: stab,
+                threshold_ms: 900.0,
+                stable_quantile: Some(900.0),
+                candidate_quantile: None,
+                units,
+            });
+            assert_eq!(method, Method::ExceedanceDifferenceDeltaCs);
+            unit_worse |= v == Verdict::Worse;
+            let (v, _) = verdict(MetricData::Exceedance {
+                candidate_above: cand,
+                stable_quantile: Some(900.0),
+                candidate_quantile: None,
+                candidate_units: None,
+            });
+            request_worse |= v == Verdict::Worse;
+        }
+        (unit_worse, request_worse)
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let runs = 200;
+    let (mut unit, mut request) = (0, 0);
+    for _ in 0..runs {
+        let (u, r) = run(&mut rng, 0.0);
+        unit += usize::from(u);
+        request += usize::from(r);
+    }
+    let rate = |k: usize| k as f64 / runs as f64;
+    // Seed 14: 1.5% over units, 16.5% per request.
+    assert!(
+        rate(unit) <= 0.05,
+        "over units: {} false rollbacks",
+        rate(unit)
+    );
+    assert!(
+        rate(request) >= 0.15,
+        "per request: {} false rollbacks",
+        rate(request)
+    );
+    // Seed 14: 49 of 50 (and 24 of 50 at +5 points, where the heavy users keep it wide).
+    let slow = (0..50).filter(|_| run(&mut rng, 0.10).0).count();
+    assert!(
+        slow >= 45,
+        "a tail 10 points heavier rolled back in {slow}/50 runs"
+    );
+}
+
+/// The evidence of a latency tail over units names its threshold, the two shares and the
+/// quantile ratio, and its estimate is 1 − q plus the difference of the shares.
+#[test]
+fn a_unit_tail_reports_its_threshold_and_the_difference_on_the_quantile_scale() {
+    let p = GatePolicy::with_metrics(vec![MetricPolicy {
+        name: "latency_p95".into(),
+        kind: MetricKind::LatencyTail {
+            quantile: 0.95,
+            margin: 0.02,
+        },
+        rollback_margin: None,
+    }]);
+    let mut units = super::sequential::JointRatio::default();
+    for i in 0..400u32 {
+        // Candidate units: 8% slow; stable's: 5%.
+        if i % 4 == 0 {
+            units.push([f64::from(u8::from(i % 25 < 2)) * 2.0, 25.0, 0.0, 0.0]);
+        }
+        units.push([0.0, 0.0, f64::from(u8::from(i % 20 == 0)) * 25.0, 25.0]);
+    }
+    let (cand, stab) = (
+        Count::new(units.sums[0] as u64, units.sums[1] as u64),
+        Count::new(units.sums[2] as u64, units.sums[3] as u64),
+    );
+    let mut s = StageSummaries::default();
+    s.cohorts.insert(
+        "all".to_owned(),
+        BTreeMap::from([(
+            "latency_p95".to_owned(),
+            MetricData::UnitTail {
+                candidate_above: cand,
+                stable_above: stab,
+                threshold_ms: 1046.7,
+                stable_quantile: Some(1000.0),
+                candidate_quantile: Some(1200.0),
+                units,
+            },
+        )]),
+    );
+    let e = &evaluate(&p, &ready(), &s).evidence[0];
+    assert_eq!(e.method, Method::ExceedanceDifferenceDeltaCs);
+    assert_eq!(e.unit, AnalysisUnit::Unit);
+    let (rc, rs) = units.ratios().unwrap();
+    let want = 0.05 + rc - rs;
+    assert!((e.estimate.unwrap() - want).abs() < 1e-12, "{e:?}");
+    let (lo, hi) = e.interval.unwrap();
+    assert!(lo < want && want < hi, "{e:?}");
+    let note = e.note.as_deref().unwrap();
+    assert!(note.contains("threshold 1046.7 ms"), "{note}");
+    assert!(
+        note.contains("quantile ratio candidate/stable 1.200"),
+        "{note}"
+    );
+    assert_eq!(e.units, Some((100, 400)), "{e:?}");
+}

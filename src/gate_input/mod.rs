@@ -10,9 +10,11 @@
 //!   per-unit sums so that the gate's inference runs over units (delta method), and — once the
 //!   stage has paired requests (shadow mirrors, live pair samples) — the paired requests' error
 //!   differences per unit beside them (`MetricData::WithPairs`: the gate intersects both);
-//! - `latency_tail`: candidate requests above stable's `quantile`, estimated from the latency
-//!   histograms (from the time-to-first-token histograms when the metric's name contains
-//!   `ttft`);
+//! - `latency_tail`: per unit and side, the successful requests slower than the latency rung
+//!   (`capture::tail`) nearest stable's `quantile` (estimated from the histograms), so that the
+//!   gate compares the two sides' shares over units; before both sides have successes there,
+//!   and for a metric whose name contains `ttft` (time to first token, from its histograms), the
+//!   candidate's requests above stable's quantile, per request;
 //! - `cost_ratio`: cost-per-request moments per side, with their per-unit sums;
 //! - `mean`: a judge criterion or a deterministic check of that name (`criterion`, or
 //!   `rubric_id.criterion`) — paired differences (with their sums per unit) when pairs were
@@ -28,6 +30,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::capture::tail::{nearest_rung, rung_ms};
 use crate::gate::sequential::{Count, JointRatio, Moments as GateMoments, UnitRatio};
 use crate::gate::{
     Abstentions, Assigned, Assignment, Decision, GatePolicy, MetricData, MetricKind, StageContext,
@@ -149,11 +152,36 @@ pub fn summaries(
                         (&s.candidate.latency_histogram, &s.stable.latency_histogram)
                     };
                     let stable_q = st.quantile(*quantile);
-                    stable_q.map(|q| MetricData::Exceedance {
-                        candidate_above: Count::new(c.estimate_above(q).round() as u64, c.total()),
-                        stable_quantile: Some(q),
-                        candidate_quantile: c.quantile(*quantile),
-                        candidate_units: None,
+                    let ttft = m.name.contains("ttft");
+                    stable_q.map(|q| {
+                        let candidate_quantile = c.quantile(*quantile);
+                        // Over units at the rung nearest stable's quantile, once both sides
+                        // have successes there; the request-level share above stable's
+                        // quantile otherwise (and for time to first token, kept per request).
+                        let rung = nearest_rung(q).filter(|_| !ttft);
+                        match rung.and_then(|r| {
+                            units
+                                .map(|u| (r, &u.latency_tail[r]))
+                                .filter(|(_, j)| usable(j))
+                        }) {
+                            Some((r, j)) => MetricData::UnitTail {
+                                candidate_above: Count::new(j.sums[0] as u64, j.sums[1] as u64),
+                                stable_above: Count::new(j.sums[2] as u64, j.sums[3] as u64),
+                                threshold_ms: rung_ms(r),
+                                stable_quantile: Some(q),
+                                candidate_quantile,
+                                units: joint_ratio(j),
+                            },
+                            None => MetricData::Exceedance {
+                                candidate_above: Count::new(
+                                    c.estimate_above(q).round() as u64,
+                                    c.total(),
+                                ),
+                                stable_quantile: Some(q),
+                                candidate_quantile,
+                                candidate_units: None,
+                            },
+                        }
                     })
                 }
                 MetricKind::CostRatio { .. } => {
@@ -383,8 +411,7 @@ fn without_cohorts(summary: &StageSummary, excluded: &[(String, String)]) -> Sta
         let mut u = u.clone();
         if u.cohort.is_none() {
             for r in &removed_units {
-                u.errors.subtract(&r.errors);
-                u.cost.subtract(&r.cost);
+                u.subtract(r);
             }
         }
         out.units.push(u);

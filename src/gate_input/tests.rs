@@ -1,7 +1,7 @@
 use super::*;
 use crate::gate::{Action, Direction, MetricPolicy};
 use crate::rollout::ramp::OnTimeout;
-use crate::store::ScoreSummary;
+use crate::store::{ScoreSummary, UnitComparison};
 
 fn variant(cohort: Cohort, role: &str, requests: u64, errors: u64) -> VariantSummary {
     let mut v = VariantSummary {
@@ -380,4 +380,93 @@ fn unit_sample_ratio_chain_matches_statrs_chi_square_on_known_counts() {
             verdict == crate::gate::Verdict::Blocked
         );
     }
+}
+
+#[test]
+fn latency_tail_over_units_uses_the_rung_nearest_stables_quantile() {
+    use crate::capture::tail::{RUNGS, nearest_rung, rung_ms};
+    let mut stable = variant(None, "stable", 100, 0);
+    let mut cand = variant(None, "candidate", 100, 0);
+    for i in 1..=100 {
+        stable.latency_histogram.record(f64::from(i) * 10.0);
+        stable.ttft_histogram.record(f64::from(i));
+        cand.latency_histogram.record(f64::from(i) * 12.0);
+        cand.ttft_histogram.record(f64::from(i));
+    }
+    // Stable's p95 is ~950 ms: the rung nearest it is ≈ 1,100 ms (1.05^144).
+    let q = stable.latency_histogram.quantile(0.95).unwrap();
+    let r = nearest_rung(q).unwrap();
+    assert!(
+        (rung_ms(r) / q).ln().abs() < 1.34f64.ln(),
+        "{q} → {}",
+        rung_ms(r)
+    );
+    let mut units = UnitComparison {
+        cohort: None,
+        ..UnitComparison::default()
+    };
+    units.errors.units = 40;
+    let mut tail = [JointMoments::default(); RUNGS];
+    tail[r] = JointMoments {
+        units: 40,
+        candidate_units: 10,
+        stable_units: 30,
+        sums: [8.0, 100.0, 4.0, 100.0],
+        products: [10.0, 80.0, 0.0, 0.0, 1000.0, 0.0, 0.0, 2.0, 14.0, 340.0],
+    };
+    units.latency_tail = tail;
+    let summary = StageSummary {
+        variants: vec![stable, cand],
+        units: vec![units],
+        ..StageSummary::default()
+    };
+    let p = policy(vec![
+        metric(
+            "latency_p95",
+            MetricKind::LatencyTail {
+                quantile: 0.95,
+                margin: 0.05,
+            },
+        ),
+        metric(
+            "ttft_p95",
+            MetricKind::LatencyTail {
+                quantile: 0.95,
+                margin: 0.05,
+            },
+        ),
+    ]);
+    let (s, _) = summaries(&p, Exposure::Live { share: 0.25 }, &summary);
+    let MetricData::UnitTail {
+        candidate_above,
+        stable_above,
+        threshold_ms,
+        stable_quantile,
+        units,
+        ..
+    } = &s.cohorts["all"]["latency_p95"]
+    else {
+        panic!("{s:?}")
+    };
+    assert_eq!(*candidate_above, Count::new(8, 100));
+    assert_eq!(*stable_above, Count::new(4, 100));
+    assert_eq!(*threshold_ms, rung_ms(r));
+    assert_eq!(*stable_quantile, Some(q));
+    assert_eq!((units.candidate_units, units.stable_units), (10, 30));
+    // Time to first token keeps the request-level share.
+    assert!(
+        matches!(s.cohorts["all"]["ttft_p95"], MetricData::Exceedance { .. }),
+        "{s:?}"
+    );
+    // Without slow-request counts on both sides at the rung: the request-level share.
+    let mut empty = summary.clone();
+    empty.units[0].latency_tail = [JointMoments::default(); RUNGS];
+    let (s, _) = summaries(&p, Exposure::Live { share: 0.25 }, &empty);
+    assert!(
+        matches!(
+            s.cohorts["all"]["latency_p95"],
+            MetricData::Exceedance { .. }
+        ),
+        "{s:?}"
+    );
 }

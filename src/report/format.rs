@@ -196,6 +196,7 @@ pub fn method_short(m: Method) -> &'static str {
         Method::RatioDeltaCs => "ratio CS, delta",
         Method::CeilingDelta => "ceiling CS, delta",
         Method::PairedRequestsDeltaCs => "paired requests ∩ two-sample CS, delta",
+        Method::ExceedanceDifferenceDeltaCs => "exceedance difference CS, delta",
     }
 }
 

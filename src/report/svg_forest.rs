@@ -33,6 +33,9 @@ pub(super) fn axis_caption(m: Method) -> &'static str {
         Method::ExceedanceCs | Method::ExceedanceDeltaCs => {
             "the candidate's share above stable's quantile"
         }
+        Method::ExceedanceDifferenceDeltaCs => {
+            "1 − q + the candidate's share above the threshold − stable's"
+        }
         Method::WinRateCs => "the candidate's pairwise win rate",
         Method::RatioCs | Method::RatioDeltaCs => "candidate ÷ stable",
         _ => "candidate − stable",
@@ -47,7 +50,8 @@ pub(super) fn reference(m: Method) -> Option<f64> {
         Method::Ceiling
         | Method::CeilingDelta
         | Method::ExceedanceCs
-        | Method::ExceedanceDeltaCs => None,
+        | Method::ExceedanceDeltaCs
+        | Method::ExceedanceDifferenceDeltaCs => None,
         _ => Some(0.0),
     }
 }

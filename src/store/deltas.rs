@@ -17,12 +17,70 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 
 use crate::capture::aggregate::{
-    CohortCell, KeylessUnits, MomentsDelta, SideSums, StageKey, joint_step,
+    CohortCell, JointDelta, KeylessUnits, MomentsDelta, SideSums, StageKey, TailSums, joint_step,
 };
+use crate::capture::tail::RUNGS;
 use crate::capture::{Aggregates, Observation};
 
 /// Rows per upsert statement (at most 36 columns: below SQLite's 32,766 bind parameters).
 pub(super) const DELTAS_PER_STATEMENT: usize = 800;
+/// Rows per `agg_unit_sides` upsert (56 columns each).
+pub(super) const SIDES_PER_STATEMENT: usize = 500;
+
+/// `agg_unit_sides`' columns after its key: errors and cost, then the latency tail
+/// ([`tail_side_values`] order).
+pub(super) fn side_cols() -> Vec<String> {
+    let mut cols: Vec<String> = [
+        "exc", "eyc", "exs", "eys", "cxc", "cyc", "cxs", "cys", "tyc", "tys",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    cols.extend((0..RUNGS).map(|r| format!("tc{r}")));
+    cols.extend((0..RUNGS).map(|r| format!("ts{r}")));
+    cols
+}
+
+/// A unit's side sums in [`side_cols`] order.
+pub(super) fn side_values(s: &SideSums) -> Vec<f64> {
+    let t = &s.tail;
+    let mut v: Vec<f64> = s.errors.iter().chain(&s.cost).copied().collect();
+    v.extend(t.successes);
+    v.extend(t.above.iter().map(|a| a[0]));
+    v.extend(t.above.iter().map(|a| a[1]));
+    v
+}
+
+/// The inverse of [`side_values`].
+pub(super) fn side_sums_of(v: &[f64]) -> SideSums {
+    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    let mut s = SideSums::default();
+    for i in 0..4 {
+        s.errors[i] = at(i);
+        s.cost[i] = at(4 + i);
+    }
+    let mut t = TailSums {
+        successes: [at(8), at(9)],
+        ..TailSums::default()
+    };
+    for r in 0..RUNGS {
+        t.above[r] = [at(10 + r), at(10 + RUNGS + r)];
+    }
+    s.tail = t;
+    s
+}
+
+/// The columns of `agg_tail_moments` after its key (scope, keyless, rung).
+pub(super) const TAIL_MOMENT_COLS: [&str; 16] = [
+    "cu", "su", "s0", "s1", "s2", "s3", "p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9",
+];
+
+/// One rung's delta: which rows of `agg_tail_moments` it changes (none when it is all zero).
+pub(super) fn tail_delta_is_zero(d: &JointDelta) -> bool {
+    d.candidate_units == 0
+        && d.stable_units == 0
+        && d.sums.iter().all(|x| *x == 0.0)
+        && d.products.iter().all(|x| *x == 0.0)
+}
 
 /// The stage starts of each (deployment, stage label), oldest first.
 pub(super) type Epochs = HashMap<(String, String), Vec<DateTime<Utc>>>;
@@ -289,22 +347,23 @@ macro_rules! write_deltas {
 
         let mut sides: Vec<_> = agg.unit_sides.iter().collect();
         sides.sort_by(|a, b| a.0.cmp(b.0));
-        let side_cols = ["exc", "eyc", "exs", "eys", "cxc", "cyc", "cxs", "cys"];
-        for chunk in sides.chunks(DELTAS_PER_STATEMENT) {
+        let side_cols = $crate::store::deltas::side_cols();
+        let side_refs: Vec<&str> = side_cols.iter().map(String::as_str).collect();
+        for chunk in sides.chunks($crate::store::deltas::SIDES_PER_STATEMENT) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_unit_sides ({SCOPE_COLS}, unit_key, {}) ",
                 side_cols.join(", ")
             ));
             qb.push_values(chunk, |mut b, ((stage, cohort, unit), s)| {
                 let b = bind_scope!(b, stage, cohort).push_bind(unit.as_str());
-                for v in s.errors.iter().chain(&s.cost) {
-                    b.push_bind(*v);
+                for v in $crate::store::deltas::side_values(s) {
+                    b.push_bind(v);
                 }
             });
             qb.push(format!(
                 " ON CONFLICT ({SCOPE_COLS}, unit_key) DO UPDATE SET {} \
                  RETURNING {SCOPE_COLS}, unit_key, {}",
-                add_set("agg_unit_sides", &side_cols),
+                add_set("agg_unit_sides", &side_refs),
                 side_cols.join(", ")
             ));
             for r in qb.build().fetch_all(&mut *$tx).await? {
@@ -315,11 +374,11 @@ macro_rules! write_deltas {
                 };
                 let cohort: (String, String) = (r.try_get(3)?, r.try_get(4)?);
                 let unit: String = r.try_get(5)?;
-                let mut new = $crate::capture::aggregate::SideSums::default();
-                for i in 0..4 {
-                    new.errors[i] = r.try_get(6 + i)?;
-                    new.cost[i] = r.try_get(10 + i)?;
+                let mut values = Vec::with_capacity(side_cols.len());
+                for i in 0..side_cols.len() {
+                    values.push(r.try_get::<f64, _>(6 + i)?);
                 }
+                let new = $crate::store::deltas::side_sums_of(&values);
                 let key = (stage, cohort, unit);
                 if let Some(d) = agg.unit_sides.get(&key) {
                     let (stage, cohort, _) = key;
@@ -356,6 +415,40 @@ macro_rules! write_deltas {
             qb.push(format!(
                 " ON CONFLICT ({SCOPE_COLS}, keyless) DO UPDATE SET {}",
                 add_set("agg_unit_moments", &col_refs)
+            ));
+            qb.build().execute(&mut *$tx).await?;
+        }
+
+        // Each rung's moments, one row per (scope, keyless, rung) that changed.
+        let tails: Vec<_> = moments
+            .iter()
+            .flat_map(|(k, keyless, m)| {
+                m.tail
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| !$crate::store::deltas::tail_delta_is_zero(d))
+                    .map(move |(rung, d)| (*k, *keyless, rung, *d))
+            })
+            .collect();
+        let tail_cols = $crate::store::deltas::TAIL_MOMENT_COLS;
+        for chunk in tails.chunks(DELTAS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<$db>::new(format!(
+                "INSERT INTO agg_tail_moments ({SCOPE_COLS}, keyless, rung, {}) ",
+                tail_cols.join(", ")
+            ));
+            qb.push_values(chunk, |mut b, ((stage, cohort), keyless, rung, d)| {
+                let b = bind_scope!(b, stage, cohort)
+                    .push_bind(i32::from(*keyless))
+                    .push_bind(i32::try_from(*rung).unwrap_or(i32::MAX))
+                    .push_bind(to_i64(d.candidate_units))
+                    .push_bind(to_i64(d.stable_units));
+                for v in d.sums.iter().chain(&d.products) {
+                    b.push_bind(*v);
+                }
+            });
+            qb.push(format!(
+                " ON CONFLICT ({SCOPE_COLS}, keyless, rung) DO UPDATE SET {}",
+                add_set("agg_tail_moments", &tail_cols)
             ));
             qb.build().execute(&mut *$tx).await?;
         }

@@ -16,9 +16,13 @@ use sqlx::Row;
 
 use super::aggregates::{Cohort, SummaryScope, VariantRow, VariantSummary, fetch_rows};
 use super::deltas::moment_cols;
-use super::units::{JointMoments, RowLike, UnitComparison, joint_moments, joint_sums};
+use super::units::{
+    JointMoments, RowLike, UnitComparison, joint_moments, joint_sums, tail_joint_sums,
+    tail_moments, tail_unit_cols,
+};
 use super::{Store, StoreError, to_u64, with_pool};
 use crate::capture::LatencyHistogram;
+use crate::capture::tail::RUNGS;
 
 const SCOPE: &str = " WHERE deployment = $1 AND stage = $2 AND epoch >= $3";
 
@@ -50,6 +54,38 @@ fn moment_sums() -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The sums of `agg_tail_moments`' columns.
+fn tail_sums() -> String {
+    crate::store::deltas::TAIL_MOMENT_COLS
+        .iter()
+        .map(|c| {
+            let ty = if *c == "cu" || *c == "su" {
+                "BIGINT"
+            } else {
+                "DOUBLE PRECISION"
+            };
+            format!("CAST(SUM({c}) AS {ty})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Decodes [`tail_sums`] from column `from` (units left at zero).
+fn decode_tail(r: &impl RowLike, from: usize) -> Result<JointMoments, sqlx::Error> {
+    let mut m = JointMoments {
+        candidate_units: to_u64(r.i64_at(from)?),
+        stable_units: to_u64(r.i64_at(from + 1)?),
+        ..JointMoments::default()
+    };
+    for (i, s) in m.sums.iter_mut().enumerate() {
+        *s = r.f64_at(from + 2 + i)?.unwrap_or(0.0);
+    }
+    for (i, p) in m.products.iter_mut().enumerate() {
+        *p = r.f64_at(from + 6 + i)?.unwrap_or(0.0);
+    }
+    Ok(m)
 }
 
 /// Decodes [`moment_sums`] from column `from`: (errors, cost).
@@ -198,36 +234,79 @@ impl Store {
                 decode_moments(r, 2)?
             ));
         let mut out: BTreeMap<Cohort, UnitComparison> = BTreeMap::new();
-        let mut add = |cohort: Cohort, errors: &JointMoments, cost: &JointMoments| {
+        let mut add = |cohort: Cohort,
+                       errors: &JointMoments,
+                       cost: &JointMoments,
+                       tail: Option<&[JointMoments; RUNGS]>| {
             let c = out.entry(cohort.clone()).or_insert_with(|| UnitComparison {
                 cohort,
                 ..UnitComparison::default()
             });
             add_joint(&mut c.errors, errors);
             add_joint(&mut c.cost, cost);
+            for (a, b) in c.latency_tail.iter_mut().zip(tail.into_iter().flatten()) {
+                add_joint(a, b);
+            }
         };
         for (cohort, (errors, cost)) in &rows {
-            add(cohort.clone(), errors, cost);
+            add(cohort.clone(), errors, cost, None);
+        }
+        // The rungs' moments (their unit count is the cohort's, set below).
+        let sql = format!(
+            "SELECT cohort_key, cohort_value, rung, {} FROM agg_tail_moments{SCOPE}{filter} \
+             GROUP BY cohort_key, cohort_value, rung",
+            tail_sums()
+        );
+        let rows: Vec<(Cohort, i32, JointMoments)> = fetch_rows!(self, sql, scope, |r| (
+            cohort_of_cell(r.try_get(0)?, r.try_get(1)?),
+            r.try_get(2)?,
+            decode_tail(r, 3)?
+        ));
+        for (cohort, rung, m) in &rows {
+            let mut tail = [JointMoments::default(); RUNGS];
+            if let Some(t) = usize::try_from(*rung).ok().and_then(|r| tail.get_mut(r)) {
+                *t = *m;
+            }
+            add(
+                cohort.clone(),
+                &JointMoments::default(),
+                &JointMoments::default(),
+                Some(&tail),
+            );
         }
         if !one_epoch {
+            let (tail_cols, _) = tail_unit_cols();
             let sides = ["exc", "eyc", "exs", "eys", "cxc", "cyc", "cxs", "cys"]
+                .iter()
+                .copied()
+                .chain(tail_cols.iter().map(String::as_str))
                 .map(|c| format!("SUM({c}) AS {c}"))
+                .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "SELECT u.lk, u.lv, COUNT(*), {}, {} FROM (\
+                "SELECT u.lk, u.lv, COUNT(*), {}, {}, {} FROM (\
                  SELECT cohort_key AS lk, cohort_value AS lv, {sides} FROM agg_unit_sides{SCOPE} \
                  GROUP BY cohort_key, cohort_value, unit_key) u GROUP BY u.lk, u.lv",
                 joint_sums(["exc", "eyc", "exs", "eys"]),
                 joint_sums(["cxc", "cyc", "cxs", "cys"]),
+                tail_joint_sums(),
             );
-            let rows: Vec<(Cohort, JointMoments, JointMoments)> =
+            let rows: Vec<(Cohort, JointMoments, JointMoments, [JointMoments; RUNGS])> =
                 fetch_rows!(self, sql, scope, |r| (
                     cohort_of_cell(r.try_get(0)?, r.try_get(1)?),
                     joint_moments(r.try_get(2)?, r, 3)?,
-                    joint_moments(r.try_get(2)?, r, 19)?
+                    joint_moments(r.try_get(2)?, r, 19)?,
+                    tail_moments(r.try_get(2)?, r, 35)?
                 ));
-            for (cohort, errors, cost) in &rows {
-                add(cohort.clone(), errors, cost);
+            for (cohort, errors, cost, tail) in &rows {
+                add(cohort.clone(), errors, cost, Some(tail));
+            }
+        }
+        // Every rung counts the cohort's units (the tail rows carry none of their own).
+        for c in out.values_mut() {
+            let units = c.errors.units;
+            for t in &mut c.latency_tail {
+                t.units = units;
             }
         }
         Ok(out.into_values().collect())

@@ -13,6 +13,7 @@ use super::aggregates::{
     Cohort, OBS_LABELS, OBS_SCOPE, PAIR_LABELS, PAIR_SCOPE, VariantSummary, cohort_of, fetch_rows,
 };
 use super::{Store, StoreError, to_u64, with_pool};
+use crate::capture::tail::{RUNGS, rung_bucket};
 use crate::vocab::AA_VARIANT;
 
 /// Sums over units of per-unit totals x and y: the number of units and Σx, Σy, Σx², Σy², Σxy.
@@ -141,7 +142,8 @@ impl JointMoments {
     }
 }
 
-/// Errors per request and cost per request, per unit and side, in one cohort.
+/// Errors per request, cost per request and the latency tail, per unit and side, in one
+/// cohort.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UnitComparison {
     pub cohort: Cohort,
@@ -149,6 +151,62 @@ pub struct UnitComparison {
     pub errors: JointMoments,
     /// x = cost, y = requests with a cost.
     pub cost: JointMoments,
+    /// Per latency rung (`capture::tail`): x = successful requests slower than the rung, y =
+    /// successful requests. `units` is every unit of the cohort (as `errors.units`).
+    pub latency_tail: [JointMoments; RUNGS],
+}
+
+impl UnitComparison {
+    /// Takes a sub-population's units out of these (never below none).
+    pub fn subtract(&mut self, o: &UnitComparison) {
+        self.errors.subtract(&o.errors);
+        self.cost.subtract(&o.cost);
+        for (a, b) in self.latency_tail.iter_mut().zip(&o.latency_tail) {
+            a.subtract(b);
+        }
+    }
+}
+
+/// The per-unit latency-tail columns of the inner per-unit queries (successes per side, then
+/// those slower than each rung), in `store::deltas::side_cols` order after the errors and cost.
+pub(super) fn tail_unit_cols() -> (Vec<String>, Vec<[String; 4]>) {
+    let mut cols = vec!["tyc".to_owned(), "tys".to_owned()];
+    cols.extend((0..RUNGS).map(|r| format!("tc{r}")));
+    cols.extend((0..RUNGS).map(|r| format!("ts{r}")));
+    let per_rung = (0..RUNGS)
+        .map(|r| {
+            [
+                format!("tc{r}"),
+                "tyc".to_owned(),
+                format!("ts{r}"),
+                "tys".to_owned(),
+            ]
+        })
+        .collect();
+    (cols, per_rung)
+}
+
+/// The outer sums of every rung's [`joint_sums`] (16 columns per rung, after the unit count).
+pub(super) fn tail_joint_sums() -> String {
+    let (_, per_rung) = tail_unit_cols();
+    per_rung
+        .iter()
+        .map(|v| joint_sums([&v[0], &v[1], &v[2], &v[3]]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Decodes [`tail_joint_sums`] from column `from`, every rung over `units` units.
+pub(super) fn tail_moments(
+    units: i64,
+    r: &impl RowLike,
+    from: usize,
+) -> Result<[JointMoments; RUNGS], sqlx::Error> {
+    let mut out = [JointMoments::default(); RUNGS];
+    for (i, m) in out.iter_mut().enumerate() {
+        *m = joint_moments(units, r, from + 16 * i)?;
+    }
+    Ok(out)
 }
 
 /// The outer sums of per-unit columns `v[0..4]` (the unit count comes separately).
@@ -273,6 +331,29 @@ impl Store {
         let err = "o.error_class IS NOT NULL";
         let cost = "CAST(COALESCE(o.cost_usd, 0) AS DOUBLE PRECISION)";
         let has_cost = "o.cost_usd IS NOT NULL";
+        // Successes per side, and those slower than each rung (a bucket above the rung's).
+        let ok = "o.error_class IS NULL";
+        let mut tail: Vec<(String, String)> = vec![
+            (
+                format!("CASE WHEN {cand} AND {ok} THEN {one} ELSE {zero} END"),
+                "tyc".to_owned(),
+            ),
+            (
+                format!("CASE WHEN {stab} AND {ok} THEN {one} ELSE {zero} END"),
+                "tys".to_owned(),
+            ),
+        ];
+        for (side, name) in [(cand.as_str(), "tc"), (stab, "ts")] {
+            for r in 0..RUNGS {
+                tail.push((
+                    format!(
+                        "CASE WHEN {side} AND {ok} AND o.latency_bucket > {} THEN {one} ELSE {zero} END",
+                        rung_bucket(r)
+                    ),
+                    format!("{name}{r}"),
+                ));
+            }
+        }
         let cols = |agg: bool| {
             let wrap = |e: String| if agg { format!("SUM({e})") } else { e };
             [
@@ -309,7 +390,10 @@ impl Store {
                     "cys",
                 ),
             ]
+            .into_iter()
+            .chain(tail.iter().map(|(e, name)| (e.clone(), name.as_str())))
             .map(|(e, name)| format!("{} AS {name}", wrap(e)))
+            .collect::<Vec<_>>()
             .join(", ")
         };
         for by_label in [false, true] {
@@ -317,7 +401,7 @@ impl Store {
             let scope_sql =
                 format!("FROM observations o{join}{OBS_SCOPE} AND (o.role = 'stable' OR {cand})");
             let sql = format!(
-                "SELECT u.lk, u.lv, COUNT(*), {}, {} FROM (\
+                "SELECT u.lk, u.lv, COUNT(*), {}, {}, {} FROM (\
                  SELECT {sel}{} {scope_sql} AND o.unit_key IS NOT NULL \
                  GROUP BY {group}o.unit_key \
                  UNION ALL \
@@ -325,6 +409,7 @@ impl Store {
                  ) u GROUP BY u.lk, u.lv",
                 joint_sums(["exc", "eyc", "exs", "eys"]),
                 joint_sums(["cxc", "cyc", "cxs", "cys"]),
+                tail_joint_sums(),
                 cols(true),
                 cols(false),
             );
@@ -332,6 +417,7 @@ impl Store {
                 cohort: cohort_of(r.try_get(0)?, r.try_get(1)?),
                 errors: joint_moments(r.try_get(2)?, r, 3)?,
                 cost: joint_moments(r.try_get(2)?, r, 19)?,
+                latency_tail: tail_moments(r.try_get(2)?, r, 35)?,
             });
             out.extend(rows);
         }

@@ -164,3 +164,84 @@ async fn heavy_users_do_not_block_promotion_and_a_failing_candidate_is_rolled_ba
         }
     }
 }
+
+const TAIL: &str = r#"
+deployments:
+  - slug: chat
+    stable: { provider: mock, model: mock-timed }
+    candidates: [{ name: cand, provider: mock, model: MODEL }]
+    live: { fallback_to_stable: false }
+    ramp:
+      stages:
+        - { percent: 10, min_duration: 0s, min_judged_pairs: 0, max_duration: 1h }
+        - { percent: 50, min_duration: 1h, min_judged_pairs: 0, max_duration: 2h }
+    gate:
+      metrics:
+        - { name: error_rate, kind: error_rate, margin: 0.05, ceiling: 0.1 }
+        - { name: latency_p95, kind: latency_tail, quantile: 0.95, margin: 0.1 }
+      min_samples: 20
+"#;
+
+/// The latency tail over units through the real gateway, store and controller: stable and an
+/// identical candidate answer in a lognormal 20 ms (median) / 60 ms (p95); a slow candidate in
+/// 60 / 180 ms. With the same heavy users at 10%, the identical candidate is promoted and the
+/// slow one rolled back on `latency_p95` alone (its error rate is stable's), and both decisions
+/// compare the two sides' shares above the rung nearest stable's p95 over units.
+#[tokio::test]
+async fn a_latency_tail_is_compared_over_units_and_a_slower_candidate_is_rolled_back() {
+    let timed = |median: u64, p95: u64| Profile {
+        latency: canarist::mock::Latency::LogNormal {
+            median: Duration::from_millis(median),
+            p95: Duration::from_millis(p95),
+        },
+        ..Profile::default()
+    };
+    let mock = MockServer::start(
+        MockConfig::builtin()
+            .unwrap()
+            .with_model("mock-timed", timed(20, 60))
+            .with_model("mock-timed-too", timed(20, 60))
+            .with_model("mock-slow", timed(60, 180)),
+    )
+    .await
+    .unwrap();
+    for (model, want) in [("mock-timed-too", "canary"), ("mock-slow", "rolled_back")] {
+        for db in backends().await {
+            let cfg = config(&mock, &db.url, &TAIL.replace("MODEL", model));
+            let node = start(&cfg, &db).await;
+            actions::start(node.ctx(), DEPLOYMENT, &actor("cli"), "begin")
+                .await
+                .unwrap();
+            let sent = heavy_tailed_traffic(&node).await;
+            eventually(&format!("{model}: the gate to end stage 0"), || async {
+                let (state, stage) = latest(node.ctx()).await;
+                (state == want && (stage == 1 || want == "rolled_back")).then_some(())
+            })
+            .await;
+            let t = gate_transition(&node).await;
+            let tail = evidence(&t, "latency_p95");
+            let label = format!("{} {model}: {sent} requests", db.label);
+            assert_eq!(
+                tail["method"], "exceedance_difference_delta_cs",
+                "{label}: {tail}"
+            );
+            assert_eq!(tail["unit"], "unit", "{label}: {tail}");
+            let note = tail["note"].as_str().unwrap();
+            assert!(note.starts_with("threshold "), "{label}: {note}");
+            let verdict = if want == "canary" {
+                "non_inferior"
+            } else {
+                "worse"
+            };
+            assert_eq!(tail["verdict"], verdict, "{label}: {tail}");
+            let errors = &evidence(&t, "error_rate")["verdict"];
+            if want == "canary" {
+                assert_eq!(errors, "non_inferior", "{label}");
+            } else {
+                assert_ne!(errors, "worse", "{label}: the latency decided");
+            }
+            node.stop().await;
+            db.cleanup().await;
+        }
+    }
+}

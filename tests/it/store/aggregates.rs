@@ -34,7 +34,13 @@ fn same_units(a: &[UnitComparison], b: &[UnitComparison]) -> bool {
     b.sort_by(|x, y| x.cohort.cmp(&y.cohort));
     a.len() == b.len()
         && a.iter().zip(&b).all(|(x, y)| {
-            x.cohort == y.cohort && same_joint(&x.errors, &y.errors) && same_joint(&x.cost, &y.cost)
+            x.cohort == y.cohort
+                && same_joint(&x.errors, &y.errors)
+                && same_joint(&x.cost, &y.cost)
+                && x.latency_tail
+                    .iter()
+                    .zip(&y.latency_tail)
+                    .all(|(a, b)| same_joint(a, b))
         })
 }
 
@@ -162,6 +168,23 @@ async fn compare(store: &Store, label: &str, stage: &str, since: DateTime<Utc>, 
     let want = store.stage_summary_from_rows(scope).await.unwrap();
     assert!(!want.variants.is_empty(), "{label} {what}: traffic");
     assert_same(label, what, &got, &want);
+    // The per-unit latency tails are there to compare: some rung has slow requests on both
+    // sides, and a rung below every latency counts every success.
+    let overall = got.units.iter().find(|u| u.cohort.is_none()).unwrap();
+    assert!(
+        overall
+            .latency_tail
+            .iter()
+            .any(|t| t.sums[0] > 0.0 && t.sums[2] > 0.0 && t.sums[0] < t.sums[1]),
+        "{label} {what}: {:?}",
+        overall.latency_tail
+    );
+    let lowest = &overall.latency_tail[0];
+    assert_eq!(
+        (lowest.sums[0], lowest.sums[2]),
+        (lowest.sums[1], lowest.sums[3])
+    );
+    assert!(lowest.sums[1] > 0.0 && lowest.units == overall.errors.units);
 }
 
 #[tokio::test]
@@ -405,7 +428,8 @@ async fn observations_stored_before_the_upgrade_are_summed_once() {
             &db,
             "DELETE FROM agg_variants; DELETE FROM agg_timings; DELETE FROM agg_variant_units; \
              DELETE FROM agg_unit_variants; DELETE FROM agg_unit_sides; \
-             DELETE FROM agg_unit_moments; INSERT INTO agg_backfill (id) VALUES (1);",
+             DELETE FROM agg_unit_moments; DELETE FROM agg_tail_moments; \
+             INSERT INTO agg_backfill (id) VALUES (1);",
         )
         .await;
         // Two replicas start: the first sums the rows, the second finds nothing left to do.
