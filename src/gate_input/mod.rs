@@ -12,7 +12,9 @@
 //!   differences per unit beside them (`MetricData::WithPairs`: the gate intersects both);
 //! - `latency_tail`: per unit and side, the successful requests slower than the latency rung
 //!   (`capture::tail`) nearest stable's `quantile` (estimated from the histograms), so that the
-//!   gate compares the two sides' shares over units; before both sides have successes there,
+//!   gate compares the two sides' shares over units (and, once the stage has paired requests
+//!   both sides answered, the same prompts' "slower than the rung" differences per unit,
+//!   `MetricData::WithPairs`); before both sides have successes there,
 //!   and for a metric whose name contains `ttft` (time to first token, from its histograms), the
 //!   candidate's requests above stable's quantile, per request;
 //! - `cost_ratio`: cost-per-request moments per side, with their per-unit sums;
@@ -119,9 +121,13 @@ pub fn summaries(
     // Pairs first: once the stage has paired requests (a shadow stage's mirrors, a live
     // stage's pair samples), every cohort's error rate is also compared on them.
     let paired_stage = summary
-        .paired_errors
+        .paired_outcomes
         .iter()
         .any(|p| p.cohort.is_none() && p.pairs.count > 0);
+    let paired_tail_stage = summary
+        .paired_outcomes
+        .iter()
+        .any(|p| p.cohort.is_none() && p.latency_tail[0].pairs.count > 0);
     for m in &policy.metrics {
         for (cohort, s) in &sides {
             let units = summary.units.iter().find(|u| u.cohort == *cohort);
@@ -159,7 +165,7 @@ pub fn summaries(
                         // have successes there; the request-level share above stable's
                         // quantile otherwise (and for time to first token, kept per request).
                         let rung = nearest_rung(q).filter(|_| !ttft);
-                        match rung.and_then(|r| {
+                        let unpaired = match rung.and_then(|r| {
                             units
                                 .map(|u| (r, &u.latency_tail[r]))
                                 .filter(|(_, j)| usable(j))
@@ -181,6 +187,13 @@ pub fn summaries(
                                 candidate_quantile,
                                 candidate_units: None,
                             },
+                        };
+                        // Pairs first: the same prompts' latencies at the same rung.
+                        match rung {
+                            Some(r) if paired_tail_stage => {
+                                with_paired_tail(unpaired, summary, cohort, r)
+                            }
+                            _ => unpaired,
                         }
                     })
                 }
@@ -339,9 +352,38 @@ pub fn summaries(
 /// pooled, as the two-sample side pools them).
 fn with_paired_errors(unpaired: MetricData, summary: &StageSummary, cohort: &Cohort) -> MetricData {
     let (mut pairs, mut units) = (GateMoments::default(), UnitRatio::default());
-    for p in summary.paired_errors.iter().filter(|p| p.cohort == *cohort) {
+    for p in summary
+        .paired_outcomes
+        .iter()
+        .filter(|p| p.cohort == *cohort)
+    {
         pairs.merge(&moments(&p.pairs));
         units.merge(&unit_ratio(&p.units));
+    }
+    MetricData::WithPairs {
+        unpaired: Box::new(unpaired),
+        pairs,
+        units,
+    }
+}
+
+/// A latency tail with the paired requests' differences at rung `rung` beside it (the pairs both
+/// sides answered, every candidate's pooled).
+fn with_paired_tail(
+    unpaired: MetricData,
+    summary: &StageSummary,
+    cohort: &Cohort,
+    rung: usize,
+) -> MetricData {
+    let (mut pairs, mut units) = (GateMoments::default(), UnitRatio::default());
+    for p in summary
+        .paired_outcomes
+        .iter()
+        .filter(|p| p.cohort == *cohort)
+    {
+        let t = &p.latency_tail[rung];
+        pairs.merge(&moments(&t.pairs));
+        units.merge(&unit_ratio(&t.units));
     }
     MetricData::WithPairs {
         unpaired: Box::new(unpaired),
@@ -394,8 +436,8 @@ fn without_cohorts(summary: &StageSummary, excluded: &[(String, String)]) -> Sta
             .collect(),
         aa: summary.aa.clone(),
         units: Vec::new(),
-        paired_errors: summary
-            .paired_errors
+        paired_outcomes: summary
+            .paired_outcomes
             .iter()
             .filter(|p| !is_excluded(&p.cohort))
             .cloned()

@@ -1,7 +1,7 @@
 use super::*;
 use crate::gate::{Action, Direction, MetricPolicy};
 use crate::rollout::ramp::OnTimeout;
-use crate::store::{ScoreSummary, UnitComparison};
+use crate::store::{Moments, ScoreSummary, UnitComparison, UnitMoments};
 
 fn variant(cohort: Cohort, role: &str, requests: u64, errors: u64) -> VariantSummary {
     let mut v = VariantSummary {
@@ -454,6 +454,45 @@ fn latency_tail_over_units_uses_the_rung_nearest_stables_quantile() {
     assert_eq!(*stable_quantile, Some(q));
     assert_eq!((units.candidate_units, units.stable_units), (10, 30));
     // Time to first token keeps the request-level share.
+    assert!(
+        matches!(s.cohorts["all"]["ttft_p95"], MetricData::Exceedance { .. }),
+        "{s:?}"
+    );
+    // Once the stage has paired requests both sides answered: the same rung's paired
+    // differences beside the comparison over units (pairs first); ttft stays request-level.
+    let mut paired = summary.clone();
+    let mut outcomes = crate::store::PairedOutcomes {
+        candidate: "candidate".into(),
+        ..Default::default()
+    };
+    outcomes.latency_tail[r] = crate::store::PairedTail {
+        pairs: Moments {
+            count: 30,
+            sum: 2.0,
+            sum_sq: 4.0,
+        },
+        units: UnitMoments {
+            units: 12,
+            sum_x: 2.0,
+            sum_y: 30.0,
+            sum_xx: 2.0,
+            sum_yy: 90.0,
+            sum_xy: 5.0,
+        },
+    };
+    outcomes.latency_tail[0].pairs.count = 30;
+    paired.paired_outcomes = vec![outcomes];
+    let (s, _) = summaries(&p, Exposure::Live { share: 0.25 }, &paired);
+    let MetricData::WithPairs {
+        unpaired,
+        pairs,
+        units,
+    } = &s.cohorts["all"]["latency_p95"]
+    else {
+        panic!("{s:?}")
+    };
+    assert!(matches!(**unpaired, MetricData::UnitTail { .. }), "{s:?}");
+    assert_eq!((pairs.n, pairs.sum, units.units), (30, 2.0, 12));
     assert!(
         matches!(s.cohorts["all"]["ttft_p95"], MetricData::Exceedance { .. }),
         "{s:?}"

@@ -170,7 +170,7 @@ pub struct StageSummary {
     /// Errors and cost per unit and side, per cohort (`None` = overall).
     pub units: Vec<UnitComparison>,
     /// Paired requests' error differences per unit, per cohort and candidate (`store::paired`).
-    pub paired_errors: Vec<super::PairedErrors>,
+    pub paired_outcomes: Vec<super::PairedOutcomes>,
 }
 
 /// The A/A arm of a stage: stable judged against a second stable answer
@@ -315,7 +315,7 @@ impl Store {
                 summary.pairs.insert((cohort, candidate), to_u64(n));
             }
         }
-        summary.paired_errors = self.paired_errors(scope).await?;
+        summary.paired_outcomes = self.paired_outcomes(scope).await?;
         summary.scores = self.score_summaries(scope).await?;
         summary.checks = self.check_summaries(scope).await?;
         summary.split_aa();

@@ -65,7 +65,7 @@ pub use gate_history::GatePoint;
 pub use jobs::{JobState, JudgeJob, MAX_ATTEMPTS};
 pub use judgments::{NewCheckResult, NewJudgment, ORDER_COMBINED, ORDER_SINGLE, Verdict};
 pub use keys::ApiKey;
-pub use paired::PairedErrors;
+pub use paired::{PairedOutcomes, PairedTail};
 pub use replicas::{CONFIG_CHANNEL, CONTROLLER_LOCK_KEY, ConfigWatcher, LeaderLock, Leadership};
 pub use report_reads::{FailedCheck, JudgmentRow, LowScore, PositionConsistency, RolloutStage};
 pub use retention::{PruneReport, RetentionPolicy};

@@ -729,6 +729,78 @@ async fn unit_sums_match_a_hand_computation_on_both_backends() {
     }
 }
 
+/// Paired requests' latency-tail differences at each rung (1[candidate slower than the rung] −
+/// 1[stable slower], over the pairs both sides answered) summed per unit, by hand: a heavy user's
+/// pairs (300 vs 100 ms: +1 at the rungs between; 100 vs 300 ms: −1; one where stable failed,
+/// left out), a light user's (300 vs 100 ms), a keyless one (100 vs 100 ms); the A/A arm's pair
+/// is left out. Both backends read back the same sums.
+#[tokio::test]
+async fn paired_latency_tail_sums_per_unit_match_a_hand_computation_on_both_backends() {
+    use canarist::capture::tail::{RUNGS, rung_ms};
+    for db in backends().await {
+        let store = db.store().await;
+        let sink = StoreSink::new(store.clone());
+        let mut events = Vec::new();
+        let mut i = 0_i64;
+        let mut add = |unit: Option<&str>, c_ms: f64, s_ms: f64, s_err: bool, candidate: &str| {
+            i += 1;
+            let mut s = obs("stable", Role::Stable, "free", s_ms, i);
+            let mut c = obs(candidate, Role::Candidate, "free", c_ms, i);
+            for o in [&mut s, &mut c] {
+                o.stage = "live".into();
+                o.unit_key = unit.map(str::to_owned);
+            }
+            if s_err {
+                s.error = Some(ErrorClass::Upstream5xx);
+                s.status = Some(500);
+            }
+            if candidate == "aa" {
+                c.purpose = Purpose::Aa;
+            }
+            let pair = pair_of(&s, &c);
+            events.push(CaptureEvent::Observation(Box::new(pair.stable.clone())));
+            events.push(CaptureEvent::Observation(Box::new(pair.candidate.clone())));
+            events.push(CaptureEvent::Pair(Box::new(pair)));
+        };
+        add(Some("heavy"), 300.0, 100.0, false, "cand");
+        add(Some("heavy"), 100.0, 300.0, false, "cand");
+        add(Some("heavy"), 300.0, 300.0, true, "cand");
+        add(Some("light"), 300.0, 100.0, false, "cand");
+        add(None, 100.0, 100.0, false, "cand");
+        add(Some("light"), 300.0, 100.0, false, "aa");
+        sink.write_batch(&events).await.unwrap();
+        let s = store
+            .stage_summary(SummaryScope::new("support", "live"))
+            .await
+            .unwrap();
+        let p = s
+            .paired_outcomes
+            .iter()
+            .find(|p| p.cohort.is_none())
+            .unwrap();
+        for r in 0..RUNGS {
+            let t = p.latency_tail[r];
+            let between = 100.0 * 1.05 < rung_ms(r) && rung_ms(r) < 300.0;
+            let label = format!("{} rung {r} ({} ms)", db.label, rung_ms(r));
+            assert_eq!(t.pairs.count, 4, "{label}");
+            if between {
+                // Units (x, y): heavy (+1 − 1, 2), light (+1, 1), keyless (0, 1).
+                assert_eq!((t.pairs.sum, t.pairs.sum_sq), (1.0, 3.0), "{label}");
+                let u = t.units;
+                assert_eq!(
+                    (u.units, u.sum_x, u.sum_y, u.sum_xx, u.sum_yy, u.sum_xy),
+                    (3, 1.0, 4.0, 1.0, 6.0, 1.0),
+                    "{label}"
+                );
+            } else if rung_ms(r) < 100.0 || rung_ms(r) > 300.0 * 1.05 {
+                assert_eq!((t.pairs.sum, t.pairs.sum_sq), (0.0, 0.0), "{label}");
+                assert_eq!(t.units.sum_xx, 0.0, "{label}");
+            }
+        }
+        db.cleanup().await;
+    }
+}
+
 /// Paired requests' error differences (candidate − stable per pair) summed per unit, by hand:
 /// a heavy user's three pairs (+1, 0, −1), a light user's one (+1), a keyless pair (0, a unit
 /// of its own); the A/A arm's pair is left out. Both backends read back the same sums.
@@ -772,7 +844,7 @@ async fn paired_error_sums_per_unit_match_a_hand_computation_on_both_backends() 
             .unwrap();
         for cohort in [None, Some(("tier".to_owned(), "free".to_owned()))] {
             let rows: Vec<_> = s
-                .paired_errors
+                .paired_outcomes
                 .iter()
                 .filter(|p| p.cohort == cohort)
                 .collect();

@@ -170,7 +170,7 @@ deployments:
   - slug: chat
     stable: { provider: mock, model: mock-timed }
     candidates: [{ name: cand, provider: mock, model: MODEL }]
-    live: { fallback_to_stable: false }
+    live: { pair_sample_percent: 20, fallback_to_stable: false }
     ramp:
       stages:
         - { percent: 10, min_duration: 0s, min_judged_pairs: 0, max_duration: 1h }
@@ -186,7 +186,8 @@ deployments:
 /// identical candidate answer in a lognormal 20 ms (median) / 60 ms (p95); a slow candidate in
 /// 60 / 180 ms. With the same heavy users at 10%, the identical candidate is promoted and the
 /// slow one rolled back on `latency_p95` alone (its error rate is stable's), and both decisions
-/// compare the two sides' shares above the rung nearest stable's p95 over units.
+/// compare the two sides' shares above the rung nearest stable's p95 over units and, since the
+/// stage samples pairs, the pair-sampled requests' latencies at that rung (pairs first).
 #[tokio::test]
 async fn a_latency_tail_is_compared_over_units_and_a_slower_candidate_is_rolled_back() {
     let timed = |median: u64, p95: u64| Profile {
@@ -221,13 +222,17 @@ async fn a_latency_tail_is_compared_over_units_and_a_slower_candidate_is_rolled_
             let t = gate_transition(&node).await;
             let tail = evidence(&t, "latency_p95");
             let label = format!("{} {model}: {sent} requests", db.label);
-            assert_eq!(
-                tail["method"], "exceedance_difference_delta_cs",
+            // Both comparisons ran (over units, and on the pair-sampled requests' latencies at
+            // the same rung); the tighter one names the method.
+            let method = tail["method"].as_str().unwrap();
+            assert!(
+                ["exceedance_difference_delta_cs", "paired_requests_delta_cs"].contains(&method),
                 "{label}: {tail}"
             );
             assert_eq!(tail["unit"], "unit", "{label}: {tail}");
             let note = tail["note"].as_str().unwrap();
             assert!(note.starts_with("threshold "), "{label}: {note}");
+            assert!(note.contains("; paired requests: "), "{label}: {note}");
             let verdict = if want == "canary" {
                 "non_inferior"
             } else {
