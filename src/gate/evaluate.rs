@@ -16,7 +16,7 @@ use super::policy::{
 };
 use super::sequential::{
     Count, Interval, JointRatio, Moments, SampleStats, UnitRatio, one_sample_cs, ratio_cs,
-    srm_chi_square, two_sample_cs,
+    srm_chi_square, two_sample_cs, unit_cs,
 };
 use super::{Action, Alert, AlertKind, Decision, Evidence, Method, Verdict};
 
@@ -279,6 +279,7 @@ fn cell(
             ceiling_check(
                 &mut e,
                 candidate.stats(),
+                None,
                 Method::Ceiling,
                 *ceiling,
                 alphas,
@@ -292,7 +293,8 @@ fn cell(
             },
         ) => {
             let s = units.candidate_stats(count_floor(candidate));
-            ceiling_check(&mut e, s, Method::CeilingDelta, *ceiling, alphas, t);
+            let df = Some(df(units.candidate_units));
+            ceiling_check(&mut e, s, df, Method::CeilingDelta, *ceiling, alphas, t);
         }
         _ => {}
     }
@@ -330,6 +332,18 @@ impl<'a> Cs<'a> {
     }
 }
 
+/// The degrees of freedom of a statistic over `units` units: G − 1 (see
+/// [`super::sequential::student_factor`]).
+fn df(units: u64) -> f64 {
+    units.saturating_sub(1) as f64
+}
+
+/// The degrees of freedom of a comparison of two sides' units: the smaller side's units − 1, a
+/// lower bound of Welch–Satterthwaite's (conservative when the sides differ in size).
+fn joint_df(j: &JointRatio) -> f64 {
+    df(j.candidate_units.min(j.stable_units))
+}
+
 /// The request-level variance of a rate's estimate (shrunk as [`Count::stats`] shrinks it):
 /// the floor of its unit-level variance.
 fn count_floor(c: &Count) -> f64 {
@@ -362,8 +376,9 @@ fn cell_cs<'a>(
                 .stats_bounded(-1.0, 1.0)
                 .map_or(f64::INFINITY, |s| s.var / s.n);
             let s = units.stats(floor);
+            let df = df(units.units);
             Cs::new(Method::PairedDeltaCs, (pairs.n, pairs.n), move |a| {
-                s.map(|s| one_sample_cs(&s, a, t))
+                s.map(|s| unit_cs(&s, df, a, t))
             })
             .over_units(units, units)
         }
@@ -392,10 +407,11 @@ fn cell_cs<'a>(
             },
         ) => {
             let s = units.difference_stats(count_floor(candidate) + count_floor(stable));
+            let df = joint_df(units);
             Cs::new(
                 Method::ProportionDeltaCs,
                 (candidate.n, stable.n),
-                move |a| s.map(|s| one_sample_cs(&s, a, t)),
+                move |a| s.map(|s| unit_cs(&s, df, a, t)),
             )
             .over_joint_units(units)
         }
@@ -432,8 +448,9 @@ fn cell_cs<'a>(
             match candidate_units {
                 Some(u) => {
                     let s = u.stats(count_floor(&c));
+                    let df = df(u.units);
                     Cs::new(Method::ExceedanceDeltaCs, (c.n, c.n), move |a| {
-                        s.map(|s| one_sample_cs(&s, a, t))
+                        s.map(|s| unit_cs(&s, df, a, t))
                     })
                     .over_units(u, u)
                 }
@@ -472,10 +489,11 @@ fn cell_cs<'a>(
             let shift = 1.0 - quantile;
             let s =
                 units.difference_stats(count_floor(candidate_above) + count_floor(stable_above));
+            let df = joint_df(units);
             Cs::new(
                 Method::ExceedanceDifferenceDeltaCs,
                 (candidate_above.n, stable_above.n),
-                move |a| s.map(|s| one_sample_cs(&s, a, t).shifted(shift)),
+                move |a| s.map(|s| unit_cs(&s, df, a, t).shifted(shift)),
             )
             .over_joint_units(units)
         }
@@ -505,8 +523,9 @@ fn cell_cs<'a>(
                 _ => f64::INFINITY,
             };
             let s = units.ratio_stats(floor);
+            let df = joint_df(units);
             Cs::new(Method::RatioDeltaCs, (candidate.n, stable.n), move |a| {
-                s.map(|s| one_sample_cs(&s, a, t))
+                s.map(|s| unit_cs(&s, df, a, t))
             })
             .over_joint_units(units)
         }
@@ -556,7 +575,8 @@ fn with_pairs<'a>(
         MetricKind::LatencyTail { quantile, .. } => 1.0 - quantile,
         _ => 0.0,
     };
-    let paired = move |a: f64| ps.map(|s| one_sample_cs(&s, a, t).shifted(shift));
+    let df = df(units.units);
+    let paired = move |a: f64| ps.map(|s| unit_cs(&s, df, a, t).shifted(shift));
     let probe = 0.05 / 2.0;
     let width = |iv: Option<Interval>| iv.map_or(f64::INFINITY, |iv| iv.width());
     let (w_two, w_paired) = (width((two.cs)(probe)), width(paired(probe)));
@@ -609,13 +629,17 @@ fn fmt_width(w: f64) -> String {
 fn ceiling_check(
     e: &mut Evidence,
     stats: Option<SampleStats>,
+    df: Option<f64>,
     method: Method,
     ceiling: f64,
     alphas: &Alphas,
     t: f64,
 ) {
     let Some(s) = stats else { return };
-    let rb = one_sample_cs(&s, alphas.rollback, t);
+    let rb = match df {
+        Some(df) => unit_cs(&s, df, alphas.rollback, t),
+        None => one_sample_cs(&s, alphas.rollback, t),
+    };
     if rb.lo > ceiling {
         e.verdict = Verdict::Worse;
         e.method = method;

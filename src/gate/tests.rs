@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::sequential::{Count, Moments, one_sample_cs, two_sample_cs};
+use super::sequential::{Count, Moments, one_sample_cs, two_sample_cs, unit_cs};
 use super::*;
 
 fn policy() -> GatePolicy {
@@ -387,7 +387,13 @@ fn paired_requests_are_intersected_with_the_two_sample_comparison() {
         1000.0,
     );
     let floor = pairs.stats_bounded(-1.0, 1.0).unwrap();
-    let pd = one_sample_cs(&units.stats(floor.var / floor.n).unwrap(), a, 1000.0);
+    // Studentized with the 4 000 units − 1 degrees of freedom.
+    let pd = unit_cs(
+        &units.stats(floor.var / floor.n).unwrap(),
+        3999.0,
+        a,
+        1000.0,
+    );
     assert!(pd.width() < two.width());
     let both = pd.intersect(&two);
     assert_eq!(e.interval, Some((both.lo, both.hi)));

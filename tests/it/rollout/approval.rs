@@ -69,8 +69,9 @@ async fn an_approval_stage_is_held_alerted_once_approved_by_an_admin_and_audited
             .unwrap();
         node.wait_stage("shadow").await;
 
-        // Clean shadow traffic: the gate says promote, the stage waits for a person.
-        for i in 0..40 {
+        // Clean shadow traffic (80 units, as the unit-level sequence is Studentized for its few
+        // units): the gate says promote, the stage waits for a person.
+        for i in 0..80 {
             assert_eq!(node.chat(&format!("u{i}")).await.0, 200);
         }
         wait_state(&node, ("awaiting_approval", 0)).await;
