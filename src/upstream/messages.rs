@@ -9,10 +9,13 @@
 //! `error` (`{"type": "error", "error": {"type", "message"}}`) ends a failed stream. Capture
 //! stores the assembled message as a non-streamed call returns it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::capture::{Endpoint, Usage};
@@ -21,6 +24,7 @@ use crate::config::{ProviderApi, UpstreamLimits, Variant};
 use super::request::{self, ClientRequest, RequestError};
 use super::shape::WireShape;
 use super::sse::{EventKind, LimitError, StreamAssembler, Summary, wide};
+use super::whole::{AnyStr, Str};
 
 /// The Messages API surface, `/v1/messages`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,22 +157,132 @@ pub fn summary_of(message: &Value) -> Summary {
     }
 }
 
+/// One event of a Messages stream, borrowed from the event's bytes; unknown fields are skipped.
 #[derive(Deserialize)]
-struct Event {
-    #[serde(rename = "type")]
-    kind: String,
-    message: Option<Value>,
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Str<'a>,
+    /// `message_start`'s message, kept as it came.
+    #[serde(borrow)]
+    message: Option<&'a RawValue>,
     index: Option<u64>,
-    content_block: Option<Value>,
-    delta: Option<Value>,
+    /// `content_block_start`'s block, kept as it came.
+    #[serde(borrow)]
+    content_block: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delta: Option<Fields<'a>>,
     usage: Option<RawUsage>,
-    error: Option<Value>,
+    #[serde(borrow)]
+    error: Option<Fields<'a>>,
+}
+
+/// The members of an event's objects that assembly reads, read as a `Value` would read them:
+/// a string member is its string (other values are skipped), the last of duplicate keys wins,
+/// and a value that is no object has none.
+#[derive(Default)]
+struct Fields<'a> {
+    kind: Option<Cow<'a, str>>,
+    text: Option<Cow<'a, str>>,
+    partial_json: Option<Cow<'a, str>>,
+    thinking: Option<Cow<'a, str>>,
+    signature: Option<Cow<'a, str>>,
+    stop_reason: Option<Cow<'a, str>>,
+    message: Option<Cow<'a, str>>,
+    id: Option<Cow<'a, str>>,
+    model: Option<Cow<'a, str>>,
+    /// Members whose value is kept whatever it is (present as `null` too).
+    stop_sequence: Option<&'a RawValue>,
+    citation: Option<&'a RawValue>,
+    usage: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut f = Fields::default();
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    let text = match &*key.0 {
+                        "type" => &mut f.kind,
+                        "text" => &mut f.text,
+                        "partial_json" => &mut f.partial_json,
+                        "thinking" => &mut f.thinking,
+                        "signature" => &mut f.signature,
+                        "stop_reason" => &mut f.stop_reason,
+                        "message" => &mut f.message,
+                        "id" => &mut f.id,
+                        "model" => &mut f.model,
+                        raw => {
+                            let raw = match raw {
+                                "stop_sequence" => &mut f.stop_sequence,
+                                "citation" => &mut f.citation,
+                                "usage" => &mut f.usage,
+                                _ => {
+                                    map.next_value::<IgnoredAny>()?;
+                                    continue;
+                                }
+                            };
+                            *raw = Some(map.next_value::<&'de RawValue>()?);
+                            continue;
+                        }
+                    };
+                    *text = map.next_value::<AnyStr<'de>>()?.0;
+                }
+                Ok(f)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Fields::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Fields::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Fields::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Fields::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Fields::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Fields::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Fields::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// The members of a kept value (`Default` for one that is no object).
+    fn of(raw: &'a RawValue) -> Self {
+        serde_json::from_str(raw.get()).unwrap_or_default()
+    }
+}
+
+fn piece<'s>(s: &'s Option<Cow<'_, str>>) -> &'s str {
+    s.as_deref().unwrap_or_default()
+}
+
+/// A kept value as a `Value` (`null` for one that reads as none, a number beyond f64).
+fn value_of(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or_default()
 }
 
 /// One content block being assembled: its `content_block_start` object and its deltas.
 #[derive(Debug, Default)]
 struct Block {
-    start: Value,
+    /// The `content_block_start` object, as it came.
+    start: Option<Box<RawValue>>,
     text: String,
     json: String,
     thinking: String,
@@ -183,10 +297,10 @@ impl Block {
 
     /// The block as a non-streamed message holds it.
     fn to_json(&self) -> Value {
-        let mut block = if self.start.is_object() {
-            self.start.clone()
-        } else {
-            json!({"type": "text", "text": ""})
+        let start = self.start.as_deref().map(value_of);
+        let mut block = match start {
+            Some(start) if start.is_object() => start,
+            _ => json!({"type": "text", "text": ""}),
         };
         match block["type"].as_str() {
             Some("text") => {
@@ -219,8 +333,10 @@ impl Block {
 /// number.
 #[derive(Debug, Default)]
 pub struct MessagesAssembler {
-    /// The `message` of `message_start`.
-    message: Option<Value>,
+    /// The `message` of `message_start`, as it came, and its `model` and `id`.
+    message: Option<Box<RawValue>>,
+    model: Option<String>,
+    id: Option<String>,
     blocks: BTreeMap<u64, Block>,
     /// Every `text_delta`, in order.
     text: String,
@@ -244,7 +360,7 @@ impl MessagesAssembler {
     }
 
     pub fn feed(&mut self, data: &[u8]) -> Result<EventKind, LimitError> {
-        let Ok(event) = serde_json::from_slice::<Event>(data.trim_ascii()) else {
+        let Ok(event) = serde_json::from_slice::<Event<'_>>(data.trim_ascii()) else {
             return Ok(EventKind::Malformed);
         };
         if let Some(index) = event.index
@@ -257,37 +373,41 @@ impl MessagesAssembler {
             });
         }
         let index = event.index.unwrap_or(0);
-        match event.kind.as_str() {
+        match &*event.kind.0 {
             "message_start" => {
                 if let Some(message) = event.message {
                     self.held = self.held.saturating_add(data.len());
-                    if let Some(u) = message
-                        .get("usage")
-                        .and_then(|u| serde_json::from_value::<RawUsage>(u.clone()).ok())
-                    {
+                    let head = Fields::of(message);
+                    let usage = head
+                        .usage
+                        .map(|u| serde_json::from_str::<RawUsage>(u.get()));
+                    if let Some(Ok(u)) = usage {
                         self.usage.get_or_insert_default().merge(u);
                     }
-                    self.message = Some(message);
+                    self.model = head.model.map(Cow::into_owned);
+                    self.id = head.id.map(Cow::into_owned);
+                    self.message = Some(message.to_owned());
                 }
             }
             "content_block_start" => {
-                let start = event.content_block.unwrap_or(Value::Null);
-                self.saw_token |= matches!(start["type"].as_str(), Some("tool_use"));
+                let start = event.content_block;
+                let kind = start.map(Fields::of).and_then(|f| f.kind);
+                self.saw_token |= kind.is_some_and(|k| k == "tool_use");
                 self.held = self.held.saturating_add(data.len());
-                self.blocks.entry(index).or_default().start = start;
+                self.blocks.entry(index).or_default().start = start.map(RawValue::to_owned);
             }
             "content_block_delta" => {
-                let delta = event.delta.unwrap_or(Value::Null);
-                self.apply_delta(index, &delta);
+                self.apply_delta(index, &event.delta.unwrap_or_default());
             }
             "message_delta" => {
-                let delta = event.delta.unwrap_or(Value::Null);
-                if let Some(r) = delta["stop_reason"].as_str() {
-                    self.stop_reason = Some(r.to_owned());
+                let delta = event.delta.unwrap_or_default();
+                if let Some(r) = delta.stop_reason {
+                    self.stop_reason = Some(r.into_owned());
                 }
-                if let Some(s) = delta.get("stop_sequence") {
+                if let Some(s) = delta.stop_sequence {
+                    let s = value_of(s);
                     self.held = self.held.saturating_add(s.to_string().len());
-                    self.stop_sequence = Some(s.clone());
+                    self.stop_sequence = Some(s);
                 }
                 if let Some(u) = event.usage {
                     self.usage.get_or_insert_default().merge(u);
@@ -296,11 +416,11 @@ impl MessagesAssembler {
             "message_stop" => self.stopped = true,
             "ping" => return Ok(EventKind::Other),
             "error" => {
-                let e = event.error.unwrap_or(Value::Null);
+                let e = event.error.unwrap_or_default();
                 self.error = Some(format!(
                     "error event {}: {}",
-                    e["type"].as_str().unwrap_or_default(),
-                    e["message"].as_str().unwrap_or_default()
+                    piece(&e.kind),
+                    piece(&e.message)
                 ));
             }
             _ => {}
@@ -308,26 +428,26 @@ impl MessagesAssembler {
         Ok(EventKind::Chunk)
     }
 
-    fn apply_delta(&mut self, index: u64, delta: &Value) {
+    fn apply_delta(&mut self, index: u64, delta: &Fields<'_>) {
         let block = self.blocks.entry(index).or_default();
-        let piece = |key: &str| delta[key].as_str().unwrap_or_default();
-        match delta["type"].as_str() {
+        match delta.kind.as_deref() {
             Some("text_delta") => {
-                let t = piece("text");
+                let t = piece(&delta.text);
                 self.saw_token |= !t.is_empty();
                 block.text.push_str(t);
                 self.text.push_str(t);
             }
             Some("input_json_delta") => {
                 self.saw_token = true;
-                block.json.push_str(piece("partial_json"));
+                block.json.push_str(piece(&delta.partial_json));
             }
-            Some("thinking_delta") => block.thinking.push_str(piece("thinking")),
-            Some("signature_delta") => block.signature.push_str(piece("signature")),
+            Some("thinking_delta") => block.thinking.push_str(piece(&delta.thinking)),
+            Some("signature_delta") => block.signature.push_str(piece(&delta.signature)),
             Some("citations_delta") => {
-                if let Some(c) = delta.get("citation") {
+                if let Some(c) = delta.citation {
+                    let c = value_of(c);
                     self.held = self.held.saturating_add(c.to_string().len());
-                    block.citations.push(c.clone());
+                    block.citations.push(c);
                 }
             }
             _ => {}
@@ -335,11 +455,11 @@ impl MessagesAssembler {
     }
 
     pub fn model(&self) -> Option<&str> {
-        self.message.as_ref().and_then(|m| m["model"].as_str())
+        self.model.as_deref()
     }
 
     pub fn id(&self) -> Option<&str> {
-        self.message.as_ref().and_then(|m| m["id"].as_str())
+        self.id.as_deref()
     }
 
     pub fn usage(&self) -> Option<Usage> {
@@ -379,9 +499,8 @@ impl MessagesAssembler {
 
     /// The whole `message` object, as a non-streamed call returns it.
     pub fn to_response(&self) -> Value {
-        let mut message = self
-            .message
-            .clone()
+        let mut message = (self.message.as_deref())
+            .map(value_of)
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({"type": "message", "role": "assistant"}));
         message["content"] = self.blocks.values().map(Block::to_json).collect();

@@ -13,7 +13,11 @@ pub mod responses;
 pub mod shape;
 pub mod sse;
 #[cfg(test)]
+mod sse_agree;
+#[cfg(test)]
 mod sse_fuzz;
+#[cfg(test)]
+mod sse_reference;
 pub mod translate;
 pub mod whole;
 

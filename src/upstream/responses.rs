@@ -10,10 +10,12 @@
 //! before it, the answer is rebuilt from the items and deltas seen. An `error` event carries
 //! `code` and `message`. Every event carries a `sequence_number`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -23,7 +25,7 @@ use crate::config::{UpstreamLimits, Variant};
 use super::request::{self, ClientRequest, RequestError};
 use super::shape::WireShape;
 use super::sse::{EventKind, LimitError, StreamAssembler, Summary, wide};
-use super::whole::{self, WholeAnswer};
+use super::whole::{self, AnyStr, Str, WholeAnswer};
 
 /// The Responses API surface, `/v1/responses`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,19 +185,60 @@ fn read_response(raw: &RawValue) -> WholeAnswer {
     whole::read(whole::Api::Responses, raw.get().as_bytes(), &unbounded).unwrap_or_default()
 }
 
-/// One event of a Responses stream, as far as assembly needs it.
+/// One event of a Responses stream, as far as assembly needs it, borrowed from the event's
+/// bytes; unknown fields are skipped.
 #[derive(Deserialize)]
-struct Event {
-    #[serde(rename = "type")]
-    kind: String,
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Str<'a>,
     sequence_number: Option<u64>,
     /// Kept as it came: the terminal event's is the whole answer capture stores.
-    response: Option<Box<RawValue>>,
+    #[serde(borrow)]
+    response: Option<&'a RawValue>,
     output_index: Option<u64>,
-    item: Option<Value>,
-    delta: Option<Value>,
-    code: Option<Value>,
-    message: Option<Value>,
+    /// Kept as it came (read only if the stream stops before its terminal event).
+    #[serde(borrow)]
+    item: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delta: Option<AnyStr<'a>>,
+    #[serde(borrow)]
+    code: Option<AnyStr<'a>>,
+    #[serde(borrow)]
+    message: Option<AnyStr<'a>>,
+}
+
+/// The `type` of an output item, if it is an object with a string `type` (the last one, as a
+/// `Value` reads duplicate keys).
+fn item_type(item: &RawValue) -> Option<Cow<'_, str>> {
+    struct Kind<'a>(Option<Cow<'a, str>>);
+    impl<'de: 'a, 'a> Deserialize<'de> for Kind<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Kind<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut kind = None;
+                    while let Some(key) = map.next_key::<Str<'de>>()? {
+                        if key.0 == "type" {
+                            kind = map.next_value::<AnyStr<'de>>()?.0;
+                        } else {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                    Ok(Kind(kind))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    let json = item.get();
+    if !json.starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<Kind<'_>>(json).ok()?.0
 }
 
 /// Rebuilds a streamed Responses answer. Output items are kept by `output_index` in a map; an
@@ -212,7 +255,7 @@ pub struct ResponsesAssembler {
     finished: Option<Box<RawValue>>,
     finished_read: WholeAnswer,
     /// Output items by index, as `response.output_item.added` / `.done` carried them.
-    items: BTreeMap<u64, Value>,
+    items: BTreeMap<u64, Box<RawValue>>,
     /// `output_text` deltas by output index.
     texts: BTreeMap<u64, String>,
     /// Every `output_text` delta, in order.
@@ -236,7 +279,7 @@ impl ResponsesAssembler {
     }
 
     pub fn feed(&mut self, data: &[u8]) -> Result<EventKind, LimitError> {
-        let Ok(event) = serde_json::from_slice::<Event>(data.trim_ascii()) else {
+        let Ok(event) = serde_json::from_slice::<Event<'_>>(data.trim_ascii()) else {
             return Ok(EventKind::Malformed);
         };
         if let Some(index) = event.output_index
@@ -250,32 +293,33 @@ impl ResponsesAssembler {
         }
         self.sequence = event.sequence_number.or(self.sequence);
         let index = event.output_index.unwrap_or(0);
-        let delta = event.delta.as_ref().and_then(Value::as_str);
-        match event.kind.as_str() {
+        let delta = event.delta.as_ref().and_then(AnyStr::as_str);
+        let kind: &str = &event.kind.0;
+        match kind {
             "response.created" | "response.in_progress" | "response.queued" => {
                 if let Some(r) = event.response {
                     self.held = self.held.saturating_add(data.len());
-                    self.started_read = read_response(&r);
-                    self.started = Some(r);
+                    self.started_read = read_response(r);
+                    self.started = Some(r.to_owned());
                 }
             }
             "response.completed" | "response.incomplete" | "response.failed" => {
                 if let Some(r) = event.response {
-                    if event.kind == "response.failed" {
+                    if kind == "response.failed" {
                         let failed: Value = serde_json::from_str(r.get()).unwrap_or_default();
                         let code = failed["error"]["code"].as_str().unwrap_or("failed");
                         self.error = Some(format!("response.failed: {code}"));
                     }
                     self.held = self.held.saturating_add(data.len());
-                    self.finished_read = read_response(&r);
-                    self.finished = Some(r);
+                    self.finished_read = read_response(r);
+                    self.finished = Some(r.to_owned());
                 }
             }
             "response.output_item.added" | "response.output_item.done" => {
                 if let Some(item) = event.item {
-                    self.saw_token |= item["type"] == "function_call";
+                    self.saw_token |= item_type(item).is_some_and(|t| t == "function_call");
                     self.held = self.held.saturating_add(data.len());
-                    self.items.insert(index, item);
+                    self.items.insert(index, item.to_owned());
                 }
             }
             "response.output_text.delta" => {
@@ -288,9 +332,11 @@ impl ResponsesAssembler {
                 self.saw_token = true;
             }
             "error" => {
-                let text = |v: &Option<Value>| match v {
-                    Some(Value::String(s)) => s.clone(),
-                    _ => String::new(),
+                let text = |v: &Option<AnyStr<'_>>| {
+                    v.as_ref()
+                        .and_then(AnyStr::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
                 };
                 self.error = Some(format!(
                     "error event {}: {}",
@@ -367,11 +413,14 @@ impl ResponsesAssembler {
         let indices = self.items.keys().chain(self.texts.keys());
         let indices: std::collections::BTreeSet<u64> = indices.copied().collect();
         for index in indices {
-            let mut item =
-                self.items.get(&index).cloned().unwrap_or_else(
-                    || json!({"type": "message", "role": "assistant", "content": []}),
-                );
-            let empty = item["content"].as_array().is_none_or(Vec::is_empty);
+            // An item that reads as no `Value` (a number beyond f64) stands as `null`.
+            let mut item = (self.items.get(&index))
+                .map(|raw| serde_json::from_str(raw.get()).unwrap_or_default())
+                .unwrap_or_else(|| json!({"type": "message", "role": "assistant", "content": []}));
+            // Text goes into an item without content; an item that is no object (only `null`
+            // becomes one) is kept as it came.
+            let empty = item["content"].as_array().is_none_or(Vec::is_empty)
+                && (item.is_object() || item.is_null());
             if let Some(text) = self.texts.get(&index).filter(|_| empty) {
                 item["content"] = json!([{"type": "output_text", "text": text, "annotations": []}]);
             }

@@ -13,6 +13,7 @@ use crate::config::UpstreamLimits;
 
 use super::messages::MessagesAssembler;
 use super::responses::ResponsesAssembler;
+use super::whole::{Str, owned};
 
 /// An upstream's answer went beyond one of the `upstream_limits`: the answer is refused as
 /// `upstream_invalid_response`, and nothing proportional to the offending value is allocated.
@@ -91,34 +92,52 @@ impl EventSplitter {
     /// an error once an event is longer than the bound.
     pub fn push(&mut self, mut chunk: Bytes) -> Result<Vec<Bytes>, LimitError> {
         let mut events = Vec::new();
+        while let Some(event) = self.next_event(&mut chunk)? {
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Takes the next event that `rest` completes off its front; `None` once `rest` is used up
+    /// (its incomplete event, if any, is then held). An error once an event is longer than the
+    /// bound.
+    pub fn next_event(&mut self, rest: &mut Bytes) -> Result<Option<Bytes>, LimitError> {
+        if rest.is_empty() {
+            return Ok(None);
+        }
         if !self.buf.is_empty() {
-            let Some(end) = self.pending_end(&chunk) else {
-                self.buf.extend_from_slice(&chunk);
-                return self.check_pending().map(|()| events);
+            let Some(end) = self.pending_end(rest) else {
+                return self.hold(rest);
             };
             if self.buf.len().saturating_add(end) > self.max_event {
                 return Err(self.too_large());
             }
-            self.buf.extend_from_slice(&chunk[..end]);
-            events.push(self.buf.split().freeze());
-            chunk = chunk.slice(end..);
+            self.buf.extend_from_slice(&rest[..end]);
+            *rest = rest.slice(end..);
+            return Ok(Some(self.buf.split().freeze()));
         }
-        while !chunk.is_empty() {
-            let found = find_event_end(&chunk);
-            #[cfg(test)]
-            {
-                self.work += found.unwrap_or(chunk.len());
-            }
-            let Some(end) = found else {
-                self.buf.extend_from_slice(&chunk);
-                return self.check_pending().map(|()| events);
-            };
-            if end > self.max_event {
-                return Err(self.too_large());
-            }
-            events.push(chunk.split_to(end));
+        let found = find_event_end(rest);
+        #[cfg(test)]
+        {
+            self.work += found.unwrap_or(rest.len());
         }
-        Ok(events)
+        let Some(end) = found else {
+            return self.hold(rest);
+        };
+        if end > self.max_event {
+            return Err(self.too_large());
+        }
+        Ok(Some(rest.split_to(end)))
+    }
+
+    /// Holds all of `rest`, the start of an event that does not end in it.
+    fn hold(&mut self, rest: &mut Bytes) -> Result<Option<Bytes>, LimitError> {
+        self.buf.extend_from_slice(rest);
+        rest.clear();
+        if self.buf.len() > self.max_event {
+            return Err(self.too_large());
+        }
+        Ok(None)
     }
 
     /// Where in `chunk` the pending event ends: a blank line that starts in the last two bytes
@@ -144,13 +163,6 @@ impl EventSplitter {
             self.work += found.unwrap_or(chunk.len());
         }
         found
-    }
-
-    fn check_pending(&self) -> Result<(), LimitError> {
-        if self.buf.len() > self.max_event {
-            return Err(self.too_large());
-        }
-        Ok(())
     }
 
     fn too_large(&self) -> LimitError {
@@ -223,51 +235,66 @@ pub enum EventKind {
     Malformed,
 }
 
+/// One chunk of a chat or completions stream, borrowed from the event's bytes (a string with
+/// escapes is the only thing copied); unknown fields are skipped.
 #[derive(Deserialize)]
-struct Chunk {
-    id: Option<String>,
-    model: Option<String>,
+struct Chunk<'a> {
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+    #[serde(borrow)]
+    model: Option<Str<'a>>,
     created: Option<i64>,
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
+    #[serde(default, borrow)]
+    choices: Vec<ChunkChoice<'a>>,
     usage: Option<RawUsage>,
 }
 
 #[derive(Deserialize)]
-struct ChunkChoice {
+struct ChunkChoice<'a> {
     #[serde(default)]
     index: u64,
-    delta: Option<Delta>,
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
     /// Legacy completions stream `text` instead of a delta.
-    text: Option<String>,
-    finish_reason: Option<String>,
+    #[serde(borrow)]
+    text: Option<Str<'a>>,
+    #[serde(borrow)]
+    finish_reason: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Delta {
-    content: Option<String>,
-    role: Option<String>,
-    refusal: Option<String>,
+struct Delta<'a> {
+    #[serde(borrow)]
+    content: Option<Str<'a>>,
+    #[serde(borrow)]
+    role: Option<Str<'a>>,
+    #[serde(borrow)]
+    refusal: Option<Str<'a>>,
     /// Reasoning text that some OpenAI-compatible servers stream (DeepSeek, vLLM, llama.cpp).
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    tool_calls: Vec<ToolCallDelta>,
+    #[serde(borrow)]
+    reasoning_content: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    tool_calls: Vec<ToolCallDelta<'a>>,
 }
 
 #[derive(Deserialize)]
-struct ToolCallDelta {
+struct ToolCallDelta<'a> {
     #[serde(default)]
     index: u64,
-    id: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    function: Option<FunctionDelta>,
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    function: Option<FunctionDelta<'a>>,
 }
 
 #[derive(Deserialize)]
-struct FunctionDelta {
-    name: Option<String>,
-    arguments: Option<String>,
+struct FunctionDelta<'a> {
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    arguments: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -470,6 +497,12 @@ pub struct ChatAssembler {
     limits: UpstreamLimits,
 }
 
+/// Sets `to` to `s`, reusing its allocation.
+fn replace(to: &mut String, s: &str) {
+    to.clear();
+    to.push_str(s);
+}
+
 /// One choice of a chat or completions stream, as assembled so far.
 #[derive(Debug, Default)]
 struct ChoiceState {
@@ -483,41 +516,49 @@ struct ChoiceState {
 }
 
 impl ChoiceState {
-    fn apply(&mut self, choice: ChunkChoice) {
-        if let Some(text) = choice.text {
-            self.saw_content |= !text.is_empty();
-            self.content.push_str(&text);
+    fn apply(&mut self, choice: &ChunkChoice<'_>) {
+        if let Some(text) = &choice.text {
+            self.saw_content |= !text.0.is_empty();
+            self.content.push_str(&text.0);
         }
-        if let Some(delta) = choice.delta {
-            self.role = self.role.take().or(delta.role);
-            if let Some(c) = delta.content {
-                self.saw_content |= !c.is_empty();
-                self.content.push_str(&c);
+        if let Some(delta) = &choice.delta {
+            if self.role.is_none() {
+                self.role = delta.role.as_ref().map(|r| String::from(&*r.0));
             }
-            if let Some(r) = delta.refusal {
+            if let Some(c) = &delta.content {
+                self.saw_content |= !c.0.is_empty();
+                self.content.push_str(&c.0);
+            }
+            if let Some(r) = &delta.refusal {
                 self.saw_content = true;
-                self.refusal.get_or_insert_with(String::new).push_str(&r);
+                self.refusal.get_or_insert_with(String::new).push_str(&r.0);
             }
-            if let Some(r) = delta.reasoning_content {
-                self.reasoning.get_or_insert_with(String::new).push_str(&r);
+            if let Some(r) = &delta.reasoning_content {
+                self.reasoning
+                    .get_or_insert_with(String::new)
+                    .push_str(&r.0);
             }
-            for tc in delta.tool_calls {
+            for tc in &delta.tool_calls {
                 self.saw_content = true;
                 let call = self.tool_calls.entry(tc.index).or_default();
-                if let Some(id) = tc.id {
-                    call.id = id;
+                if let Some(id) = &tc.id {
+                    replace(&mut call.id, &id.0);
                 }
-                if let Some(kind) = tc.kind {
-                    call.kind = kind;
+                if let Some(kind) = &tc.kind {
+                    replace(&mut call.kind, &kind.0);
                 }
-                if let Some(f) = tc.function {
-                    call.name.push_str(&f.name.unwrap_or_default());
-                    call.arguments.push_str(&f.arguments.unwrap_or_default());
+                if let Some(f) = &tc.function {
+                    if let Some(name) = &f.name {
+                        call.name.push_str(&name.0);
+                    }
+                    if let Some(arguments) = &f.arguments {
+                        call.arguments.push_str(&arguments.0);
+                    }
                 }
             }
         }
-        if choice.finish_reason.is_some() {
-            self.finish_reason = choice.finish_reason;
+        if let Some(reason) = &choice.finish_reason {
+            replace(self.finish_reason.get_or_insert_default(), &reason.0);
         }
     }
 
@@ -604,12 +645,17 @@ impl ChatAssembler {
             self.done = true;
             return Ok(EventKind::Done);
         }
-        let Ok(chunk) = serde_json::from_slice::<Chunk>(trimmed) else {
+        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(trimmed) else {
             return Ok(EventKind::Malformed);
         };
         self.check(&chunk)?;
-        self.id = self.id.take().or(chunk.id);
-        self.model = self.model.take().or(chunk.model);
+        // The stream's `id` and `model` are kept from the first chunk that names them.
+        if self.id.is_none() {
+            self.id = owned(chunk.id);
+        }
+        if self.model.is_none() {
+            self.model = owned(chunk.model);
+        }
         self.created = self.created.or(chunk.created);
         if let Some(usage) = chunk.usage {
             self.usage = Some(usage.into());
@@ -621,7 +667,7 @@ impl ChatAssembler {
                 EventKind::Other
             });
         }
-        for choice in chunk.choices {
+        for choice in &chunk.choices {
             self.choices.entry(choice.index).or_default().apply(choice);
         }
         Ok(EventKind::Chunk)
@@ -629,7 +675,7 @@ impl ChatAssembler {
 
     /// Refuses a chunk whose choice or tool-call indices are beyond the bounds, before any of
     /// it is applied.
-    fn check(&self, chunk: &Chunk) -> Result<(), LimitError> {
+    fn check(&self, chunk: &Chunk<'_>) -> Result<(), LimitError> {
         let l = &self.limits;
         for choice in &chunk.choices {
             if choice.index >= wide(l.max_choices) {
@@ -876,9 +922,9 @@ impl StreamReader {
                 limit: self.limits.max_stream_bytes,
             });
         }
-        let events = self.splitter.push(chunk)?;
-        let mut out = Vec::with_capacity(events.len());
-        for event in events {
+        let mut out = Vec::new();
+        let mut rest = chunk;
+        while let Some(event) = self.splitter.next_event(&mut rest)? {
             self.events += 1;
             if self.events > self.limits.max_stream_events {
                 return Err(LimitError::TooManyEvents {

@@ -13,7 +13,7 @@ use super::whole;
 use crate::config::UpstreamLimits;
 
 /// Small limits, so that the generated streams cross them often.
-fn limits() -> UpstreamLimits {
+pub(super) fn limits() -> UpstreamLimits {
     UpstreamLimits {
         max_body_bytes: 64 * 1024,
         max_stream_bytes: 32 * 1024,
@@ -81,7 +81,7 @@ fn event() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// Cuts `bytes` at the given (sorted, deduplicated) points.
-fn chunked(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+pub(super) fn chunked(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
     points.sort_unstable();
     points.dedup();
@@ -399,14 +399,14 @@ fn framing() -> impl Strategy<Value = Vec<u8>> {
 
 /// The splitter as it was (one buffer, searched byte by byte): what the `memchr` splitter,
 /// which slices events out of their chunk, must agree with.
-struct ReferenceSplitter {
-    buf: Vec<u8>,
+pub(super) struct ReferenceSplitter {
+    pub(super) buf: Vec<u8>,
     scanned: usize,
     max_event: usize,
 }
 
 impl ReferenceSplitter {
-    fn new(max_event: usize) -> Self {
+    pub(super) fn new(max_event: usize) -> Self {
         Self {
             buf: Vec::new(),
             scanned: 0,
@@ -414,7 +414,7 @@ impl ReferenceSplitter {
         }
     }
 
-    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, LimitError> {
+    pub(super) fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, LimitError> {
         let too_large = LimitError::EventTooLarge {
             limit: self.max_event,
         };
