@@ -24,7 +24,7 @@ use crate::config::{ProviderApi, UpstreamLimits, Variant};
 use super::request::{self, ClientRequest, RequestError};
 use super::shape::WireShape;
 use super::sse::{EventKind, LimitError, StreamAssembler, Summary, wide};
-use super::whole::{AnyStr, Str};
+use super::whole::{AnyStr, Str, from_json};
 
 /// The Messages API surface, `/v1/messages`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,7 +360,7 @@ impl MessagesAssembler {
     }
 
     pub fn feed(&mut self, data: &[u8]) -> Result<EventKind, LimitError> {
-        let Ok(event) = serde_json::from_slice::<Event<'_>>(data.trim_ascii()) else {
+        let Ok(event) = from_json::<Event<'_>>(data.trim_ascii()) else {
             return Ok(EventKind::Malformed);
         };
         if let Some(index) = event.index

@@ -279,7 +279,7 @@ impl ResponsesAssembler {
     }
 
     pub fn feed(&mut self, data: &[u8]) -> Result<EventKind, LimitError> {
-        let Ok(event) = serde_json::from_slice::<Event<'_>>(data.trim_ascii()) else {
+        let Ok(event) = whole::from_json::<Event<'_>>(data.trim_ascii()) else {
             return Ok(EventKind::Malformed);
         };
         if let Some(index) = event.output_index

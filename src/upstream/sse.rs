@@ -13,7 +13,7 @@ use crate::config::UpstreamLimits;
 
 use super::messages::MessagesAssembler;
 use super::responses::ResponsesAssembler;
-use super::whole::{Str, owned};
+use super::whole::{Str, from_json, owned};
 
 /// An upstream's answer went beyond one of the `upstream_limits`: the answer is refused as
 /// `upstream_invalid_response`, and nothing proportional to the offending value is allocated.
@@ -645,7 +645,7 @@ impl ChatAssembler {
             self.done = true;
             return Ok(EventKind::Done);
         }
-        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(trimmed) else {
+        let Ok(chunk) = from_json::<Chunk<'_>>(trimmed) else {
             return Ok(EventKind::Malformed);
         };
         self.check(&chunk)?;

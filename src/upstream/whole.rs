@@ -102,6 +102,17 @@ pub fn by_value(api: Api, body: &[u8], limits: &UpstreamLimits) -> Result<WholeA
     })
 }
 
+/// Parses `json` as `T`. Text that is valid UTF-8 (the usual case) is checked once, as a whole,
+/// and parsed as a `str`, instead of string by string (serde_json validates each string it
+/// reads or skips in bytes, a cost per string that dominates short ones); other bytes are parsed
+/// as bytes, so that the result is the same either way.
+pub(super) fn from_json<'a, T: Deserialize<'a>>(json: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(json) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(json),
+    }
+}
+
 /// A string, borrowed from the body when it has no escapes.
 #[derive(Debug)]
 pub(super) struct Str<'a>(pub(super) Cow<'a, str>);
