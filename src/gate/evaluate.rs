@@ -9,6 +9,9 @@
 //! abstentions) and the stage's minimum duration and judged pairs are met; otherwise hold.
 //! An error rate or latency tail with paired requests (`MetricData::WithPairs`) is the
 //! intersection of its two-sample and its paired sequence, each at half the cell's α.
+//! A cohort other than `all` with fewer than `cohort_min_units` units on a side is `deferred`
+//! instead of inconclusive (or short of `min_samples`) while its estimate is within the bound:
+//! it does not hold the stage, and its rollback sequence can still roll it back.
 //! Pure and deterministic. Fails closed: missing or mismatched data never counts as good.
 
 use super::policy::{
@@ -92,7 +95,12 @@ fn decide(stage: &StageContext, evidence: Vec<Evidence>, alerts: Vec<Alert>) -> 
     }
     let mut blockers: Vec<String> = evidence
         .iter()
-        .filter(|e| e.verdict != Verdict::NonInferior && e.verdict != Verdict::Passed)
+        .filter(|e| {
+            !matches!(
+                e.verdict,
+                Verdict::NonInferior | Verdict::Passed | Verdict::Deferred
+            )
+        })
         .map(|e| format!("{}/{}: {}", e.metric, e.cohort, e.verdict.as_str()))
         .collect();
     if stage.elapsed < stage.min_duration {
@@ -246,8 +254,20 @@ fn cell(
         Some((cu, su)) => (cu.min(su), "units"),
         None => (cn.min(sn), "observations"),
     };
+    // A cohort too small to decide at this stage (fewer than `cohort_min_units` units on a
+    // side) does not hold the stage while its estimate shows no harm; it can still roll back.
+    let deferrable = cohort != ALL
+        && units.is_some()
+        && least < policy.cohort_min_units
+        && match direction {
+            Direction::HigherIsBetter => promote.estimate >= bound,
+            Direction::LowerIsBetter => promote.estimate <= bound,
+        };
     if least < policy.min_samples {
         e.note = Some(format!("fewer than {} {what}", policy.min_samples));
+        if deferrable {
+            defer(&mut e, policy);
+        }
         return e;
     }
     let worse = |iv: &Interval| match direction {
@@ -270,6 +290,9 @@ fn cell(
     } else {
         Verdict::Inconclusive
     };
+    if e.verdict == Verdict::Inconclusive && deferrable {
+        defer(&mut e, policy);
+    }
     let data = match data {
         MetricData::WithPairs { unpaired, .. } => unpaired.as_ref(),
         d => d,
@@ -299,6 +322,23 @@ fn cell(
         _ => {}
     }
     e
+}
+
+/// The cohort every stage has: all of its traffic.
+const ALL: &str = "all";
+
+/// Marks a small cohort's undecided cell as not holding the stage (see
+/// [`GatePolicy::cohort_min_units`]).
+fn defer(e: &mut Evidence, policy: &GatePolicy) {
+    e.verdict = Verdict::Deferred;
+    let why = format!(
+        "fewer than {} units on a side: does not hold the stage while its estimate is within the bound",
+        policy.cohort_min_units
+    );
+    e.note = Some(match e.note.take() {
+        Some(n) => format!("{n}; {why}"),
+        None => why,
+    });
 }
 
 /// The confidence sequence of one cell, with what it counts.
@@ -649,7 +689,7 @@ fn ceiling_check(
         e.interval = Some((rb.lo, rb.hi));
         e.alpha = alphas.rollback;
         e.note = Some(format!("candidate error rate above the ceiling {ceiling}"));
-    } else if s.mean > ceiling && e.verdict == Verdict::NonInferior {
+    } else if s.mean > ceiling && matches!(e.verdict, Verdict::NonInferior | Verdict::Deferred) {
         e.verdict = Verdict::Inconclusive;
         e.note = Some(format!(
             "candidate error rate {:.4} above the ceiling {ceiling}",

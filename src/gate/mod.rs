@@ -61,6 +61,9 @@ pub enum Verdict {
     Blocked,
     /// A non-statistical check that passed.
     Passed,
+    /// A cohort with too few units to decide at this stage (`GatePolicy::cohort_min_units`)
+    /// whose estimate shows no harm: it does not hold the stage, and could still roll it back.
+    Deferred,
 }
 
 impl Verdict {
@@ -73,6 +76,7 @@ impl Verdict {
             Verdict::Invalid => "invalid",
             Verdict::Blocked => "blocked",
             Verdict::Passed => "passed",
+            Verdict::Deferred => "deferred",
         }
     }
 }

@@ -93,6 +93,15 @@ pub struct GatePolicy {
     /// Below this many observations in a cell (metric × cohort) no verdict is drawn.
     #[serde(default = "default_min_samples")]
     pub min_samples: u64,
+    /// A cohort other than `all` with fewer than this many units on a side (in a cell whose
+    /// inference runs over units) does not hold the stage while its estimate is on the good
+    /// side of the bound: at a small share a small cohort may never have the units to show
+    /// non-inferiority within the margin. Its rollback sequence still rolls back a surely
+    /// worse candidate, `all` must still show non-inferiority, and once the cohort has these
+    /// many units (a later, larger stage) it gates promotion like any other. `0`: every cohort
+    /// gates promotion from `min_samples` units.
+    #[serde(default = "default_cohort_min_units")]
+    pub cohort_min_units: u64,
     /// Significance of the sample-ratio-mismatch chi-square test (strict on purpose).
     #[serde(default = "default_srm_alpha")]
     pub srm_alpha: f64,
@@ -113,6 +122,9 @@ pub fn default_target_n() -> f64 {
 pub fn default_min_samples() -> u64 {
     30
 }
+pub fn default_cohort_min_units() -> u64 {
+    100
+}
 pub fn default_srm_alpha() -> f64 {
     0.001
 }
@@ -129,6 +141,7 @@ impl GatePolicy {
             alpha_rollback: default_alpha(),
             target_n: default_target_n(),
             min_samples: default_min_samples(),
+            cohort_min_units: default_cohort_min_units(),
             srm_alpha: default_srm_alpha(),
             max_abstention_rate: default_max_abstention(),
             abstention_min_count: default_min_samples(),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::sequential::{Count, Moments, one_sample_cs, two_sample_cs, unit_cs};
+use super::sequential::{Count, Moments, UnitRatio, one_sample_cs, two_sample_cs, unit_cs};
 use super::*;
 
 fn policy() -> GatePolicy {
@@ -355,7 +355,6 @@ fn rollback_margin_moves_only_the_rollback_bound() {
 /// the paired sequences at α/2 each, and the evidence names the tighter one.
 #[test]
 fn paired_requests_are_intersected_with_the_two_sample_comparison() {
-    use super::sequential::UnitRatio;
     // 4 000 pairs, one per unit: 40 where only the candidate failed, 40 where only stable did.
     let (mut pairs, mut units) = (Moments::default(), UnitRatio::default());
     for i in 0..4000 {
@@ -587,4 +586,80 @@ fn a_unit_tail_reports_its_threshold_and_the_difference_on_the_quantile_scale() 
         "{note}"
     );
     assert_eq!(e.units, Some((100, 400)), "{e:?}");
+}
+
+/// Paired differences over `units` units of 8 pairs each, with the given mean per pair and a
+/// spread of ±`spread` between units (and ±1 within a unit).
+fn paired_units(units: u64, mean: f64, spread: f64) -> MetricData {
+    let (mut pairs, mut per_unit) = (Moments::default(), UnitRatio::default());
+    for i in 0..units {
+        let m = mean + if i % 2 == 0 { spread } else { -spread };
+        for j in 0..8 {
+            pairs.push(m + if j % 2 == 0 { 1.0 } else { -1.0 });
+        }
+        per_unit.push(8.0 * m, 8.0);
+    }
+    MetricData::PairedUnits {
+        pairs,
+        units: per_unit,
+    }
+}
+
+/// A cohort with fewer than `cohort_min_units` units, whose quality cell cannot show
+/// non-inferiority within the margin, does not hold the stage while its estimate is within
+/// the bound; it holds when the estimate is beyond it, it still rolls back when surely worse,
+/// and with `cohort_min_units: 0` it holds as before.
+#[test]
+fn a_cohort_too_small_to_decide_is_deferred_but_can_still_roll_back() {
+    let small = |mean| {
+        summaries(&[
+            ("all", paired_units(2000, 0.0, 0.2), errors(80, 80, 4000)),
+            (
+                "tier=enterprise",
+                paired_units(60, mean, 1.0),
+                errors(2, 2, 500),
+            ),
+        ])
+    };
+    let p = policy();
+    assert_eq!(p.cohort_min_units, 100);
+    let d = evaluate(&p, &ready(), &small(0.0));
+    assert_eq!(d.action, Action::Promote, "{}", d.reason);
+    let e = &d.evidence[2];
+    assert_eq!(
+        (e.metric.as_str(), e.cohort.as_str()),
+        ("quality", "tier=enterprise")
+    );
+    assert_eq!(e.verdict, Verdict::Deferred, "{e:?}");
+    assert_eq!(e.units, Some((60, 60)));
+    let (lo, _) = e.interval.unwrap();
+    assert!(
+        lo < e.bound,
+        "the cell could not have shown non-inferiority: {e:?}"
+    );
+    assert!(
+        e.note.as_deref().unwrap().contains("fewer than 100 units"),
+        "{e:?}"
+    );
+    // The estimate beyond the bound (−0.15) holds the stage.
+    let d = evaluate(&p, &ready(), &small(-0.2));
+    assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    assert_eq!(d.evidence[2].verdict, Verdict::Inconclusive);
+    // Surely worse: rolled back by the small cohort.
+    let d = evaluate(&p, &ready(), &small(-1.5));
+    assert_eq!(d.action, Action::Rollback, "{}", d.reason);
+    assert_eq!(d.evidence[2].verdict, Verdict::Worse);
+    // Every cohort gating from `min_samples` units: it holds.
+    let strict = GatePolicy {
+        cohort_min_units: 0,
+        ..policy()
+    };
+    let d = evaluate(&strict, &ready(), &small(0.0));
+    assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    assert_eq!(d.evidence[2].verdict, Verdict::Inconclusive);
+    // `all` is never deferred, however few its units.
+    let tiny = summaries(&[("all", paired_units(60, 0.0, 1.0), errors(2, 2, 500))]);
+    let d = evaluate(&p, &ready(), &tiny);
+    assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    assert_eq!(d.evidence[0].verdict, Verdict::Inconclusive);
 }

@@ -182,7 +182,7 @@ fn evidence_line(r: &StageReport) -> String {
     };
     let rank = |v: Verdict| match v {
         Verdict::Worse | Verdict::Invalid | Verdict::Blocked => 0,
-        Verdict::Inconclusive | Verdict::InsufficientData => 1,
+        Verdict::Inconclusive | Verdict::InsufficientData | Verdict::Deferred => 1,
         Verdict::NonInferior | Verdict::Passed => 2,
     };
     let mut rows: Vec<_> = d

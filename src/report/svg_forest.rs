@@ -22,7 +22,7 @@ pub fn verdict_class(v: Verdict) -> &'static str {
     match v {
         Verdict::NonInferior | Verdict::Passed => "ok",
         Verdict::Worse | Verdict::Invalid | Verdict::Blocked => "bad",
-        Verdict::Inconclusive | Verdict::InsufficientData => "warn",
+        Verdict::Inconclusive | Verdict::InsufficientData | Verdict::Deferred => "warn",
     }
 }
 
