@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, VecDeque};
 use chrono::{DateTime, Utc};
 
 use super::traffic::{PairDraw, RequestDraw, Scenario, Side, USERS, User};
+use crate::capture::LatencyHistogram;
 use crate::capture::Role;
+use crate::capture::tail::{nearest_rung, rung_ms, rungs_below};
 use crate::gate::sequential::{Count, JointRatio, Moments, UnitRatio, welch};
 use crate::gate::{
     Abstentions, Action, Assigned, Assignment, Evidence, GatePolicy, Guardrail, GuardrailConfig,
@@ -41,7 +43,7 @@ pub struct RunOutcome {
     /// The sample-ratio check found a mismatch at some tick.
     pub srm_alert: bool,
     /// For a run still held at the horizon: what held it at the last tick — each check that
-    /// was neither non-inferior nor passed, as `metric/cohort:verdict` (`sample_ratio/all:
+    /// held it (not non-inferior, passed or deferred), as `metric/cohort:verdict` (`sample_ratio/all:
     /// blocked`, `latency_p95/tier=enterprise:inconclusive`), and the stage's unmet minimums.
     pub blockers: Vec<String>,
 }
@@ -221,6 +223,16 @@ impl LogHist {
     }
 }
 
+/// How many of the latency tail's rungs a success of `ms` is slower than (`capture::tail`).
+fn rungs_of(ms: f64) -> u8 {
+    rungs_below(LatencyHistogram::bucket_of(ms)) as u8
+}
+
+/// 1 when a success with `n` rungs below it is above rung `r`, else 0.
+fn above(n: u8, r: usize) -> f64 {
+    f64::from(u8::from(usize::from(n) > r))
+}
+
 /// One ratio metric on one side, accumulated per unit: each user's totals x and y and their
 /// sums over units, kept up to date as requests arrive (so a tick reads them in O(1)).
 #[derive(Clone)]
@@ -293,21 +305,23 @@ struct CohortAcc {
     latency: [LogHist; 2],
     cost: [Moments; 2],
     cost_units: JointAcc,
-    /// The candidate's latency buckets per user, to recount them when stable's quantile moves,
-    /// and the users that have any.
-    candidate_buckets: Vec<Vec<u16>>,
-    candidate_users: Vec<u32>,
     /// Whether the per-unit sums are kept (the request-level gate does without).
     units: bool,
-    /// Stable's 95% quantile bucket the per-unit exceedance counts are relative to.
-    threshold: Option<usize>,
-    above_units: UnitAcc,
+    /// The per-unit gate's latency tail, as the writer and `gate_input` keep it: both sides'
+    /// successes in the capture histogram's buckets (stable's quantile is read from them), each
+    /// success's count of rungs below it per user and side (`capture::tail`), the users that
+    /// have any, and the per-unit sums at the rung nearest stable's quantile.
+    tail_hist: [Vec<u64>; 2],
+    tail_rungs: [Vec<Vec<u8>>; 2],
+    tail_users: Vec<u32>,
+    rung: Option<usize>,
+    tail_units: JointAcc,
     /// Paired requests (both variants on the same request): e_c − e_s per pair, and per unit.
     paired_errors: Moments,
     paired_error_units: UnitAcc,
-    /// Paired requests without errors: both sides' latency buckets per user, and
-    /// 1[L_c > q] − 1[L_s > q] (q stable's quantile bucket) per pair and per unit.
-    pair_buckets: Vec<Vec<(u16, u16)>>,
+    /// Paired requests without errors: both sides' rungs below per user, and
+    /// 1[L_c above the rung] − 1[L_s above the rung] per pair and per unit.
+    pair_rungs: Vec<Vec<(u8, u8)>>,
     pair_users: Vec<u32>,
     paired_above: Moments,
     paired_above_units: UnitAcc,
@@ -324,14 +338,15 @@ impl CohortAcc {
             latency: [LogHist::new(), LogHist::new()],
             cost: [Moments::default(); 2],
             cost_units: JointAcc::new(n),
-            candidate_buckets: vec![Vec::new(); if units { USERS } else { 0 }],
-            candidate_users: Vec::new(),
             units,
-            threshold: None,
-            above_units: UnitAcc::new(n),
+            tail_hist: [Vec::new(), Vec::new()],
+            tail_rungs: [vec![Vec::new(); n], vec![Vec::new(); n]],
+            tail_users: Vec::new(),
+            rung: None,
+            tail_units: JointAcc::new(n),
             paired_errors: Moments::default(),
             paired_error_units: UnitAcc::new(n),
-            pair_buckets: vec![Vec::new(); n],
+            pair_rungs: vec![Vec::new(); n],
             pair_users: Vec::new(),
             paired_above: Moments::default(),
             paired_above_units: UnitAcc::new(n),
@@ -350,13 +365,13 @@ impl CohortAcc {
         if c.error || s.error {
             return;
         }
-        let (bc, bs) = (LogHist::bucket(c.latency_ms), LogHist::bucket(s.latency_ms));
-        if self.pair_buckets[user].is_empty() {
+        let (rc, rs) = (rungs_of(c.latency_ms), rungs_of(s.latency_ms));
+        if self.pair_rungs[user].is_empty() {
             self.pair_users.push(user as u32);
         }
-        self.pair_buckets[user].push((bc as u16, bs as u16));
-        if let Some(t) = self.threshold {
-            let d = f64::from(u8::from(bc > t)) - f64::from(u8::from(bs > t));
+        self.pair_rungs[user].push((rc, rs));
+        if let Some(r) = self.rung {
+            let d = above(rc, r) - above(rs, r);
             self.paired_above.push(d);
             self.paired_above_units.add(user, d, 1.0);
         }
@@ -382,57 +397,73 @@ impl CohortAcc {
         if side.error {
             return;
         }
-        let b = self.latency[i].push(side.latency_ms);
+        self.latency[i].push(side.latency_ms);
         self.cost[i].push(side.cost);
         if !self.units {
             return;
         }
         self.cost_units.add(user, i, side.cost, 1.0);
-        if i == 0 {
-            if self.candidate_buckets[user].is_empty() {
-                self.candidate_users.push(user as u32);
-            }
-            self.candidate_buckets[user].push(b as u16);
-            let above = self.threshold.is_some_and(|t| b > t);
-            self.above_units.add(user, f64::from(u8::from(above)), 1.0);
+        let h = &mut self.tail_hist[i];
+        let b = LatencyHistogram::bucket_of(side.latency_ms) as usize;
+        if h.len() <= b {
+            h.resize(b + 1, 0);
+        }
+        h[b] += 1;
+        let n = rungs_of(side.latency_ms);
+        if self.tail_rungs[0][user].is_empty() && self.tail_rungs[1][user].is_empty() {
+            self.tail_users.push(user as u32);
+        }
+        self.tail_rungs[i][user].push(n);
+        if let Some(r) = self.rung {
+            self.tail_units.add(user, i, above(n, r), 1.0);
         }
     }
 
-    /// Recounts the candidate's per-unit exceedances when stable's quantile bucket moved.
+    /// Stable's 95% quantile as `gate_input` reads it (from the capture histogram).
+    fn stable_quantile(&self) -> Option<f64> {
+        let mut h = LatencyHistogram::default();
+        for (b, &c) in self.tail_hist[1].iter().enumerate() {
+            if c > 0 {
+                h.add(b as u32, c);
+            }
+        }
+        h.quantile(0.95)
+    }
+
+    /// Recounts the per-unit tail sums when the rung nearest stable's quantile moved.
     fn refresh_threshold(&mut self) {
-        let t = self.latency[1].quantile_bucket(0.95);
-        if !self.units || t == self.threshold {
+        if !self.units {
             return;
         }
-        self.threshold = t;
-        self.above_units.ratio = UnitRatio::default();
-        for &u in &self.candidate_users {
-            let u = u as usize;
-            let buckets = &self.candidate_buckets[u];
-            self.above_units.x[u] = 0.0;
-            self.above_units.y[u] = 0.0;
-            let above = buckets
-                .iter()
-                .filter(|&&b| t.is_some_and(|t| usize::from(b) > t))
-                .count();
-            self.above_units.add(u, above as f64, buckets.len() as f64);
+        let rung = self.stable_quantile().and_then(nearest_rung);
+        if rung == self.rung {
+            return;
         }
+        self.rung = rung;
+        self.tail_units = JointAcc::new(USERS);
         self.paired_above = Moments::default();
-        self.paired_above_units.ratio = UnitRatio::default();
-        let Some(t) = t else { return };
+        self.paired_above_units = UnitAcc::new(USERS);
+        let Some(r) = rung else { return };
+        for &u in &self.tail_users {
+            let u = u as usize;
+            for i in 0..2 {
+                let rungs = &self.tail_rungs[i][u];
+                if !rungs.is_empty() {
+                    let x: f64 = rungs.iter().map(|&n| above(n, r)).sum();
+                    self.tail_units.add(u, i, x, rungs.len() as f64);
+                }
+            }
+        }
         for &u in &self.pair_users {
             let u = u as usize;
-            self.paired_above_units.x[u] = 0.0;
-            self.paired_above_units.y[u] = 0.0;
             let mut x = 0.0;
-            for &(bc, bs) in &self.pair_buckets[u] {
-                let d = f64::from(u8::from(usize::from(bc) > t))
-                    - f64::from(u8::from(usize::from(bs) > t));
+            for &(rc, rs) in &self.pair_rungs[u] {
+                let d = above(rc, r) - above(rs, r);
                 self.paired_above.push(d);
                 x += d;
             }
             self.paired_above_units
-                .add(u, x, self.pair_buckets[u].len() as f64);
+                .add(u, x, self.pair_rungs[u].len() as f64);
         }
     }
 
@@ -466,25 +497,37 @@ impl CohortAcc {
         };
         m.insert("errors".to_owned(), errors);
         let qb = self.latency[1].quantile_bucket(0.95);
-        let latency = MetricData::Exceedance {
+        let candidate_quantile = self.latency[0]
+            .quantile_bucket(0.95)
+            .map(LogHist::upper_edge);
+        let request_level = MetricData::Exceedance {
             candidate_above: Count::new(
                 qb.map_or(0, |b| self.latency[0].above(b)),
                 self.latency[0].n,
             ),
             stable_quantile: qb.map(LogHist::upper_edge),
-            candidate_quantile: self.latency[0]
-                .quantile_bucket(0.95)
-                .map(LogHist::upper_edge),
-            candidate_units: units.then_some(self.above_units.ratio),
+            candidate_quantile,
+            candidate_units: None,
         };
-        let latency = if units {
-            MetricData::WithPairs {
-                unpaired: Box::new(latency),
-                pairs: self.paired_above,
-                units: self.paired_above_units.ratio,
+        // Over units at the rung nearest stable's quantile once both sides have successes
+        // there (`gate_input`'s rule), with the paired requests at the same rung beside it.
+        let j = &self.tail_units.ratio;
+        let latency = match self.rung {
+            Some(r) if units && j.candidate_units > 0 && j.stable_units > 0 => {
+                MetricData::WithPairs {
+                    unpaired: Box::new(MetricData::UnitTail {
+                        candidate_above: Count::new(j.sums[0] as u64, j.sums[1] as u64),
+                        stable_above: Count::new(j.sums[2] as u64, j.sums[3] as u64),
+                        threshold_ms: rung_ms(r),
+                        stable_quantile: self.stable_quantile(),
+                        candidate_quantile,
+                        units: *j,
+                    }),
+                    pairs: self.paired_above,
+                    units: self.paired_above_units.ratio,
+                }
             }
-        } else {
-            latency
+            _ => request_level,
         };
         m.insert("latency_p95".to_owned(), latency);
         let cost = if units {
@@ -787,13 +830,18 @@ impl Driver for Canarist {
     }
 }
 
-/// What keeps a stage from promoting: every check that is neither non-inferior nor passed
-/// (`metric/cohort:verdict`), then the stage's unmet minimums (`min_duration`,
+/// What keeps a stage from promoting: every check that is neither non-inferior, passed nor
+/// deferred (`metric/cohort:verdict`), then the stage's unmet minimums (`min_duration`,
 /// `min_judged_pairs`) — the same list `evaluate`'s hold reason is made of, untruncated.
 fn hold_blockers(evidence: &[Evidence], ctx: &StageContext) -> Vec<String> {
     let mut out: Vec<String> = evidence
         .iter()
-        .filter(|e| !matches!(e.verdict, Verdict::NonInferior | Verdict::Passed))
+        .filter(|e| {
+            !matches!(
+                e.verdict,
+                Verdict::NonInferior | Verdict::Passed | Verdict::Deferred
+            )
+        })
         .map(|e| format!("{}/{}:{}", e.metric, e.cohort, e.verdict.as_str()))
         .collect();
     if ctx.elapsed < ctx.min_duration {
@@ -945,5 +993,104 @@ impl Driver for MeanDrop {
 
     fn outcome(&self, now: DateTime<Utc>) -> RunOutcome {
         self.lane.outcome(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(error: bool, latency_ms: f64) -> Side {
+        Side {
+            error,
+            latency_ms,
+            cost: 0.002,
+        }
+    }
+
+    /// The per-unit gate's latency tail is the one `gate_input` builds from the store: both
+    /// sides' successes counted per unit at the rung nearest stable's p95 (from the capture
+    /// histogram), with the paired requests at the same rung, and the counts recomputed when
+    /// stable's quantile moves to another rung.
+    #[test]
+    fn the_latency_tail_is_compared_over_both_sides_units_at_the_real_gates_rung() {
+        let mut acc = CohortAcc::new(true);
+        // 40 users; stable answers 100 ms … 1,090 ms (p95 near 1,040 ms); the candidate is
+        // 1.5× slower. Errors are left out of the tail.
+        for u in 0..40usize {
+            for k in 0..10 {
+                let ms = 100.0 + 10.0 * (10 * u + k) as f64 / 4.0;
+                acc.push_side(1, u, &side(false, ms));
+                acc.push_side(0, u, &side(false, 1.5 * ms));
+            }
+            acc.push_side(0, u, &side(true, 1e6));
+            acc.push_paired(u, &side(false, 1.5 * 300.0), &side(false, 300.0));
+        }
+        acc.refresh_threshold();
+        let q = acc.stable_quantile().unwrap();
+        let r = nearest_rung(q).unwrap();
+        let t = rung_ms(r);
+        let MetricData::WithPairs {
+            unpaired,
+            pairs,
+            units: paired_units,
+        } = &acc.summary(true)["latency_p95"]
+        else {
+            panic!("not paired");
+        };
+        let MetricData::UnitTail {
+            candidate_above,
+            stable_above,
+            threshold_ms,
+            units,
+            ..
+        } = unpaired.as_ref()
+        else {
+            panic!("not over units: {unpaired:?}");
+        };
+        assert_eq!(*threshold_ms, t);
+        // Counted as the writer counts: above the rung's histogram bucket.
+        let bucket = |ms: f64| LatencyHistogram::bucket_of(ms);
+        let rb = crate::capture::tail::rung_bucket(r);
+        let count = |f: f64| {
+            (0..400)
+                .filter(|&i| bucket(f * (100.0 + 10.0 * i as f64 / 4.0)) > rb)
+                .count() as u64
+        };
+        assert_eq!(*stable_above, Count::new(count(1.0), 400));
+        assert_eq!(*candidate_above, Count::new(count(1.5), 400));
+        assert_eq!((units.candidate_units, units.stable_units), (40, 40));
+        assert_eq!(units.sums[0] as u64, count(1.5));
+        // One pair per user, both answered, both below the rung: differences 0.
+        assert_eq!((pairs.n, paired_units.units), (40, 40));
+        assert_eq!(pairs.sum, 0.0);
+        // Stable's quantile moves up two rungs: every count is redone at the new rung.
+        for u in 0..40usize {
+            for _ in 0..200 {
+                acc.push_side(1, u, &side(false, 4.0 * q));
+            }
+        }
+        acc.refresh_threshold();
+        let r2 = nearest_rung(acc.stable_quantile().unwrap()).unwrap();
+        assert!(r2 > r, "{r2} vs {r}");
+        let MetricData::WithPairs { unpaired, .. } = &acc.summary(true)["latency_p95"] else {
+            panic!("not paired");
+        };
+        let MetricData::UnitTail {
+            stable_above,
+            threshold_ms,
+            ..
+        } = unpaired.as_ref()
+        else {
+            panic!("not over units");
+        };
+        assert_eq!(*threshold_ms, rung_ms(r2));
+        assert_eq!(stable_above.n, 400 + 8000);
+        // Without the per-unit sums (the request-level gate) it is the request-level share.
+        let plain = CohortAcc::new(false);
+        assert!(matches!(
+            plain.summary(false)["latency_p95"],
+            MetricData::Exceedance { .. }
+        ));
     }
 }
