@@ -9,9 +9,18 @@
 //! - `aggregated`: the default policy (1% row sample, up to 20 error rows per flush); the rest is
 //!   flushed as deltas of the aggregate tables.
 //!
+//! And, without the queue and the writer task, the store's own cost of row-less observations:
+//! `flush-N` hands the sink flushes of N row-less observations each (what the writer would give
+//! it), so that every flush touches the same units the same way whatever the machine's timing.
+//! A flush of 20,000 is what the queued runs make (the producer outruns the 200 ms interval); a
+//! gateway at a few thousand requests a second writes flushes of a few hundred, where each
+//! observation is one more unit row per cohort. Being deterministic, it is the run to count
+//! instructions of (`valgrind --tool=callgrind`, `BENCH_ONLY=flush BENCH_FLUSH=500`).
+//!
 //! The observations are built before the clock starts; CPU is read from `/proc/self/stat`
 //! (10 ms ticks: use runs of seconds). Run: `cargo bench --bench capture_path` (optionally
-//! `BENCH_REQUESTS=…`).
+//! `BENCH_REQUESTS=…`; `BENCH_ONLY=rows|aggregated|flush` for one kind of run; `BENCH_FLUSH=…`,
+//! comma-separated flush sizes, default `20000,500`).
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -20,7 +29,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use canarist::capture::{
-    Capture, CaptureEvent, Endpoint, Observation, Purpose, Role, RowPolicy, Usage, WriterConfig,
+    Capture, CaptureEvent, Endpoint, Flush, FlushId, Observation, Purpose, Role, RowPolicy, Sink,
+    Usage, WriterConfig,
 };
 use canarist::store::{Store, StoreSink};
 use chrono::Utc;
@@ -148,9 +158,72 @@ async fn run(label: &str, url: &str, policy: &str, rows: RowPolicy, n: u64) -> B
     Ok(())
 }
 
+/// Writes `n` row-less observations straight to the store's sink, `size` per flush.
+async fn run_flushes(label: &str, url: &str, size: usize, n: u64) -> BoxResult<()> {
+    let store = Store::connect(url).await?;
+    let sink = StoreSink::new(store.clone());
+    let writer = Uuid::new_v4();
+    let lean = |i: u64| Observation {
+        response_text: None,
+        request_body: None,
+        response_body: None,
+        finish_reason: None,
+        ..observation(i)
+    };
+    let observations: Vec<Observation> = (0..n).map(lean).collect();
+    let flushes: Vec<Flush> = observations
+        .chunks(size.max(1))
+        .zip(1..)
+        .map(|(chunk, seq)| Flush {
+            id: Some(FlushId { writer, seq }),
+            rows: Vec::new(),
+            counted: chunk.to_vec(),
+        })
+        .collect();
+    drop(observations);
+    let cpu0 = process_cpu();
+    let start = Instant::now();
+    for flush in &flushes {
+        sink.write_flush(flush).await?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = (process_cpu() - cpu0).as_secs_f64();
+    let counted = store.count_aggregated(None).await?;
+    let policy = format!("flush-{size}");
+    println!(
+        "{label:<9} {policy:<10} {n} observations in {elapsed:.2} s: {:.1} µs CPU per observation, \
+         {:.0} observations/s; {counted} counted",
+        cpu * 1e6 / n as f64,
+        n as f64 / elapsed,
+    );
+    store.close().await;
+    Ok(())
+}
+
+/// `BENCH_FLUSH`: the flush sizes of the `flush-N` runs.
+fn flush_sizes() -> Vec<usize> {
+    let sizes = std::env::var("BENCH_FLUSH").unwrap_or_else(|_| "20000,500".into());
+    sizes
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
 async fn both(label: &str, url_of: &dyn Fn(&str) -> String, n: u64) -> BoxResult<()> {
-    run(label, &url_of("rows"), "rows", RowPolicy::ALL_ROWS, n).await?;
-    run(label, &url_of("agg"), "aggregated", RowPolicy::default(), n).await
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |kind: &str| only.is_empty() || only == kind;
+    if wanted("rows") {
+        run(label, &url_of("rows"), "rows", RowPolicy::ALL_ROWS, n).await?;
+    }
+    if wanted("aggregated") {
+        run(label, &url_of("agg"), "aggregated", RowPolicy::default(), n).await?;
+    }
+    if wanted("flush") {
+        for size in flush_sizes() {
+            run_flushes(label, &url_of(&format!("flush{size}")), size, n).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn bench() -> BoxResult<()> {
@@ -169,10 +242,11 @@ async fn bench() -> BoxResult<()> {
     if let Ok(admin) = std::env::var("DATABASE_URL") {
         let mut conn = sqlx::PgConnection::connect(&admin).await?;
         let suffix = Uuid::new_v4().simple().to_string();
-        let names = [
-            format!("canarist_bench_rows_{suffix}"),
-            format!("canarist_bench_agg_{suffix}"),
-        ];
+        let names: Vec<String> = ["rows".to_owned(), "agg".to_owned()]
+            .into_iter()
+            .chain(flush_sizes().iter().map(|size| format!("flush{size}")))
+            .map(|name| format!("canarist_bench_{name}_{suffix}"))
+            .collect();
         for name in &names {
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&mut conn)

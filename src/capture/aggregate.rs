@@ -7,31 +7,22 @@
 //! squares and cross-products over units change by `new_i·new_j − old_i·old_j`, so a tick reads
 //! one row per cohort instead of one per unit).
 //!
+//! Recording an observation is the writer's cost per observation, so it allocates nothing for
+//! cells it has seen (their strings are interned once per flush, `capture::cells`), computes
+//! each histogram bucket once, and adds a success to one count of its unit's latency tail (the
+//! rungs it was slower than, [`UnitDelta`]) rather than to each rung.
+//!
 //! Never: does I/O, reads a clock or decides which stage an observation belongs to (the caller
-//! passes the stage's `epoch`). Pure data: two `Aggregates` merged hold the same sums as one
-//! that recorded both sets of observations.
+//! passes the stage's `epoch`). Pure data.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use super::cells::{Cells, Name, ScopeId};
 use super::histogram::LatencyHistogram;
 use super::tail::{RUNGS, rungs_below};
 use super::{AA_VARIANT, ErrorClass, Observation, Purpose, Role};
-
-/// The scope a delta adds up under: a deployment's stage label since one stage start. The epoch
-/// is the start of the latest rollout stage of that name at or before the observation (the Unix
-/// epoch when no rollout ever ran one), so that `epoch >= since` selects exactly the rows with
-/// `at >= since` whenever `since` is a stage start.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StageKey {
-    pub deployment: String,
-    pub stage: String,
-    pub epoch: DateTime<Utc>,
-}
-
-/// A cohort label `(key, value)`, or `("", "")` for the whole stage.
-pub type CohortCell = (String, String);
 
 /// Which duration a histogram counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -250,30 +241,122 @@ pub fn joint_step(old: &SideSums, new: &SideSums) -> MomentsDelta {
     }
 }
 
-type VariantKey = (StageKey, CohortCell, String, Option<ErrorClass>);
-type TimingKey = (StageKey, CohortCell, String, Timing, u32);
-type UnitVariantKey = (StageKey, CohortCell, String, String);
-type VariantCellKey = (StageKey, CohortCell, String);
-type UnitKey = (StageKey, CohortCell, String);
-type CohortKey = (StageKey, CohortCell);
+/// One unit's delta per side, as a flush collects it: errors and cost as in [`SideSums`], and
+/// its successes by how many rungs each was slower than (`by_rungs[k]`: slower than rungs
+/// `0..k`), so that an observation adds to one count instead of to every rung below it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UnitDelta {
+    pub errors: [f64; 4],
+    pub cost: [f64; 4],
+    pub successes: [f64; 2],
+    pub by_rungs: [[f64; 2]; RUNGS + 1],
+}
 
-/// Deltas of every aggregate table, keyed by their cells.
-#[derive(Debug, Clone, Default, PartialEq)]
+impl UnitDelta {
+    fn record(&mut self, side: &SideObservation) {
+        let o = side.offset;
+        self.errors[o] += f64::from(u8::from(side.error));
+        self.errors[o + 1] += 1.0;
+        self.cost[o] += side.cost.unwrap_or(0.0);
+        self.cost[o + 1] += f64::from(u8::from(side.cost.is_some()));
+        if let Some(k) = side.rungs_below {
+            self.successes[o / 2] += 1.0;
+            self.by_rungs[k.min(RUNGS)][o / 2] += 1.0;
+        }
+    }
+
+    /// The same delta as [`SideSums`]: per rung, the successes slower than it.
+    pub fn sums(&self) -> SideSums {
+        let mut tail = TailSums {
+            successes: self.successes,
+            ..TailSums::default()
+        };
+        // Slower than rung r: the successes slower than rungs 0..k for some k > r.
+        let mut above = self.by_rungs[RUNGS];
+        for r in (0..RUNGS).rev() {
+            tail.above[r] = above;
+            for (a, b) in above.iter_mut().zip(self.by_rungs[r]) {
+                *a += b;
+            }
+        }
+        SideSums {
+            errors: self.errors,
+            cost: self.cost,
+            tail,
+        }
+    }
+}
+
+/// What one observation adds to its unit's side totals (the A/A arm adds none).
+#[derive(Debug, Clone, Copy)]
+struct SideObservation {
+    /// 0: the candidates, 2: stable ([`JointDelta`]'s order).
+    offset: usize,
+    error: bool,
+    cost: Option<f64>,
+    /// For a success: how many rungs it was slower than.
+    rungs_below: Option<usize>,
+}
+
+impl SideObservation {
+    fn of(o: &Observation, latency_bucket: Option<u32>) -> Option<Self> {
+        let offset = match o.role {
+            Role::Candidate if o.variant == AA_VARIANT => return None,
+            Role::Candidate => 0,
+            Role::Stable => 2,
+        };
+        Some(Self {
+            offset,
+            error: o.error.is_some(),
+            cost: o.cost_usd,
+            // Latency counts for successes only, as in the histograms.
+            rungs_below: latency_bucket.map(rungs_below),
+        })
+    }
+}
+
+/// (scope, variant, error class).
+type VariantKey = (ScopeId, Name, Option<ErrorClass>);
+/// (scope, variant, timing, bucket).
+type TimingKey = (ScopeId, Name, Timing, u32);
+/// (scope, variant, unit key).
+type UnitVariantKey = (ScopeId, Name, Name);
+
+/// Deltas of every aggregate table, keyed by their cells: a scope (stage and cohort cell) and the
+/// variant's and unit's names, interned in [`Aggregates::cells`].
+#[derive(Debug, Clone, Default)]
 pub struct Aggregates {
-    /// (stage, cohort, variant, error class).
+    /// The strings and scopes the keys name.
+    pub cells: Cells,
+    /// (scope, variant, error class).
     pub variants: HashMap<VariantKey, VariantDelta>,
-    /// (stage, cohort, variant, timing, bucket) → successful requests.
+    /// (scope, variant, timing, bucket) → successful requests.
     pub timings: HashMap<TimingKey, u64>,
-    /// (stage, cohort, variant, unit key).
+    /// (scope, variant, unit key).
     pub unit_variants: HashMap<UnitVariantKey, UnitCounts>,
-    /// (stage, cohort, variant): requests without a unit key.
-    pub keyless_units: HashMap<VariantCellKey, KeylessUnits>,
-    /// (stage, cohort, unit key): stable and candidate requests of keyed units.
-    pub unit_sides: HashMap<UnitKey, SideSums>,
-    /// (stage, cohort): the moments of units without a key (each a unit of its own).
-    pub keyless_moments: HashMap<CohortKey, MomentsDelta>,
+    /// (scope, variant): requests without a unit key.
+    pub keyless_units: HashMap<(ScopeId, Name), KeylessUnits>,
+    /// (scope, unit key): stable and candidate requests of keyed units.
+    pub unit_sides: HashMap<(ScopeId, Name), UnitDelta>,
+    /// Per scope: the moments of units without a key (each a unit of its own).
+    pub keyless_moments: HashMap<ScopeId, MomentsDelta>,
     /// Observations recorded.
     pub observations: u64,
+}
+
+/// One observation's contribution to each of its cells.
+struct Contribution {
+    variant: Name,
+    unit: Option<Name>,
+    error: Option<ErrorClass>,
+    served: u64,
+    delta: VariantDelta,
+    /// Successes only: the latency's and the TTFT's histogram buckets.
+    latency_bucket: Option<u32>,
+    ttft_bucket: Option<u32>,
+    side: Option<SideObservation>,
+    /// A keyless observation's step of the moments (a unit of its own, from zero).
+    keyless_step: Option<MomentsDelta>,
 }
 
 impl Aggregates {
@@ -285,97 +368,89 @@ impl Aggregates {
     /// each of its cohort labels.
     pub fn record(&mut self, o: &Observation, epoch: DateTime<Utc>) {
         self.observations += 1;
-        let stage = StageKey {
-            deployment: o.deployment.clone(),
-            stage: o.stage.clone(),
-            epoch,
+        let cells = &mut self.cells;
+        let deployment = cells.name(&o.deployment);
+        let stage = cells.name(&o.stage);
+        let whole = cells.name("");
+        let latency_bucket = o
+            .error
+            .is_none()
+            .then(|| LatencyHistogram::bucket_of(o.latency_ms));
+        let side = SideObservation::of(o, latency_bucket);
+        let unit = o.unit_key.as_deref().map(|u| cells.name(u));
+        let keyless_step = match (unit, &side) {
+            (None, Some(side)) => {
+                let mut d = UnitDelta::default();
+                d.record(side);
+                Some(joint_step(&SideSums::default(), &d.sums()))
+            }
+            _ => None,
         };
-        let delta = variant_delta(o);
-        let sides = side_sums(o);
-        let served = u64::from(o.purpose == Purpose::Served);
-        let overall = (String::new(), String::new());
-        for cohort in std::iter::once(overall).chain(o.cohort.clone()) {
-            self.variants
-                .entry((stage.clone(), cohort.clone(), o.variant.clone(), o.error))
-                .or_default()
-                .merge(&delta);
-            if o.error.is_none() {
-                let timings = [
-                    (Timing::Latency, Some(o.latency_ms)),
-                    (Timing::Ttft, o.ttft_ms),
-                ];
-                for (timing, ms) in timings {
-                    if let Some(ms) = ms {
-                        let bucket = LatencyHistogram::bucket_of(ms);
-                        let key = (
-                            stage.clone(),
-                            cohort.clone(),
-                            o.variant.clone(),
-                            timing,
-                            bucket,
-                        );
-                        *self.timings.entry(key).or_default() += 1;
-                    }
-                }
-            }
-            match &o.unit_key {
-                Some(unit) => {
-                    let key = (
-                        stage.clone(),
-                        cohort.clone(),
-                        o.variant.clone(),
-                        unit.clone(),
-                    );
-                    let c = self.unit_variants.entry(key).or_default();
-                    c.requests += 1;
-                    c.served += served;
-                    if let Some(sides) = &sides {
-                        self.unit_sides
-                            .entry((stage.clone(), cohort.clone(), unit.clone()))
-                            .or_default()
-                            .add(sides);
-                    }
-                }
-                None => {
-                    let key = (stage.clone(), cohort.clone(), o.variant.clone());
-                    let k = self.keyless_units.entry(key).or_default();
-                    k.units += 1;
-                    k.served_units += served;
-                    if let Some(sides) = &sides {
-                        self.keyless_moments
-                            .entry((stage.clone(), cohort))
-                            .or_default()
-                            .merge(&joint_step(&SideSums::default(), sides));
-                    }
-                }
-            }
+        let c = Contribution {
+            variant: cells.name(&o.variant),
+            unit,
+            error: o.error,
+            served: u64::from(o.purpose == Purpose::Served),
+            delta: variant_delta(o),
+            latency_bucket,
+            ttft_bucket: o
+                .ttft_ms
+                .filter(|_| o.error.is_none())
+                .map(LatencyHistogram::bucket_of),
+            side,
+            keyless_step,
+        };
+        let scope = cells.scope(deployment, stage, epoch, whole, whole);
+        self.add(scope, &c);
+        for (key, value) in &o.cohort {
+            let cells = &mut self.cells;
+            let (key, value) = (cells.name(key), cells.name(value));
+            let scope = cells.scope(deployment, stage, epoch, key, value);
+            self.add(scope, &c);
         }
     }
 
-    /// Adds another set of deltas to these.
-    pub fn merge(&mut self, other: Aggregates) {
-        self.observations += other.observations;
-        for (k, v) in other.variants {
-            self.variants.entry(k).or_default().merge(&v);
+    /// Adds an observation's contribution to the cells of one scope.
+    fn add(&mut self, scope: ScopeId, c: &Contribution) {
+        self.variants
+            .entry((scope, c.variant, c.error))
+            .or_default()
+            .merge(&c.delta);
+        let timings = [
+            (Timing::Latency, c.latency_bucket),
+            (Timing::Ttft, c.ttft_bucket),
+        ];
+        for (timing, bucket) in timings {
+            if let Some(bucket) = bucket {
+                *self
+                    .timings
+                    .entry((scope, c.variant, timing, bucket))
+                    .or_default() += 1;
+            }
         }
-        for (k, v) in other.timings {
-            *self.timings.entry(k).or_default() += v;
-        }
-        for (k, v) in other.unit_variants {
-            let c = self.unit_variants.entry(k).or_default();
-            c.requests += v.requests;
-            c.served += v.served;
-        }
-        for (k, v) in other.keyless_units {
-            let c = self.keyless_units.entry(k).or_default();
-            c.units += v.units;
-            c.served_units += v.served_units;
-        }
-        for (k, v) in other.unit_sides {
-            self.unit_sides.entry(k).or_default().add(&v);
-        }
-        for (k, v) in other.keyless_moments {
-            self.keyless_moments.entry(k).or_default().merge(&v);
+        match c.unit {
+            Some(unit) => {
+                let u = self
+                    .unit_variants
+                    .entry((scope, c.variant, unit))
+                    .or_default();
+                u.requests += 1;
+                u.served += c.served;
+                if let Some(side) = &c.side {
+                    self.unit_sides
+                        .entry((scope, unit))
+                        .or_default()
+                        .record(side);
+                }
+            }
+            None => {
+                let k = self.keyless_units.entry((scope, c.variant)).or_default();
+                k.units += 1;
+                k.served_units += c.served;
+                if let Some(step) = &c.keyless_step {
+                    self.keyless_moments.entry(scope).or_default().merge(step);
+                }
+            }
         }
     }
 }
@@ -399,29 +474,6 @@ fn variant_delta(o: &Observation) -> VariantDelta {
         d.cost.record(c);
     }
     d
-}
-
-/// The observation's contribution to its unit's side totals; `None` for the A/A arm.
-fn side_sums(o: &Observation) -> Option<SideSums> {
-    let offset = match o.role {
-        Role::Candidate if o.variant == AA_VARIANT => return None,
-        Role::Candidate => 0,
-        Role::Stable => 2,
-    };
-    let mut s = SideSums::default();
-    s.errors[offset] = f64::from(u8::from(o.error.is_some()));
-    s.errors[offset + 1] = 1.0;
-    s.cost[offset] = o.cost_usd.unwrap_or(0.0);
-    s.cost[offset + 1] = f64::from(u8::from(o.cost_usd.is_some()));
-    // Latency counts for successes only, as in the histograms.
-    if o.error.is_none() {
-        let side = offset / 2;
-        s.tail.successes[side] = 1.0;
-        for above in &mut s.tail.above[..rungs_below(LatencyHistogram::bucket_of(o.latency_ms))] {
-            above[side] = 1.0;
-        }
-    }
-    Some(s)
 }
 
 #[cfg(test)]
@@ -495,6 +547,35 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_delta_counts_each_success_above_the_rungs_below_its_bucket() {
+        use crate::capture::tail::rung_bucket;
+        // Below the first rung, on and around rung boundaries, and beyond the last rung.
+        let latencies = [0.5, 1.0, 2.0, 50.0, 400.0, 121_000.0, 130_000.0, 1e9];
+        let mut d = UnitDelta::default();
+        for (i, ms) in latencies.iter().enumerate() {
+            let bucket = LatencyHistogram::bucket_of(*ms);
+            d.record(&SideObservation {
+                offset: 2 * (i % 2),
+                error: false,
+                cost: None,
+                rungs_below: Some(rungs_below(bucket)),
+            });
+        }
+        let sums = d.sums();
+        assert_eq!(sums.tail.successes, [4.0, 4.0]);
+        for r in 0..RUNGS {
+            let mut want = [0.0; 2];
+            for (i, ms) in latencies.iter().enumerate() {
+                if LatencyHistogram::bucket_of(*ms) > rung_bucket(r) {
+                    want[i % 2] += 1.0;
+                }
+            }
+            assert_eq!(sums.tail.above[r], want, "rung {r}");
+        }
+        assert_eq!(sums.errors, [0.0, 4.0, 0.0, 4.0]);
+    }
+
+    #[test]
     fn a_units_successes_count_above_every_rung_below_their_latency() {
         use crate::capture::tail::rung_ms;
         let mut agg = Aggregates::default();
@@ -522,7 +603,7 @@ mod tests {
         record(Role::Candidate, 500.0, None);
         record(Role::Candidate, 900.0, Some(ErrorClass::Timeout));
         record(Role::Stable, 4.0, None);
-        let sides = agg.unit_sides.values().next().unwrap();
+        let sides = agg.unit_sides.values().next().unwrap().sums();
         assert_eq!(sides.tail.successes, [2.0, 1.0]);
         for r in 0..RUNGS {
             let t = rung_ms(r);

@@ -16,6 +16,7 @@
 pub mod aggregate;
 pub mod answer;
 mod body;
+pub mod cells;
 mod flush;
 mod histogram;
 mod observation;

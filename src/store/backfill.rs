@@ -52,9 +52,9 @@ macro_rules! backfill {
                     break;
                 }
             }
-            let stages: std::collections::BTreeSet<(String, String)> = observations
+            let stages: std::collections::BTreeSet<(&str, &str)> = observations
                 .iter()
-                .map(|o| (o.deployment.clone(), o.stage.clone()))
+                .map(|o| (o.deployment.as_str(), o.stage.as_str()))
                 .collect();
             let epochs = read_epochs!(tx, stages);
             let mut agg = Aggregates::default();

@@ -12,13 +12,18 @@
 //! Never: decides what a delta means (that is `capture::aggregate`); the stage epoch is read
 //! from the stored rollout stages (the latest start of the label at or before the observation).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::{Database, Encode, Postgres, Sqlite, Type};
 
 use crate::capture::aggregate::{
-    CohortCell, JointDelta, KeylessUnits, MomentsDelta, SideSums, StageKey, TailSums, joint_step,
+    JointDelta, KeylessUnits, MomentsDelta, SideSums, TailSums, joint_step,
 };
+use crate::capture::cells::{Cells, Name, ScopeId};
 use crate::capture::tail::RUNGS;
 use crate::capture::{Aggregates, Observation};
 
@@ -40,13 +45,20 @@ pub(super) fn side_cols() -> Vec<String> {
     cols
 }
 
+/// How many columns [`side_cols`] names.
+pub(super) const SIDE_COLS: usize = 10 + 2 * RUNGS;
+
 /// A unit's side sums in [`side_cols`] order.
-pub(super) fn side_values(s: &SideSums) -> Vec<f64> {
+pub(super) fn side_values(s: &SideSums) -> [f64; SIDE_COLS] {
     let t = &s.tail;
-    let mut v: Vec<f64> = s.errors.iter().chain(&s.cost).copied().collect();
-    v.extend(t.successes);
-    v.extend(t.above.iter().map(|a| a[0]));
-    v.extend(t.above.iter().map(|a| a[1]));
+    let mut v = [0.0; SIDE_COLS];
+    v[..4].copy_from_slice(&s.errors);
+    v[4..8].copy_from_slice(&s.cost);
+    v[8..10].copy_from_slice(&t.successes);
+    for (r, above) in t.above.iter().enumerate() {
+        v[10 + r] = above[0];
+        v[10 + RUNGS + r] = above[1];
+    }
     v
 }
 
@@ -82,13 +94,14 @@ pub(super) fn tail_delta_is_zero(d: &JointDelta) -> bool {
         && d.products.iter().all(|x| *x == 0.0)
 }
 
-/// The stage starts of each (deployment, stage label), oldest first.
-pub(super) type Epochs = HashMap<(String, String), Vec<DateTime<Utc>>>;
+/// The stage starts of each deployment's stage labels, oldest first.
+pub(super) type Epochs = HashMap<String, HashMap<String, Vec<DateTime<Utc>>>>;
 
 /// The epoch an observation belongs to: the latest start of its stage label at or before it.
 pub(super) fn epoch_of(epochs: &Epochs, o: &Observation) -> DateTime<Utc> {
     epochs
-        .get(&(o.deployment.clone(), o.stage.clone()))
+        .get(o.deployment.as_str())
+        .and_then(|stages| stages.get(o.stage.as_str()))
         .and_then(|starts| starts.iter().rev().find(|s| **s <= o.at).copied())
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
@@ -128,30 +141,26 @@ pub(super) fn moment_values(m: &MomentsDelta) -> Vec<f64> {
     v
 }
 
-/// Per (stage, cohort, variant): keyed units and served units that appeared, from the unit rows'
-/// new totals (`requests`, `served`) and their deltas.
+/// Per (scope, variant): keyed units and served units that appeared, from the unit rows'
+/// new totals (`requests`, `served`) and their deltas, beside the keyless ones; per scope, the
+/// change of the keyed units' moments.
 #[derive(Debug, Default)]
 pub(super) struct UnitTally {
-    pub variant_units: BTreeMap<(StageKey, CohortCell, String), (KeylessUnits, KeylessUnits)>,
-    pub moments: BTreeMap<(StageKey, CohortCell), MomentsDelta>,
+    pub variant_units: HashMap<(ScopeId, Name), (KeylessUnits, KeylessUnits)>,
+    pub moments: HashMap<ScopeId, MomentsDelta>,
 }
 
 impl UnitTally {
     pub fn from_keyless(agg: &Aggregates) -> Self {
         let mut t = UnitTally::default();
         for (k, v) in &agg.keyless_units {
-            t.variant_units.entry(k.clone()).or_default().1 = *v;
+            t.variant_units.entry(*k).or_default().1 = *v;
         }
         t
     }
 
     /// A unit row of `variant` now at `new` after adding `delta` (requests, served).
-    pub fn unit_variant(
-        &mut self,
-        key: (StageKey, CohortCell, String),
-        new: (u64, u64),
-        delta: (u64, u64),
-    ) {
+    pub fn unit_variant(&mut self, key: (ScopeId, Name), new: (u64, u64), delta: (u64, u64)) {
         let keyed = &mut self.variant_units.entry(key).or_default().0;
         if new.0 == delta.0 && new.0 > 0 {
             keyed.units += 1;
@@ -162,9 +171,9 @@ impl UnitTally {
     }
 
     /// A unit's side totals now at `new` after adding `delta`.
-    pub fn unit_sides(&mut self, key: (StageKey, CohortCell), new: &SideSums, delta: &SideSums) {
+    pub fn unit_sides(&mut self, scope: ScopeId, new: &SideSums, delta: &SideSums) {
         let step = joint_step(&new.minus(delta), new);
-        self.moments.entry(key).or_default().merge(&step);
+        self.moments.entry(scope).or_default().merge(&step);
     }
 }
 
@@ -173,47 +182,145 @@ macro_rules! read_epochs {
     ($tx:expr, $keys:expr) => {{
         let mut epochs = $crate::store::deltas::Epochs::new();
         for (deployment, stage) in $keys {
+            let (deployment, stage): (&str, &str) = (deployment, stage);
             let starts: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
                 "SELECT s.started_at FROM rollout_stages s JOIN rollouts r ON r.id = s.rollout_id \
                  WHERE r.deployment = $1 AND s.name = $2 ORDER BY s.started_at",
             )
-            .bind(deployment.as_str())
-            .bind(stage.as_str())
+            .bind(deployment)
+            .bind(stage)
             .fetch_all(&mut *$tx)
             .await?;
-            epochs.insert((deployment, stage), starts);
+            epochs
+                .entry(deployment.to_owned())
+                .or_default()
+                .insert(stage.to_owned(), starts);
         }
         epochs
     }};
 }
 pub(super) use read_epochs;
 
-/// Binds a stage key and cohort (the first five columns of every table).
+/// A stage epoch as a bind parameter in its stored form: on SQLite the text a `DateTime` is
+/// stored as (formatted once per scope, then shared by every row), on Postgres a `timestamptz`.
+#[derive(Debug, Clone)]
+pub(super) struct EpochParam {
+    at: DateTime<Utc>,
+    text: Arc<str>,
+}
+
+impl EpochParam {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        // sqlx's own encoding of a `DateTime` for SQLite.
+        let text = at.to_rfc3339_opts(SecondsFormat::AutoSi, false).into();
+        Self { at, text }
+    }
+}
+
+impl Type<Sqlite> for EpochParam {
+    fn type_info() -> <Sqlite as Database>::TypeInfo {
+        <DateTime<Utc> as Type<Sqlite>>::type_info()
+    }
+}
+
+impl Encode<'_, Sqlite> for EpochParam {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Sqlite as Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        <Arc<str> as Encode<'_, Sqlite>>::encode(self.text.clone(), buf)
+    }
+}
+
+impl Type<Postgres> for EpochParam {
+    fn type_info() -> <Postgres as Database>::TypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for EpochParam {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Postgres as Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        <DateTime<Utc> as Encode<'_, Postgres>>::encode_by_ref(&self.at, buf)
+    }
+}
+
+/// What every row of a scope binds first (the five key columns of every table), made once per
+/// flush: the cells' shared strings (bound without a copy) and the epoch in its stored form.
+#[derive(Debug, Clone)]
+pub(super) struct ScopeBinds {
+    pub deployment: Arc<str>,
+    pub stage: Arc<str>,
+    pub epoch: EpochParam,
+    pub key: Arc<str>,
+    pub value: Arc<str>,
+}
+
+/// The [`ScopeBinds`] of every scope of `cells`, by [`ScopeId::index`].
+pub(super) fn scope_binds(cells: &Cells) -> Vec<ScopeBinds> {
+    let mut epochs: HashMap<DateTime<Utc>, EpochParam> = HashMap::new();
+    cells
+        .scopes()
+        .map(|(_, p)| ScopeBinds {
+            deployment: cells.arc(p.deployment),
+            stage: cells.arc(p.stage),
+            epoch: epochs
+                .entry(p.epoch)
+                .or_insert_with(|| EpochParam::new(p.epoch))
+                .clone(),
+            key: cells.arc(p.key),
+            value: cells.arc(p.value),
+        })
+        .collect()
+}
+
+/// Binds a scope's stage key and cohort cell (the first five columns of every table) from
+/// `$binds` ([`scope_binds`] of the cells that gave `$scope`).
 macro_rules! bind_scope {
-    ($b:expr, $stage:expr, $cohort:expr) => {
-        $b.push_bind($stage.deployment.as_str())
-            .push_bind($stage.stage.as_str())
-            .push_bind($stage.epoch)
-            .push_bind($cohort.0.as_str())
-            .push_bind($cohort.1.as_str())
-    };
+    ($b:expr, $binds:expr, $scope:expr) => {{
+        let s: &$crate::store::deltas::ScopeBinds = &$binds[$scope.index()];
+        $b.push_bind(s.deployment.clone())
+            .push_bind(s.stage.clone())
+            .push_bind(&s.epoch)
+            .push_bind(s.key.clone())
+            .push_bind(s.value.clone())
+    }};
 }
 pub(super) use bind_scope;
 
-/// Adds `$agg` to the aggregate tables inside transaction `$tx` on database type `$db`.
+/// Slices of `rows` (sorted by scope) that share one stage, at most `n` rows each: the unit
+/// tables' upserts return rows without their stage's columns, known from the slice.
+pub(super) fn stage_chunks<'a, K: Copy, V>(
+    cells: &'a Cells,
+    rows: &'a [(K, V)],
+    scope: fn(K) -> ScopeId,
+    n: usize,
+) -> impl Iterator<Item = (ScopeId, &'a [(K, V)])> + 'a {
+    rows.chunk_by(move |a, b| cells.same_stage(scope(a.0), scope(b.0)))
+        .flat_map(move |group| group.chunks(n.max(1)))
+        .filter_map(move |chunk| chunk.first().map(|first| (scope(first.0), chunk)))
+}
+
+/// Adds `$agg` to the aggregate tables inside transaction `$tx` on database type `$db`. Every
+/// table's rows are written in the order of their keys' strings (the cells' ranks).
 macro_rules! write_deltas {
     ($tx:expr, $db:ty, $agg:expr) => {{
         use sqlx::{QueryBuilder, Row};
         use $crate::store::deltas::{
-            DELTAS_PER_STATEMENT, SCOPE_COLS, UnitTally, add_set, bind_scope, moment_cols,
-            moment_values,
+            DELTAS_PER_STATEMENT, SCOPE_COLS, SIDE_COLS, UnitTally, add_set, bind_scope,
+            moment_cols, moment_values, scope_binds, stage_chunks,
         };
         let agg: &$crate::capture::Aggregates = $agg;
+        let cells = &agg.cells;
+        let ranks = cells.ranks();
+        let binds = scope_binds(cells);
         let err_str = |e: Option<$crate::capture::ErrorClass>| e.map_or("", |e| e.as_str());
 
         let mut variants: Vec<_> = agg.variants.iter().collect();
-        variants.sort_by(|(a, _), (b, _)| {
-            (&a.0, &a.1, &a.2, err_str(a.3)).cmp(&(&b.0, &b.1, &b.2, err_str(b.3)))
+        variants.sort_unstable_by_key(|((scope, variant, error), _)| {
+            (ranks.scope(*scope), ranks.name(*variant), err_str(*error))
         });
         let sums = [
             "requests",
@@ -235,9 +342,9 @@ macro_rules! write_deltas {
                 "INSERT INTO agg_variants ({SCOPE_COLS}, variant, error_class, role, {}) ",
                 sums.join(", ")
             ));
-            qb.push_values(chunk, |mut b, ((stage, cohort, variant, error), d)| {
-                bind_scope!(b, stage, cohort)
-                    .push_bind(variant.as_str())
+            qb.push_values(chunk, |mut b, ((scope, variant, error), d)| {
+                bind_scope!(b, binds, *scope)
+                    .push_bind(cells.arc(*variant))
                     .push_bind(err_str(*error))
                     .push_bind(d.role.as_str())
                     .push_bind(to_i64(d.requests))
@@ -262,21 +369,20 @@ macro_rules! write_deltas {
         }
 
         let mut timings: Vec<_> = agg.timings.iter().collect();
-        timings.sort_by(|a, b| a.0.cmp(b.0));
+        timings.sort_unstable_by_key(|((scope, variant, timing, bucket), _)| {
+            (ranks.scope(*scope), ranks.name(*variant), *timing, *bucket)
+        });
         for chunk in timings.chunks(DELTAS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_timings ({SCOPE_COLS}, variant, timing, bucket, n) "
             ));
-            qb.push_values(
-                chunk,
-                |mut b, ((stage, cohort, variant, timing, bucket), n)| {
-                    bind_scope!(b, stage, cohort)
-                        .push_bind(variant.as_str())
-                        .push_bind(timing.as_str())
-                        .push_bind(i32::try_from(*bucket).unwrap_or(i32::MAX))
-                        .push_bind(to_i64(**n));
-                },
-            );
+            qb.push_values(chunk, |mut b, ((scope, variant, timing, bucket), n)| {
+                bind_scope!(b, binds, *scope)
+                    .push_bind(cells.arc(*variant))
+                    .push_bind(timing.as_str())
+                    .push_bind(i32::try_from(*bucket).unwrap_or(i32::MAX))
+                    .push_bind(to_i64(**n));
+            });
             qb.push(format!(
                 " ON CONFLICT ({SCOPE_COLS}, variant, timing, bucket) DO UPDATE SET {}",
                 add_set("agg_timings", &["n"])
@@ -286,58 +392,58 @@ macro_rules! write_deltas {
 
         let mut tally = UnitTally::from_keyless(agg);
         let mut units: Vec<_> = agg.unit_variants.iter().collect();
-        units.sort_by(|a, b| a.0.cmp(b.0));
-        for chunk in units.chunks(DELTAS_PER_STATEMENT) {
+        units.sort_unstable_by_key(|((scope, variant, unit), _)| {
+            (ranks.scope(*scope), ranks.name(*variant), ranks.name(*unit))
+        });
+        for (first, chunk) in stage_chunks(cells, &units, |k| k.0, DELTAS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_unit_variants ({SCOPE_COLS}, variant, unit_key, requests, served) "
             ));
-            qb.push_values(chunk, |mut b, ((stage, cohort, variant, unit), c)| {
-                bind_scope!(b, stage, cohort)
-                    .push_bind(variant.as_str())
-                    .push_bind(unit.as_str())
+            qb.push_values(chunk, |mut b, ((scope, variant, unit), c)| {
+                bind_scope!(b, binds, *scope)
+                    .push_bind(cells.arc(*variant))
+                    .push_bind(cells.arc(*unit))
                     .push_bind(to_i64(c.requests))
                     .push_bind(to_i64(c.served));
             });
+            // The chunk's rows share `first`'s stage: its columns need not come back.
             qb.push(format!(
                 " ON CONFLICT ({SCOPE_COLS}, variant, unit_key) DO UPDATE SET {} \
-                 RETURNING {SCOPE_COLS}, variant, unit_key, requests, served",
+                 RETURNING cohort_key, cohort_value, variant, unit_key, requests, served",
                 add_set("agg_unit_variants", &["requests", "served"])
             ));
             for r in qb.build().fetch_all(&mut *$tx).await? {
-                let stage = $crate::capture::aggregate::StageKey {
-                    deployment: r.try_get(0)?,
-                    stage: r.try_get(1)?,
-                    epoch: r.try_get(2)?,
-                };
-                let cohort: (String, String) = (r.try_get(3)?, r.try_get(4)?);
-                let variant: String = r.try_get(5)?;
-                let unit: String = r.try_get(6)?;
-                let new = (to_u64(r.try_get(7)?), to_u64(r.try_get(8)?));
-                let key = (stage, cohort, variant, unit);
-                if let Some(d) = agg.unit_variants.get(&key) {
-                    let (stage, cohort, variant, _) = key;
-                    tally.unit_variant((stage, cohort, variant), new, (d.requests, d.served));
+                let key = cells
+                    .find_cell(first, r.try_get(0)?, r.try_get(1)?)
+                    .zip(cells.find_name(r.try_get(2)?))
+                    .zip(cells.find_name(r.try_get(3)?))
+                    .map(|((scope, variant), unit)| (scope, variant, unit));
+                if let Some(((scope, variant, _), d)) =
+                    key.and_then(|k| agg.unit_variants.get_key_value(&k))
+                {
+                    let new = (to_u64(r.try_get(4)?), to_u64(r.try_get(5)?));
+                    tally.unit_variant((*scope, *variant), new, (d.requests, d.served));
                 }
             }
         }
-        let counted: Vec<_> = tally.variant_units.iter().collect();
+        let mut counted: Vec<_> = tally.variant_units.iter().collect();
+        counted.sort_unstable_by_key(|((scope, variant), _)| {
+            (ranks.scope(*scope), ranks.name(*variant))
+        });
         for chunk in counted.chunks(DELTAS_PER_STATEMENT) {
             let cols = ["units", "served_units", "keyless_units", "keyless_served"];
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_variant_units ({SCOPE_COLS}, variant, {}) ",
                 cols.join(", ")
             ));
-            qb.push_values(
-                chunk,
-                |mut b, ((stage, cohort, variant), (keyed, keyless))| {
-                    bind_scope!(b, stage, cohort)
-                        .push_bind(variant.as_str())
-                        .push_bind(to_i64(keyed.units))
-                        .push_bind(to_i64(keyed.served_units))
-                        .push_bind(to_i64(keyless.units))
-                        .push_bind(to_i64(keyless.served_units));
-                },
-            );
+            qb.push_values(chunk, |mut b, ((scope, variant), (keyed, keyless))| {
+                bind_scope!(b, binds, *scope)
+                    .push_bind(cells.arc(*variant))
+                    .push_bind(to_i64(keyed.units))
+                    .push_bind(to_i64(keyed.served_units))
+                    .push_bind(to_i64(keyless.units))
+                    .push_bind(to_i64(keyless.served_units));
+            });
             qb.push(format!(
                 " ON CONFLICT ({SCOPE_COLS}, variant) DO UPDATE SET {}",
                 add_set("agg_variant_units", &cols)
@@ -345,54 +451,57 @@ macro_rules! write_deltas {
             qb.build().execute(&mut *$tx).await?;
         }
 
-        let mut sides: Vec<_> = agg.unit_sides.iter().collect();
-        sides.sort_by(|a, b| a.0.cmp(b.0));
+        // Each unit's delta in the tables' form (per rung, the successes slower than it).
+        let mut sides: Vec<_> = agg
+            .unit_sides
+            .iter()
+            .map(|(&(scope, unit), d)| ((scope, unit), d.sums()))
+            .collect();
+        sides.sort_unstable_by_key(|((scope, unit), _)| (ranks.scope(*scope), ranks.name(*unit)));
+        let side_deltas: std::collections::HashMap<_, _> =
+            sides.iter().map(|(k, s)| (*k, s)).collect();
         let side_cols = $crate::store::deltas::side_cols();
         let side_refs: Vec<&str> = side_cols.iter().map(String::as_str).collect();
-        for chunk in sides.chunks($crate::store::deltas::SIDES_PER_STATEMENT) {
+        let per_statement = $crate::store::deltas::SIDES_PER_STATEMENT;
+        for (first, chunk) in stage_chunks(cells, &sides, |k| k.0, per_statement) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_unit_sides ({SCOPE_COLS}, unit_key, {}) ",
                 side_cols.join(", ")
             ));
-            qb.push_values(chunk, |mut b, ((stage, cohort, unit), s)| {
-                let b = bind_scope!(b, stage, cohort).push_bind(unit.as_str());
+            qb.push_values(chunk, |mut b, ((scope, unit), s)| {
+                let b = bind_scope!(b, binds, *scope).push_bind(cells.arc(*unit));
                 for v in $crate::store::deltas::side_values(s) {
                     b.push_bind(v);
                 }
             });
+            // The chunk's rows share `first`'s stage: its columns need not come back.
             qb.push(format!(
                 " ON CONFLICT ({SCOPE_COLS}, unit_key) DO UPDATE SET {} \
-                 RETURNING {SCOPE_COLS}, unit_key, {}",
+                 RETURNING cohort_key, cohort_value, unit_key, {}",
                 add_set("agg_unit_sides", &side_refs),
                 side_cols.join(", ")
             ));
             for r in qb.build().fetch_all(&mut *$tx).await? {
-                let stage = $crate::capture::aggregate::StageKey {
-                    deployment: r.try_get(0)?,
-                    stage: r.try_get(1)?,
-                    epoch: r.try_get(2)?,
-                };
-                let cohort: (String, String) = (r.try_get(3)?, r.try_get(4)?);
-                let unit: String = r.try_get(5)?;
-                let mut values = Vec::with_capacity(side_cols.len());
-                for i in 0..side_cols.len() {
-                    values.push(r.try_get::<f64, _>(6 + i)?);
-                }
-                let new = $crate::store::deltas::side_sums_of(&values);
-                let key = (stage, cohort, unit);
-                if let Some(d) = agg.unit_sides.get(&key) {
-                    let (stage, cohort, _) = key;
-                    tally.unit_sides((stage, cohort), &new, d);
+                let key = cells
+                    .find_cell(first, r.try_get(0)?, r.try_get(1)?)
+                    .zip(cells.find_name(r.try_get(2)?));
+                if let Some((scope, d)) = key.and_then(|k| side_deltas.get(&k).map(|d| (k.0, *d))) {
+                    let mut values = [0.0; SIDE_COLS];
+                    for (i, v) in values.iter_mut().enumerate() {
+                        *v = r.try_get::<f64, _>(3 + i)?;
+                    }
+                    let new = $crate::store::deltas::side_sums_of(&values);
+                    tally.unit_sides(scope, &new, d);
                 }
             }
         }
         let mut moments: Vec<(_, bool, _)> = tally
             .moments
             .iter()
-            .map(|(k, m)| (k, false, *m))
-            .chain(agg.keyless_moments.iter().map(|(k, m)| (k, true, *m)))
+            .map(|(k, m)| (*k, false, *m))
+            .chain(agg.keyless_moments.iter().map(|(k, m)| (*k, true, *m)))
             .collect();
-        moments.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        moments.sort_unstable_by_key(|(scope, keyless, _)| (ranks.scope(*scope), *keyless));
         let cols = moment_cols();
         let col_refs: Vec<&str> = cols.iter().map(String::as_str).collect();
         for chunk in moments.chunks(DELTAS_PER_STATEMENT) {
@@ -400,9 +509,9 @@ macro_rules! write_deltas {
                 "INSERT INTO agg_unit_moments ({SCOPE_COLS}, keyless, {}) ",
                 cols.join(", ")
             ));
-            qb.push_values(chunk, |mut b, ((stage, cohort), keyless, m)| {
+            qb.push_values(chunk, |mut b, (scope, keyless, m)| {
                 let values = moment_values(m);
-                let b = bind_scope!(b, stage, cohort).push_bind(i32::from(*keyless));
+                let b = bind_scope!(b, binds, *scope).push_bind(i32::from(*keyless));
                 // The counts first (units, then each metric's two unit counts) as integers.
                 for (i, v) in values.iter().enumerate() {
                     if i == 0 || i == 1 || i == 2 || i == 17 || i == 18 {
@@ -422,12 +531,12 @@ macro_rules! write_deltas {
         // Each rung's moments, one row per (scope, keyless, rung) that changed.
         let tails: Vec<_> = moments
             .iter()
-            .flat_map(|(k, keyless, m)| {
+            .flat_map(|(scope, keyless, m)| {
                 m.tail
                     .iter()
                     .enumerate()
                     .filter(|(_, d)| !$crate::store::deltas::tail_delta_is_zero(d))
-                    .map(move |(rung, d)| (*k, *keyless, rung, *d))
+                    .map(move |(rung, d)| (*scope, *keyless, rung, *d))
             })
             .collect();
         let tail_cols = $crate::store::deltas::TAIL_MOMENT_COLS;
@@ -436,8 +545,8 @@ macro_rules! write_deltas {
                 "INSERT INTO agg_tail_moments ({SCOPE_COLS}, keyless, rung, {}) ",
                 tail_cols.join(", ")
             ));
-            qb.push_values(chunk, |mut b, ((stage, cohort), keyless, rung, d)| {
-                let b = bind_scope!(b, stage, cohort)
+            qb.push_values(chunk, |mut b, (scope, keyless, rung, d)| {
+                let b = bind_scope!(b, binds, *scope)
                     .push_bind(i32::from(*keyless))
                     .push_bind(i32::try_from(*rung).unwrap_or(i32::MAX))
                     .push_bind(to_i64(d.candidate_units))
@@ -455,3 +564,24 @@ macro_rules! write_deltas {
     }};
 }
 pub(super) use write_deltas;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_epoch_param_is_stored_as_its_datetime_would_be() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let now = Utc::now();
+        let whole = DateTime::<Utc>::from_timestamp(1_767_225_600, 0).unwrap();
+        for at in [DateTime::<Utc>::UNIX_EPOCH, whole, now] {
+            let (want, got): (String, String) = sqlx::query_as("SELECT $1, $2")
+                .bind(at)
+                .bind(EpochParam::new(at))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(got, want);
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! part of [`Store::stage_summary`], one row per variant, error class and cohort (and per bucket
 //! for the histograms) instead of a scan of observations.
 //!
-//! A scope selects the epochs at or after its `since` (see `capture::aggregate::StageKey`). When
+//! A scope selects the epochs at or after its `since` (see `capture::cells::ScopeParts`). When
 //! that is one epoch — a stage's tick — distinct units and the per-unit moments come from their
 //! incremental sums; when it spans several (a summary since the Unix epoch of a label reused by
 //! several rollouts), a unit may appear in more than one, so they are summed again per unit from

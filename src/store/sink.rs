@@ -364,8 +364,9 @@ macro_rules! write_rows {
                     .filter(|o| inserted.contains(&o.id))
                     .chain(counted)
             };
-            let stages: BTreeSet<(String, String)> =
-                new().map(|o| (o.deployment.clone(), o.stage.clone())).collect();
+            let stages: BTreeSet<(&str, &str)> = new()
+                .map(|o| (o.deployment.as_str(), o.stage.as_str()))
+                .collect();
             let epochs = read_epochs!(tx, stages);
             let mut agg = Aggregates::default();
             for o in new() {
