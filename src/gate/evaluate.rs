@@ -8,7 +8,9 @@
 //! sequence lies wholly on the good side, no check blocks (sample-ratio mismatch, judge
 //! abstentions) and the stage's minimum duration and judged pairs are met; otherwise hold.
 //! An error rate or latency tail with paired requests (`MetricData::WithPairs`) is the
-//! intersection of its two-sample and its paired sequence, each at half the cell's α.
+//! intersection of its two-sample and its paired sequence, each at half the cell's α. A latency
+//! tail between two rungs (`MetricData::Between`) combines the two rungs' sequences, each at
+//! half the α, with the weight that puts stable's share at 1 − q.
 //! A cohort other than `all` with fewer than `cohort_min_units` units on a side is `deferred`
 //! instead of inconclusive (or short of `min_samples`) while its estimate is within the bound:
 //! it does not hold the stage, and its rollback sequence can still roll it back.
@@ -570,6 +572,14 @@ fn cell_cs<'a>(
             .over_joint_units(units)
         }
         (
+            MetricKind::LatencyTail { .. },
+            MetricData::Between {
+                lower,
+                upper,
+                upper_weight,
+            },
+        ) => return between(kind, lower, upper, *upper_weight, t, e),
+        (
             MetricKind::ErrorRate { .. } | MetricKind::LatencyTail { .. },
             MetricData::WithPairs {
                 unpaired,
@@ -587,6 +597,46 @@ fn cell_cs<'a>(
             ));
         }
         _ => return None,
+    })
+}
+
+/// A latency tail interpolated between the two rungs that bracket stable's quantile
+/// (`MetricData::Between`): each rung's sequence at half the α, combined with weight `w` on the
+/// upper one. Both cover at once with probability ≥ 1 − α (union bound), and when they do their
+/// convex combination covers the interpolated difference for any `w`, so a weight read off the
+/// data (stable's shares at the two rungs) keeps the guarantee. Fails closed: no sequence at one
+/// rung is no sequence. The evidence's method, counts and units are the heavier rung's.
+fn between<'a>(
+    kind: &MetricKind,
+    lower: &'a MetricData,
+    upper: &'a MetricData,
+    w: f64,
+    t: f64,
+    e: &mut Evidence,
+) -> Option<Cs<'a>> {
+    let lo = cell_cs(kind, lower, t, e)?;
+    let lo_note = e.note.take();
+    let hi = cell_cs(kind, upper, t, e)?;
+    let hi_note = e.note.take();
+    let w = if w.is_nan() { 0.5 } else { w.clamp(0.0, 1.0) };
+    let side = |n: Option<String>| n.unwrap_or_else(|| "no data".to_owned());
+    e.note = Some(format!(
+        "interpolated between the rungs either side of stable's quantile, weight {w:.2} on the \
+         upper one (where stable's interpolated share is 1 − q), each at α/2; lower: {}; upper: {}",
+        side(lo_note),
+        side(hi_note)
+    ));
+    let heavier = if w > 0.5 { &hi } else { &lo };
+    let (method, n, units) = (heavier.method, heavier.n, heavier.units);
+    let (a, b) = (lo.cs, hi.cs);
+    Some(Cs {
+        method,
+        cs: Box::new(move |alpha| match (a(alpha / 2.0), b(alpha / 2.0)) {
+            (Some(x), Some(y)) => Some(x.between(&y, w)),
+            _ => None,
+        }),
+        n,
+        units,
     })
 }
 

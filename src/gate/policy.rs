@@ -276,6 +276,18 @@ pub enum MetricData {
         candidate_quantile: Option<f64>,
         units: JointRatio,
     },
+    /// A latency tail compared at the two rungs of `capture::tail` that bracket stable's
+    /// quantile (`lower` and `upper`: each a `UnitTail`, or a `WithPairs` of one with the paired
+    /// requests at that rung), interpolated with weight `upper_weight` on the upper rung, the
+    /// weight that puts stable's interpolated share above them at 1 − q. The margin then
+    /// applies where stable's share is 1 − q, as at the quantile itself, whichever rung is
+    /// nearer. Each rung's sequence runs at half the α: by the union bound both cover at once,
+    /// and then so does every convex combination of them, whatever the weight.
+    Between {
+        lower: Box<MetricData>,
+        upper: Box<MetricData>,
+        upper_weight: f64,
+    },
     /// Pairwise judge verdicts from the candidate's point of view.
     WinTieLoss { wins: u64, ties: u64, losses: u64 },
     /// Cost per request, per side.

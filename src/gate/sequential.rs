@@ -397,6 +397,19 @@ impl Interval {
         }
     }
 
+    /// The convex combination `(1 − w)·self + w·other` of two intervals for two quantities
+    /// (bounds, estimate alike): when both cover their quantities it covers the same
+    /// combination of them. `w` is clamped to 0–1.
+    pub fn between(&self, other: &Interval, w: f64) -> Self {
+        let w = if w.is_nan() { 0.5 } else { w.clamp(0.0, 1.0) };
+        let mix = |a: f64, b: f64| (1.0 - w) * a + w * b;
+        Self {
+            estimate: mix(self.estimate, other.estimate),
+            lo: mix(self.lo, other.lo),
+            hi: mix(self.hi, other.hi),
+        }
+    }
+
     /// The intersection of two confidence sequences for the same quantity, each computed at
     /// α/2: by the union bound both cover at every n at once with probability ≥ 1 − α, so
     /// their intersection is a (1 − α) confidence sequence, at least as tight as the tighter

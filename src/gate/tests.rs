@@ -532,6 +532,126 @@ fn a_latency_tail_over_units_holds_its_false_rollback_rate_on_clustered_traffic(
     );
 }
 
+/// A latency tail between the two rungs either side of stable's quantile (`Between`) keeps the
+/// margin where stable's share is 1 − q. Log-normal latencies (σ 0.4 within a user, 0.15
+/// between users; stable's p95 ≈ 1,540 ms, nearest the rung above it, where stable's share is
+/// ≈ 1%), Pareto(5, 1.2) volumes, 6,000 users at a 10% live stage, a 5-point margin: a 1.35×
+/// slower candidate is ≈ 5 points worse at that rung alone — inside the margin, so the nearest
+/// rung never rolls it back — and ≈ 9 points worse between the rungs, where it is rolled back.
+/// An identical candidate is not.
+#[test]
+fn a_slower_candidate_is_rolled_back_between_the_rungs_where_the_nearest_rung_misses_it() {
+    use super::sequential::JointRatio;
+    use crate::capture::tail::{bracket, rung_ms, upper_weight};
+    use rand::distr::Distribution;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use statrs::distribution::{Normal, Pareto};
+
+    let p = GatePolicy::with_metrics(vec![MetricPolicy {
+        name: "latency_p95".into(),
+        kind: MetricKind::LatencyTail {
+            quantile: 0.95,
+            margin: 0.05,
+        },
+        rollback_margin: None,
+    }]);
+    let volume = Pareto::new(5.0, 1.2).unwrap();
+    let (between_users, within_user) = (0.15f64, 0.4f64);
+    let user_scale = Normal::new(0.0, between_users).unwrap();
+    let jitter = Normal::new(0.0, within_user).unwrap();
+    let median = 762.0;
+    let stable_q = median * (1.645 * within_user.hypot(between_users)).exp();
+    let (lo, hi) = bracket(stable_q).unwrap();
+    let hi = hi.unwrap();
+    // The case of the weakness: the nearest rung is the one above the quantile.
+    assert!(
+        stable_q / rung_ms(lo) > rung_ms(hi) / stable_q,
+        "{stable_q} ms"
+    );
+    let verdict = |data: MetricData| {
+        let mut s = StageSummaries::default();
+        s.cohorts.insert(
+            "all".to_owned(),
+            BTreeMap::from([("latency_p95".to_owned(), data)]),
+        );
+        evaluate(&p, &ready(), &s).evidence.remove(0)
+    };
+    let run = |rng: &mut ChaCha8Rng, slower: f64| {
+        let mut at = [JointRatio::default(); 2];
+        for _ in 0..6000 {
+            let n = volume.sample(rng).floor().min(500.0) as usize;
+            let candidate = rng.random_bool(0.1);
+            let scale =
+                median * user_scale.sample(rng).exp() * if candidate { slower } else { 1.0 };
+            let mut x = [0.0; 2];
+            for _ in 0..n {
+                let ms = scale * jitter.sample(rng).exp();
+                for (k, r) in [lo, hi].into_iter().enumerate() {
+                    x[k] += f64::from(u8::from(ms > rung_ms(r)));
+                }
+            }
+            for (k, j) in at.iter_mut().enumerate() {
+                j.push(if candidate {
+                    [x[k], n as f64, 0.0, 0.0]
+                } else {
+                    [0.0, 0.0, x[k], n as f64]
+                });
+            }
+        }
+        let tail = |j: &JointRatio, r: usize| MetricData::UnitTail {
+            candidate_above: Count::new(j.sums[0] as u64, j.sums[1] as u64),
+            stable_above: Count::new(j.sums[2] as u64, j.sums[3] as u64),
+            threshold_ms: rung_ms(r),
+            stable_quantile: Some(stable_q),
+            candidate_quantile: None,
+            units: *j,
+        };
+        let share = |j: &JointRatio| j.sums[2] / j.sums[3];
+        let w = upper_weight(share(&at[0]), share(&at[1]), 0.05);
+        let between = verdict(MetricData::Between {
+            lower: Box::new(tail(&at[0], lo)),
+            upper: Box::new(tail(&at[1], hi)),
+            upper_weight: w,
+        });
+        (between, verdict(tail(&at[1], hi)), w)
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(1435);
+    let runs = 20;
+    let (mut between, mut nearest) = (0, 0);
+    for _ in 0..runs {
+        let (b, n, w) = run(&mut rng, 1.35);
+        between += usize::from(b.verdict == Verdict::Worse);
+        nearest += usize::from(n.verdict == Verdict::Worse);
+        assert!(w > 0.5, "weight {w}: the quantile is nearer the upper rung");
+        assert_eq!(b.method, Method::ExceedanceDifferenceDeltaCs);
+        let note = b.note.as_deref().unwrap();
+        assert!(note.contains("interpolated between the rungs"), "{note}");
+        assert!(
+            note.contains(&format!("threshold {:.1} ms", rung_ms(lo))),
+            "{note}"
+        );
+        // On the quantile's scale: stable's interpolated share is 1 − q.
+        let est = b.estimate.unwrap();
+        assert!(est > 0.10 && est < 0.20, "{est}");
+    }
+    assert_eq!(
+        nearest, 0,
+        "the nearest rung alone rolled back {nearest}/{runs}"
+    );
+    assert!(
+        between >= 18,
+        "between the rungs: rolled back {between}/{runs}"
+    );
+    let false_rollbacks = (0..runs)
+        .filter(|_| run(&mut rng, 1.0).0.verdict == Verdict::Worse)
+        .count();
+    assert_eq!(
+        false_rollbacks, 0,
+        "A/A rolled back {false_rollbacks}/{runs}"
+    );
+}
+
 /// The evidence of a latency tail over units names its threshold, the two shares and the
 /// quantile ratio, and its estimate is 1 − q plus the difference of the shares.
 #[test]

@@ -10,10 +10,12 @@
 //!   per-unit sums so that the gate's inference runs over units (delta method), and — once the
 //!   stage has paired requests (shadow mirrors, live pair samples) — the paired requests' error
 //!   differences per unit beside them (`MetricData::WithPairs`: the gate intersects both);
-//! - `latency_tail`: per unit and side, the successful requests slower than the latency rung
-//!   (`capture::tail`) nearest stable's `quantile` (estimated from the histograms), so that the
-//!   gate compares the two sides' shares over units (and, once the stage has paired requests
-//!   both sides answered, the same prompts' "slower than the rung" differences per unit,
+//! - `latency_tail`: per unit and side, the successful requests slower than each of the two
+//!   latency rungs (`capture::tail`) either side of stable's `quantile` (estimated from the
+//!   histograms), so that the gate compares the two sides' shares over units, interpolated
+//!   between the rungs with the weight that puts stable's share at 1 − q
+//!   (`MetricData::Between`; and, once the stage has paired requests both sides answered, at
+//!   each rung the same prompts' "slower than the rung" differences per unit,
 //!   `MetricData::WithPairs`); before both sides have successes there,
 //!   and for a metric whose name contains `ttft` (time to first token, from its histograms), the
 //!   candidate's requests above stable's quantile, per request;
@@ -32,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::capture::tail::{nearest_rung, rung_ms};
+use crate::capture::tail::{bracket, nearest_rung, rung_ms, upper_weight};
 use crate::gate::sequential::{Count, JointRatio, Moments as GateMoments, UnitRatio};
 use crate::gate::{
     Abstentions, Assigned, Assignment, Decision, GatePolicy, MetricData, MetricKind, StageContext,
@@ -161,39 +163,66 @@ pub fn summaries(
                     let ttft = m.name.contains("ttft");
                     stable_q.map(|q| {
                         let candidate_quantile = c.quantile(*quantile);
-                        // Over units at the rung nearest stable's quantile, once both sides
-                        // have successes there; the request-level share above stable's
-                        // quantile otherwise (and for time to first token, kept per request).
-                        let rung = nearest_rung(q).filter(|_| !ttft);
-                        let unpaired = match rung.and_then(|r| {
+                        // Over units at the two rungs that bracket stable's quantile, once both
+                        // sides have successes there, interpolated where stable's share is
+                        // 1 − q; the request-level share above stable's quantile otherwise (and
+                        // for time to first token, kept per request).
+                        let at_rung = |r: usize| {
                             units
-                                .map(|u| (r, &u.latency_tail[r]))
-                                .filter(|(_, j)| usable(j))
-                        }) {
-                            Some((r, j)) => MetricData::UnitTail {
-                                candidate_above: Count::new(j.sums[0] as u64, j.sums[1] as u64),
-                                stable_above: Count::new(j.sums[2] as u64, j.sums[3] as u64),
-                                threshold_ms: rung_ms(r),
-                                stable_quantile: Some(q),
-                                candidate_quantile,
-                                units: joint_ratio(j),
-                            },
-                            None => MetricData::Exceedance {
-                                candidate_above: Count::new(
-                                    c.estimate_above(q).round() as u64,
-                                    c.total(),
-                                ),
-                                stable_quantile: Some(q),
-                                candidate_quantile,
-                                candidate_units: None,
-                            },
+                                .map(|u| &u.latency_tail[r])
+                                .filter(|j| usable(j))
+                                .map(|j| {
+                                    let unpaired = MetricData::UnitTail {
+                                        candidate_above: Count::new(
+                                            j.sums[0] as u64,
+                                            j.sums[1] as u64,
+                                        ),
+                                        stable_above: Count::new(
+                                            j.sums[2] as u64,
+                                            j.sums[3] as u64,
+                                        ),
+                                        threshold_ms: rung_ms(r),
+                                        stable_quantile: Some(q),
+                                        candidate_quantile,
+                                        units: joint_ratio(j),
+                                    };
+                                    let stable_share = share(j.sums[2], j.sums[3]);
+                                    // Pairs first: the same prompts' latencies at the same rung.
+                                    let data = if paired_tail_stage {
+                                        with_paired_tail(unpaired, summary, cohort, r)
+                                    } else {
+                                        unpaired
+                                    };
+                                    (data, stable_share)
+                                })
                         };
-                        // Pairs first: the same prompts' latencies at the same rung.
-                        match rung {
-                            Some(r) if paired_tail_stage => {
-                                with_paired_tail(unpaired, summary, cohort, r)
+                        let bracket = bracket(q).filter(|_| !ttft);
+                        let lower = bracket.and_then(|(lo, _)| at_rung(lo));
+                        let upper = bracket.and_then(|(_, hi)| hi.and_then(at_rung));
+                        match (lower, upper) {
+                            (Some((lower, sl)), Some((upper, su))) => MetricData::Between {
+                                lower: Box::new(lower),
+                                upper: Box::new(upper),
+                                upper_weight: upper_weight(sl, su, 1.0 - quantile),
+                            },
+                            (Some((one, _)), None) | (None, Some((one, _))) => one,
+                            (None, None) => {
+                                let unpaired = MetricData::Exceedance {
+                                    candidate_above: Count::new(
+                                        c.estimate_above(q).round() as u64,
+                                        c.total(),
+                                    ),
+                                    stable_quantile: Some(q),
+                                    candidate_quantile,
+                                    candidate_units: None,
+                                };
+                                match nearest_rung(q).filter(|_| !ttft) {
+                                    Some(r) if paired_tail_stage => {
+                                        with_paired_tail(unpaired, summary, cohort, r)
+                                    }
+                                    _ => unpaired,
+                                }
                             }
-                            _ => unpaired,
                         }
                     })
                 }
@@ -390,6 +419,11 @@ fn with_paired_tail(
         pairs,
         units,
     }
+}
+
+/// `above / total`, 0 without requests.
+fn share(above: f64, total: f64) -> f64 {
+    if total > 0.0 { above / total } else { 0.0 }
 }
 
 /// Per-unit data is used when both sides have units (a summary without unit keys falls back to

@@ -383,8 +383,8 @@ fn unit_sample_ratio_chain_matches_statrs_chi_square_on_known_counts() {
 }
 
 #[test]
-fn latency_tail_over_units_uses_the_rung_nearest_stables_quantile() {
-    use crate::capture::tail::{RUNGS, nearest_rung, rung_ms};
+fn latency_tail_over_units_is_interpolated_between_the_rungs_either_side_of_stables_quantile() {
+    use crate::capture::tail::{RUNGS, bracket, rung_ms};
     let mut stable = variant(None, "stable", 100, 0);
     let mut cand = variant(None, "candidate", 100, 0);
     for i in 1..=100 {
@@ -393,27 +393,27 @@ fn latency_tail_over_units_uses_the_rung_nearest_stables_quantile() {
         cand.latency_histogram.record(f64::from(i) * 12.0);
         cand.ttft_histogram.record(f64::from(i));
     }
-    // Stable's p95 is ~950 ms: the rung nearest it is ≈ 1,100 ms (1.05^144).
+    // Stable's p95 is ~950 ms: between the rungs ≈ 620 ms (1.05^132) and ≈ 1,100 ms (1.05^144).
     let q = stable.latency_histogram.quantile(0.95).unwrap();
-    let r = nearest_rung(q).unwrap();
-    assert!(
-        (rung_ms(r) / q).ln().abs() < 1.34f64.ln(),
-        "{q} → {}",
-        rung_ms(r)
-    );
+    let (lo, hi) = bracket(q).unwrap();
+    let hi = hi.unwrap();
+    assert!(rung_ms(lo) <= q && q < rung_ms(hi), "{q}");
     let mut units = UnitComparison {
         cohort: None,
         ..UnitComparison::default()
     };
     units.errors.units = 40;
     let mut tail = [JointMoments::default(); RUNGS];
-    tail[r] = JointMoments {
-        units: 40,
-        candidate_units: 10,
-        stable_units: 30,
-        sums: [8.0, 100.0, 4.0, 100.0],
-        products: [10.0, 80.0, 0.0, 0.0, 1000.0, 0.0, 0.0, 2.0, 14.0, 340.0],
-    };
+    // Stable's share: 8% above the lower rung, 2% above the upper one.
+    for (r, c, s) in [(lo, 20.0, 8.0), (hi, 8.0, 2.0)] {
+        tail[r] = JointMoments {
+            units: 40,
+            candidate_units: 10,
+            stable_units: 30,
+            sums: [c, 100.0, s, 100.0],
+            products: [c + 2.0, 80.0, 0.0, 0.0, 1000.0, 0.0, 0.0, s, 3.0 * s, 340.0],
+        };
+    }
     units.latency_tail = tail;
     let summary = StageSummary {
         variants: vec![stable, cand],
@@ -437,62 +437,81 @@ fn latency_tail_over_units_uses_the_rung_nearest_stables_quantile() {
         ),
     ]);
     let (s, _) = summaries(&p, Exposure::Live { share: 0.25 }, &summary);
-    let MetricData::UnitTail {
-        candidate_above,
-        stable_above,
-        threshold_ms,
-        stable_quantile,
-        units,
-        ..
+    let MetricData::Between {
+        lower,
+        upper,
+        upper_weight,
     } = &s.cohorts["all"]["latency_p95"]
     else {
         panic!("{s:?}")
     };
-    assert_eq!(*candidate_above, Count::new(8, 100));
-    assert_eq!(*stable_above, Count::new(4, 100));
-    assert_eq!(*threshold_ms, rung_ms(r));
-    assert_eq!(*stable_quantile, Some(q));
-    assert_eq!((units.candidate_units, units.stable_units), (10, 30));
+    // (1 − w)·8% + w·2% = 5%.
+    assert!((upper_weight - 0.5).abs() < 1e-12, "{upper_weight}");
+    for (data, r, c, st) in [(lower, lo, 20, 8), (upper, hi, 8, 2)] {
+        let MetricData::UnitTail {
+            candidate_above,
+            stable_above,
+            threshold_ms,
+            stable_quantile,
+            units,
+            ..
+        } = data.as_ref()
+        else {
+            panic!("{data:?}")
+        };
+        assert_eq!(*candidate_above, Count::new(c, 100));
+        assert_eq!(*stable_above, Count::new(st, 100));
+        assert_eq!(*threshold_ms, rung_ms(r));
+        assert_eq!(*stable_quantile, Some(q));
+        assert_eq!((units.candidate_units, units.stable_units), (10, 30));
+    }
     // Time to first token keeps the request-level share.
     assert!(
         matches!(s.cohorts["all"]["ttft_p95"], MetricData::Exceedance { .. }),
         "{s:?}"
     );
-    // Once the stage has paired requests both sides answered: the same rung's paired
-    // differences beside the comparison over units (pairs first); ttft stays request-level.
+    // Once the stage has paired requests both sides answered: each rung's paired differences
+    // beside its comparison over units (pairs first); ttft stays request-level.
     let mut paired = summary.clone();
     let mut outcomes = crate::store::PairedOutcomes {
         candidate: "candidate".into(),
         ..Default::default()
     };
-    outcomes.latency_tail[r] = crate::store::PairedTail {
-        pairs: Moments {
-            count: 30,
-            sum: 2.0,
-            sum_sq: 4.0,
-        },
-        units: UnitMoments {
-            units: 12,
-            sum_x: 2.0,
-            sum_y: 30.0,
-            sum_xx: 2.0,
-            sum_yy: 90.0,
-            sum_xy: 5.0,
-        },
-    };
+    for (r, sum) in [(lo, 3.0), (hi, 2.0)] {
+        outcomes.latency_tail[r] = crate::store::PairedTail {
+            pairs: Moments {
+                count: 30,
+                sum,
+                sum_sq: 4.0,
+            },
+            units: UnitMoments {
+                units: 12,
+                sum_x: sum,
+                sum_y: 30.0,
+                sum_xx: 2.0,
+                sum_yy: 90.0,
+                sum_xy: 5.0,
+            },
+        };
+    }
     outcomes.latency_tail[0].pairs.count = 30;
     paired.paired_outcomes = vec![outcomes];
     let (s, _) = summaries(&p, Exposure::Live { share: 0.25 }, &paired);
-    let MetricData::WithPairs {
-        unpaired,
-        pairs,
-        units,
-    } = &s.cohorts["all"]["latency_p95"]
-    else {
+    let MetricData::Between { lower, upper, .. } = &s.cohorts["all"]["latency_p95"] else {
         panic!("{s:?}")
     };
-    assert!(matches!(**unpaired, MetricData::UnitTail { .. }), "{s:?}");
-    assert_eq!((pairs.n, pairs.sum, units.units), (30, 2.0, 12));
+    for (data, sum) in [(lower, 3.0), (upper, 2.0)] {
+        let MetricData::WithPairs {
+            unpaired,
+            pairs,
+            units,
+        } = data.as_ref()
+        else {
+            panic!("{data:?}")
+        };
+        assert!(matches!(**unpaired, MetricData::UnitTail { .. }), "{s:?}");
+        assert_eq!((pairs.n, pairs.sum, units.units), (30, sum, 12));
+    }
     assert!(
         matches!(s.cohorts["all"]["ttft_p95"], MetricData::Exceedance { .. }),
         "{s:?}"

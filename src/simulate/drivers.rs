@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::traffic::{PairDraw, RequestDraw, Scenario, Side, USERS, User};
 use crate::capture::LatencyHistogram;
 use crate::capture::Role;
-use crate::capture::tail::{nearest_rung, rung_ms, rungs_below};
+use crate::capture::tail::{bracket, rung_ms, rungs_below, upper_weight};
 use crate::gate::sequential::{Count, JointRatio, Moments, UnitRatio, welch};
 use crate::gate::{
     Abstentions, Action, Assigned, Assignment, Evidence, GatePolicy, Guardrail, GuardrailConfig,
@@ -233,6 +233,60 @@ fn above(n: u8, r: usize) -> f64 {
     f64::from(u8::from(usize::from(n) > r))
 }
 
+/// The per-unit gate's latency tail at one rung (`capture::tail`): both sides' successes slower
+/// than it per unit, and the paired requests' 1[L_c above] − 1[L_s above] per pair and per unit.
+#[derive(Clone)]
+struct RungTail {
+    rung: usize,
+    units: JointAcc,
+    paired: Moments,
+    paired_units: UnitAcc,
+}
+
+impl RungTail {
+    fn new(rung: usize) -> Self {
+        Self {
+            rung,
+            units: JointAcc::new(USERS),
+            paired: Moments::default(),
+            paired_units: UnitAcc::new(USERS),
+        }
+    }
+
+    fn push_pair(&mut self, user: usize, rc: u8, rs: u8) {
+        let d = above(rc, self.rung) - above(rs, self.rung);
+        self.paired.push(d);
+        self.paired_units.add(user, d, 1.0);
+    }
+
+    /// The gate's data at this rung, with its paired requests, and stable's share above it.
+    fn data(
+        &self,
+        stable_quantile: Option<f64>,
+        candidate_quantile: Option<f64>,
+    ) -> (MetricData, f64) {
+        let j = &self.units.ratio;
+        let stable_share = if j.sums[3] > 0.0 {
+            j.sums[2] / j.sums[3]
+        } else {
+            0.0
+        };
+        let data = MetricData::WithPairs {
+            unpaired: Box::new(MetricData::UnitTail {
+                candidate_above: Count::new(j.sums[0] as u64, j.sums[1] as u64),
+                stable_above: Count::new(j.sums[2] as u64, j.sums[3] as u64),
+                threshold_ms: rung_ms(self.rung),
+                stable_quantile,
+                candidate_quantile,
+                units: *j,
+            }),
+            pairs: self.paired,
+            units: self.paired_units.ratio,
+        };
+        (data, stable_share)
+    }
+}
+
 /// One ratio metric on one side, accumulated per unit: each user's totals x and y and their
 /// sums over units, kept up to date as requests arrive (so a tick reads them in O(1)).
 #[derive(Clone)]
@@ -310,21 +364,19 @@ struct CohortAcc {
     /// The per-unit gate's latency tail, as the writer and `gate_input` keep it: both sides'
     /// successes in the capture histogram's buckets (stable's quantile is read from them), each
     /// success's count of rungs below it per user and side (`capture::tail`), the users that
-    /// have any, and the per-unit sums at the rung nearest stable's quantile.
+    /// have any, and the per-unit sums at the two rungs either side of stable's quantile.
     tail_hist: [Vec<u64>; 2],
     tail_rungs: [Vec<Vec<u8>>; 2],
     tail_users: Vec<u32>,
-    rung: Option<usize>,
-    tail_units: JointAcc,
+    bracket: Option<(usize, Option<usize>)>,
+    tails: Vec<RungTail>,
     /// Paired requests (both variants on the same request): e_c − e_s per pair, and per unit.
     paired_errors: Moments,
     paired_error_units: UnitAcc,
-    /// Paired requests without errors: both sides' rungs below per user, and
-    /// 1[L_c above the rung] − 1[L_s above the rung] per pair and per unit.
+    /// Paired requests without errors: both sides' rungs below per user (their differences at
+    /// each rung are in `tails`).
     pair_rungs: Vec<Vec<(u8, u8)>>,
     pair_users: Vec<u32>,
-    paired_above: Moments,
-    paired_above_units: UnitAcc,
 }
 
 impl CohortAcc {
@@ -342,14 +394,12 @@ impl CohortAcc {
             tail_hist: [Vec::new(), Vec::new()],
             tail_rungs: [vec![Vec::new(); n], vec![Vec::new(); n]],
             tail_users: Vec::new(),
-            rung: None,
-            tail_units: JointAcc::new(n),
+            bracket: None,
+            tails: Vec::new(),
             paired_errors: Moments::default(),
             paired_error_units: UnitAcc::new(n),
             pair_rungs: vec![Vec::new(); n],
             pair_users: Vec::new(),
-            paired_above: Moments::default(),
-            paired_above_units: UnitAcc::new(n),
         }
     }
 
@@ -370,10 +420,8 @@ impl CohortAcc {
             self.pair_users.push(user as u32);
         }
         self.pair_rungs[user].push((rc, rs));
-        if let Some(r) = self.rung {
-            let d = above(rc, r) - above(rs, r);
-            self.paired_above.push(d);
-            self.paired_above_units.add(user, d, 1.0);
+        for t in &mut self.tails {
+            t.push_pair(user, rc, rs);
         }
     }
 
@@ -414,8 +462,8 @@ impl CohortAcc {
             self.tail_users.push(user as u32);
         }
         self.tail_rungs[i][user].push(n);
-        if let Some(r) = self.rung {
-            self.tail_units.add(user, i, above(n, r), 1.0);
+        for t in &mut self.tails {
+            t.units.add(user, i, above(n, t.rung), 1.0);
         }
     }
 
@@ -430,40 +478,35 @@ impl CohortAcc {
         h.quantile(0.95)
     }
 
-    /// Recounts the per-unit tail sums when the rung nearest stable's quantile moved.
+    /// Recounts the per-unit tail sums when the rungs either side of stable's quantile moved.
     fn refresh_threshold(&mut self) {
         if !self.units {
             return;
         }
-        let rung = self.stable_quantile().and_then(nearest_rung);
-        if rung == self.rung {
+        let b = self.stable_quantile().and_then(bracket);
+        if b == self.bracket {
             return;
         }
-        self.rung = rung;
-        self.tail_units = JointAcc::new(USERS);
-        self.paired_above = Moments::default();
-        self.paired_above_units = UnitAcc::new(USERS);
-        let Some(r) = rung else { return };
-        for &u in &self.tail_users {
-            let u = u as usize;
-            for i in 0..2 {
-                let rungs = &self.tail_rungs[i][u];
-                if !rungs.is_empty() {
-                    let x: f64 = rungs.iter().map(|&n| above(n, r)).sum();
-                    self.tail_units.add(u, i, x, rungs.len() as f64);
+        self.bracket = b;
+        self.tails = b
+            .map(|(lo, hi)| std::iter::once(lo).chain(hi).map(RungTail::new).collect())
+            .unwrap_or_default();
+        for t in &mut self.tails {
+            for &u in &self.tail_users {
+                let u = u as usize;
+                for i in 0..2 {
+                    let rungs = &self.tail_rungs[i][u];
+                    if !rungs.is_empty() {
+                        let x: f64 = rungs.iter().map(|&n| above(n, t.rung)).sum();
+                        t.units.add(u, i, x, rungs.len() as f64);
+                    }
                 }
             }
-        }
-        for &u in &self.pair_users {
-            let u = u as usize;
-            let mut x = 0.0;
-            for &(rc, rs) in &self.pair_rungs[u] {
-                let d = above(rc, r) - above(rs, r);
-                self.paired_above.push(d);
-                x += d;
+            for &u in &self.pair_users {
+                for &(rc, rs) in &self.pair_rungs[u as usize] {
+                    t.push_pair(u as usize, rc, rs);
+                }
             }
-            self.paired_above_units
-                .add(u, x, self.pair_rungs[u].len() as f64);
         }
     }
 
@@ -509,24 +552,23 @@ impl CohortAcc {
             candidate_quantile,
             candidate_units: None,
         };
-        // Over units at the rung nearest stable's quantile once both sides have successes
-        // there (`gate_input`'s rule), with the paired requests at the same rung beside it.
-        let j = &self.tail_units.ratio;
-        let latency = match self.rung {
-            Some(r) if units && j.candidate_units > 0 && j.stable_units > 0 => {
-                MetricData::WithPairs {
-                    unpaired: Box::new(MetricData::UnitTail {
-                        candidate_above: Count::new(j.sums[0] as u64, j.sums[1] as u64),
-                        stable_above: Count::new(j.sums[2] as u64, j.sums[3] as u64),
-                        threshold_ms: rung_ms(r),
-                        stable_quantile: self.stable_quantile(),
-                        candidate_quantile,
-                        units: *j,
-                    }),
-                    pairs: self.paired_above,
-                    units: self.paired_above_units.ratio,
+        // Over units at the two rungs either side of stable's quantile once both sides have
+        // successes there (`gate_input`'s rule), interpolated where stable's share is 5%, with
+        // the paired requests at each rung beside it.
+        let usable =
+            |t: &RungTail| t.units.ratio.candidate_units > 0 && t.units.ratio.stable_units > 0;
+        let sq = self.stable_quantile();
+        let latency = match self.tails.as_slice() {
+            [lo, hi] if units && usable(lo) => {
+                let (lower, sl) = lo.data(sq, candidate_quantile);
+                let (upper, su) = hi.data(sq, candidate_quantile);
+                MetricData::Between {
+                    lower: Box::new(lower),
+                    upper: Box::new(upper),
+                    upper_weight: upper_weight(sl, su, 0.05),
                 }
             }
+            [one] if units && usable(one) => one.data(sq, candidate_quantile).0,
             _ => request_level,
         };
         m.insert("latency_p95".to_owned(), latency);
@@ -1009,11 +1051,11 @@ mod tests {
     }
 
     /// The per-unit gate's latency tail is the one `gate_input` builds from the store: both
-    /// sides' successes counted per unit at the rung nearest stable's p95 (from the capture
-    /// histogram), with the paired requests at the same rung, and the counts recomputed when
-    /// stable's quantile moves to another rung.
+    /// sides' successes counted per unit at the two rungs either side of stable's p95 (from the
+    /// capture histogram), interpolated where stable's share is 5%, with the paired requests at
+    /// each rung, and the counts recomputed when stable's quantile moves to other rungs.
     #[test]
-    fn the_latency_tail_is_compared_over_both_sides_units_at_the_real_gates_rung() {
+    fn the_latency_tail_is_compared_over_both_sides_units_at_the_real_gates_rungs() {
         let mut acc = CohortAcc::new(true);
         // 40 users; stable answers 100 ms … 1,090 ms (p95 near 1,040 ms); the candidate is
         // 1.5× slower. Errors are left out of the tail.
@@ -1028,52 +1070,72 @@ mod tests {
         }
         acc.refresh_threshold();
         let q = acc.stable_quantile().unwrap();
-        let r = nearest_rung(q).unwrap();
-        let t = rung_ms(r);
-        let MetricData::WithPairs {
-            unpaired,
-            pairs,
-            units: paired_units,
+        let (lo, hi) = bracket(q).unwrap();
+        let hi = hi.unwrap();
+        let MetricData::Between {
+            lower,
+            upper,
+            upper_weight: w,
         } = &acc.summary(true)["latency_p95"]
         else {
-            panic!("not paired");
+            panic!("not between two rungs");
         };
-        let MetricData::UnitTail {
-            candidate_above,
-            stable_above,
-            threshold_ms,
-            units,
-            ..
-        } = unpaired.as_ref()
-        else {
-            panic!("not over units: {unpaired:?}");
-        };
-        assert_eq!(*threshold_ms, t);
         // Counted as the writer counts: above the rung's histogram bucket.
         let bucket = |ms: f64| LatencyHistogram::bucket_of(ms);
-        let rb = crate::capture::tail::rung_bucket(r);
-        let count = |f: f64| {
+        let count = |f: f64, r: usize| {
+            let rb = crate::capture::tail::rung_bucket(r);
             (0..400)
                 .filter(|&i| bucket(f * (100.0 + 10.0 * i as f64 / 4.0)) > rb)
                 .count() as u64
         };
-        assert_eq!(*stable_above, Count::new(count(1.0), 400));
-        assert_eq!(*candidate_above, Count::new(count(1.5), 400));
-        assert_eq!((units.candidate_units, units.stable_units), (40, 40));
-        assert_eq!(units.sums[0] as u64, count(1.5));
-        // One pair per user, both answered, both below the rung: differences 0.
-        assert_eq!((pairs.n, paired_units.units), (40, 40));
-        assert_eq!(pairs.sum, 0.0);
-        // Stable's quantile moves up two rungs: every count is redone at the new rung.
+        let mut shares = Vec::new();
+        for (data, r) in [(lower, lo), (upper, hi)] {
+            let MetricData::WithPairs {
+                unpaired,
+                pairs,
+                units: paired_units,
+            } = data.as_ref()
+            else {
+                panic!("not paired: {data:?}");
+            };
+            let MetricData::UnitTail {
+                candidate_above,
+                stable_above,
+                threshold_ms,
+                units,
+                ..
+            } = unpaired.as_ref()
+            else {
+                panic!("not over units: {unpaired:?}");
+            };
+            assert_eq!(*threshold_ms, rung_ms(r));
+            assert_eq!(*stable_above, Count::new(count(1.0, r), 400));
+            assert_eq!(*candidate_above, Count::new(count(1.5, r), 400));
+            assert_eq!((units.candidate_units, units.stable_units), (40, 40));
+            assert_eq!(units.sums[0] as u64, count(1.5, r));
+            // One pair per user, both answered, 450 ms against 300 ms.
+            assert_eq!((pairs.n, paired_units.units), (40, 40));
+            let d = (bucket(450.0) > crate::capture::tail::rung_bucket(r)) as u8 as f64
+                - (bucket(300.0) > crate::capture::tail::rung_bucket(r)) as u8 as f64;
+            assert_eq!(pairs.sum, 40.0 * d);
+            shares.push(count(1.0, r) as f64 / 400.0);
+        }
+        // Stable's interpolated share is 5% (its shares bracket it).
+        assert!(shares[0] >= 0.05 && shares[1] <= 0.05, "{shares:?}");
+        assert!(((1.0 - w) * shares[0] + w * shares[1] - 0.05).abs() < 1e-9);
+        // Stable's quantile moves up two rungs: every count is redone at the new rungs.
         for u in 0..40usize {
             for _ in 0..200 {
                 acc.push_side(1, u, &side(false, 4.0 * q));
             }
         }
         acc.refresh_threshold();
-        let r2 = nearest_rung(acc.stable_quantile().unwrap()).unwrap();
-        assert!(r2 > r, "{r2} vs {r}");
-        let MetricData::WithPairs { unpaired, .. } = &acc.summary(true)["latency_p95"] else {
+        let (lo2, _) = bracket(acc.stable_quantile().unwrap()).unwrap();
+        assert!(lo2 > lo, "{lo2} vs {lo}");
+        let MetricData::Between { lower, .. } = &acc.summary(true)["latency_p95"] else {
+            panic!("not between two rungs");
+        };
+        let MetricData::WithPairs { unpaired, .. } = lower.as_ref() else {
             panic!("not paired");
         };
         let MetricData::UnitTail {
@@ -1084,7 +1146,7 @@ mod tests {
         else {
             panic!("not over units");
         };
-        assert_eq!(*threshold_ms, rung_ms(r2));
+        assert_eq!(*threshold_ms, rung_ms(lo2));
         assert_eq!(stable_above.n, 400 + 8000);
         // Without the per-unit sums (the request-level gate) it is the request-level share.
         let plain = CohortAcc::new(false);
