@@ -126,6 +126,19 @@ impl RawUsage {
         }
     }
 
+    /// [`Self::to_json`] as bytes.
+    fn to_json_bytes(self) -> Vec<u8> {
+        let opt = |v: Option<u64>| v.map_or_else(|| "null".to_owned(), |n| n.to_string());
+        format!(
+            "{{\"cache_creation_input_tokens\":{},\"cache_read_input_tokens\":{},\"input_tokens\":{},\"output_tokens\":{}}}",
+            opt(self.cache_creation_input_tokens),
+            opt(self.cache_read_input_tokens),
+            self.input_tokens.unwrap_or(0),
+            self.output_tokens.unwrap_or(0),
+        )
+        .into_bytes()
+    }
+
     fn to_json(self) -> Value {
         json!({
             "input_tokens": self.input_tokens.unwrap_or(0),
@@ -328,6 +341,102 @@ impl Block {
     }
 }
 
+impl Block {
+    /// [`Self::to_json`] written as bytes (see [`MessagesAssembler::to_response_bytes`]).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut block = (self.start.as_deref())
+            .and_then(members)
+            .unwrap_or_else(|| {
+                BTreeMap::from([
+                    ("text".to_owned(), Member::Str("")),
+                    ("type".to_owned(), Member::Str("text")),
+                ])
+            });
+        let string_of = |block: &BTreeMap<String, Member<'_>>, key: &str| match block.get(key) {
+            Some(Member::Raw(raw)) => serde_json::from_str::<String>(raw.get()).ok(),
+            Some(Member::Str(s)) => Some((*s).to_owned()),
+            _ => None,
+        };
+        let joined = |start: Option<String>, rest: &str| {
+            let mut s = start.unwrap_or_default();
+            s.push_str(rest);
+            Member::Bytes(json_string(&s))
+        };
+        match string_of(&block, "type").as_deref() {
+            Some("text") => {
+                let text = joined(string_of(&block, "text"), &self.text);
+                block.insert("text".to_owned(), text);
+                if !self.citations.is_empty() {
+                    let citations = Value::Array(self.citations.clone()).to_string();
+                    block.insert(
+                        "citations".to_owned(),
+                        Member::Bytes(citations.into_bytes()),
+                    );
+                }
+            }
+            Some("tool_use" | "server_tool_use") if !self.json.is_empty() => {
+                // Partial JSON that never became valid stays as the text that came.
+                let input = serde_json::from_str::<Value>(&self.json)
+                    .unwrap_or_else(|_| Value::String(self.json.clone()));
+                block.insert(
+                    "input".to_owned(),
+                    Member::Bytes(input.to_string().into_bytes()),
+                );
+            }
+            Some("thinking") => {
+                let thinking = joined(string_of(&block, "thinking"), &self.thinking);
+                block.insert("thinking".to_owned(), thinking);
+                if !self.signature.is_empty() {
+                    block.insert(
+                        "signature".to_owned(),
+                        Member::Bytes(json_string(&self.signature)),
+                    );
+                }
+            }
+            _ => {}
+        }
+        write_object(out, &block);
+    }
+}
+
+/// One member's value in an object being written: as it came, a string, `null` or bytes.
+enum Member<'a> {
+    Raw(&'a RawValue),
+    Str(&'a str),
+    Null,
+    Bytes(Vec<u8>),
+}
+
+/// A kept object's members as they came, keyed as a `Value` keys them (sorted, the last of
+/// duplicate keys winning); `None` for a value that is no object.
+fn members(raw: &RawValue) -> Option<BTreeMap<String, Member<'_>>> {
+    let map: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get()).ok()?;
+    Some(map.into_iter().map(|(k, v)| (k, Member::Raw(v))).collect())
+}
+
+fn json_string(s: &str) -> Vec<u8> {
+    // A string always serializes.
+    serde_json::to_vec(s).unwrap_or_default()
+}
+
+fn write_object(out: &mut Vec<u8>, members: &BTreeMap<String, Member<'_>>) {
+    out.push(b'{');
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&json_string(key));
+        out.push(b':');
+        match value {
+            Member::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            Member::Str(s) => out.extend_from_slice(&json_string(s)),
+            Member::Null => out.extend_from_slice(b"null"),
+            Member::Bytes(b) => out.extend_from_slice(b),
+        }
+    }
+    out.push(b'}');
+}
+
 /// Rebuilds a streamed Messages answer. Content blocks are kept by `index` in a map; an index
 /// at or beyond `max_tool_calls` refuses the event, so nothing is sized from an upstream's
 /// number.
@@ -512,6 +621,49 @@ impl MessagesAssembler {
         message
     }
 
+    /// [`Self::to_response`] as bytes, written from the kept objects' members without building
+    /// a value: the `message_start` message's members as they came (the last of duplicate
+    /// keys, as a `Value` reads them), with `content`, `stop_reason`, `stop_sequence` and
+    /// `usage` written from the assembly. A member is copied as it came, so a number beyond
+    /// f64 stays a number here where the value has `null`.
+    pub fn to_response_bytes(&self) -> Bytes {
+        let mut message = (self.message.as_deref())
+            .and_then(members)
+            .unwrap_or_else(|| {
+                BTreeMap::from([
+                    ("role".to_owned(), Member::Str("assistant")),
+                    ("type".to_owned(), Member::Str("message")),
+                ])
+            });
+        let mut content = b"[".to_vec();
+        for (i, block) in self.blocks.values().enumerate() {
+            if i > 0 {
+                content.push(b',');
+            }
+            block.write_json(&mut content);
+        }
+        content.push(b']');
+        message.insert("content".to_owned(), Member::Bytes(content));
+        message.insert(
+            "stop_reason".to_owned(),
+            self.stop_reason
+                .as_deref()
+                .map_or(Member::Null, Member::Str),
+        );
+        message.insert(
+            "stop_sequence".to_owned(),
+            self.stop_sequence
+                .as_ref()
+                .map_or(Member::Null, |v| Member::Bytes(v.to_string().into_bytes())),
+        );
+        if let Some(u) = self.usage {
+            message.insert("usage".to_owned(), Member::Bytes(u.to_json_bytes()));
+        }
+        let mut out = Vec::with_capacity(self.assembled_bytes() + 256);
+        write_object(&mut out, &message);
+        Bytes::from(out)
+    }
+
     /// An `error` event in Anthropic's shape.
     pub fn error_event(message: &str, kind: &str) -> Bytes {
         let data = json!({"type": "error", "error": {"type": kind, "message": message}});
@@ -591,6 +743,46 @@ mod tests {
         let s = summary_of(&m);
         assert_eq!(s.text.as_deref(), Some("Let me check."));
         assert_eq!(s.usage, Some(u));
+        // Written as bytes, it is the same message.
+        let written: Value = serde_json::from_slice(&a.to_response_bytes()).unwrap();
+        assert_eq!(written, m);
+    }
+
+    /// The message written as bytes is the value `to_response` builds: thinking with its
+    /// signature, citations, a start object with text already in it, duplicate keys (the last
+    /// wins), a block start that is no object, a partial tool input that never became JSON.
+    #[test]
+    fn the_message_written_as_bytes_is_the_message_built_as_a_value() {
+        let mut a = MessagesAssembler::new(UpstreamLimits::default());
+        let events = [
+            r#"{"type":"message_start","message":{"id":"a","id":"msg_2","type":"message","role":"assistant","model":"claude","content":[{"stale":true}],"extra":{"k":[1,2.5,"x"]}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"Hm"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":", \"quoted\"\n"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"sig"}}"#,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"text","text":"Start: ","text":"Said: "}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"caf\u00e9 \ud83d\ude00"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"citations_delta","citation":{"type":"char_location","cited_text":"x","start_char_index":0}}}"#,
+            r#"{"type":"content_block_start","index":2,"content_block":"not an object"}"#,
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"text_delta","text":"!"}}"#,
+            r#"{"type":"content_block_start","index":3,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}"#,
+            r#"{"type":"content_block_delta","index":3,"delta":{"type":"input_json_delta","partial_json":"{\"a\": [1"}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":"END"},"usage":{"output_tokens":7}}"#,
+        ];
+        for e in events {
+            assert_eq!(a.feed(e.as_bytes()), Ok(EventKind::Chunk), "{e}");
+        }
+        let built = a.to_response();
+        let written: Value = serde_json::from_slice(&a.to_response_bytes()).unwrap();
+        assert_eq!(written, built);
+        assert_eq!(written["id"], "msg_2");
+        assert_eq!(written["content"][1]["text"], "Said: café 😀");
+        assert_eq!(written["content"][2], json!({"type": "text", "text": "!"}));
+        assert_eq!(written["content"][3]["input"], "{\"a\": [1");
+        assert_eq!(written["usage"]["cache_read_input_tokens"], Value::Null);
+        // Without message_start or any block: the bare message.
+        let empty = MessagesAssembler::new(UpstreamLimits::default());
+        let written: Value = serde_json::from_slice(&empty.to_response_bytes()).unwrap();
+        assert_eq!(written, empty.to_response());
     }
 
     #[test]

@@ -454,14 +454,14 @@ impl StreamAssembler {
         each!(self, a => a.to_response())
     }
 
-    /// [`Self::to_response`] as JSON bytes, written without building a value where the
-    /// assembler can (chat and completions; a Responses stream's terminal `response`, which
-    /// is kept as it came).
+    /// [`Self::to_response`] as JSON bytes, written without building a value (chat and
+    /// completions from their fields; a Responses stream's terminal `response`, which is kept
+    /// as it came; a Messages message from its kept members and the assembled blocks).
     pub fn to_response_bytes(&self) -> Bytes {
         match self {
             StreamAssembler::Chat(a) => a.to_response_bytes(),
             StreamAssembler::Responses(a) => a.to_response_bytes(),
-            StreamAssembler::Messages(a) => Bytes::from(a.to_response().to_string()),
+            StreamAssembler::Messages(a) => a.to_response_bytes(),
         }
     }
 
