@@ -542,7 +542,6 @@ fn a_latency_tail_over_units_holds_its_false_rollback_rate_on_clustered_traffic(
 #[test]
 fn a_slower_candidate_is_rolled_back_between_the_rungs_where_the_nearest_rung_misses_it() {
     use super::sequential::JointRatio;
-    use crate::capture::tail::{bracket, rung_ms, upper_weight};
     use rand::distr::Distribution;
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -562,8 +561,14 @@ fn a_slower_candidate_is_rolled_back_between_the_rungs_where_the_nearest_rung_mi
     let jitter = Normal::new(0.0, within_user).unwrap();
     let median = 762.0;
     let stable_q = median * (1.645 * within_user.hypot(between_users)).exp();
-    let (lo, hi) = bracket(stable_q).unwrap();
-    let hi = hi.unwrap();
+    // The rungs of `capture::tail` either side (every 12th boundary of 5% buckets): 1.05^144
+    // ≈ 1,126 ms and 1.05^156 ≈ 2,020 ms.
+    let rung_ms = |r: usize| 1.05f64.powi(12 * (r as i32 + 1));
+    let (lo, hi) = (11, 12);
+    assert!(
+        rung_ms(lo) <= stable_q && stable_q < rung_ms(hi),
+        "{stable_q} ms"
+    );
     // The case of the weakness: the nearest rung is the one above the quantile.
     assert!(
         stable_q / rung_ms(lo) > rung_ms(hi) / stable_q,
@@ -607,8 +612,9 @@ fn a_slower_candidate_is_rolled_back_between_the_rungs_where_the_nearest_rung_mi
             candidate_quantile: None,
             units: *j,
         };
+        // Stable's interpolated share at 5%: (1 − w)·lower + w·upper = 0.05.
         let share = |j: &JointRatio| j.sums[2] / j.sums[3];
-        let w = upper_weight(share(&at[0]), share(&at[1]), 0.05);
+        let w = (share(&at[0]) - 0.05) / (share(&at[0]) - share(&at[1]));
         let between = verdict(MetricData::Between {
             lower: Box::new(tail(&at[0], lo)),
             upper: Box::new(tail(&at[1], hi)),

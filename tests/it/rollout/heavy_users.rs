@@ -186,8 +186,9 @@ deployments:
 /// identical candidate answer in a lognormal 20 ms (median) / 60 ms (p95); a slow candidate in
 /// 60 / 180 ms. With the same heavy users at 10%, the identical candidate is promoted and the
 /// slow one rolled back on `latency_p95` alone (its error rate is stable's), and both decisions
-/// compare the two sides' shares above the rung nearest stable's p95 over units and, since the
-/// stage samples pairs, the pair-sampled requests' latencies at that rung (pairs first).
+/// compare the two sides' shares above the two rungs either side of stable's p95 over units
+/// (interpolated where stable's share is 5%) and, since the stage samples pairs, the
+/// pair-sampled requests' latencies at each rung (pairs first).
 #[tokio::test]
 async fn a_latency_tail_is_compared_over_units_and_a_slower_candidate_is_rolled_back() {
     let timed = |median: u64, p95: u64| Profile {
@@ -222,8 +223,8 @@ async fn a_latency_tail_is_compared_over_units_and_a_slower_candidate_is_rolled_
             let t = gate_transition(&node).await;
             let tail = evidence(&t, "latency_p95");
             let label = format!("{} {model}: {sent} requests", db.label);
-            // Both comparisons ran (over units, and on the pair-sampled requests' latencies at
-            // the same rung); the tighter one names the method.
+            // Both comparisons ran at both rungs (over units, and on the pair-sampled requests'
+            // latencies at the same rung); the tighter one names the method.
             let method = tail["method"].as_str().unwrap();
             assert!(
                 ["exceedance_difference_delta_cs", "paired_requests_delta_cs"].contains(&method),
@@ -231,7 +232,13 @@ async fn a_latency_tail_is_compared_over_units_and_a_slower_candidate_is_rolled_
             );
             assert_eq!(tail["unit"], "unit", "{label}: {tail}");
             let note = tail["note"].as_str().unwrap();
-            assert!(note.starts_with("threshold "), "{label}: {note}");
+            assert!(
+                note.starts_with("interpolated between the rungs"),
+                "{label}: {note}"
+            );
+            for rung in ["; lower: threshold ", "; upper: threshold "] {
+                assert!(note.contains(rung), "{label}: {note}");
+            }
             assert!(note.contains("; paired requests: "), "{label}: {note}");
             let verdict = if want == "canary" {
                 "non_inferior"
