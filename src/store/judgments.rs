@@ -116,7 +116,7 @@ macro_rules! insert_judgments {
                     .push_bind(j.trace_id.as_deref())
                     .push_bind($now);
             });
-            qb.build().execute(&mut *tx).await?;
+            qb.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
     }};
@@ -146,7 +146,7 @@ macro_rules! push_check_rows {
                     .push_bind($now);
             });
             qb.push(" ON CONFLICT (pair_id, rubric_hash, name, side) DO NOTHING");
-            qb.build().execute(&mut *$tx).await?;
+            qb.build().persistent(false).execute(&mut *$tx).await?;
         }
     }};
 }
