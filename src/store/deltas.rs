@@ -29,12 +29,7 @@ use crate::capture::{Aggregates, Observation};
 
 /// Rows per upsert statement (at most 36 columns: below SQLite's 32,766 bind parameters).
 ///
-/// Every multi-row statement of the writer (here, in `sink` and in `judgments`) is prepared
-/// for its one execution (`persistent(false)`): its text changes with the number of rows, so
-/// sqlx's per-connection cache of 100 prepared statements filled with programs of up to 28,000
-/// parameters that were rarely run again. With them cached the gateway's peak RSS was 145 MB
-/// (live 5%) and 173 MB (shadow 10%) at 128 connections against the default SQLite store; 79 MB
-/// without (`benches/compare.sh`).
+/// Only small batches are kept prepared (see [`super::kept_prepared`]).
 pub(super) const DELTAS_PER_STATEMENT: usize = 800;
 /// Rows per `agg_unit_sides` upsert (56 columns each).
 pub(super) const SIDES_PER_STATEMENT: usize = 500;
@@ -372,7 +367,10 @@ macro_rules! write_deltas {
                 " ON CONFLICT ({SCOPE_COLS}, variant, error_class) DO UPDATE SET {}",
                 add_set("agg_variants", &sums)
             ));
-            qb.build().persistent(false).execute(&mut *$tx).await?;
+            qb.build()
+                .persistent($crate::store::kept_prepared(chunk.len()))
+                .execute(&mut *$tx)
+                .await?;
         }
 
         let mut timings: Vec<_> = agg.timings.iter().collect();
@@ -394,7 +392,10 @@ macro_rules! write_deltas {
                 " ON CONFLICT ({SCOPE_COLS}, variant, timing, bucket) DO UPDATE SET {}",
                 add_set("agg_timings", &["n"])
             ));
-            qb.build().persistent(false).execute(&mut *$tx).await?;
+            qb.build()
+                .persistent($crate::store::kept_prepared(chunk.len()))
+                .execute(&mut *$tx)
+                .await?;
         }
 
         let mut tally = UnitTally::from_keyless(agg);
@@ -419,7 +420,12 @@ macro_rules! write_deltas {
                  RETURNING cohort_key, cohort_value, variant, unit_key, requests, served",
                 add_set("agg_unit_variants", &["requests", "served"])
             ));
-            for r in qb.build().persistent(false).fetch_all(&mut *$tx).await? {
+            for r in qb
+                .build()
+                .persistent($crate::store::kept_prepared(chunk.len()))
+                .fetch_all(&mut *$tx)
+                .await?
+            {
                 let key = cells
                     .find_cell(first, r.try_get(0)?, r.try_get(1)?)
                     .zip(cells.find_name(r.try_get(2)?))
@@ -455,7 +461,10 @@ macro_rules! write_deltas {
                 " ON CONFLICT ({SCOPE_COLS}, variant) DO UPDATE SET {}",
                 add_set("agg_variant_units", &cols)
             ));
-            qb.build().persistent(false).execute(&mut *$tx).await?;
+            qb.build()
+                .persistent($crate::store::kept_prepared(chunk.len()))
+                .execute(&mut *$tx)
+                .await?;
         }
 
         // Each unit's delta in the tables' form (per rung, the successes slower than it).
@@ -488,7 +497,12 @@ macro_rules! write_deltas {
                 add_set("agg_unit_sides", &side_refs),
                 side_cols.join(", ")
             ));
-            for r in qb.build().persistent(false).fetch_all(&mut *$tx).await? {
+            for r in qb
+                .build()
+                .persistent($crate::store::kept_prepared(chunk.len()))
+                .fetch_all(&mut *$tx)
+                .await?
+            {
                 let key = cells
                     .find_cell(first, r.try_get(0)?, r.try_get(1)?)
                     .zip(cells.find_name(r.try_get(2)?));
@@ -532,7 +546,10 @@ macro_rules! write_deltas {
                 " ON CONFLICT ({SCOPE_COLS}, keyless) DO UPDATE SET {}",
                 add_set("agg_unit_moments", &col_refs)
             ));
-            qb.build().persistent(false).execute(&mut *$tx).await?;
+            qb.build()
+                .persistent($crate::store::kept_prepared(chunk.len()))
+                .execute(&mut *$tx)
+                .await?;
         }
 
         // Each rung's moments, one row per (scope, keyless, rung) that changed.
@@ -566,7 +583,10 @@ macro_rules! write_deltas {
                 " ON CONFLICT ({SCOPE_COLS}, keyless, rung) DO UPDATE SET {}",
                 add_set("agg_tail_moments", &tail_cols)
             ));
-            qb.build().persistent(false).execute(&mut *$tx).await?;
+            qb.build()
+                .persistent($crate::store::kept_prepared(chunk.len()))
+                .execute(&mut *$tx)
+                .await?;
         }
     }};
 }

@@ -116,7 +116,10 @@ macro_rules! insert_judgments {
                     .push_bind(j.trace_id.as_deref())
                     .push_bind($now);
             });
-            qb.build().persistent(false).execute(&mut *tx).await?;
+            qb.build()
+                .persistent($crate::store::kept_prepared(chunk.len()))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
     }};
@@ -146,7 +149,10 @@ macro_rules! push_check_rows {
                     .push_bind($now);
             });
             qb.push(" ON CONFLICT (pair_id, rubric_hash, name, side) DO NOTHING");
-            qb.build().persistent(false).execute(&mut *$tx).await?;
+            qb.build()
+                .persistent($crate::store::kept_prepared(chunk.len()))
+                .execute(&mut *$tx)
+                .await?;
         }
     }};
 }

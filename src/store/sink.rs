@@ -282,7 +282,7 @@ macro_rules! write_rows {
                     .push_bind(o.response_body.as_ref().map(Json));
             });
             qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-            for r in qb.build().persistent(false).fetch_all(&mut *tx).await? {
+            for r in qb.build().persistent($crate::store::kept_prepared(chunk.len())).fetch_all(&mut *tx).await? {
                 inserted.insert(r.try_get::<Uuid, _>(0)?);
             }
         }
@@ -296,7 +296,7 @@ macro_rules! write_rows {
                     b.push_bind(*id).push_bind(*k).push_bind(*v);
                 });
                 qb.push(" ON CONFLICT DO NOTHING");
-                qb.build().persistent(false).execute(&mut *tx).await?;
+                qb.build().persistent($crate::store::kept_prepared(chunk.len())).execute(&mut *tx).await?;
             }
         }
         for chunk in rows.pairs.chunks(SMALL_ROWS_PER_STATEMENT) {
@@ -317,7 +317,7 @@ macro_rules! write_rows {
                     .push_bind(rows.now);
             });
             qb.push(" ON CONFLICT (id) DO NOTHING");
-            qb.build().persistent(false).execute(&mut *tx).await?;
+            qb.build().persistent($crate::store::kept_prepared(chunk.len())).execute(&mut *tx).await?;
         }
         push_check_rows!(tx, $db, &rows.checks, rows.now);
         for chunk in rows.jobs().chunks(SMALL_ROWS_PER_STATEMENT) {
@@ -335,7 +335,7 @@ macro_rules! write_rows {
                     .push_bind(rows.now);
             });
             qb.push(" ON CONFLICT (pair_id) DO NOTHING");
-            qb.build().persistent(false).execute(&mut *tx).await?;
+            qb.build().persistent($crate::store::kept_prepared(chunk.len())).execute(&mut *tx).await?;
         }
         // The row-less observations add when the flush is new (its id recorded here, in the
         // transaction that adds them), or when the flush has no id.
