@@ -237,6 +237,7 @@ impl Runtime {
                 error_rows_per_flush: config.capture.error_rows_per_flush,
             },
             max_counted: config.capture.max_aggregated_per_flush,
+            aggregate_interval: config.capture.aggregate_interval,
         };
         let capture = Capture::start(
             sink,

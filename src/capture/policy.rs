@@ -134,6 +134,7 @@ mod tests {
             row_sample_rate: 1.0,
             error_rows_per_flush: 20,
             max_aggregated_per_flush: 1,
+            aggregate_interval: Duration::from_millis(1),
         }
     }
 

@@ -17,9 +17,12 @@
 //! the writer sorts each observation as it takes it off the channel: a row ([`RowPolicy`]: a
 //! pair's side, an error within the flush's budget, the row sample) or a row-less observation
 //! that the store only adds to its aggregate tables, texts and bodies dropped. Row-less
-//! observations do not count towards `batch_size` (rows do); up to `max_counted` of them go in
-//! one flush, so that a busy gateway still writes about one small transaction per flush
-//! interval. Each flush carries the writer's id and a sequence number ([`FlushId`]), kept
+//! observations do not count towards `batch_size` (rows do), and they wait for their own,
+//! longer interval (`aggregate_interval`): a flush written sooner for its rows leaves them for a
+//! later one. Up to `max_counted` of them go in one flush. The store's cost of a row-less
+//! observation is mostly the per-unit rows it adds to (a unit seen twice in one flush is one row
+//! upserted, not two), and real traffic is sticky and heavy-tailed: the longer a flush collects,
+//! the fewer unit rows per observation. Each flush carries the writer's id and a sequence number ([`FlushId`]), kept
 //! through retries, splits' halves (new ids: a rejected flush was not committed) and the spool,
 //! so that the store adds a flush once however often it is written.
 
@@ -61,6 +64,9 @@ pub struct WriterConfig {
     pub rows: RowPolicy,
     /// Row-less observations in one flush, at most (a flush is written when it holds this many).
     pub max_counted: usize,
+    /// How long row-less observations collect before a flush carries them (about: the writer
+    /// looks every `flush_interval`). Flushes written sooner for their rows leave them waiting.
+    pub aggregate_interval: Duration,
 }
 
 impl Default for WriterConfig {
@@ -74,6 +80,7 @@ impl Default for WriterConfig {
             spool: None,
             rows: RowPolicy::default(),
             max_counted: 20_000,
+            aggregate_interval: Duration::from_secs(1),
         }
     }
 }
@@ -216,17 +223,33 @@ enum Outcome {
     Unavailable,
 }
 
-/// The flush being filled, and how many error rows it kept so far.
+/// The flush being filled, how many error rows it kept so far, and since when its row-less
+/// observations have been collecting.
 #[derive(Default)]
 struct Filling {
     flush: Flush,
     error_rows: usize,
+    counted_since: Option<Instant>,
 }
 
 impl Filling {
+    /// All of it: rows and row-less observations.
     fn take(&mut self) -> Flush {
         self.error_rows = 0;
+        self.counted_since = None;
         std::mem::take(&mut self.flush)
+    }
+
+    /// The rows only; the row-less observations keep collecting.
+    fn take_rows(&mut self) -> Flush {
+        self.error_rows = 0;
+        Flush::of_rows(std::mem::take(&mut self.flush.rows))
+    }
+
+    /// Whether the row-less observations have collected for `interval`.
+    fn counted_due(&self, interval: Duration) -> bool {
+        self.counted_since
+            .is_some_and(|since| since.elapsed() >= interval)
     }
 }
 
@@ -294,17 +317,29 @@ impl Writer {
                 self.admit(first, &mut batch);
             }
             // Fill the batch from what is already queued; if it is not full, wait out the flush
-            // interval once and take what arrived meanwhile. Two wake-ups per batch at most,
-            // instead of one per event.
+            // interval and take what arrived meanwhile: one wake-up per flush interval at most,
+            // instead of one per event. Row-less observations alone wait on, interval after
+            // interval, until they are due.
             self.drain(&mut rx, &mut batch);
-            if !self.full(&batch) && !cancel.is_cancelled() {
+            while !self.full(&batch) && !cancel.is_cancelled() {
                 tokio::select! {
                     () = tokio::time::sleep(self.config.flush_interval) => {}
                     () = cancel.cancelled() => {}
                 }
                 self.drain(&mut rx, &mut batch);
+                if !batch.flush.rows.is_empty() || self.counted_due(&batch) {
+                    break;
+                }
             }
-            self.handle(batch.take()).await;
+            // A flush written for its rows (the interval, or `batch_size` of them) leaves the
+            // row-less observations collecting unless they are due or fill a flush themselves.
+            let counted_full = batch.flush.counted.len() >= self.config.max_counted.max(1);
+            let flush = if cancel.is_cancelled() || counted_full || self.counted_due(&batch) {
+                batch.take()
+            } else {
+                batch.take_rows()
+            };
+            self.handle(flush).await;
         }
         if !self.backlog() {
             return;
@@ -325,6 +360,7 @@ impl Writer {
             (CaptureEvent::Observation(o), Some(policy))
                 if !policy.keeps_row(&o, &mut batch.error_rows) =>
             {
+                batch.counted_since.get_or_insert_with(Instant::now);
                 batch.flush.counted.push(lean(*o));
             }
             (event, _) => batch.flush.rows.push(event),
@@ -336,6 +372,12 @@ impl Writer {
     fn full(&self, batch: &Filling) -> bool {
         batch.flush.rows.len() >= self.config.batch_size.max(1)
             || batch.flush.counted.len() >= self.config.max_counted.max(1)
+    }
+
+    /// Whether the flush being filled holds row-less observations that have waited out
+    /// `aggregate_interval`.
+    fn counted_due(&self, batch: &Filling) -> bool {
+        batch.counted_due(self.config.aggregate_interval)
     }
 
     /// Moves queued events into `batch` without waiting, until it is full.
@@ -948,5 +990,94 @@ pub(super) mod tests {
         cancel.cancel();
         tracker.close();
         tracker.wait().await;
+    }
+
+    /// An aggregating sink that records each flush it is given: (rows, row-less observations).
+    #[derive(Default)]
+    struct Flushes {
+        seen: std::sync::Mutex<Vec<(usize, usize)>>,
+    }
+
+    impl Flushes {
+        fn seen(&self) -> Vec<(usize, usize)> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    impl Sink for Flushes {
+        fn write_batch<'a>(
+            &'a self,
+            _batch: &'a [CaptureEvent],
+        ) -> BoxFuture<'a, Result<(), SinkError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn aggregates(&self) -> bool {
+            true
+        }
+
+        fn write_flush<'a>(&'a self, flush: &'a Flush) -> BoxFuture<'a, Result<(), SinkError>> {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((flush.rows.len(), flush.counted.len()));
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn paired(i: u32) -> CaptureEvent {
+        match event(i) {
+            CaptureEvent::Observation(mut o) => {
+                o.pair_id = Some(uuid::Uuid::from_u128(u128::from(i)));
+                CaptureEvent::Observation(o)
+            }
+            pair => pair,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn row_less_observations_wait_for_the_aggregate_interval_and_rows_do_not() {
+        let sink = Arc::new(Flushes::default());
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let config = WriterConfig {
+            flush_interval: Duration::from_millis(100),
+            aggregate_interval: Duration::from_secs(1),
+            rows: RowPolicy {
+                sample_rate: 0.0,
+                error_rows_per_flush: 20,
+            },
+            ..WriterConfig::default()
+        };
+        let capture = Capture::start(sink.clone(), config, &tracker, cancel.clone());
+        for i in 0..3 {
+            capture.record(event(i));
+        }
+        capture.record(paired(3));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The pair's side went at the flush interval; the row-less three stay behind.
+        assert_eq!(sink.seen(), [(1, 0)]);
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 4..6 {
+            capture.record(event(i));
+        }
+        capture.record(paired(6));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(sink.seen(), [(1, 0), (1, 0)]);
+
+        // A second after the first of them, all five row-less observations go in one flush.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(sink.seen(), [(1, 0), (1, 0), (0, 5)]);
+
+        // At shutdown what is collecting goes at once.
+        capture.record(event(7));
+        tokio::task::yield_now().await;
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        assert_eq!(sink.seen(), [(1, 0), (1, 0), (0, 5), (0, 1)]);
+        assert_eq!(capture.stats().aggregated.load(Ordering::Relaxed), 6);
+        assert_eq!(capture.stats().written.load(Ordering::Relaxed), 8);
     }
 }

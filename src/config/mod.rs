@@ -320,6 +320,8 @@ pub struct CaptureConfig {
     pub error_rows_per_flush: usize,
     /// `capture.max_aggregated_per_flush`.
     pub max_aggregated_per_flush: usize,
+    /// `capture.aggregate_interval`.
+    pub aggregate_interval: Duration,
 }
 
 /// Where the capture writer keeps batches while the store is unreachable (`capture.spool`).

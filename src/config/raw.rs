@@ -339,6 +339,12 @@ pub struct RawCapture {
     /// is written at once.
     #[serde(default)]
     pub max_aggregated_per_flush: Option<usize>,
+    /// How long row-less observations collect before a flush adds them to the aggregate tables
+    /// (default 1s; at least `flush_interval`). Longer means fewer per-unit rows written per
+    /// observation, and more lost to a `kill -9`.
+    #[schemars(with = "Option<String>")]
+    #[serde(default, with = "humantime_serde")]
+    pub aggregate_interval: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

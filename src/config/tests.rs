@@ -259,6 +259,27 @@ fn the_capture_spool_lives_next_to_the_config_unless_told_otherwise() {
 }
 
 #[test]
+fn row_less_observations_collect_for_the_aggregate_interval_never_shorter_than_a_flush() {
+    let base = "providers: { p: { base_url: \"http://x/v1\" } }\n\
+                deployments:\n  - slug: a\n    stable: {provider: p, model: m}\n";
+    let at = |capture: &str| {
+        let yaml = format!("{base}capture: {{ {capture} }}\n");
+        Config::from_yaml(Path::new("c.yaml"), &yaml, &no_env)
+    };
+    let c = at("").unwrap().capture;
+    assert_eq!(c.flush_interval, Duration::from_millis(200));
+    assert_eq!(c.aggregate_interval, Duration::from_secs(1));
+    let c = at("aggregate_interval: 5s").unwrap().capture;
+    assert_eq!(c.aggregate_interval, Duration::from_secs(5));
+    // A flush interval longer than the default aggregate interval carries them every flush.
+    let c = at("flush_interval: 2s").unwrap().capture;
+    assert_eq!(c.aggregate_interval, Duration::from_secs(2));
+    let err = at("flush_interval: 2s, aggregate_interval: 500ms").unwrap_err();
+    assert_eq!(err.problems[0].field, "capture.aggregate_interval", "{err}");
+    assert!(err.to_string().contains("capture.flush_interval"), "{err}");
+}
+
+#[test]
 fn unit_key_sources_default_are_set_globally_or_per_deployment_and_unknown_names_are_refused() {
     let base = "providers:\n  p: {base_url: 'http://x'}\n\
                 deployments:\n  - slug: a\n    stable: {provider: p, model: m}\n";

@@ -714,6 +714,18 @@ fn capture(path: &Path, rc: super::raw::RawCapture, p: &mut Problems) -> Capture
     if max_aggregated_per_flush == 0 {
         p.push("capture.max_aggregated_per_flush", "must be greater than 0");
     }
+    let flush_interval = rc
+        .flush_interval
+        .unwrap_or(std::time::Duration::from_millis(200));
+    let aggregate_interval = rc
+        .aggregate_interval
+        .unwrap_or(std::time::Duration::from_secs(1));
+    if rc.aggregate_interval.is_some() && aggregate_interval < flush_interval {
+        p.push(
+            "capture.aggregate_interval",
+            "must be at least capture.flush_interval (row-less observations ride on a flush)",
+        );
+    }
     let spool = rc.spool.unwrap_or_default();
     let max_bytes = spool.max_bytes.unwrap_or_else(default_spool_max_bytes);
     let spool = (max_bytes > 0).then(|| {
@@ -734,9 +746,8 @@ fn capture(path: &Path, rc: super::raw::RawCapture, p: &mut Problems) -> Capture
         sink,
         queue_capacity,
         batch_size: rc.batch_size.unwrap_or(500).max(1),
-        flush_interval: rc
-            .flush_interval
-            .unwrap_or(std::time::Duration::from_millis(200)),
+        flush_interval,
+        aggregate_interval: aggregate_interval.max(flush_interval),
         body_sample_rate,
         redact,
         max_body_bytes: rc.max_body_bytes.unwrap_or(256 * 1024),

@@ -79,7 +79,7 @@ async fn kill_9_loses_at_most_the_unflushed_batch_and_never_corrupts() {
         &config,
         format!(
             "providers:\n  mock: {{ base_url: \"{}\" }}\nstorage: {{ url: \"sqlite://{}\" }}\n\
-             capture: {{ flush_interval: 50ms }}\ndeployments:\n  - slug: chat\n    stable: {{ provider: mock, model: mock-fast }}\n",
+             capture: {{ flush_interval: 50ms, aggregate_interval: 200ms }}\ndeployments:\n  - slug: chat\n    stable: {{ provider: mock, model: mock-fast }}\n",
             mock.base_url(),
             db.display()
         ),
@@ -89,7 +89,9 @@ async fn kill_9_loses_at_most_the_unflushed_batch_and_never_corrupts() {
 
     let (mut gw, url) = start_gateway(&config);
     send(&client, &url, 200).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // well past the flush interval
+    // Well past the flush interval and the aggregate interval (row-less observations wait
+    // for the latter): all 200 are flushed, the next 50 may not be.
+    tokio::time::sleep(Duration::from_millis(700)).await;
     send(&client, &url, 50).await;
     gw.0.kill().unwrap(); // SIGKILL: no graceful shutdown, no final flush
     gw.0.wait().unwrap();

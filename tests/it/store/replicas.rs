@@ -108,6 +108,7 @@ fn outage_writer() -> WriterConfig {
         // Every observation a row, so that each one can be looked up below.
         rows: RowPolicy::ALL_ROWS,
         max_counted: 10,
+        aggregate_interval: Duration::from_millis(10),
     }
 }
 
