@@ -27,13 +27,6 @@ use crate::capture::cells::{Cells, Name, ScopeId};
 use crate::capture::tail::RUNGS;
 use crate::capture::{Aggregates, Observation};
 
-/// Rows per upsert statement (at most 36 columns: below SQLite's 32,766 bind parameters).
-///
-/// Only small batches are kept prepared (see [`super::kept_prepared`]).
-pub(super) const DELTAS_PER_STATEMENT: usize = 800;
-/// Rows per `agg_unit_sides` upsert (56 columns each).
-pub(super) const SIDES_PER_STATEMENT: usize = 500;
-
 /// `agg_unit_sides`' columns after its key: errors and cost, then the latency tail
 /// ([`tail_side_values`] order).
 pub(super) fn side_cols() -> Vec<String> {
@@ -292,16 +285,15 @@ macro_rules! bind_scope {
 }
 pub(super) use bind_scope;
 
-/// Slices of `rows` (sorted by scope) that share one stage, at most `n` rows each: the unit
-/// tables' upserts return rows without their stage's columns, known from the slice.
+/// Slices of `rows` (sorted by scope) that share one stage, in [`super::statement_chunks`]: the
+/// unit tables' upserts return rows without their stage's columns, known from the slice.
 pub(super) fn stage_chunks<'a, K: Copy, V>(
     cells: &'a Cells,
     rows: &'a [(K, V)],
     scope: fn(K) -> ScopeId,
-    n: usize,
 ) -> impl Iterator<Item = (ScopeId, &'a [(K, V)])> + 'a {
     rows.chunk_by(move |a, b| cells.same_stage(scope(a.0), scope(b.0)))
-        .flat_map(move |group| group.chunks(n.max(1)))
+        .flat_map(super::statement_chunks)
         .filter_map(move |chunk| chunk.first().map(|first| (scope(first.0), chunk)))
 }
 
@@ -311,8 +303,8 @@ macro_rules! write_deltas {
     ($tx:expr, $db:ty, $agg:expr) => {{
         use sqlx::{QueryBuilder, Row};
         use $crate::store::deltas::{
-            DELTAS_PER_STATEMENT, SCOPE_COLS, SIDE_COLS, UnitTally, add_set, bind_scope,
-            moment_cols, moment_values, scope_binds, stage_chunks,
+            SCOPE_COLS, SIDE_COLS, UnitTally, add_set, bind_scope, moment_cols, moment_values,
+            scope_binds, stage_chunks,
         };
         let agg: &$crate::capture::Aggregates = $agg;
         let cells = &agg.cells;
@@ -339,7 +331,7 @@ macro_rules! write_deltas {
             "cost_sum",
             "cost_sq",
         ];
-        for chunk in variants.chunks(DELTAS_PER_STATEMENT) {
+        for chunk in $crate::store::statement_chunks(&variants) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_variants ({SCOPE_COLS}, variant, error_class, role, {}) ",
                 sums.join(", ")
@@ -367,17 +359,14 @@ macro_rules! write_deltas {
                 " ON CONFLICT ({SCOPE_COLS}, variant, error_class) DO UPDATE SET {}",
                 add_set("agg_variants", &sums)
             ));
-            qb.build()
-                .persistent($crate::store::kept_prepared(chunk.len()))
-                .execute(&mut *$tx)
-                .await?;
+            qb.build().execute(&mut *$tx).await?;
         }
 
         let mut timings: Vec<_> = agg.timings.iter().collect();
         timings.sort_unstable_by_key(|((scope, variant, timing, bucket), _)| {
             (ranks.scope(*scope), ranks.name(*variant), *timing, *bucket)
         });
-        for chunk in timings.chunks(DELTAS_PER_STATEMENT) {
+        for chunk in $crate::store::statement_chunks(&timings) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_timings ({SCOPE_COLS}, variant, timing, bucket, n) "
             ));
@@ -392,10 +381,7 @@ macro_rules! write_deltas {
                 " ON CONFLICT ({SCOPE_COLS}, variant, timing, bucket) DO UPDATE SET {}",
                 add_set("agg_timings", &["n"])
             ));
-            qb.build()
-                .persistent($crate::store::kept_prepared(chunk.len()))
-                .execute(&mut *$tx)
-                .await?;
+            qb.build().execute(&mut *$tx).await?;
         }
 
         let mut tally = UnitTally::from_keyless(agg);
@@ -403,7 +389,7 @@ macro_rules! write_deltas {
         units.sort_unstable_by_key(|((scope, variant, unit), _)| {
             (ranks.scope(*scope), ranks.name(*variant), ranks.name(*unit))
         });
-        for (first, chunk) in stage_chunks(cells, &units, |k| k.0, DELTAS_PER_STATEMENT) {
+        for (first, chunk) in stage_chunks(cells, &units, |k| k.0) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_unit_variants ({SCOPE_COLS}, variant, unit_key, requests, served) "
             ));
@@ -420,12 +406,7 @@ macro_rules! write_deltas {
                  RETURNING cohort_key, cohort_value, variant, unit_key, requests, served",
                 add_set("agg_unit_variants", &["requests", "served"])
             ));
-            for r in qb
-                .build()
-                .persistent($crate::store::kept_prepared(chunk.len()))
-                .fetch_all(&mut *$tx)
-                .await?
-            {
+            for r in qb.build().fetch_all(&mut *$tx).await? {
                 let key = cells
                     .find_cell(first, r.try_get(0)?, r.try_get(1)?)
                     .zip(cells.find_name(r.try_get(2)?))
@@ -443,7 +424,7 @@ macro_rules! write_deltas {
         counted.sort_unstable_by_key(|((scope, variant), _)| {
             (ranks.scope(*scope), ranks.name(*variant))
         });
-        for chunk in counted.chunks(DELTAS_PER_STATEMENT) {
+        for chunk in $crate::store::statement_chunks(&counted) {
             let cols = ["units", "served_units", "keyless_units", "keyless_served"];
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_variant_units ({SCOPE_COLS}, variant, {}) ",
@@ -461,10 +442,7 @@ macro_rules! write_deltas {
                 " ON CONFLICT ({SCOPE_COLS}, variant) DO UPDATE SET {}",
                 add_set("agg_variant_units", &cols)
             ));
-            qb.build()
-                .persistent($crate::store::kept_prepared(chunk.len()))
-                .execute(&mut *$tx)
-                .await?;
+            qb.build().execute(&mut *$tx).await?;
         }
 
         // Each unit's delta in the tables' form (per rung, the successes slower than it).
@@ -478,8 +456,7 @@ macro_rules! write_deltas {
             sides.iter().map(|(k, s)| (*k, s)).collect();
         let side_cols = $crate::store::deltas::side_cols();
         let side_refs: Vec<&str> = side_cols.iter().map(String::as_str).collect();
-        let per_statement = $crate::store::deltas::SIDES_PER_STATEMENT;
-        for (first, chunk) in stage_chunks(cells, &sides, |k| k.0, per_statement) {
+        for (first, chunk) in stage_chunks(cells, &sides, |k| k.0) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_unit_sides ({SCOPE_COLS}, unit_key, {}) ",
                 side_cols.join(", ")
@@ -497,12 +474,7 @@ macro_rules! write_deltas {
                 add_set("agg_unit_sides", &side_refs),
                 side_cols.join(", ")
             ));
-            for r in qb
-                .build()
-                .persistent($crate::store::kept_prepared(chunk.len()))
-                .fetch_all(&mut *$tx)
-                .await?
-            {
+            for r in qb.build().fetch_all(&mut *$tx).await? {
                 let key = cells
                     .find_cell(first, r.try_get(0)?, r.try_get(1)?)
                     .zip(cells.find_name(r.try_get(2)?));
@@ -525,7 +497,7 @@ macro_rules! write_deltas {
         moments.sort_unstable_by_key(|(scope, keyless, _)| (ranks.scope(*scope), *keyless));
         let cols = moment_cols();
         let col_refs: Vec<&str> = cols.iter().map(String::as_str).collect();
-        for chunk in moments.chunks(DELTAS_PER_STATEMENT) {
+        for chunk in $crate::store::statement_chunks(&moments) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_unit_moments ({SCOPE_COLS}, keyless, {}) ",
                 cols.join(", ")
@@ -546,10 +518,7 @@ macro_rules! write_deltas {
                 " ON CONFLICT ({SCOPE_COLS}, keyless) DO UPDATE SET {}",
                 add_set("agg_unit_moments", &col_refs)
             ));
-            qb.build()
-                .persistent($crate::store::kept_prepared(chunk.len()))
-                .execute(&mut *$tx)
-                .await?;
+            qb.build().execute(&mut *$tx).await?;
         }
 
         // Each rung's moments, one row per (scope, keyless, rung) that changed.
@@ -564,7 +533,7 @@ macro_rules! write_deltas {
             })
             .collect();
         let tail_cols = $crate::store::deltas::TAIL_MOMENT_COLS;
-        for chunk in tails.chunks(DELTAS_PER_STATEMENT) {
+        for chunk in $crate::store::statement_chunks(&tails) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO agg_tail_moments ({SCOPE_COLS}, keyless, rung, {}) ",
                 tail_cols.join(", ")
@@ -583,10 +552,7 @@ macro_rules! write_deltas {
                 " ON CONFLICT ({SCOPE_COLS}, keyless, rung) DO UPDATE SET {}",
                 add_set("agg_tail_moments", &tail_cols)
             ));
-            qb.build()
-                .persistent($crate::store::kept_prepared(chunk.len()))
-                .execute(&mut *$tx)
-                .await?;
+            qb.build().execute(&mut *$tx).await?;
         }
     }};
 }

@@ -83,14 +83,11 @@ pub struct NewCheckResult {
     pub detail: Option<String>,
 }
 
-const ROWS_PER_STATEMENT: usize = 1500;
-
 macro_rules! insert_judgments {
     ($pool:expr, $db:ty, $rows:expr, $ids:expr, $now:expr) => {{
         let mut tx = $pool.begin().await?;
-        for (chunk, ids) in $rows
-            .chunks(ROWS_PER_STATEMENT)
-            .zip($ids.chunks(ROWS_PER_STATEMENT))
+        for (chunk, ids) in
+            $crate::store::statement_chunks(&$rows).zip($crate::store::statement_chunks(&$ids))
         {
             let mut qb = QueryBuilder::<$db>::new(
                 "INSERT INTO judgments (id, pair_id, rubric_id, rubric_version, rubric_hash, name, \
@@ -116,10 +113,7 @@ macro_rules! insert_judgments {
                     .push_bind(j.trace_id.as_deref())
                     .push_bind($now);
             });
-            qb.build()
-                .persistent($crate::store::kept_prepared(chunk.len()))
-                .execute(&mut *tx)
-                .await?;
+            qb.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
     }};
@@ -130,7 +124,7 @@ macro_rules! insert_judgments {
 macro_rules! push_check_rows {
     ($tx:expr, $db:ty, $rows:expr, $now:expr) => {{
         let rows: &[NewCheckResult] = $rows;
-        for chunk in rows.chunks(CHECK_ROWS_PER_STATEMENT) {
+        for chunk in $crate::store::statement_chunks(rows) {
             let mut qb = QueryBuilder::<$db>::new(
                 "INSERT INTO check_results (pair_id, rubric_id, rubric_version, rubric_hash, name, \
                  side, passed, score, severity, detail, created_at) ",
@@ -149,17 +143,11 @@ macro_rules! push_check_rows {
                     .push_bind($now);
             });
             qb.push(" ON CONFLICT (pair_id, rubric_hash, name, side) DO NOTHING");
-            qb.build()
-                .persistent($crate::store::kept_prepared(chunk.len()))
-                .execute(&mut *$tx)
-                .await?;
+            qb.build().execute(&mut *$tx).await?;
         }
     }};
 }
 pub(super) use push_check_rows;
-
-/// Check rows per statement (11 columns each).
-pub(super) const CHECK_ROWS_PER_STATEMENT: usize = 1500;
 
 impl Store {
     /// Stores judgments in one transaction; returns their ids in order.

@@ -247,20 +247,34 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Whether a multi-row statement of `rows` rows stays in sqlx's per-connection cache of
-/// prepared statements. The writer's batches change their text with the row count: small ones
-/// recur flush after flush and are cheap to keep; a large one is rarely run again and its
-/// program (up to 28,000 parameters) is big, so it is prepared for its one execution. Kept for
-/// every row count, the cache held the gateway's peak RSS at 145 MB (live 5%) and 173 MB
-/// (shadow 10%) at 128 connections on SQLite (`benches/compare.sh`); keeping none, 79 MB, but
-/// 10% more instructions per request (`benches/callgrind.sh` with `SINK=store`: 401,624 →
-/// 441,632); keeping batches of up to 16 rows, 74–77 MB and 409,282 instructions.
-pub(crate) fn kept_prepared(rows: usize) -> bool {
-    rows <= CACHED_STATEMENT_ROWS
-}
+/// Rows per multi-row statement, at most (at 56 columns, the widest, 1,792 bind parameters:
+/// far below SQLite's 32,766 and Postgres' 65,535).
+pub(crate) const MAX_STATEMENT_ROWS: usize = 32;
 
-/// See [`kept_prepared`].
-const CACHED_STATEMENT_ROWS: usize = 16;
+/// `rows` in the chunks the writer's multi-row statements take: `MAX_STATEMENT_ROWS` at a time,
+/// then the rest in descending powers of two, so that a table is only ever written with six
+/// statement texts (1, 2, 4, 8, 16 or 32 rows), each prepared once per connection and kept in
+/// sqlx's statement cache. A statement's text varies with its row count, and SQLite parses and
+/// plans a new text at every execution: with chunks of up to 800 rows prepared per execution,
+/// parsing (`sqlite3Prepare`) was 27% of the writer's instructions, as much as the upserts
+/// themselves (`benches/capture_path.rs`, flushes of 1,600, under callgrind); keeping every
+/// row count in the cache instead held the gateway's peak RSS at 145–173 MB.
+pub(crate) fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = if rest.len() >= MAX_STATEMENT_ROWS {
+            MAX_STATEMENT_ROWS
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -283,5 +297,29 @@ mod tests {
         );
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn statements_take_powers_of_two_of_rows_in_order() {
+        let mut texts = std::collections::BTreeSet::new();
+        for len in 0..200_usize {
+            let rows: Vec<usize> = (0..len).collect();
+            let chunks: Vec<&[usize]> = statement_chunks(&rows).collect();
+            // Every row once, in order.
+            assert_eq!(chunks.concat(), rows);
+            for c in &chunks {
+                assert!(c.len().is_power_of_two() && c.len() <= MAX_STATEMENT_ROWS);
+                texts.insert(c.len());
+            }
+            // Full chunks, then at most one chunk per bit of the rest, largest first.
+            let rest = len % MAX_STATEMENT_ROWS;
+            assert_eq!(
+                chunks.len(),
+                len / MAX_STATEMENT_ROWS + rest.count_ones() as usize,
+                "{len}"
+            );
+            assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()));
+        }
+        assert_eq!(texts.into_iter().collect::<Vec<_>>(), [1, 2, 4, 8, 16, 32]);
     }
 }

@@ -21,7 +21,7 @@ use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::deltas::{epoch_of, read_epochs, write_deltas};
-use super::judgments::{CHECK_ROWS_PER_STATEMENT, NewCheckResult, push_check_rows};
+use super::judgments::{NewCheckResult, push_check_rows};
 use super::sanitize;
 use super::{Store, StoreError, to_i64, to_u64, with_pool};
 use crate::capture::LatencyHistogram;
@@ -29,12 +29,6 @@ use crate::capture::{
     Aggregates, CaptureEvent, Endpoint, ErrorClass, Flush, FlushId, Observation, Pair, Purpose,
     Role, Sink, SinkError, Usage,
 };
-
-/// Observation rows per INSERT statement (32 columns each: below SQLite's 32,766 and Postgres'
-/// 65,535 bind parameters).
-const OBSERVATIONS_PER_STATEMENT: usize = 900;
-/// Label, pair and job rows per statement (at most 9 columns each).
-const SMALL_ROWS_PER_STATEMENT: usize = 3000;
 
 /// The capture sink backed by the store. A Pair event writes the pair row (and its two sides, if
 /// they are not written already) and enqueues a judge job for it.
@@ -238,7 +232,7 @@ macro_rules! write_rows {
         // The observations this batch adds (a retried or replayed batch adds none twice): only
         // these add to the aggregates.
         let mut inserted: HashSet<Uuid> = HashSet::new();
-        for chunk in rows.observations.chunks(OBSERVATIONS_PER_STATEMENT) {
+        for chunk in $crate::store::statement_chunks(&rows.observations) {
             let mut qb = QueryBuilder::<$db>::new(
                 "INSERT INTO observations (id, request_id, pair_id, at, deployment, variant, role, \
                  purpose, stage, config_version, endpoint, upstream_model, stream, bucket, unit_key, \
@@ -282,7 +276,7 @@ macro_rules! write_rows {
                     .push_bind(o.response_body.as_ref().map(Json));
             });
             qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-            for r in qb.build().persistent($crate::store::kept_prepared(chunk.len())).fetch_all(&mut *tx).await? {
+            for r in qb.build().fetch_all(&mut *tx).await? {
                 inserted.insert(r.try_get::<Uuid, _>(0)?);
             }
         }
@@ -290,16 +284,16 @@ macro_rules! write_rows {
             ("observation_labels (observation_id", rows.observation_labels()),
             ("pair_labels (pair_id", rows.pair_labels()),
         ] {
-            for chunk in labels.chunks(SMALL_ROWS_PER_STATEMENT) {
+            for chunk in $crate::store::statement_chunks(&labels) {
                 let mut qb = QueryBuilder::<$db>::new(format!("INSERT INTO {table}, key, value) "));
                 qb.push_values(chunk, |mut b, (id, k, v)| {
                     b.push_bind(*id).push_bind(*k).push_bind(*v);
                 });
                 qb.push(" ON CONFLICT DO NOTHING");
-                qb.build().persistent($crate::store::kept_prepared(chunk.len())).execute(&mut *tx).await?;
+                qb.build().execute(&mut *tx).await?;
             }
         }
-        for chunk in rows.pairs.chunks(SMALL_ROWS_PER_STATEMENT) {
+        for chunk in $crate::store::statement_chunks(&rows.pairs) {
             let mut qb = QueryBuilder::<$db>::new(
                 "INSERT INTO pairs (id, request_id, deployment, stage, config_version, candidate, \
                  stable_observation_id, candidate_observation_id, cohort, created_at) ",
@@ -317,10 +311,10 @@ macro_rules! write_rows {
                     .push_bind(rows.now);
             });
             qb.push(" ON CONFLICT (id) DO NOTHING");
-            qb.build().persistent($crate::store::kept_prepared(chunk.len())).execute(&mut *tx).await?;
+            qb.build().execute(&mut *tx).await?;
         }
         push_check_rows!(tx, $db, &rows.checks, rows.now);
-        for chunk in rows.jobs().chunks(SMALL_ROWS_PER_STATEMENT) {
+        for chunk in $crate::store::statement_chunks(&rows.jobs()) {
             let mut qb = QueryBuilder::<$db>::new(
                 "INSERT INTO judge_jobs (pair_id, deployment, candidate, state, attempts, \
                  created_at, updated_at) ",
@@ -335,7 +329,7 @@ macro_rules! write_rows {
                     .push_bind(rows.now);
             });
             qb.push(" ON CONFLICT (pair_id) DO NOTHING");
-            qb.build().persistent($crate::store::kept_prepared(chunk.len())).execute(&mut *tx).await?;
+            qb.build().execute(&mut *tx).await?;
         }
         // The row-less observations add when the flush is new (its id recorded here, in the
         // transaction that adds them), or when the flush has no id.
