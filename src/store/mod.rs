@@ -52,6 +52,7 @@ mod rollouts;
 mod rollups;
 mod sanitize;
 mod sink;
+mod sqlite_alloc;
 mod traffic;
 mod units;
 
@@ -162,6 +163,7 @@ impl Store {
             reason,
         };
         if url.starts_with("sqlite:") {
+            sqlite_alloc::install();
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(|e| bad(e.to_string()))?
                 .create_if_missing(true)
