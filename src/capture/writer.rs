@@ -41,6 +41,9 @@ use super::spool::{Spool, SpoolConfig, SpoolError};
 use super::{CaptureEvent, Flush, FlushId, RowPolicy, Sink, SinkError};
 use crate::telemetry::CaptureCounts;
 
+/// Events taken off the channel between two yields to the runtime.
+const DRAIN_YIELD_EVERY: usize = 512;
+
 /// The longest wait between two write attempts or two tries to replay the spool.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -293,7 +296,7 @@ impl Writer {
                 // The sink may be back: replay the oldest segment. New events wait in memory
                 // meanwhile, up to a batch; a full batch goes behind the backlog.
                 self.replay_one().await;
-                self.drain(&mut rx, &mut batch);
+                self.drain(&mut rx, &mut batch).await;
                 if self.full(&batch) {
                     self.handle(batch.take()).await;
                 }
@@ -320,13 +323,13 @@ impl Writer {
             // interval and take what arrived meanwhile: one wake-up per flush interval at most,
             // instead of one per event. Row-less observations alone wait on, interval after
             // interval, until they are due.
-            self.drain(&mut rx, &mut batch);
+            self.drain(&mut rx, &mut batch).await;
             while !self.full(&batch) && !cancel.is_cancelled() {
                 tokio::select! {
                     () = tokio::time::sleep(self.config.flush_interval) => {}
                     () = cancel.cancelled() => {}
                 }
-                self.drain(&mut rx, &mut batch);
+                self.drain(&mut rx, &mut batch).await;
                 if !batch.flush.rows.is_empty() || self.counted_due(&batch) {
                     break;
                 }
@@ -380,12 +383,19 @@ impl Writer {
         batch.counted_due(self.config.aggregate_interval)
     }
 
-    /// Moves queued events into `batch` without waiting, until it is full.
-    fn drain(&self, rx: &mut mpsc::Receiver<CaptureEvent>, batch: &mut Filling) {
+    /// Moves queued events into `batch` without waiting for more, until it is full; yields to
+    /// the runtime every [`DRAIN_YIELD_EVERY`] events, so that draining a queue of thousands
+    /// does not hold the thread the request path runs on.
+    async fn drain(&self, rx: &mut mpsc::Receiver<CaptureEvent>, batch: &mut Filling) {
+        let mut taken = 0_usize;
         while !self.full(batch) {
             match rx.try_recv() {
                 Ok(event) => self.admit(event, batch),
                 Err(_) => break,
+            }
+            taken += 1;
+            if taken.is_multiple_of(DRAIN_YIELD_EVERY) {
+                tokio::task::yield_now().await;
             }
         }
     }

@@ -30,6 +30,9 @@ use crate::capture::{
     Role, Sink, SinkError, Usage,
 };
 
+/// Observations summed between two yields to the runtime (about a millisecond of work).
+const YIELD_EVERY: usize = 256;
+
 /// The capture sink backed by the store. A Pair event writes the pair row (and its two sides, if
 /// they are not written already) and enqueues a judge job for it.
 #[derive(Debug, Clone)]
@@ -363,8 +366,14 @@ macro_rules! write_rows {
                 .collect();
             let epochs = read_epochs!(tx, stages);
             let mut agg = Aggregates::default();
-            for o in new() {
+            for (i, o) in new().enumerate() {
                 agg.record(o, epoch_of(&epochs, o));
+                if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                    // A flush of an aggregate interval holds thousands of observations: summed
+                    // in one go, they would hold the runtime's thread (the request path's, on
+                    // a gateway given one core) for tens of milliseconds.
+                    tokio::task::yield_now().await;
+                }
             }
             write_deltas!(tx, $db, &agg);
         }
